@@ -10,11 +10,99 @@
 //! a [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gateway;
+pub mod log;
 pub mod protocol;
 pub mod providers;
+pub mod routing;
+pub mod server;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use config::Config;
 pub use error::Error;
+
+/// Stack of a worker thread: enough for serde_json's 128-level recursion
+/// limit and TLS, small enough that thousands of workers stay cheap (only
+/// touched pages count towards RSS).
+const WORKER_STACK_BYTES: usize = 512 * 1024;
+
+/// A running gateway.
+pub struct Handle {
+    server: server::Server,
+    gateway: Arc<gateway::Gateway>,
+    shutdown_timeout: Duration,
+}
+
+impl Handle {
+    /// The address the gateway listens on (useful with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (bounded by
+    /// `--shutdown-timeout`) and stops. Returns true if all requests
+    /// finished in time.
+    pub fn shutdown(self) -> bool {
+        self.gateway.set_draining();
+        self.server.shutdown(self.shutdown_timeout)
+    }
+}
+
+/// Starts the gateway on background threads.
+pub fn start(config: Config) -> Result<Handle, Error> {
+    log::configure(config.log.level, config.log.format);
+    let config = Arc::new(config);
+    let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&config))?);
+    let listener = TcpListener::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
+    let settings = server::Settings {
+        workers: config.workers,
+        queue_capacity: config.workers,
+        max_body_bytes: config.limits.max_body_bytes,
+        max_header_bytes: config.limits.max_header_bytes,
+        max_headers: config.limits.max_headers,
+        header_timeout: config.limits.header_timeout,
+        body_timeout: config.limits.body_timeout,
+        idle_timeout: config.limits.idle_timeout,
+        worker_stack_bytes: WORKER_STACK_BYTES,
+    };
+    let handler: Arc<dyn server::Handler> = gateway.clone();
+    let server = server::Server::start(listener, settings, handler)
+        .map_err(|source| Error::Io { op: "start server", source })?;
+    Ok(Handle { server, gateway, shutdown_timeout: config.shutdown_timeout })
+}
+
+/// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
+pub fn run(config: Config) -> Result<(), Error> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(|source| Error::Io { op: "install signal handlers", source })?;
+    let providers: Vec<&str> = config.model_providers.iter().map(|p| p.name()).collect();
+    let workers = config.workers;
+    let handle = start(config)?;
+    log::info(&format!(
+        "aiproxy {} listening on http://{} (providers: {}, workers: {workers})",
+        env!("CARGO_PKG_VERSION"),
+        handle.addr(),
+        providers.join(", "),
+    ));
+    for signal in signals.forever() {
+        match signal {
+            SIGHUP => log::warn("SIGHUP: configuration reload is not available in this version; restart to apply changes"),
+            _ => break,
+        }
+    }
+    log::info("shutting down: draining in-flight requests");
+    if handle.shutdown() {
+        log::info("shutdown complete");
+    } else {
+        log::warn("shutdown timeout reached with requests still in flight");
+    }
+    Ok(())
+}

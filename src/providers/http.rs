@@ -1,0 +1,62 @@
+//! The one blocking HTTP client shared by every provider.
+//!
+//! ureq's defaults suit a script, not a gateway: statuses become errors
+//! (we relay them), redirects are followed (we relay them), the proxy is
+//! taken from the environment, there are no timeouts and buffers are
+//! 128 KiB per connection. Each is set here on purpose.
+
+use std::io;
+
+use ureq::Agent;
+use ureq::config::Config as UreqConfig;
+
+use super::UpstreamError;
+use crate::config::Config;
+
+/// Builds the shared agent from the configuration.
+pub fn agent(config: &Config) -> Agent {
+    let up = &config.upstream;
+    let ureq_config: UreqConfig = Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .no_delay(true)
+        .user_agent(concat!("aiproxy/", env!("CARGO_PKG_VERSION")))
+        .accept_encoding("identity")
+        .timeout_connect(Some(up.connect_timeout))
+        .timeout_recv_response(Some(up.timeout))
+        .timeout_per_read(Some(up.idle_timeout))
+        .input_buffer_size(32 * 1024)
+        .output_buffer_size(32 * 1024)
+        .max_idle_connections(config.workers.max(16))
+        .max_idle_connections_per_host(config.workers.max(16))
+        .build();
+    ureq_config.new_agent()
+}
+
+/// Maps a transport failure to what the client is told.
+pub fn map_error(err: ureq::Error) -> UpstreamError {
+    match err {
+        ureq::Error::Timeout(which) => UpstreamError::Timeout(format!("upstream timed out ({which:?})")),
+        ureq::Error::HostNotFound => UpstreamError::Connect("upstream host not found".into()),
+        ureq::Error::ConnectionFailed => UpstreamError::Connect("could not connect to upstream".into()),
+        ureq::Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
+            UpstreamError::Timeout("upstream timed out".into())
+        }
+        ureq::Error::Io(e) => UpstreamError::Connect(format!("upstream connection failed: {}", e.kind())),
+        ureq::Error::BadUri(_) => UpstreamError::Config("invalid upstream URL".into()),
+        other => UpstreamError::Connect(format!("upstream error: {other}")),
+    }
+}
+
+/// Converts a ureq response into an [`super::UpstreamResponse`].
+pub fn into_upstream(resp: ureq::http::Response<ureq::Body>) -> super::UpstreamResponse {
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (_, body) = resp.into_parts();
+    super::UpstreamResponse { status, retry_after, body: Box::new(body.into_reader()) }
+}

@@ -1,0 +1,325 @@
+//! The built-in offline provider.
+//!
+//! It speaks the OpenAI family (so every client protocol reaches it
+//! through the same converters as a real upstream) and answers
+//! deterministically: text derived from the prompt, usage counts, a tool
+//! call when tools are offered and `tool_choice` allows one, and streams
+//! with a configurable pause between chunks. With it, `aiproxy
+//! --model-provider mock` works on a machine with no keys and no network.
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::protocol::ModelInfo;
+
+/// Models the mock lists; it answers any model name.
+pub const MODELS: &[&str] = &["mock-small", "mock-large"];
+
+const LOREM: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor";
+
+/// The mock provider.
+pub struct Mock {
+    chunk_delay: Duration,
+    counter: AtomicU64,
+}
+
+impl Mock {
+    /// A mock that pauses `chunk_delay` between streamed chunks.
+    pub fn new(chunk_delay: Duration) -> Self {
+        Self { chunk_delay, counter: AtomicU64::new(0) }
+    }
+}
+
+impl Provider for Mock {
+    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let body: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => return Ok(error(400, &format!("invalid JSON: {e}"))),
+        };
+        let model = body["model"].as_str().unwrap_or(&req.model).to_owned();
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let answer = Answer::for_request(&body);
+        let id = format!("chatcmpl-mock{n:08x}");
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        if req.stream {
+            let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+            let chunks = answer.stream_chunks(&id, created, &model, include_usage);
+            return Ok(UpstreamResponse {
+                status: 200,
+                retry_after: None,
+                body: Box::new(DelayedChunks::new(chunks, self.chunk_delay)),
+            });
+        }
+        let bytes = serde_json::to_vec(&answer.completion(&id, created, &model)).unwrap_or_default();
+        Ok(UpstreamResponse { status: 200, retry_after: None, body: Box::new(io::Cursor::new(bytes)) })
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
+        Ok(MODELS
+            .iter()
+            .map(|id| ModelInfo {
+                id: (*id).to_owned(),
+                owned_by: "aiproxy".into(),
+                display_name: Some(format!("aiproxy {id}")),
+            })
+            .collect())
+    }
+}
+
+fn error(status: u16, message: &str) -> UpstreamResponse {
+    let body = json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
+    UpstreamResponse {
+        status,
+        retry_after: None,
+        body: Box::new(io::Cursor::new(body.to_string().into_bytes())),
+    }
+}
+
+/// What the mock answers to one request.
+#[derive(Debug, PartialEq)]
+enum Reply {
+    Text(Vec<String>),
+    ToolCall { name: String, arguments: String },
+}
+
+#[derive(Debug)]
+struct Answer {
+    reply: Reply,
+    prompt_tokens: u64,
+    truncated: bool,
+}
+
+impl Answer {
+    fn for_request(body: &Value) -> Answer {
+        let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let prompt_chars: usize = messages.iter().map(|m| text_of(&m["content"]).len()).sum();
+        let prompt_tokens = (prompt_chars as u64).div_ceil(4).max(1);
+        if let Some((name, arguments)) = tool_to_call(body, messages) {
+            return Answer { reply: Reply::ToolCall { name, arguments }, prompt_tokens, truncated: false };
+        }
+        let last_user = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .map(|m| text_of(&m["content"]))
+            .unwrap_or_default();
+        let snippet: String = last_user.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+        let mut words: Vec<String> = vec!["Mock".into(), "answer".into(), "to".into()];
+        words.push(format!("\"{}\":", if snippet.is_empty() { "(empty prompt)" } else { &snippet }));
+        words.extend(LOREM.split(' ').map(str::to_owned));
+        let limit = body["max_tokens"]
+            .as_u64()
+            .or_else(|| body["max_completion_tokens"].as_u64())
+            .map_or(usize::MAX, |n| n.max(1) as usize);
+        let truncated = words.len() > limit;
+        words.truncate(limit);
+        Answer { reply: Reply::Text(words), prompt_tokens, truncated }
+    }
+
+    fn completion_tokens(&self) -> u64 {
+        match &self.reply {
+            Reply::Text(words) => words.len() as u64,
+            Reply::ToolCall { arguments, .. } => (arguments.len() as u64).div_ceil(4).max(1),
+        }
+    }
+
+    fn finish_reason(&self) -> &'static str {
+        match self.reply {
+            Reply::ToolCall { .. } => "tool_calls",
+            Reply::Text(_) if self.truncated => "length",
+            Reply::Text(_) => "stop",
+        }
+    }
+
+    fn usage(&self) -> Value {
+        let c = self.completion_tokens();
+        json!({"prompt_tokens": self.prompt_tokens, "completion_tokens": c, "total_tokens": self.prompt_tokens + c})
+    }
+
+    fn completion(&self, id: &str, created: u64, model: &str) -> Value {
+        let message = match &self.reply {
+            Reply::Text(words) => json!({"role": "assistant", "content": words.join(" ")}),
+            Reply::ToolCall { name, arguments } => json!({
+                "role": "assistant",
+                "content": null,
+                "tool_calls": [{"id": format!("call_{id}"), "type": "function",
+                                "function": {"name": name, "arguments": arguments}}]
+            }),
+        };
+        json!({
+            "id": id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason()}],
+            "usage": self.usage(),
+        })
+    }
+
+    fn stream_chunks(&self, id: &str, created: u64, model: &str, include_usage: bool) -> Vec<Vec<u8>> {
+        let chunk = |delta: Value, finish: Option<&str>| {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {v}\n\n").into_bytes()
+        };
+        let mut out = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        match &self.reply {
+            Reply::Text(words) => {
+                for (i, word) in words.iter().enumerate() {
+                    let text = if i == 0 { word.clone() } else { format!(" {word}") };
+                    out.push(chunk(json!({"content": text}), None));
+                }
+            }
+            Reply::ToolCall { name, arguments } => {
+                let (head, tail) = arguments.split_at(arguments.len() / 2);
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "id": format!("call_{id}"), "type": "function",
+                                           "function": {"name": name, "arguments": head}}]}),
+                    None,
+                ));
+                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": tail}}]}), None));
+            }
+        }
+        out.push(chunk(json!({}), Some(self.finish_reason())));
+        if include_usage {
+            let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
+                           "choices": [], "usage": self.usage()});
+            out.push(format!("data: {v}\n\n").into_bytes());
+        }
+        out.push(b"data: [DONE]\n\n".to_vec());
+        out
+    }
+}
+
+/// The tool to call, with arguments, when the request offers tools, allows
+/// a call and is not already answering one.
+fn tool_to_call(body: &Value, messages: &[Value]) -> Option<(String, String)> {
+    let tools = body["tools"].as_array().filter(|t| !t.is_empty())?;
+    let choice = &body["tool_choice"];
+    if choice == "none" || messages.last().is_some_and(|m| m["role"] == "tool") {
+        return None;
+    }
+    let wanted = choice["function"]["name"].as_str();
+    let tool = tools
+        .iter()
+        .find(|t| wanted.is_none_or(|w| t["function"]["name"] == w))
+        .or_else(|| tools.first())?;
+    let name = tool["function"]["name"].as_str()?.to_owned();
+    let mut args = serde_json::Map::new();
+    if let Some(props) = tool["function"]["parameters"]["properties"].as_object() {
+        for (key, schema) in props {
+            args.insert(key.clone(), example_value(key, schema));
+        }
+    }
+    Some((name, Value::Object(args).to_string()))
+}
+
+fn example_value(key: &str, schema: &Value) -> Value {
+    if let Some(first) = schema["enum"].as_array().and_then(|e| e.first()) {
+        return first.clone();
+    }
+    match schema["type"].as_str().unwrap_or("string") {
+        "integer" | "number" => json!(1),
+        "boolean" => json!(true),
+        "array" => json!([]),
+        "object" => json!({}),
+        _ => json!(format!("mock-{key}")),
+    }
+}
+
+/// Text of an OpenAI `content`: a string or an array of parts.
+fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        _ => String::new(),
+    }
+}
+
+/// A reader that yields prepared chunks, pausing before each but the first
+/// as a model producing tokens would.
+struct DelayedChunks {
+    chunks: VecDeque<Vec<u8>>,
+    current: io::Cursor<Vec<u8>>,
+    delay: Duration,
+    started: bool,
+}
+
+impl DelayedChunks {
+    fn new(chunks: Vec<Vec<u8>>, delay: Duration) -> Self {
+        Self { chunks: chunks.into(), current: io::Cursor::new(Vec::new()), delay, started: false }
+    }
+}
+
+impl Read for DelayedChunks {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let Some(next) = self.chunks.pop_front() else { return Ok(0) };
+            if self.started && !self.delay.is_zero() {
+                thread::sleep(self.delay);
+            }
+            self.started = true;
+            self.current = io::Cursor::new(next);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(body: Value, stream: bool) -> Vec<u8> {
+        let mock = Mock::new(Duration::ZERO);
+        let req = UpstreamRequest {
+            model: "m".into(),
+            body: body.to_string().into_bytes(),
+            stream,
+            forward_headers: vec![],
+        };
+        let mut out = Vec::new();
+        mock.call(&req).unwrap().body.read_to_end(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn answers_deterministically_from_the_prompt() {
+        let req = json!({"model": "mock-small", "messages": [{"role": "user", "content": "Hello there"}]});
+        let a: Value = serde_json::from_slice(&call(req.clone(), false)).unwrap();
+        let b: Value = serde_json::from_slice(&call(req, false)).unwrap();
+        let text = a["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(text.contains("Hello there"));
+        assert_eq!(text, b["choices"][0]["message"]["content"]);
+        assert_eq!(a["choices"][0]["finish_reason"], "stop");
+        assert!(a["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    }
+
+    #[test]
+    fn calls_an_offered_tool_unless_forbidden() {
+        let tools = json!([{"type": "function", "function": {"name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+        let req = json!({"model": "m", "messages": [{"role": "user", "content": "weather?"}], "tools": tools});
+        let a: Value = serde_json::from_slice(&call(req, false)).unwrap();
+        let call0 = &a["choices"][0]["message"]["tool_calls"][0]["function"];
+        assert_eq!(call0["name"], "get_weather");
+        assert_eq!(call0["arguments"], r#"{"city":"mock-city"}"#);
+        let none = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": "none"});
+        let b: Value = serde_json::from_slice(&call(none, false)).unwrap();
+        assert!(b["choices"][0]["message"]["tool_calls"].is_null());
+    }
+
+    #[test]
+    fn streams_sse_ending_in_done() {
+        let req = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+        let text = String::from_utf8(call(req, true)).unwrap();
+        assert!(text.starts_with("data: {"));
+        assert!(text.ends_with("data: [DONE]\n\n"));
+        assert!(text.contains(r#""finish_reason":"length""#));
+    }
+}

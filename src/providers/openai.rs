@@ -1,0 +1,76 @@
+//! openai-custom: any OpenAI-compatible chat completions endpoint.
+
+use ureq::Agent;
+
+use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use crate::config::{OpenAiConfig, Secret};
+use crate::protocol::ModelInfo;
+
+/// An OpenAI-compatible upstream.
+pub struct OpenAi {
+    agent: Agent,
+    base_url: String,
+    api_key: Secret,
+}
+
+impl OpenAi {
+    /// Validates the settings; the key is required.
+    pub fn new(agent: Agent, config: &OpenAiConfig) -> Result<Self, crate::Error> {
+        let api_key = config
+            .api_key
+            .clone()
+            .ok_or_else(|| crate::Error::Config("openai-custom needs --openai-api-key".into()))?;
+        Ok(Self { agent, base_url: config.base_url.trim_end_matches('/').to_owned(), api_key })
+    }
+}
+
+impl Provider for OpenAi {
+    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+        let mut builder = self
+            .agent
+            .post(format!("{}/chat/completions", self.base_url))
+            .header("Authorization", format!("Bearer {}", self.api_key.expose()))
+            .header("Content-Type", "application/json");
+        if req.stream {
+            builder = builder.header("Accept", "text/event-stream");
+        }
+        for (name, value) in &req.forward_headers {
+            builder = builder.header(*name, value);
+        }
+        builder.send(&req.body[..]).map(http::into_upstream).map_err(http::map_error)
+    }
+
+    fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
+        let resp = self
+            .agent
+            .get(format!("{}/models", self.base_url))
+            .header("Authorization", format!("Bearer {}", self.api_key.expose()))
+            .call()
+            .map_err(http::map_error)?;
+        if !resp.status().is_success() {
+            return Err(UpstreamError::Connect(format!("model list answered {}", resp.status())));
+        }
+        let raw = resp
+            .into_body()
+            .with_config()
+            .limit(4 << 20)
+            .read_to_vec()
+            .map_err(|e| UpstreamError::Connect(format!("model list unreadable: {e}")))?;
+        let body: serde_json::Value = serde_json::from_slice(&raw)
+            .map_err(|e| UpstreamError::Connect(format!("model list is not JSON: {e}")))?;
+        Ok(body["data"]
+            .as_array()
+            .map(|models| {
+                models
+                    .iter()
+                    .filter_map(|m| m["id"].as_str())
+                    .map(|id| ModelInfo {
+                        id: id.to_owned(),
+                        owned_by: "openai".into(),
+                        display_name: None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

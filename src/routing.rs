@@ -1,0 +1,156 @@
+//! Request routing: (method, path) → [`Route`], plus the provider chosen
+//! by a path prefix. Pure, so it is unit-tested and fuzzed directly.
+
+use crate::providers::ProviderKind;
+
+/// What a request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /health`.
+    Health,
+    /// `POST /v1/chat/completions`.
+    OpenAiChat,
+    /// `GET /v1/models` (protocol chosen by the client's headers).
+    ListModels,
+    /// `POST /v1/messages`.
+    AnthropicMessages,
+    /// `POST /v1/messages/count_tokens`.
+    AnthropicCountTokens,
+    /// `GET /v1beta/models`.
+    GeminiListModels,
+    /// `GET /v1beta/models/{model}` or `GET /v1/models/{model}`.
+    GetModel(String),
+    /// `POST /v1beta/models/{model}:generateContent`.
+    GeminiGenerate {
+        /// Model from the path.
+        model: String,
+        /// `streamGenerateContent` rather than `generateContent`.
+        stream: bool,
+    },
+    /// A CORS preflight.
+    Preflight,
+    /// A known path with the wrong method.
+    MethodNotAllowed(&'static str),
+    /// Nothing here.
+    NotFound,
+}
+
+impl Route {
+    /// The route template, a bounded label for logs and metrics.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Self::Health => "/health",
+            Self::OpenAiChat => "/v1/chat/completions",
+            Self::ListModels => "/v1/models",
+            Self::AnthropicMessages => "/v1/messages",
+            Self::AnthropicCountTokens => "/v1/messages/count_tokens",
+            Self::GeminiListModels => "/v1beta/models",
+            Self::GetModel(_) => "/v1beta/models/{model}",
+            Self::GeminiGenerate { stream: false, .. } => "/v1beta/models/{model}:generateContent",
+            Self::GeminiGenerate { stream: true, .. } => "/v1beta/models/{model}:streamGenerateContent",
+            Self::Preflight => "OPTIONS",
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
+/// Splits an optional provider prefix (`/kiro-api/v1/messages`) off a path.
+/// Returns the provider named (if the first segment names one) and the rest.
+pub fn split_provider_prefix(path: &str) -> (Option<ProviderKind>, &str) {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let (first, rest) = match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, "/"),
+    };
+    match ProviderKind::parse(first) {
+        Some(kind) => (Some(kind), rest),
+        None => (None, path),
+    }
+}
+
+/// Routes a method and a path (after the provider prefix was removed).
+pub fn route(method: &str, path: &str) -> Route {
+    let path = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    };
+    if method == "OPTIONS" {
+        return Route::Preflight;
+    }
+    let get = method == "GET" || method == "HEAD";
+    let post = method == "POST";
+    let expect = |ok: bool, allowed: &'static str, route: Route| {
+        if ok { route } else { Route::MethodNotAllowed(allowed) }
+    };
+    match path {
+        "/health" => expect(get, "GET", Route::Health),
+        "/v1/chat/completions" | "/chat/completions" => expect(post, "POST", Route::OpenAiChat),
+        "/v1/models" | "/models" => expect(get, "GET", Route::ListModels),
+        "/v1/messages" => expect(post, "POST", Route::AnthropicMessages),
+        "/v1/messages/count_tokens" => expect(post, "POST", Route::AnthropicCountTokens),
+        "/v1beta/models" => expect(get, "GET", Route::GeminiListModels),
+        _ => gemini_model_route(path, get, post),
+    }
+}
+
+fn gemini_model_route(path: &str, get: bool, post: bool) -> Route {
+    let Some(rest) = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/")) else {
+        return Route::NotFound;
+    };
+    let rest = rest.strip_prefix("models/").unwrap_or(rest);
+    if let Some((model, action)) = rest.rsplit_once(':') {
+        let stream = match action {
+            "generateContent" => false,
+            "streamGenerateContent" => true,
+            _ => return Route::NotFound,
+        };
+        if model.is_empty() {
+            return Route::NotFound;
+        }
+        if !post {
+            return Route::MethodNotAllowed("POST");
+        }
+        return Route::GeminiGenerate { model: model.to_owned(), stream };
+    }
+    if rest.is_empty() {
+        return Route::NotFound;
+    }
+    if get { Route::GetModel(rest.to_owned()) } else { Route::MethodNotAllowed("GET") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_every_endpoint() {
+        assert_eq!(route("GET", "/health"), Route::Health);
+        assert_eq!(route("POST", "/v1/chat/completions/"), Route::OpenAiChat);
+        assert_eq!(route("POST", "/v1/messages/count_tokens"), Route::AnthropicCountTokens);
+        assert_eq!(
+            route("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
+            Route::GeminiGenerate { model: "gemini-2.5-flash".into(), stream: true }
+        );
+        assert_eq!(
+            route("POST", "/v1/models/models/x:generateContent"),
+            Route::GeminiGenerate { model: "x".into(), stream: false }
+        );
+        assert_eq!(route("GET", "/v1beta/models/x"), Route::GetModel("x".into()));
+        assert_eq!(route("GET", "/v1/chat/completions"), Route::MethodNotAllowed("POST"));
+        assert_eq!(route("GET", "/nope"), Route::NotFound);
+        assert_eq!(route("POST", "/v1beta/models/:generateContent"), Route::NotFound);
+        assert_eq!(route("OPTIONS", "/anything"), Route::Preflight);
+    }
+
+    #[test]
+    fn provider_prefixes_and_aliases() {
+        assert_eq!(split_provider_prefix("/kiro-api/v1/messages"), (Some(ProviderKind::KiroApi), "/v1/messages"));
+        assert_eq!(
+            split_provider_prefix("/claude-kiro-oauth/v1/messages"),
+            (Some(ProviderKind::KiroApi), "/v1/messages")
+        );
+        assert_eq!(split_provider_prefix("/mock"), (Some(ProviderKind::Mock), "/"));
+        assert_eq!(split_provider_prefix("/v1/models"), (None, "/v1/models"));
+    }
+}

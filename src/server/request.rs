@@ -1,0 +1,561 @@
+//! Request heads and bodies: parsing and limits.
+//!
+//! The head is parsed by `httparse` from bytes the poller has already
+//! buffered; the body is read by the worker with a deadline and a size cap
+//! that is checked *before* anything is allocated, for `Content-Length`
+//! and chunked bodies alike (the tiny_http failure that motivated this
+//! module: a huge declared length must never become a huge allocation).
+
+use std::borrow::Cow;
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+/// Why a request could not be read; each maps to one answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RequestError {
+    /// Malformed head or framing → 400.
+    BadRequest(&'static str),
+    /// Head larger than the limit or too many fields → 431.
+    HeadersTooLarge,
+    /// Declared or received body larger than the limit → 413.
+    BodyTooLarge,
+    /// Body not received before the deadline → 408.
+    Timeout,
+    /// Only HTTP/1.0 and HTTP/1.1 are served → 505.
+    UnsupportedVersion,
+    /// `Transfer-Encoding` other than chunked → 501.
+    UnsupportedEncoding,
+    /// The client went away; nothing can be answered.
+    Disconnected,
+}
+
+impl RequestError {
+    /// HTTP status and a short reason for the error page.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            Self::BadRequest(why) => (400, why),
+            Self::HeadersTooLarge => (431, "request header fields too large"),
+            Self::BodyTooLarge => (413, "request body too large"),
+            Self::Timeout => (408, "request body not received in time"),
+            Self::UnsupportedVersion => (505, "HTTP version not supported"),
+            Self::UnsupportedEncoding => (501, "transfer encoding not supported"),
+            Self::Disconnected => (400, "client disconnected"),
+        }
+    }
+}
+
+/// How the body of a request is framed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body.
+    Empty,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// Method, as sent (`GET`, `POST`, …).
+    pub method: String,
+    /// Path without the query string (not percent-decoded).
+    pub path: String,
+    /// Raw query string, without `?`.
+    pub query: Option<String>,
+    /// 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub minor_version: u8,
+    /// Header fields in arrival order, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// Body framing derived from the headers.
+    pub framing: BodyFraming,
+    /// Whether the client wants the connection kept open.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue` was sent.
+    pub expect_continue: bool,
+}
+
+/// Outcome of trying to parse a head from the bytes received so far.
+#[derive(Debug)]
+pub enum ParseStatus {
+    /// Complete head of `len` bytes at the start of the buffer.
+    Complete(Head, usize),
+    /// More bytes are needed.
+    Partial,
+}
+
+/// Parses a request head from `buf`, enforcing the header count and byte
+/// limits. Pure; shared by the server and the fuzz target.
+pub fn parse_head(
+    buf: &[u8],
+    max_header_bytes: usize,
+    max_headers: usize,
+) -> Result<ParseStatus, RequestError> {
+    let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > max_header_bytes {
+                Err(RequestError::HeadersTooLarge)
+            } else {
+                Ok(ParseStatus::Partial)
+            };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::HeadersTooLarge),
+        Err(httparse::Error::Version) => return Err(RequestError::UnsupportedVersion),
+        Err(_) => return Err(RequestError::BadRequest("malformed request head")),
+    };
+    if len > max_header_bytes {
+        return Err(RequestError::HeadersTooLarge);
+    }
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default();
+    let minor_version = req.version.unwrap_or(1);
+    if !target.starts_with('/') {
+        return Err(RequestError::BadRequest("request target must be an absolute path"));
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
+        None => (target.to_owned(), None),
+    };
+
+    let mut headers = Vec::with_capacity(req.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut chunked = false;
+    let mut connection_close = false;
+    let mut connection_keep_alive = false;
+    let mut expect_continue = false;
+    for field in req.headers.iter() {
+        let value = std::str::from_utf8(field.value)
+            .map_err(|_| RequestError::BadRequest("header value is not valid UTF-8"))?;
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: u64 = value
+                .trim()
+                .parse()
+                .map_err(|_| RequestError::BadRequest("invalid Content-Length"))?;
+            if content_length.is_some_and(|old| old != n) {
+                return Err(RequestError::BadRequest("conflicting Content-Length headers"));
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+                if coding.eq_ignore_ascii_case("chunked") {
+                    chunked = true;
+                } else {
+                    return Err(RequestError::UnsupportedEncoding);
+                }
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in value.split(',').map(str::trim) {
+                connection_close |= token.eq_ignore_ascii_case("close");
+                connection_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if value.trim().eq_ignore_ascii_case("100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(RequestError::BadRequest("unsupported Expect header"));
+            }
+        }
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    // Both framings at once is the classic request-smuggling vector
+    // (RFC 9112 §6.3): refuse rather than guess.
+    let framing = match (chunked, content_length) {
+        (true, Some(_)) => {
+            return Err(RequestError::BadRequest(
+                "both Content-Length and Transfer-Encoding sent",
+            ));
+        }
+        (true, None) => BodyFraming::Chunked,
+        (false, Some(0) | None) => BodyFraming::Empty,
+        (false, Some(n)) => BodyFraming::Length(n),
+    };
+    let keep_alive = if minor_version == 0 {
+        connection_keep_alive && !connection_close
+    } else {
+        !connection_close
+    };
+    Ok(ParseStatus::Complete(
+        Head {
+            method,
+            path,
+            query,
+            minor_version,
+            headers,
+            framing,
+            keep_alive,
+            expect_continue,
+        },
+        len,
+    ))
+}
+
+/// A complete request as handed to a [`super::Handler`].
+#[derive(Debug)]
+pub struct Request {
+    /// The parsed head.
+    pub head: Head,
+    /// The whole body (bounded by the configured limit).
+    pub body: Vec<u8>,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// When the head was complete.
+    pub received: Instant,
+}
+
+impl Request {
+    /// Method as sent.
+    pub fn method(&self) -> &str {
+        &self.head.method
+    }
+
+    /// Path without the query.
+    pub fn path(&self) -> &str {
+        &self.head.path
+    }
+
+    /// First header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// First query parameter named `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        let query = self.head.query.as_deref()?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding); invalid escapes are kept.
+pub fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return Cow::Borrowed(s);
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Reads a body with a size cap and a deadline.
+///
+/// `prefix` holds body bytes that arrived with the head; any bytes beyond
+/// this request's body are returned in `leftover` for the next pipelined
+/// request. The stream must already have a read timeout set; `deadline`
+/// bounds the whole body.
+pub fn read_body(
+    stream: &mut impl Read,
+    framing: BodyFraming,
+    prefix: &[u8],
+    limit: usize,
+    deadline: Instant,
+    leftover: &mut Vec<u8>,
+) -> Result<Vec<u8>, RequestError> {
+    match framing {
+        BodyFraming::Empty => {
+            leftover.extend_from_slice(prefix);
+            Ok(Vec::new())
+        }
+        BodyFraming::Length(n) => {
+            if n > limit as u64 {
+                return Err(RequestError::BodyTooLarge);
+            }
+            let n = n as usize;
+            let mut body = Vec::with_capacity(n);
+            let take = prefix.len().min(n);
+            body.extend_from_slice(&prefix[..take]);
+            leftover.extend_from_slice(&prefix[take..]);
+            let mut chunk = [0u8; 16 * 1024];
+            while body.len() < n {
+                let want = (n - body.len()).min(chunk.len());
+                let got = read_some(stream, &mut chunk[..want], deadline)?;
+                body.extend_from_slice(&chunk[..got]);
+            }
+            Ok(body)
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limit);
+            let mut body = Vec::new();
+            let mut consumed = decoder.feed(prefix, &mut body)?;
+            let mut chunk = [0u8; 16 * 1024];
+            while !decoder.is_done() {
+                let got = read_some(stream, &mut chunk, deadline)?;
+                consumed = decoder.feed(&chunk[..got], &mut body)?;
+                if decoder.is_done() {
+                    leftover.extend_from_slice(&chunk[consumed..got]);
+                    return Ok(body);
+                }
+            }
+            leftover.extend_from_slice(&prefix[consumed..]);
+            Ok(body)
+        }
+    }
+}
+
+fn read_some(stream: &mut impl Read, buf: &mut [u8], deadline: Instant) -> Result<usize, RequestError> {
+    loop {
+        if Instant::now() >= deadline {
+            return Err(RequestError::Timeout);
+        }
+        match stream.read(buf) {
+            Ok(0) => return Err(RequestError::Disconnected),
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+            {
+                return Err(RequestError::Timeout);
+            }
+            Err(_) => return Err(RequestError::Disconnected),
+        }
+    }
+}
+
+/// Incremental decoder for `Transfer-Encoding: chunked` (RFC 9112 §7.1).
+///
+/// Sizes are checked against the limit as soon as a chunk-size line is
+/// complete, so a declared `ffffffffffff` chunk is refused without
+/// allocating it. Chunk extensions are skipped; trailers are discarded.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    limit: usize,
+    total: usize,
+    line: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    Size,
+    Data(usize),
+    DataEnd,
+    Trailer,
+    Done,
+}
+
+/// Longest chunk-size or trailer line accepted.
+const MAX_CHUNK_LINE: usize = 4096;
+
+impl ChunkedDecoder {
+    /// A decoder that refuses bodies larger than `limit` bytes.
+    pub fn new(limit: usize) -> Self {
+        Self { state: ChunkState::Size, limit, total: 0, line: Vec::new() }
+    }
+
+    /// Whether the terminating chunk and trailers have been read.
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::Done
+    }
+
+    /// Decodes `input`, appending data to `out`; returns how many input
+    /// bytes were consumed (less than `input.len()` only once done).
+    pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, RequestError> {
+        let mut i = 0;
+        while i < input.len() {
+            match self.state {
+                ChunkState::Done => return Ok(i),
+                ChunkState::Data(remaining) => {
+                    let take = remaining.min(input.len() - i);
+                    out.extend_from_slice(&input[i..i + take]);
+                    i += take;
+                    self.state = if take == remaining {
+                        ChunkState::DataEnd
+                    } else {
+                        ChunkState::Data(remaining - take)
+                    };
+                }
+                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                    let byte = input[i];
+                    i += 1;
+                    if byte != b'\n' {
+                        if self.line.len() >= MAX_CHUNK_LINE {
+                            return Err(RequestError::BadRequest("chunk line too long"));
+                        }
+                        self.line.push(byte);
+                        continue;
+                    }
+                    let line = std::mem::take(&mut self.line);
+                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
+                    self.state = self.on_line(line)?;
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn on_line(&mut self, line: &[u8]) -> Result<ChunkState, RequestError> {
+        match self.state {
+            ChunkState::DataEnd if line.is_empty() => Ok(ChunkState::Size),
+            ChunkState::DataEnd => Err(RequestError::BadRequest("chunk data longer than its size")),
+            ChunkState::Trailer if line.is_empty() => Ok(ChunkState::Done),
+            ChunkState::Trailer => Ok(ChunkState::Trailer),
+            _ => {
+                let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
+                let size_text = std::str::from_utf8(size_text)
+                    .map_err(|_| RequestError::BadRequest("invalid chunk size"))?
+                    .trim();
+                if size_text.is_empty() || size_text.len() > 16 {
+                    return Err(RequestError::BadRequest("invalid chunk size"));
+                }
+                let size = usize::from_str_radix(size_text, 16)
+                    .map_err(|_| RequestError::BadRequest("invalid chunk size"))?;
+                if size == 0 {
+                    return Ok(ChunkState::Trailer);
+                }
+                self.total = self.total.checked_add(size).ok_or(RequestError::BodyTooLarge)?;
+                if self.total > self.limit {
+                    return Err(RequestError::BodyTooLarge);
+                }
+                Ok(ChunkState::Data(size))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(bytes: &[u8]) -> Result<ParseStatus, RequestError> {
+        parse_head(bytes, 32 * 1024, 100)
+    }
+
+    #[test]
+    fn parses_a_complete_head_with_query() {
+        let raw = b"POST /v1/chat?key=a%20b&x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
+        let ParseStatus::Complete(h, len) = head(raw).unwrap() else { panic!("partial") };
+        assert_eq!(len, raw.len() - 3);
+        assert_eq!(h.path, "/v1/chat");
+        assert_eq!(h.framing, BodyFraming::Length(3));
+        assert!(h.keep_alive);
+    }
+
+    #[test]
+    fn partial_head_waits_for_more_bytes() {
+        assert!(matches!(head(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), ParseStatus::Partial));
+    }
+
+    #[test]
+    fn oversized_head_is_rejected() {
+        let mut raw = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        raw.extend(std::iter::repeat_n(b'a', 40 * 1024));
+        assert_eq!(head(&raw).unwrap_err(), RequestError::HeadersTooLarge);
+    }
+
+    #[test]
+    fn too_many_headers_is_rejected() {
+        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..101 {
+            raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        assert_eq!(head(&raw).unwrap_err(), RequestError::HeadersTooLarge);
+    }
+
+    #[test]
+    fn content_length_with_chunked_is_refused() {
+        let raw = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(head(raw).unwrap_err(), RequestError::BadRequest(_)));
+    }
+
+    #[test]
+    fn http10_closes_by_default() {
+        let ParseStatus::Complete(h, _) = head(b"GET / HTTP/1.0\r\n\r\n").unwrap() else {
+            panic!("partial")
+        };
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn huge_content_length_is_rejected_without_allocating() {
+        let mut left = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let err = read_body(
+            &mut io::empty(),
+            BodyFraming::Length(100_000_000_000),
+            b"",
+            1024,
+            deadline,
+            &mut left,
+        )
+        .unwrap_err();
+        assert_eq!(err, RequestError::BodyTooLarge);
+    }
+
+    #[test]
+    fn chunked_body_decodes_across_any_split() {
+        let raw = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+        let end = raw.len() - b"NEXT".len();
+        for split in 0..=end {
+            let mut d = ChunkedDecoder::new(100);
+            let mut out = Vec::new();
+            let a = d.feed(&raw[..split], &mut out).unwrap();
+            assert_eq!(a, split, "consumed all of first part");
+            let b = d.feed(&raw[split..], &mut out).unwrap();
+            assert!(d.is_done());
+            assert_eq!(out, b"Wikipedia");
+            assert_eq!(&raw[split + b..], b"NEXT");
+        }
+    }
+
+    #[test]
+    fn chunked_body_over_limit_is_refused_at_the_size_line() {
+        let mut d = ChunkedDecoder::new(10);
+        let mut out = Vec::new();
+        assert_eq!(d.feed(b"ffffffffff\r\n", &mut out).unwrap_err(), RequestError::BodyTooLarge);
+        assert!(out.capacity() < 1024);
+    }
+
+    #[test]
+    fn read_body_keeps_pipelined_bytes() {
+        let mut left = Vec::new();
+        let deadline = Instant::now() + std::time::Duration::from_secs(1);
+        let body = read_body(
+            &mut io::empty(),
+            BodyFraming::Length(3),
+            b"abcGET /",
+            100,
+            deadline,
+            &mut left,
+        )
+        .unwrap();
+        assert_eq!(body, b"abc");
+        assert_eq!(left, b"GET /");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("bad%zz%"), "bad%zz%");
+    }
+}
