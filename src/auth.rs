@@ -9,7 +9,10 @@ use crate::server::Request;
 /// Anthropic and Gemini SDKs and of Gemini REST.
 pub fn presented_key(req: &Request) -> Option<String> {
     if let Some(value) = req.header("authorization") {
-        if let Some(token) = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")) {
+        if let Some(token) = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+        {
             return Some(token.trim().to_owned());
         }
     }
@@ -26,10 +29,14 @@ pub fn authorized(req: &Request, keys: &[Secret]) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let Some(presented) = presented_key(req) else { return false };
+    let Some(presented) = presented_key(req) else {
+        return false;
+    };
     // Every configured key is compared, so timing reveals neither which
     // key matched nor how much of it.
-    keys.iter().fold(false, |ok, key| ok | constant_time_eq(presented.as_bytes(), key.expose().as_bytes()))
+    keys.iter().fold(false, |ok, key| {
+        ok | constant_time_eq(presented.as_bytes(), key.expose().as_bytes())
+    })
 }
 
 /// Compares two byte strings in time that depends only on their lengths.

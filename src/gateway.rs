@@ -19,7 +19,9 @@ use crate::auth;
 use crate::config::{Config, LogLevel};
 use crate::log::{self, Field};
 use crate::protocol::{self, GeminiFraming, ModelInfo, Protocol, StreamConverter};
-use crate::providers::{Instance, ProviderKind, Registry, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::providers::{
+    Instance, ProviderKind, Registry, UpstreamError, UpstreamRequest, UpstreamResponse,
+};
 use crate::routing::{self, Route};
 use crate::server::response::rfc3339;
 use crate::server::{Handler, Request, Responder};
@@ -52,7 +54,11 @@ struct Failure {
 
 impl Failure {
     fn new(status: u16, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 
@@ -60,7 +66,12 @@ impl Gateway {
     /// Builds the gateway and its providers.
     pub fn new(config: Arc<Config>) -> Result<Gateway, crate::Error> {
         let registry = Registry::from_config(&config)?;
-        Ok(Gateway { config, registry, started: Instant::now(), draining: AtomicBool::new(false) })
+        Ok(Gateway {
+            config,
+            registry,
+            started: Instant::now(),
+            draining: AtomicBool::new(false),
+        })
     }
 
     /// Makes `/health` report draining (503) from now on.
@@ -83,7 +94,10 @@ impl Gateway {
                 return Ok(());
             }
             Route::NotFound => {
-                return Err((proto, Failure::new(404, format!("no route for {} {}", req.method(), req.path()))));
+                return Err((
+                    proto,
+                    Failure::new(404, format!("no route for {} {}", req.method(), req.path())),
+                ));
             }
             Route::MethodNotAllowed(allowed) => {
                 let body = protocol::error_body(proto, 405, &format!("use {allowed} for {path}"));
@@ -104,27 +118,46 @@ impl Gateway {
         }
         if let Some(kind) = prefix {
             if !self.registry.is_enabled(kind) {
-                return Err((proto, Failure::new(400, format!("Provider {kind} is not enabled on this gateway."))));
+                return Err((
+                    proto,
+                    Failure::new(
+                        400,
+                        format!("Provider {kind} is not enabled on this gateway."),
+                    ),
+                ));
             }
         }
         let result = match route {
-            Route::OpenAiChat | Route::AnthropicMessages => self.infer(req, out, prefix, proto, None, false),
-            Route::GeminiGenerate { model, stream } => self.infer(req, out, prefix, proto, Some(model), stream),
+            Route::OpenAiChat | Route::AnthropicMessages => {
+                self.infer(req, out, prefix, proto, None, false)
+            }
+            Route::GeminiGenerate { model, stream } => {
+                self.infer(req, out, prefix, proto, Some(model), stream)
+            }
             Route::AnthropicCountTokens => self.count_tokens(req, out),
-            Route::ListModels | Route::GeminiListModels => self.list_models(req, out, prefix, proto),
+            Route::ListModels | Route::GeminiListModels => {
+                self.list_models(req, out, prefix, proto)
+            }
             Route::GetModel(model) => self.get_model(req, out, prefix, proto, &model),
-            Route::Preflight | Route::Health | Route::NotFound | Route::MethodNotAllowed(_) => Ok(()),
+            Route::Preflight | Route::Health | Route::NotFound | Route::MethodNotAllowed(_) => {
+                Ok(())
+            }
         };
         result.map_err(|f| (proto, f))
     }
 
     fn preflight(&self, req: &Request, out: &mut Responder<'_>) {
-        let allow_headers = req.header("access-control-request-headers").unwrap_or(CORS_ALLOW_HEADERS);
+        let allow_headers = req
+            .header("access-control-request-headers")
+            .unwrap_or(CORS_ALLOW_HEADERS);
         let _ = out.send(
             204,
             &[
                 CORS_ORIGIN,
-                ("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, PATCH, OPTIONS"),
+                (
+                    "Access-Control-Allow-Methods",
+                    "GET, POST, PUT, DELETE, PATCH, OPTIONS",
+                ),
                 ("Access-Control-Allow-Headers", allow_headers),
                 ("Access-Control-Max-Age", "86400"),
             ],
@@ -134,7 +167,10 @@ impl Gateway {
 
     fn health(&self, out: &mut Responder<'_>) {
         let draining = self.draining.load(Ordering::Relaxed);
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let providers: Vec<Value> = self
             .registry
             .enabled()
@@ -158,20 +194,36 @@ impl Gateway {
             "uptime_seconds": self.started.elapsed().as_secs(),
             "providers": providers,
         });
-        let _ = out.send_json(if draining { 503 } else { 200 }, &[CORS_ORIGIN], body.to_string().as_bytes());
+        let _ = out.send_json(
+            if draining { 503 } else { 200 },
+            &[CORS_ORIGIN],
+            body.to_string().as_bytes(),
+        );
     }
 
     /// Provider choice, first match wins: path prefix, `Model-Provider`
     /// header, `model_routes`, the default provider.
-    fn select(&self, prefix: Option<ProviderKind>, req: &Request, model: &str) -> Result<ProviderKind, Failure> {
+    fn select(
+        &self,
+        prefix: Option<ProviderKind>,
+        req: &Request,
+        model: &str,
+    ) -> Result<ProviderKind, Failure> {
         if let Some(kind) = prefix {
             return Ok(kind);
         }
         if let Some(name) = req.header("model-provider") {
-            let kind = ProviderKind::parse(name.trim())
-                .ok_or_else(|| Failure::new(400, format!("Provider {name} in header is not a known provider.")))?;
+            let kind = ProviderKind::parse(name.trim()).ok_or_else(|| {
+                Failure::new(
+                    400,
+                    format!("Provider {name} in header is not a known provider."),
+                )
+            })?;
             if !self.registry.is_enabled(kind) {
-                return Err(Failure::new(400, format!("Provider {kind} in header is not enabled on this gateway.")));
+                return Err(Failure::new(
+                    400,
+                    format!("Provider {kind} in header is not enabled on this gateway."),
+                ));
             }
             return Ok(kind);
         }
@@ -190,7 +242,11 @@ impl Gateway {
         path_model: Option<String>,
         path_stream: bool,
     ) -> Result<(), Failure> {
-        let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &req.body };
+        let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &req.body
+        };
         let info = protocol::inspect(client, body).map_err(|e| Failure::new(400, e.message))?;
         let model = path_model
             .or(info.model)
@@ -200,10 +256,9 @@ impl Gateway {
         out.log.model = Some(model.clone());
         let kind = self.select(prefix, req, &model)?;
         out.log.provider = Some(kind.name());
-        let instance = self
-            .registry
-            .pick(kind)
-            .ok_or_else(|| Failure::new(503, format!("Provider {kind} has no available instance.")))?;
+        let instance = self.registry.pick(kind).ok_or_else(|| {
+            Failure::new(503, format!("Provider {kind} has no available instance."))
+        })?;
         let family = kind.family();
         let upstream_body = if family == client {
             body.to_vec()
@@ -215,7 +270,11 @@ impl Gateway {
             serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?
         };
         if self.config.log.prompts && log::enabled(LogLevel::Info) {
-            log::event(LogLevel::Info, "prompt", &[("body", Field::Str(&String::from_utf8_lossy(&upstream_body)))]);
+            log::event(
+                LogLevel::Info,
+                "prompt",
+                &[("body", Field::Str(&String::from_utf8_lossy(&upstream_body)))],
+            );
         }
         let upstream = UpstreamRequest {
             model: model.clone(),
@@ -241,12 +300,21 @@ impl Gateway {
         } else {
             let value: Value = serde_json::from_slice(&raw)
                 .map_err(|_| Failure::new(502, "upstream answered with invalid JSON"))?;
-            let converted = protocol::convert_response(family, client, &value, &model)
-                .map_err(|e| Failure::new(502, format!("upstream answer could not be converted: {}", e.message)))?;
+            let converted =
+                protocol::convert_response(family, client, &value, &model).map_err(|e| {
+                    Failure::new(
+                        502,
+                        format!("upstream answer could not be converted: {}", e.message),
+                    )
+                })?;
             serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?
         };
         if self.config.log.prompts && log::enabled(LogLevel::Info) {
-            log::event(LogLevel::Info, "answer", &[("body", Field::Str(&String::from_utf8_lossy(&answer)))]);
+            log::event(
+                LogLevel::Info,
+                "answer",
+                &[("body", Field::Str(&String::from_utf8_lossy(&answer)))],
+            );
         }
         let _ = out.send_json(200, &[CORS_ORIGIN], &answer);
         Ok(())
@@ -255,7 +323,11 @@ impl Gateway {
     /// Calls the upstream; retries connect failures, 429 and 5xx with
     /// exponential, fully jittered back-off. Nothing has reached the client
     /// yet, so every retry is safe.
-    fn call_with_retries(&self, instance: &Instance, req: &UpstreamRequest) -> Result<UpstreamResponse, Failure> {
+    fn call_with_retries(
+        &self,
+        instance: &Instance,
+        req: &UpstreamRequest,
+    ) -> Result<UpstreamResponse, Failure> {
         let limits = &self.config.upstream;
         let mut attempt = 0;
         loop {
@@ -269,7 +341,10 @@ impl Gateway {
             if !retryable || attempt >= limits.max_retries {
                 return result.map_err(|e| Failure::new(e.status(), e.message()));
             }
-            let exp = limits.base_delay.saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_DELAY);
+            let exp = limits
+                .base_delay
+                .saturating_mul(1 << attempt.min(16))
+                .min(MAX_RETRY_DELAY);
             let mut delay = jitter(exp);
             if let Ok(resp) = &result {
                 match resp.retry_after.as_deref().and_then(parse_retry_after) {
@@ -280,7 +355,11 @@ impl Gateway {
                     None => {}
                 }
             }
-            log::debug(&format!("retrying {} after {delay:?} (attempt {})", instance.id, attempt + 1));
+            log::debug(&format!(
+                "retrying {} after {delay:?} (attempt {})",
+                instance.id,
+                attempt + 1
+            ));
             drop(result);
             thread::sleep(delay);
             attempt += 1;
@@ -297,7 +376,10 @@ impl Gateway {
         let status = resp.status;
         let retry_after = resp.retry_after;
         let mut raw = Vec::new();
-        let _ = resp.body.take(MAX_UPSTREAM_ERROR_BODY).read_to_end(&mut raw);
+        let _ = resp
+            .body
+            .take(MAX_UPSTREAM_ERROR_BODY)
+            .read_to_end(&mut raw);
         let body = protocol::relay_error(client, family, status, &raw);
         out.log.note = Some(format!("upstream_status={status}"));
         let mut headers = vec![CORS_ORIGIN];
@@ -306,7 +388,11 @@ impl Gateway {
         }
         let _ = out.send_json(status, &headers, &body);
         // Already answered; the caller only records the failure.
-        Failure { status, message: String::new(), retry_after: None }
+        Failure {
+            status,
+            message: String::new(),
+            retry_after: None,
+        }
     }
 
     fn stream_answer(
@@ -323,7 +409,11 @@ impl Gateway {
             _ => GeminiFraming::JsonArray,
         };
         let json_array = client == Protocol::Gemini && framing == GeminiFraming::JsonArray;
-        let content_type = if json_array { "application/json" } else { "text/event-stream" };
+        let content_type = if json_array {
+            "application/json"
+        } else {
+            "text/event-stream"
+        };
         let mut converter = StreamConverter::new(family, client, model, framing);
         let headers = [
             ("Content-Type", content_type),
@@ -331,7 +421,9 @@ impl Gateway {
             ("X-Accel-Buffering", "no"),
             CORS_ORIGIN,
         ];
-        let Ok(mut writer) = out.start_stream(200, &headers) else { return };
+        let Ok(mut writer) = out.start_stream(200, &headers) else {
+            return;
+        };
         let mut upstream = resp.body;
         let mut buf = vec![0u8; 16 * 1024];
         let mut pending = Vec::with_capacity(4096);
@@ -369,14 +461,21 @@ impl Gateway {
         if sent {
             let _ = writer.finish();
         }
-        out.log.note = Some(format!("tokens_in={} tokens_out={}", usage.prompt, usage.completion));
+        out.log.note = Some(format!(
+            "tokens_in={} tokens_out={}",
+            usage.prompt, usage.completion
+        ));
     }
 
     fn count_tokens(&self, req: &Request, out: &mut Responder<'_>) -> Result<(), Failure> {
         let value: Value = serde_json::from_slice(&req.body)
             .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
         let n = protocol::count_tokens(&value);
-        let _ = out.send_json(200, &[CORS_ORIGIN], json!({"input_tokens": n}).to_string().as_bytes());
+        let _ = out.send_json(
+            200,
+            &[CORS_ORIGIN],
+            json!({"input_tokens": n}).to_string().as_bytes(),
+        );
         Ok(())
     }
 
@@ -387,7 +486,9 @@ impl Gateway {
         };
         let mut models = Vec::new();
         for kind in kinds {
-            let Some(instance) = self.registry.pick(kind) else { continue };
+            let Some(instance) = self.registry.pick(kind) else {
+                continue;
+            };
             match instance.provider.models() {
                 Ok(list) => models.extend(list),
                 Err(e) => log::warn(&format!("{kind}: model list unavailable: {}", e.message())),
@@ -418,10 +519,12 @@ impl Gateway {
         id: &str,
     ) -> Result<(), Failure> {
         let models = self.collect_models(prefix);
-        let found = models
-            .into_iter()
-            .find(|m| m.id == id)
-            .ok_or_else(|| Failure::new(404, format!("model {id} is not offered by any enabled provider")))?;
+        let found = models.into_iter().find(|m| m.id == id).ok_or_else(|| {
+            Failure::new(
+                404,
+                format!("model {id} is not offered by any enabled provider"),
+            )
+        })?;
         let list = protocol::models_list(proto, std::slice::from_ref(&found));
         let one = match proto {
             Protocol::Gemini => list["models"][0].clone(),
@@ -454,7 +557,14 @@ impl Handler for Gateway {
         }
         let mut fields = vec![
             ("method", Field::Str(req.method())),
-            ("route", Field::Str(if out.log.route.is_empty() { "-" } else { out.log.route })),
+            (
+                "route",
+                Field::Str(if out.log.route.is_empty() {
+                    "-"
+                } else {
+                    out.log.route
+                }),
+            ),
             ("status", Field::Num(u64::from(out.status()))),
             ("duration", Field::Secs(elapsed.as_secs_f64())),
             ("bytes", Field::Num(out.bytes())),
@@ -503,13 +613,21 @@ fn route_model(config: &Config, model: &str) -> Option<ProviderKind> {
     config
         .model_routes
         .iter()
-        .filter_map(|(k, v)| k.strip_suffix('*').filter(|p| model.starts_with(p)).map(|p| (p.len(), *v)))
+        .filter_map(|(k, v)| {
+            k.strip_suffix('*')
+                .filter(|p| model.starts_with(p))
+                .map(|p| (p.len(), *v))
+        })
         .max_by_key(|(len, _)| *len)
         .map(|(_, v)| v)
 }
 
 /// Client headers that keep their meaning upstream.
-fn forward_headers(req: &Request, client: Protocol, family: Protocol) -> Vec<(&'static str, String)> {
+fn forward_headers(
+    req: &Request,
+    client: Protocol,
+    family: Protocol,
+) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     if client == Protocol::Anthropic && family == Protocol::Anthropic {
         for name in ["anthropic-version", "anthropic-beta"] {
@@ -528,7 +646,9 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 
 /// A uniformly random duration in `[0, max]` ("full jitter").
 fn jitter(max: Duration) -> Duration {
-    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
     Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
 }
@@ -540,12 +660,27 @@ mod tests {
     #[test]
     fn model_routes_prefer_exact_then_longest_prefix() {
         let mut config = Config::default();
-        config.model_routes.insert("gpt-*".into(), ProviderKind::OpenAiCustom);
-        config.model_routes.insert("gpt-4o-*".into(), ProviderKind::Mock);
-        config.model_routes.insert("claude-x".into(), ProviderKind::ClaudeCustom);
-        assert_eq!(route_model(&config, "gpt-4o-mini"), Some(ProviderKind::Mock));
-        assert_eq!(route_model(&config, "gpt-3.5"), Some(ProviderKind::OpenAiCustom));
-        assert_eq!(route_model(&config, "claude-x"), Some(ProviderKind::ClaudeCustom));
+        config
+            .model_routes
+            .insert("gpt-*".into(), ProviderKind::OpenAiCustom);
+        config
+            .model_routes
+            .insert("gpt-4o-*".into(), ProviderKind::Mock);
+        config
+            .model_routes
+            .insert("claude-x".into(), ProviderKind::ClaudeCustom);
+        assert_eq!(
+            route_model(&config, "gpt-4o-mini"),
+            Some(ProviderKind::Mock)
+        );
+        assert_eq!(
+            route_model(&config, "gpt-3.5"),
+            Some(ProviderKind::OpenAiCustom)
+        );
+        assert_eq!(
+            route_model(&config, "claude-x"),
+            Some(ProviderKind::ClaudeCustom)
+        );
         assert_eq!(route_model(&config, "other"), None);
     }
 

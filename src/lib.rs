@@ -60,7 +60,8 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     log::configure(config.log.level, config.log.format);
     let config = Arc::new(config);
     let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&config))?);
-    let listener = TcpListener::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
+    let listener =
+        TcpListener::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
     let settings = server::Settings {
         workers: config.workers,
         queue_capacity: config.workers,
@@ -73,16 +74,28 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         worker_stack_bytes: WORKER_STACK_BYTES,
     };
     let handler: Arc<dyn server::Handler> = gateway.clone();
-    let server = server::Server::start(listener, settings, handler)
-        .map_err(|source| Error::Io { op: "start server", source })?;
-    Ok(Handle { server, gateway, shutdown_timeout: config.shutdown_timeout })
+    let server =
+        server::Server::start(listener, settings, handler).map_err(|source| Error::Io {
+            op: "start server",
+            source,
+        })?;
+    Ok(Handle {
+        server,
+        gateway,
+        shutdown_timeout: config.shutdown_timeout,
+    })
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 pub fn run(config: Config) -> Result<(), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|source| Error::Io { op: "install signal handlers", source })?;
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
+            Error::Io {
+                op: "install signal handlers",
+                source,
+            }
+        })?;
     let providers: Vec<&str> = config.model_providers.iter().map(|p| p.name()).collect();
     let workers = config.workers;
     let handle = start(config)?;
@@ -94,7 +107,9 @@ pub fn run(config: Config) -> Result<(), Error> {
     ));
     for signal in signals.forever() {
         match signal {
-            SIGHUP => log::warn("SIGHUP: configuration reload is not available in this version; restart to apply changes"),
+            SIGHUP => log::warn(
+                "SIGHUP: configuration reload is not available in this version; restart to apply changes",
+            ),
             _ => break,
         }
     }

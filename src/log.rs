@@ -23,7 +23,10 @@ pub fn configure(level: LogLevel, format: LogFormat) {
 }
 
 fn settings() -> (LogLevel, LogFormat) {
-    SETTINGS.read().map(|s| *s).unwrap_or((LogLevel::Info, LogFormat::Text))
+    SETTINGS
+        .read()
+        .map(|s| *s)
+        .unwrap_or((LogLevel::Info, LogFormat::Text))
 }
 
 /// Whether lines of `level` are printed.
@@ -68,7 +71,10 @@ pub fn event(level: LogLevel, msg: &str, fields: &[(&str, Field<'_>)]) {
     if level > max {
         return;
     }
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    let millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
     let level_name = match level {
         LogLevel::Error => "error",
         LogLevel::Warn => "warn",
@@ -110,7 +116,10 @@ pub fn event(level: LogLevel, msg: &str, fields: &[(&str, Field<'_>)]) {
 /// Quotes a text value when it contains spaces, quotes or control bytes,
 /// so one log line stays one line whatever a client sent.
 fn text_value(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=') {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=')
+    {
         std::borrow::Cow::Borrowed(s)
     } else {
         std::borrow::Cow::Owned(serde_json::Value::from(s).to_string())

@@ -47,7 +47,9 @@ impl Route {
             Self::GeminiListModels => "/v1beta/models",
             Self::GetModel(_) => "/v1beta/models/{model}",
             Self::GeminiGenerate { stream: false, .. } => "/v1beta/models/{model}:generateContent",
-            Self::GeminiGenerate { stream: true, .. } => "/v1beta/models/{model}:streamGenerateContent",
+            Self::GeminiGenerate { stream: true, .. } => {
+                "/v1beta/models/{model}:streamGenerateContent"
+            }
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -81,7 +83,11 @@ pub fn route(method: &str, path: &str) -> Route {
     let get = method == "GET" || method == "HEAD";
     let post = method == "POST";
     let expect = |ok: bool, allowed: &'static str, route: Route| {
-        if ok { route } else { Route::MethodNotAllowed(allowed) }
+        if ok {
+            route
+        } else {
+            Route::MethodNotAllowed(allowed)
+        }
     };
     match path {
         "/health" => expect(get, "GET", Route::Health),
@@ -95,7 +101,10 @@ pub fn route(method: &str, path: &str) -> Route {
 }
 
 fn gemini_model_route(path: &str, get: bool, post: bool) -> Route {
-    let Some(rest) = path.strip_prefix("/v1beta/models/").or_else(|| path.strip_prefix("/v1/models/")) else {
+    let Some(rest) = path
+        .strip_prefix("/v1beta/models/")
+        .or_else(|| path.strip_prefix("/v1/models/"))
+    else {
         return Route::NotFound;
     };
     let rest = rest.strip_prefix("models/").unwrap_or(rest);
@@ -111,12 +120,19 @@ fn gemini_model_route(path: &str, get: bool, post: bool) -> Route {
         if !post {
             return Route::MethodNotAllowed("POST");
         }
-        return Route::GeminiGenerate { model: model.to_owned(), stream };
+        return Route::GeminiGenerate {
+            model: model.to_owned(),
+            stream,
+        };
     }
     if rest.is_empty() {
         return Route::NotFound;
     }
-    if get { Route::GetModel(rest.to_owned()) } else { Route::MethodNotAllowed("GET") }
+    if get {
+        Route::GetModel(rest.to_owned())
+    } else {
+        Route::MethodNotAllowed("GET")
+    }
 }
 
 #[cfg(test)]
@@ -127,30 +143,57 @@ mod tests {
     fn routes_every_endpoint() {
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("POST", "/v1/chat/completions/"), Route::OpenAiChat);
-        assert_eq!(route("POST", "/v1/messages/count_tokens"), Route::AnthropicCountTokens);
         assert_eq!(
-            route("POST", "/v1beta/models/gemini-2.5-flash:streamGenerateContent"),
-            Route::GeminiGenerate { model: "gemini-2.5-flash".into(), stream: true }
+            route("POST", "/v1/messages/count_tokens"),
+            Route::AnthropicCountTokens
+        );
+        assert_eq!(
+            route(
+                "POST",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent"
+            ),
+            Route::GeminiGenerate {
+                model: "gemini-2.5-flash".into(),
+                stream: true
+            }
         );
         assert_eq!(
             route("POST", "/v1/models/models/x:generateContent"),
-            Route::GeminiGenerate { model: "x".into(), stream: false }
+            Route::GeminiGenerate {
+                model: "x".into(),
+                stream: false
+            }
         );
-        assert_eq!(route("GET", "/v1beta/models/x"), Route::GetModel("x".into()));
-        assert_eq!(route("GET", "/v1/chat/completions"), Route::MethodNotAllowed("POST"));
+        assert_eq!(
+            route("GET", "/v1beta/models/x"),
+            Route::GetModel("x".into())
+        );
+        assert_eq!(
+            route("GET", "/v1/chat/completions"),
+            Route::MethodNotAllowed("POST")
+        );
         assert_eq!(route("GET", "/nope"), Route::NotFound);
-        assert_eq!(route("POST", "/v1beta/models/:generateContent"), Route::NotFound);
+        assert_eq!(
+            route("POST", "/v1beta/models/:generateContent"),
+            Route::NotFound
+        );
         assert_eq!(route("OPTIONS", "/anything"), Route::Preflight);
     }
 
     #[test]
     fn provider_prefixes_and_aliases() {
-        assert_eq!(split_provider_prefix("/kiro-api/v1/messages"), (Some(ProviderKind::KiroApi), "/v1/messages"));
+        assert_eq!(
+            split_provider_prefix("/kiro-api/v1/messages"),
+            (Some(ProviderKind::KiroApi), "/v1/messages")
+        );
         assert_eq!(
             split_provider_prefix("/claude-kiro-oauth/v1/messages"),
             (Some(ProviderKind::KiroApi), "/v1/messages")
         );
-        assert_eq!(split_provider_prefix("/mock"), (Some(ProviderKind::Mock), "/"));
+        assert_eq!(
+            split_provider_prefix("/mock"),
+            (Some(ProviderKind::Mock), "/")
+        );
         assert_eq!(split_provider_prefix("/v1/models"), (None, "/v1/models"));
     }
 }

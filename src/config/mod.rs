@@ -216,7 +216,9 @@ impl Default for Config {
                 api_key: None,
                 base_url: DEFAULT_CLAUDE_BASE_URL.to_owned(),
             },
-            mock: MockConfig { chunk_delay: DEFAULT_MOCK_CHUNK_DELAY },
+            mock: MockConfig {
+                chunk_delay: DEFAULT_MOCK_CHUNK_DELAY,
+            },
             workers: DEFAULT_WORKERS,
             limits: Limits {
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,

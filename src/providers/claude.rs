@@ -33,7 +33,11 @@ impl Claude {
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("claude-custom needs --claude-api-key".into()))?;
-        Ok(Self { agent, api_root: api_root(&config.base_url), api_key })
+        Ok(Self {
+            agent,
+            api_root: api_root(&config.base_url),
+            api_key,
+        })
     }
 }
 
@@ -61,7 +65,10 @@ impl Provider for Claude {
         if req.stream {
             builder = builder.header("Accept", "text/event-stream");
         }
-        builder.send(&req.body[..]).map(http::into_upstream).map_err(http::map_error)
+        builder
+            .send(&req.body[..])
+            .map(http::into_upstream)
+            .map_err(http::map_error)
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
@@ -73,18 +80,32 @@ impl Provider for Claude {
             .call()
             .ok()
             .filter(|r| r.status().is_success())
-            .and_then(|r| r.into_body().with_config().limit(4 << 20).read_to_vec().ok())
+            .and_then(|r| {
+                r.into_body()
+                    .with_config()
+                    .limit(4 << 20)
+                    .read_to_vec()
+                    .ok()
+            })
             .and_then(|raw| serde_json::from_slice::<serde_json::Value>(&raw).ok());
         let ids: Vec<String> = match listed {
             Some(body) => body["data"]
                 .as_array()
-                .map(|m| m.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|m| m["id"].as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default(),
             None => FALLBACK_MODELS.iter().map(|s| (*s).to_owned()).collect(),
         };
         Ok(ids
             .into_iter()
-            .map(|id| ModelInfo { id, owned_by: "anthropic".into(), display_name: None })
+            .map(|id| ModelInfo {
+                id,
+                owned_by: "anthropic".into(),
+                display_name: None,
+            })
             .collect())
     }
 }
@@ -95,8 +116,17 @@ mod tests {
 
     #[test]
     fn base_url_normalisation() {
-        assert_eq!(api_root("https://api.anthropic.com"), "https://api.anthropic.com");
-        assert_eq!(api_root("https://api.anthropic.com/v1/"), "https://api.anthropic.com");
-        assert_eq!(api_root("http://127.0.0.1:9/proxy/v1"), "http://127.0.0.1:9/proxy");
+        assert_eq!(
+            api_root("https://api.anthropic.com"),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(
+            api_root("https://api.anthropic.com/v1/"),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(
+            api_root("http://127.0.0.1:9/proxy/v1"),
+            "http://127.0.0.1:9/proxy"
+        );
     }
 }

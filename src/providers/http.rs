@@ -37,13 +37,19 @@ pub fn agent(config: &Config) -> Agent {
 /// Maps a transport failure to what the client is told.
 pub fn map_error(err: ureq::Error) -> UpstreamError {
     match err {
-        ureq::Error::Timeout(which) => UpstreamError::Timeout(format!("upstream timed out ({which:?})")),
+        ureq::Error::Timeout(which) => {
+            UpstreamError::Timeout(format!("upstream timed out ({which:?})"))
+        }
         ureq::Error::HostNotFound => UpstreamError::Connect("upstream host not found".into()),
-        ureq::Error::ConnectionFailed => UpstreamError::Connect("could not connect to upstream".into()),
+        ureq::Error::ConnectionFailed => {
+            UpstreamError::Connect("could not connect to upstream".into())
+        }
         ureq::Error::Io(e) if e.kind() == io::ErrorKind::TimedOut => {
             UpstreamError::Timeout("upstream timed out".into())
         }
-        ureq::Error::Io(e) => UpstreamError::Connect(format!("upstream connection failed: {}", e.kind())),
+        ureq::Error::Io(e) => {
+            UpstreamError::Connect(format!("upstream connection failed: {}", e.kind()))
+        }
         ureq::Error::BadUri(_) => UpstreamError::Config("invalid upstream URL".into()),
         other => UpstreamError::Connect(format!("upstream error: {other}")),
     }
@@ -58,5 +64,9 @@ pub fn into_upstream(resp: ureq::http::Response<ureq::Body>) -> super::UpstreamR
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (_, body) = resp.into_parts();
-    super::UpstreamResponse { status, retry_after, body: Box::new(body.into_reader()) }
+    super::UpstreamResponse {
+        status,
+        retry_after,
+        body: Box::new(body.into_reader()),
+    }
 }

@@ -32,7 +32,10 @@ pub struct Mock {
 impl Mock {
     /// A mock that pauses `chunk_delay` between streamed chunks.
     pub fn new(chunk_delay: Duration) -> Self {
-        Self { chunk_delay, counter: AtomicU64::new(0) }
+        Self {
+            chunk_delay,
+            counter: AtomicU64::new(0),
+        }
     }
 }
 
@@ -46,9 +49,14 @@ impl Provider for Mock {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let answer = Answer::for_request(&body);
         let id = format!("chatcmpl-mock{n:08x}");
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         if req.stream {
-            let include_usage = body["stream_options"]["include_usage"].as_bool().unwrap_or(false);
+            let include_usage = body["stream_options"]["include_usage"]
+                .as_bool()
+                .unwrap_or(false);
             let chunks = answer.stream_chunks(&id, created, &model, include_usage);
             return Ok(UpstreamResponse {
                 status: 200,
@@ -56,8 +64,13 @@ impl Provider for Mock {
                 body: Box::new(DelayedChunks::new(chunks, self.chunk_delay)),
             });
         }
-        let bytes = serde_json::to_vec(&answer.completion(&id, created, &model)).unwrap_or_default();
-        Ok(UpstreamResponse { status: 200, retry_after: None, body: Box::new(io::Cursor::new(bytes)) })
+        let bytes =
+            serde_json::to_vec(&answer.completion(&id, created, &model)).unwrap_or_default();
+        Ok(UpstreamResponse {
+            status: 200,
+            retry_after: None,
+            body: Box::new(io::Cursor::new(bytes)),
+        })
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
@@ -73,7 +86,8 @@ impl Provider for Mock {
 }
 
 fn error(status: u16, message: &str) -> UpstreamResponse {
-    let body = json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
+    let body =
+        json!({"error": {"message": message, "type": "invalid_request_error", "code": null}});
     UpstreamResponse {
         status,
         retry_after: None,
@@ -97,11 +111,18 @@ struct Answer {
 
 impl Answer {
     fn for_request(body: &Value) -> Answer {
-        let messages = body["messages"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let messages = body["messages"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let prompt_chars: usize = messages.iter().map(|m| text_of(&m["content"]).len()).sum();
         let prompt_tokens = (prompt_chars as u64).div_ceil(4).max(1);
         if let Some((name, arguments)) = tool_to_call(body, messages) {
-            return Answer { reply: Reply::ToolCall { name, arguments }, prompt_tokens, truncated: false };
+            return Answer {
+                reply: Reply::ToolCall { name, arguments },
+                prompt_tokens,
+                truncated: false,
+            };
         }
         let last_user = messages
             .iter()
@@ -109,9 +130,20 @@ impl Answer {
             .find(|m| m["role"] == "user")
             .map(|m| text_of(&m["content"]))
             .unwrap_or_default();
-        let snippet: String = last_user.split_whitespace().take(8).collect::<Vec<_>>().join(" ");
+        let snippet: String = last_user
+            .split_whitespace()
+            .take(8)
+            .collect::<Vec<_>>()
+            .join(" ");
         let mut words: Vec<String> = vec!["Mock".into(), "answer".into(), "to".into()];
-        words.push(format!("\"{}\":", if snippet.is_empty() { "(empty prompt)" } else { &snippet }));
+        words.push(format!(
+            "\"{}\":",
+            if snippet.is_empty() {
+                "(empty prompt)"
+            } else {
+                &snippet
+            }
+        ));
         words.extend(LOREM.split(' ').map(str::to_owned));
         let limit = body["max_tokens"]
             .as_u64()
@@ -119,7 +151,11 @@ impl Answer {
             .map_or(usize::MAX, |n| n.max(1) as usize);
         let truncated = words.len() > limit;
         words.truncate(limit);
-        Answer { reply: Reply::Text(words), prompt_tokens, truncated }
+        Answer {
+            reply: Reply::Text(words),
+            prompt_tokens,
+            truncated,
+        }
     }
 
     fn completion_tokens(&self) -> u64 {
@@ -159,7 +195,13 @@ impl Answer {
         })
     }
 
-    fn stream_chunks(&self, id: &str, created: u64, model: &str, include_usage: bool) -> Vec<Vec<u8>> {
+    fn stream_chunks(
+        &self,
+        id: &str,
+        created: u64,
+        model: &str,
+        include_usage: bool,
+    ) -> Vec<Vec<u8>> {
         let chunk = |delta: Value, finish: Option<&str>| {
             let v = json!({"id": id, "object": "chat.completion.chunk", "created": created, "model": model,
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
@@ -169,7 +211,11 @@ impl Answer {
         match &self.reply {
             Reply::Text(words) => {
                 for (i, word) in words.iter().enumerate() {
-                    let text = if i == 0 { word.clone() } else { format!(" {word}") };
+                    let text = if i == 0 {
+                        word.clone()
+                    } else {
+                        format!(" {word}")
+                    };
                     out.push(chunk(json!({"content": text}), None));
                 }
             }
@@ -180,7 +226,10 @@ impl Answer {
                                            "function": {"name": name, "arguments": head}}]}),
                     None,
                 ));
-                out.push(chunk(json!({"tool_calls": [{"index": 0, "function": {"arguments": tail}}]}), None));
+                out.push(chunk(
+                    json!({"tool_calls": [{"index": 0, "function": {"arguments": tail}}]}),
+                    None,
+                ));
             }
         }
         out.push(chunk(json!({}), Some(self.finish_reason())));
@@ -234,7 +283,11 @@ fn example_value(key: &str, schema: &Value) -> Value {
 fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
-        Value::Array(parts) => parts.iter().filter_map(|p| p["text"].as_str()).collect::<Vec<_>>().join(" "),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
         _ => String::new(),
     }
 }
@@ -250,7 +303,12 @@ struct DelayedChunks {
 
 impl DelayedChunks {
     fn new(chunks: Vec<Vec<u8>>, delay: Duration) -> Self {
-        Self { chunks: chunks.into(), current: io::Cursor::new(Vec::new()), delay, started: false }
+        Self {
+            chunks: chunks.into(),
+            current: io::Cursor::new(Vec::new()),
+            delay,
+            started: false,
+        }
     }
 }
 
@@ -261,7 +319,9 @@ impl Read for DelayedChunks {
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            let Some(next) = self.chunks.pop_front() else { return Ok(0) };
+            let Some(next) = self.chunks.pop_front() else {
+                return Ok(0);
+            };
             if self.started && !self.delay.is_zero() {
                 thread::sleep(self.delay);
             }
@@ -316,7 +376,8 @@ mod tests {
 
     #[test]
     fn streams_sse_ending_in_done() {
-        let req = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
+        let req =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3});
         let text = String::from_utf8(call(req, true)).unwrap();
         assert!(text.starts_with("data: {"));
         assert!(text.ends_with("data: [DONE]\n\n"));

@@ -216,8 +216,12 @@ impl Registry {
         let mut instances = Vec::new();
         for &kind in &config.model_providers {
             let provider: Box<dyn Provider> = match kind {
-                ProviderKind::OpenAiCustom => Box::new(openai::OpenAi::new(agent.clone(), &config.openai)?),
-                ProviderKind::ClaudeCustom => Box::new(claude::Claude::new(agent.clone(), &config.claude)?),
+                ProviderKind::OpenAiCustom => {
+                    Box::new(openai::OpenAi::new(agent.clone(), &config.openai)?)
+                }
+                ProviderKind::ClaudeCustom => {
+                    Box::new(claude::Claude::new(agent.clone(), &config.claude)?)
+                }
                 ProviderKind::Mock => Box::new(mock::Mock::new(config.mock.chunk_delay)),
                 ProviderKind::GeminiCli | ProviderKind::KiroApi | ProviderKind::QwenApi => {
                     return Err(crate::Error::Provider(format!(
@@ -236,7 +240,10 @@ impl Registry {
             };
             instances.push((kind, vec![Arc::new(instance)]));
         }
-        Ok(Registry { enabled: config.model_providers.clone(), instances })
+        Ok(Registry {
+            enabled: config.model_providers.clone(),
+            instances,
+        })
     }
 
     /// Enabled providers; the first is the default.
@@ -256,7 +263,10 @@ impl Registry {
 
     /// The instances of `kind`.
     pub fn instances(&self, kind: ProviderKind) -> &[Arc<Instance>] {
-        self.instances.iter().find(|(k, _)| *k == kind).map_or(&[], |(_, v)| v.as_slice())
+        self.instances
+            .iter()
+            .find(|(k, _)| *k == kind)
+            .map_or(&[], |(_, v)| v.as_slice())
     }
 
     /// Chooses the instance of `kind` for one request. One instance per

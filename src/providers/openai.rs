@@ -20,7 +20,11 @@ impl OpenAi {
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("openai-custom needs --openai-api-key".into()))?;
-        Ok(Self { agent, base_url: config.base_url.trim_end_matches('/').to_owned(), api_key })
+        Ok(Self {
+            agent,
+            base_url: config.base_url.trim_end_matches('/').to_owned(),
+            api_key,
+        })
     }
 }
 
@@ -37,7 +41,10 @@ impl Provider for OpenAi {
         for (name, value) in &req.forward_headers {
             builder = builder.header(*name, value);
         }
-        builder.send(&req.body[..]).map(http::into_upstream).map_err(http::map_error)
+        builder
+            .send(&req.body[..])
+            .map(http::into_upstream)
+            .map_err(http::map_error)
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
@@ -48,7 +55,10 @@ impl Provider for OpenAi {
             .call()
             .map_err(http::map_error)?;
         if !resp.status().is_success() {
-            return Err(UpstreamError::Connect(format!("model list answered {}", resp.status())));
+            return Err(UpstreamError::Connect(format!(
+                "model list answered {}",
+                resp.status()
+            )));
         }
         let raw = resp
             .into_body()

@@ -73,6 +73,8 @@ const FIRST_CONN: usize = 2;
 const TICK: Duration = Duration::from_millis(100);
 /// Pause before retrying `accept` after EMFILE/ENFILE and similar errors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long input is drained after an early error answer before closing.
+const LINGER: Duration = Duration::from_secs(1);
 
 struct Shared {
     settings: Settings,
@@ -94,7 +96,11 @@ pub struct Server {
 
 impl Server {
     /// Starts serving `listener` with `handler` on new threads.
-    pub fn start(listener: TcpListener, settings: Settings, handler: Arc<dyn Handler>) -> io::Result<Server> {
+    pub fn start(
+        listener: TcpListener,
+        settings: Settings,
+        handler: Arc<dyn Handler>,
+    ) -> io::Result<Server> {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let poll = Poll::new()?;
@@ -140,7 +146,13 @@ impl Server {
         let poller = thread::Builder::new()
             .name("aiproxy-poller".into())
             .spawn(move || poller.run())?;
-        Ok(Server { addr, shared, poller: Some(poller), workers_done: done_rx, workers: settings.workers })
+        Ok(Server {
+            addr,
+            shared,
+            poller: Some(poller),
+            workers_done: done_rx,
+            workers: settings.workers,
+        })
     }
 
     /// The bound address.
@@ -189,6 +201,9 @@ struct Conn {
     deadline: Instant,
     /// Bytes of a head have arrived (header deadline applies, not idle).
     reading_head: bool,
+    /// An error answer was sent; input is drained until EOF or the
+    /// deadline so that closing does not reset the answer away.
+    closing: bool,
 }
 
 /// A complete head, ready for a worker.
@@ -252,7 +267,10 @@ impl Poller {
 
     fn begin_stop(&mut self) {
         if let Some(listener) = self.listener.take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&listener.as_raw_fd()));
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&listener.as_raw_fd()));
         }
         // Dropping the sender lets workers exit once the queue is empty.
         self.jobs = None;
@@ -263,7 +281,9 @@ impl Poller {
 
     fn accept_all(&mut self) {
         loop {
-            let Some(listener) = self.listener.as_ref() else { return };
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
@@ -271,7 +291,17 @@ impl Poller {
                         continue;
                     }
                     let deadline = Instant::now() + self.shared.settings.header_timeout;
-                    self.insert(Conn { stream, peer, buf: Vec::new(), deadline, reading_head: true }, true);
+                    self.insert(
+                        Conn {
+                            stream,
+                            peer,
+                            buf: Vec::new(),
+                            deadline,
+                            reading_head: true,
+                            closing: false,
+                        },
+                        true,
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -289,7 +319,9 @@ impl Poller {
 
     /// Takes back a connection from a worker after a keep-alive response.
     fn adopt(&mut self, mut conn: Conn) {
-        if self.shared.stopping.load(Ordering::Relaxed) || conn.stream.set_nonblocking(true).is_err() {
+        if self.shared.stopping.load(Ordering::Relaxed)
+            || conn.stream.set_nonblocking(true).is_err()
+        {
             return;
         }
         let now = Instant::now();
@@ -320,7 +352,11 @@ impl Poller {
         if self
             .poll
             .registry()
-            .register(&mut SourceFd(&fd), Token(slot + FIRST_CONN), Interest::READABLE)
+            .register(
+                &mut SourceFd(&fd),
+                Token(slot + FIRST_CONN),
+                Interest::READABLE,
+            )
             .is_err()
         {
             self.free.push(slot);
@@ -337,9 +373,24 @@ impl Poller {
 
     fn on_readable(&mut self, slot: usize) {
         let max = self.shared.settings.max_header_bytes;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         let mut chunk = [0u8; 8192];
         let mut closed = false;
+        if conn.closing {
+            loop {
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(_) => break,
+                }
+            }
+            self.close(slot);
+            return;
+        }
         loop {
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
@@ -373,33 +424,46 @@ impl Poller {
 
     fn try_dispatch(&mut self, slot: usize) {
         let settings = &self.shared.settings;
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         if conn.buf.is_empty() {
             return;
         }
         match request::parse_head(&conn.buf, settings.max_header_bytes, settings.max_headers) {
             Ok(request::ParseStatus::Partial) => {}
             Ok(request::ParseStatus::Complete(head, head_len)) => {
-                let Some(mut conn) = self.take(slot) else { return };
-                let Some(jobs) = self.jobs.as_ref() else { return };
+                let Some(conn) = self.take(slot) else { return };
+                let Some(jobs) = self.jobs.as_ref() else {
+                    return;
+                };
                 if conn.stream.set_nonblocking(false).is_err() {
                     return;
                 }
                 self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                let job = Job { conn, head, head_len, received: Instant::now() };
+                let job = Job {
+                    conn,
+                    head,
+                    head_len,
+                    received: Instant::now(),
+                };
                 match jobs.try_send(job) {
                     Ok(()) => {}
                     Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) => {
                         self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                        conn = job.conn;
-                        reject(&mut conn.stream, 503, "server busy, retry shortly", "Retry-After: 1\r\n");
+                        self.reject(
+                            job.conn,
+                            503,
+                            "server busy, retry shortly",
+                            "Retry-After: 1\r\n",
+                        );
                     }
                 }
             }
             Err(err) => {
                 let (status, why) = err.status();
-                if let Some(mut conn) = self.take(slot) {
-                    reject(&mut conn.stream, status, why, "");
+                if let Some(conn) = self.take(slot) {
+                    self.reject(conn, status, why, "");
                 }
             }
         }
@@ -407,22 +471,43 @@ impl Poller {
 
     fn sweep(&mut self, now: Instant) {
         for slot in 0..self.conns.len() {
-            let Some(conn) = self.conns[slot].as_mut() else { continue };
+            let Some(conn) = self.conns[slot].as_mut() else {
+                continue;
+            };
             if now < conn.deadline {
                 continue;
             }
-            let timed_out_mid_head = conn.reading_head && !conn.buf.is_empty();
-            if let Some(mut conn) = self.take(slot) {
+            let timed_out_mid_head = conn.reading_head && !conn.buf.is_empty() && !conn.closing;
+            if let Some(conn) = self.take(slot) {
                 if timed_out_mid_head {
-                    reject(&mut conn.stream, 408, "request head not received in time", "");
+                    self.reject(conn, 408, "request head not received in time", "");
                 }
             }
         }
     }
 
+    /// Answers an error and keeps the connection only to drain its input
+    /// for a moment: the poller must never block on a lingering close.
+    fn reject(&mut self, mut conn: Conn, status: u16, why: &str, extra: &str) {
+        let _ = conn
+            .stream
+            .write_all(&response::simple_error(status, why, extra));
+        let _ = conn.stream.shutdown(Shutdown::Write);
+        if conn.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        conn.closing = true;
+        conn.buf = Vec::new();
+        conn.deadline = Instant::now() + LINGER;
+        self.insert(conn, true);
+    }
+
     fn take(&mut self, slot: usize) -> Option<Conn> {
         let conn = self.conns.get_mut(slot)?.take()?;
-        let _ = self.poll.registry().deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
         self.free.push(slot);
         Some(conn)
     }
@@ -430,13 +515,6 @@ impl Poller {
     fn close(&mut self, slot: usize) {
         drop(self.take(slot));
     }
-}
-
-/// Writes a short error answer on a connection that will be closed; used
-/// by the poller, which must never block, so the write is best effort.
-fn reject(stream: &mut TcpStream, status: u16, why: &str, extra: &str) {
-    let _ = stream.write_all(&response::simple_error(status, why, extra));
-    let _ = stream.shutdown(Shutdown::Write);
 }
 
 fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
@@ -457,7 +535,12 @@ fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
 /// returns the connection if it should be kept alive.
 fn serve(shared: &Shared, job: Job) -> Option<Conn> {
     let settings = &shared.settings;
-    let Job { mut conn, mut head, mut head_len, mut received } = job;
+    let Job {
+        mut conn,
+        mut head,
+        mut head_len,
+        mut received,
+    } = job;
     let _ = conn.stream.set_read_timeout(Some(settings.body_timeout));
     let _ = conn.stream.set_write_timeout(Some(settings.idle_timeout));
     loop {
@@ -481,22 +564,34 @@ fn serve(shared: &Shared, job: Job) -> Option<Conn> {
             Err(RequestError::Disconnected) => return None,
             Err(err) => {
                 let (status, why) = err.status();
-                let _ = conn.stream.write_all(&response::simple_error(status, why, ""));
+                let _ = conn
+                    .stream
+                    .write_all(&response::simple_error(status, why, ""));
                 linger_close(conn.stream);
                 return None;
             }
         };
         let keep_alive = head.keep_alive && !shared.stopping.load(Ordering::Relaxed);
         let head_only = head.method == "HEAD";
-        let req = Request { head, body, peer: conn.peer, received };
-        let mut out = Responder::new(&mut conn.stream, keep_alive, head_only);
-        let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
+        let req = Request {
+            head,
+            body,
+            peer: conn.peer,
+            received,
+        };
+        let mut out = Responder::new(&mut conn.stream, &shared.stopping, keep_alive, head_only);
+        let outcome =
+            panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
         if outcome.is_err() {
             out.log.note = Some("panic".into());
         }
         if out.state() == ResponseState::Pending {
             out.close_after();
-            let _ = out.send_json(500, &[], br#"{"error":{"message":"internal error","type":"server_error"}}"#);
+            let _ = out.send_json(
+                500,
+                &[],
+                br#"{"error":{"message":"internal error","type":"server_error"}}"#,
+            );
         }
         let keep = out.keep_alive() && outcome.is_ok();
         shared.handler.log(&req, &out, received.elapsed());
@@ -506,7 +601,9 @@ fn serve(shared: &Shared, job: Job) -> Option<Conn> {
         }
         conn.buf = leftover;
         match request::parse_head(&conn.buf, settings.max_header_bytes, settings.max_headers) {
-            Ok(request::ParseStatus::Complete(next, len)) if !shared.stopping.load(Ordering::Relaxed) => {
+            Ok(request::ParseStatus::Complete(next, len))
+                if !shared.stopping.load(Ordering::Relaxed) =>
+            {
                 head = next;
                 head_len = len;
                 received = Instant::now();

@@ -115,7 +115,9 @@ pub fn parse_head(
     let target = req.path.unwrap_or_default();
     let minor_version = req.version.unwrap_or(1);
     if !target.starts_with('/') {
-        return Err(RequestError::BadRequest("request target must be an absolute path"));
+        return Err(RequestError::BadRequest(
+            "request target must be an absolute path",
+        ));
     }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
@@ -138,7 +140,9 @@ pub fn parse_head(
                 .parse()
                 .map_err(|_| RequestError::BadRequest("invalid Content-Length"))?;
             if content_length.is_some_and(|old| old != n) {
-                return Err(RequestError::BadRequest("conflicting Content-Length headers"));
+                return Err(RequestError::BadRequest(
+                    "conflicting Content-Length headers",
+                ));
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
@@ -322,7 +326,11 @@ pub fn read_body(
     }
 }
 
-fn read_some(stream: &mut impl Read, buf: &mut [u8], deadline: Instant) -> Result<usize, RequestError> {
+fn read_some(
+    stream: &mut impl Read,
+    buf: &mut [u8],
+    deadline: Instant,
+) -> Result<usize, RequestError> {
     loop {
         if Instant::now() >= deadline {
             return Err(RequestError::Timeout);
@@ -332,7 +340,10 @@ fn read_some(stream: &mut impl Read, buf: &mut [u8], deadline: Instant) -> Resul
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
-                if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) =>
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
             {
                 return Err(RequestError::Timeout);
             }
@@ -369,7 +380,12 @@ const MAX_CHUNK_LINE: usize = 4096;
 impl ChunkedDecoder {
     /// A decoder that refuses bodies larger than `limit` bytes.
     pub fn new(limit: usize) -> Self {
-        Self { state: ChunkState::Size, limit, total: 0, line: Vec::new() }
+        Self {
+            state: ChunkState::Size,
+            limit,
+            total: 0,
+            line: Vec::new(),
+        }
     }
 
     /// Whether the terminating chunk and trailers have been read.
@@ -432,7 +448,10 @@ impl ChunkedDecoder {
                 if size == 0 {
                     return Ok(ChunkState::Trailer);
                 }
-                self.total = self.total.checked_add(size).ok_or(RequestError::BodyTooLarge)?;
+                self.total = self
+                    .total
+                    .checked_add(size)
+                    .ok_or(RequestError::BodyTooLarge)?;
                 if self.total > self.limit {
                     return Err(RequestError::BodyTooLarge);
                 }
@@ -453,7 +472,9 @@ mod tests {
     #[test]
     fn parses_a_complete_head_with_query() {
         let raw = b"POST /v1/chat?key=a%20b&x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc";
-        let ParseStatus::Complete(h, len) = head(raw).unwrap() else { panic!("partial") };
+        let ParseStatus::Complete(h, len) = head(raw).unwrap() else {
+            panic!("partial")
+        };
         assert_eq!(len, raw.len() - 3);
         assert_eq!(h.path, "/v1/chat");
         assert_eq!(h.framing, BodyFraming::Length(3));
@@ -462,7 +483,10 @@ mod tests {
 
     #[test]
     fn partial_head_waits_for_more_bytes() {
-        assert!(matches!(head(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(), ParseStatus::Partial));
+        assert!(matches!(
+            head(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap(),
+            ParseStatus::Partial
+        ));
     }
 
     #[test]
@@ -485,7 +509,10 @@ mod tests {
     #[test]
     fn content_length_with_chunked_is_refused() {
         let raw = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(head(raw).unwrap_err(), RequestError::BadRequest(_)));
+        assert!(matches!(
+            head(raw).unwrap_err(),
+            RequestError::BadRequest(_)
+        ));
     }
 
     #[test]
@@ -532,7 +559,10 @@ mod tests {
     fn chunked_body_over_limit_is_refused_at_the_size_line() {
         let mut d = ChunkedDecoder::new(10);
         let mut out = Vec::new();
-        assert_eq!(d.feed(b"ffffffffff\r\n", &mut out).unwrap_err(), RequestError::BodyTooLarge);
+        assert_eq!(
+            d.feed(b"ffffffffff\r\n", &mut out).unwrap_err(),
+            RequestError::BodyTooLarge
+        );
         assert!(out.capacity() < 1024);
     }
 

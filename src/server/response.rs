@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Facts about one exchange, filled in by the handler for the access log.
@@ -37,6 +38,7 @@ pub enum ResponseState {
 /// Writes the one response to one request.
 pub struct Responder<'a> {
     stream: &'a mut TcpStream,
+    stopping: &'a AtomicBool,
     state: ResponseState,
     keep_alive: bool,
     head_only: bool,
@@ -47,9 +49,15 @@ pub struct Responder<'a> {
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(stream: &'a mut TcpStream, keep_alive: bool, head_only: bool) -> Self {
+    pub(crate) fn new(
+        stream: &'a mut TcpStream,
+        stopping: &'a AtomicBool,
+        keep_alive: bool,
+        head_only: bool,
+    ) -> Self {
         Self {
             stream,
+            stopping,
             state: ResponseState::Pending,
             keep_alive,
             head_only,
@@ -100,7 +108,12 @@ impl<'a> Responder<'a> {
     }
 
     /// Sends a JSON body.
-    pub fn send_json(&mut self, status: u16, extra: &[(&str, &str)], body: &[u8]) -> io::Result<()> {
+    pub fn send_json(
+        &mut self,
+        status: u16,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<()> {
         let mut headers = Vec::with_capacity(extra.len() + 1);
         headers.push(("Content-Type", "application/json"));
         headers.extend_from_slice(extra);
@@ -109,7 +122,11 @@ impl<'a> Responder<'a> {
 
     /// Starts a chunked (streamed) response; write events with
     /// [`ChunkWriter::send`] and end it with [`ChunkWriter::finish`].
-    pub fn start_stream(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<ChunkWriter<'_, 'a>> {
+    pub fn start_stream(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> io::Result<ChunkWriter<'_, 'a>> {
         if self.state != ResponseState::Pending {
             return Err(io::Error::other("response already started"));
         }
@@ -117,10 +134,19 @@ impl<'a> Responder<'a> {
         self.write_head(&mut buf, status, headers, None);
         self.state = ResponseState::Streaming;
         self.stream.write_all(&buf)?;
-        Ok(ChunkWriter { responder: self, buf: Vec::with_capacity(1024) })
+        Ok(ChunkWriter {
+            responder: self,
+            buf: Vec::with_capacity(1024),
+        })
     }
 
-    fn write_head(&mut self, buf: &mut Vec<u8>, status: u16, headers: &[(&str, &str)], len: Option<usize>) {
+    fn write_head(
+        &mut self,
+        buf: &mut Vec<u8>,
+        status: u16,
+        headers: &[(&str, &str)],
+        len: Option<usize>,
+    ) {
         self.status = status;
         buf.extend_from_slice(b"HTTP/1.1 ");
         buf.extend_from_slice(status.to_string().as_bytes());
@@ -149,6 +175,10 @@ impl<'a> Responder<'a> {
             None if !self.head_only => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
             None => {}
         }
+        // A server that is draining tells every client it is closing.
+        if self.stopping.load(Ordering::Relaxed) {
+            self.keep_alive = false;
+        }
         if !self.keep_alive || len.is_none() && self.head_only {
             self.keep_alive = false;
             buf.extend_from_slice(b"Connection: close\r\n");
@@ -171,7 +201,8 @@ impl ChunkWriter<'_, '_> {
             return Ok(());
         }
         self.buf.clear();
-        self.buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        self.buf
+            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
         self.buf.extend_from_slice(data);
         self.buf.extend_from_slice(b"\r\n");
         self.responder.bytes += data.len() as u64;
@@ -221,7 +252,11 @@ pub fn simple_error(status: u16, message: &str, extra: &str) -> Vec<u8> {
     let body = format!(
         "{{\"error\":{{\"message\":{},\"type\":\"{}\",\"code\":{status}}}}}",
         json_string(message),
-        if status >= 500 { "server_error" } else { "invalid_request_error" }
+        if status >= 500 {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        }
     );
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\nServer: aiproxy\r\nContent-Type: application/json\r\n\
@@ -245,7 +280,10 @@ thread_local! {
 /// Calls `f` with the current IMF-fixdate, formatted at most once per
 /// second per thread.
 fn with_http_date(f: impl FnOnce(&str)) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     DATE_CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         if cache.0 != now {
@@ -263,7 +301,12 @@ pub fn http_date(secs: u64) -> String {
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ][(m - 1) as usize];
     let t = secs % 86_400;
-    format!("{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT", t / 3600, t / 60 % 60, t % 60)
+    format!(
+        "{weekday}, {d:02} {month} {y} {:02}:{:02}:{:02} GMT",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    )
 }
 
 /// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-26T15:07:40.123Z`).

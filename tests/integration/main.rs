@@ -1,0 +1,4 @@
+//! One integration-test binary: real sockets on loopback, port 0.
+
+mod server;
+mod support;

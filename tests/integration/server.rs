@@ -1,0 +1,354 @@
+//! The HTTP/1.1 server on its own, with test handlers: limits, deadlines,
+//! keep-alive, streaming, panics and draining. These are the failure modes
+//! that ruled out tiny_http.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use aiproxy::server::{Handler, Request, Responder, Server, Settings};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::support::*;
+
+/// Answers by path: `/echo` echoes the body, `/panic` panics, `/sse`
+/// streams three events 200 ms apart, `/block` waits for a release.
+struct TestHandler {
+    release: Receiver<()>,
+    entered: Sender<()>,
+    served: AtomicUsize,
+}
+
+impl Handler for TestHandler {
+    fn handle(&self, req: &Request, out: &mut Responder<'_>) {
+        self.served.fetch_add(1, Ordering::SeqCst);
+        match req.path() {
+            "/echo" => {
+                let _ = out.send(
+                    200,
+                    &[("Content-Type", "application/octet-stream")],
+                    &req.body,
+                );
+            }
+            "/panic" => panic!("test handler panics on purpose"),
+            "/sse" => {
+                let mut w = out
+                    .start_stream(200, &[("Content-Type", "text/event-stream")])
+                    .unwrap();
+                for i in 0..3 {
+                    if i > 0 {
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                    w.send(format!("data: {i}\n\n").as_bytes()).unwrap();
+                }
+                w.finish().unwrap();
+            }
+            "/block" => {
+                let _ = self.entered.send(());
+                let _ = self.release.recv_timeout(Duration::from_secs(10));
+                let _ = out.send(200, &[], b"released");
+            }
+            _ => {
+                let _ = out.send(200, &[], b"ok");
+            }
+        }
+    }
+}
+
+struct TestServer {
+    server: Option<Server>,
+    addr: SocketAddr,
+    release: Sender<()>,
+    entered: Receiver<()>,
+    handler: Arc<TestHandler>,
+}
+
+impl TestServer {
+    fn start(tweak: impl FnOnce(&mut Settings)) -> TestServer {
+        let mut settings = Settings {
+            workers: 4,
+            queue_capacity: 4,
+            max_body_bytes: 1024 * 1024,
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            worker_stack_bytes: 256 * 1024,
+        };
+        tweak(&mut settings);
+        let (release, release_rx) = crossbeam_channel::unbounded();
+        let (entered_tx, entered) = crossbeam_channel::unbounded();
+        let handler = Arc::new(TestHandler {
+            release: release_rx,
+            entered: entered_tx,
+            served: AtomicUsize::new(0),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = Server::start(listener, settings, handler.clone()).unwrap();
+        let addr = server.addr();
+        TestServer {
+            server: Some(server),
+            addr,
+            release,
+            entered,
+            handler,
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        for _ in 0..16 {
+            let _ = self.release.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_secs(5));
+        }
+    }
+}
+
+#[test]
+fn huge_content_length_is_rejected_with_413_and_flat_memory() {
+    let t = TestServer::start(|_| {});
+    let before = rss_kib();
+    let resp = roundtrip(
+        t.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000000\r\n\r\nabc",
+    );
+    assert_eq!(resp.status, 413);
+    assert!(
+        rss_kib() < before + 20 * 1024,
+        "RSS grew from {before} KiB to {} KiB",
+        rss_kib()
+    );
+    assert_eq!(get(t.addr, "/").status, 200, "server still serves");
+}
+
+#[test]
+fn chunked_body_over_the_limit_is_rejected_with_413() {
+    let t = TestServer::start(|s| s.max_body_bytes = 10);
+    let resp = roundtrip(
+        t.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 413);
+}
+
+#[test]
+fn chunked_body_within_the_limit_is_decoded() {
+    let t = TestServer::start(|_| {});
+    let resp = roundtrip(
+        t.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.body, b"hello world");
+}
+
+#[test]
+fn megabyte_header_line_gets_431() {
+    let t = TestServer::start(|_| {});
+    let mut stream = connect(t.addr);
+    let mut raw = b"GET / HTTP/1.1\r\nX-Huge: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 1024 * 1024));
+    raw.extend_from_slice(b"\r\n\r\n");
+    // The server answers before the client finished writing; a write error
+    // then is expected, the answer must still be readable.
+    let _ = stream.write_all(&raw);
+    assert_eq!(read_response(&mut stream).status, 431);
+    assert_eq!(get(t.addr, "/").status, 200);
+}
+
+#[test]
+fn too_many_header_fields_get_431() {
+    let t = TestServer::start(|_| {});
+    let mut raw = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..150 {
+        raw.push_str(&format!("X-F{i}: v\r\n"));
+    }
+    raw.push_str("\r\n");
+    assert_eq!(roundtrip(t.addr, raw.as_bytes()).status, 431);
+}
+
+#[test]
+fn slow_header_client_is_closed_at_the_deadline() {
+    let t = TestServer::start(|s| s.header_timeout = Duration::from_millis(500));
+    let mut stream = connect(t.addr);
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    let started = Instant::now();
+    let resp = read_response(&mut stream);
+    assert_eq!(resp.status, 408);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "closed too early: {waited:?}"
+    );
+    assert!(time_until_closed(&mut stream, Duration::from_secs(5)) < Duration::from_secs(4));
+}
+
+#[test]
+fn idle_connections_do_not_hold_workers() {
+    let t = TestServer::start(|s| s.workers = 2);
+    let idle: Vec<_> = (0..200).map(|_| connect(t.addr)).collect();
+    let started = Instant::now();
+    let resp = get(t.addr, "/");
+    assert_eq!(resp.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn panicking_handler_answers_500_and_the_worker_lives_on() {
+    let t = TestServer::start(|s| s.workers = 1);
+    for _ in 0..3 {
+        assert_eq!(get(t.addr, "/panic").status, 500);
+    }
+    assert_eq!(get(t.addr, "/").status, 200);
+}
+
+#[test]
+fn keep_alive_and_pipelined_requests_are_answered_in_order() {
+    let t = TestServer::start(|_| {});
+    let mut stream = connect(t.addr);
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none\
+              POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut stream).body, b"one");
+    assert_eq!(read_response(&mut stream).body, b"two");
+    stream
+        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).body, b"ok");
+}
+
+#[test]
+fn expect_100_continue_is_honoured() {
+    let t = TestServer::start(|_| {});
+    let mut stream = connect(t.addr);
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut stream).status, 100);
+    stream.write_all(b"body").unwrap();
+    let resp = read_response(&mut stream);
+    assert_eq!((resp.status, resp.body.as_slice()), (200, &b"body"[..]));
+}
+
+#[test]
+fn oversized_expect_100_continue_gets_413_without_continue() {
+    let t = TestServer::start(|s| s.max_body_bytes = 10);
+    let resp = roundtrip(
+        t.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(resp.status, 413);
+}
+
+#[test]
+fn full_queue_answers_503_with_retry_after() {
+    let t = TestServer::start(|s| {
+        s.workers = 1;
+        s.queue_capacity = 1;
+    });
+    let mut first = connect(t.addr);
+    first
+        .write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    t.entered
+        .recv_timeout(Duration::from_secs(5))
+        .expect("first request reached the worker");
+    let mut queued = connect(t.addr);
+    queued
+        .write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    // The queued request occupies the only queue slot once the poller saw it;
+    // retry the third until the poller has dispatched the second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = loop {
+        let resp = get(t.addr, "/");
+        if resp.status == 503 || Instant::now() > deadline {
+            break resp;
+        }
+    };
+    assert_eq!(rejected.status, 503);
+    assert_eq!(rejected.header("retry-after"), Some("1"));
+    t.release.send(()).unwrap();
+    t.release.send(()).unwrap();
+    assert_eq!(read_response(&mut first).status, 200);
+    assert_eq!(read_response(&mut queued).status, 200);
+}
+
+#[test]
+fn sse_events_arrive_when_they_are_produced() {
+    let t = TestServer::start(|_| {});
+    let mut stream = connect(t.addr);
+    stream
+        .write_all(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut arrivals = Vec::new();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while arrivals.len() < 3 {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.extend_from_slice(&buf[..n]);
+        let events = String::from_utf8_lossy(&seen).matches("data: ").count();
+        while arrivals.len() < events {
+            arrivals.push(Instant::now());
+        }
+    }
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(150),
+            "events arrived together ({gap:?} apart)"
+        );
+    }
+}
+
+#[test]
+fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
+    let mut t = TestServer::start(|_| {});
+    let mut busy = connect(t.addr);
+    busy.write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    t.entered.recv_timeout(Duration::from_secs(5)).unwrap();
+    let server = t.server.take().unwrap();
+    let release = t.release.clone();
+    let stopper = thread::spawn(move || server.shutdown(Duration::from_secs(5)));
+    // Wait until the listener is gone, then let the request finish.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(t.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        thread::sleep(Duration::from_millis(10));
+    }
+    release.send(()).unwrap();
+    let resp = read_response(&mut busy);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert!(stopper.join().unwrap(), "drained in time");
+    assert!(t.handler.served.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn conflicting_framing_is_refused() {
+    let t = TestServer::start(|_| {});
+    let resp = roundtrip(
+        t.addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    );
+    assert_eq!(resp.status, 400);
+}
