@@ -26,7 +26,7 @@ pub const VALUED_SWITCHES: &[&str] = &["--insecure-no-auth", "--log-prompts"];
 #[argh(
     name = "aiproxy",
     help_triggers("-h", "--help", "help"),
-    note = "Every option also accepts the --name=value form (--port=3001). The switches --insecure-no-auth and \
+    note = "Every option also accepts the = form, as in --port=3001. The switches --insecure-no-auth and \
             --log-prompts may stand alone or take true/false (--log-prompts=false).",
     note = "Durations are seconds or a number with a unit: 500ms, 30s, 5m, 1h. Sizes are \
             bytes.",

@@ -42,12 +42,12 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses `true` or `false` (the YAML 1.1 spellings are turned into these
-/// by the YAML reader before they get here).
+/// Parses `true` or `false`, in any case, and the spellings systemd and
+/// YAML 1.1 also use: `yes`/`no`, `on`/`off`, `1`/`0`.
 pub fn boolean(text: &str) -> Result<bool, String> {
-    match text.trim() {
-        "true" | "True" | "TRUE" => Ok(true),
-        "false" | "False" | "FALSE" => Ok(false),
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
         _ => Err(format!("{text:?} is not true or false")),
     }
 }
@@ -207,7 +207,9 @@ mod tests {
         );
         assert!(integer("1.5", 0, 10).is_err());
         assert!(boolean("true").unwrap());
-        assert!(boolean("yes").is_err());
+        assert!(boolean("Yes").unwrap() && boolean("on").unwrap() && boolean("1").unwrap());
+        assert!(!boolean("FALSE").unwrap() && !boolean("off").unwrap() && !boolean("0").unwrap());
+        assert!(boolean("maybe").is_err() && boolean("").is_err() && boolean("2").is_err());
         assert!(one_of("json", &["text", "json"]).is_ok());
         assert!(
             one_of("xml", &["text", "json"])
