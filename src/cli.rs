@@ -276,10 +276,11 @@ impl Cli {
             Err(exit) => return Err(CliExit::usage(&exit.output)),
         };
         for (switch, value) in switches {
+            // `every_valued_switch_is_set` checks this covers VALUED_SWITCHES.
             match switch {
                 "--insecure-no-auth" => cli.insecure_no_auth = Some(value),
                 "--log-prompts" => cli.log_prompts = Some(value),
-                _ => unreachable!("every valued switch has a field"),
+                _ => {}
             }
         }
         if cli.version == Some(true) {
@@ -397,6 +398,16 @@ mod tests {
                 .output
                 .contains("--bogus")
         );
+    }
+
+    #[test]
+    fn every_valued_switch_is_set() {
+        for name in VALUED_SWITCHES {
+            let on = parse(&[&format!("{name}=true")]).unwrap();
+            let off = parse(&[&format!("{name}=false")]).unwrap();
+            assert_ne!(on, off, "{name} does not reach its field");
+            assert_ne!(off, Cli::default(), "{name}=false does not reach its field");
+        }
     }
 
     #[test]

@@ -7,7 +7,15 @@ use aiproxy::cli::Cli;
 use aiproxy::config::Config;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
+    // `std::env::args()` and `vars()` panic on non-UTF-8 text; a bad
+    // argument is a usage error and a bad variable is skipped instead.
+    let Some(args) = std::env::args_os()
+        .map(|a| a.into_string().ok())
+        .collect::<Option<Vec<_>>>()
+    else {
+        eprintln!("aiproxy: an argument is not valid UTF-8\nRun 'aiproxy --help' for usage.");
+        return ExitCode::from(2);
+    };
     let cli = match Cli::parse_from(&args) {
         Ok(cli) => cli,
         Err(exit) if exit.status == 0 => {
@@ -19,7 +27,9 @@ fn main() -> ExitCode {
             return ExitCode::from(exit.status);
         }
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let env: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
     let config = match Config::load(&cli, &env) {
         Ok(config) => config,
         Err(err) => {
