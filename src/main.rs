@@ -50,16 +50,12 @@ fn main() -> ExitCode {
         println!("configuration OK");
         return ExitCode::SUCCESS;
     }
-    // INTEGRATION POINT: replace this line with the server call, e.g.
-    // `match aiproxy::run(config) { Ok(()) => SUCCESS, Err(e) => { eprintln!; e.exit_code() } }`.
-    run_placeholder(&config)
-}
-
-/// Stand-in for `aiproxy::run`, which is built in another worktree.
-fn run_placeholder(config: &Config) -> ExitCode {
-    eprintln!(
-        "aiproxy: server not built in this worktree (would listen on {})",
-        config.listen
-    );
-    ExitCode::SUCCESS
+    let reload = move || Config::load(&cli, &env).map_err(aiproxy::Error::from);
+    match aiproxy::run(config, reload) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("aiproxy: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
 }
