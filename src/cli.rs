@@ -91,6 +91,11 @@ pub struct Cli {
     #[argh(option, arg_name = "duration")]
     pub mock_chunk_delay: Option<String>,
 
+    /// time the mock provider waits before answering, to simulate a slow
+    /// model (default 0)
+    #[argh(option, arg_name = "duration")]
+    pub mock_latency: Option<String>,
+
     /// worker threads, the maximum number of requests in flight, 1 to
     /// 65536 (default 256)
     #[argh(option, arg_name = "n")]

@@ -173,6 +173,8 @@ pub struct UpstreamKeySection {
 pub struct MockSection {
     /// `chunk_delay` (duration).
     pub chunk_delay: Option<Scalar>,
+    /// `latency` (duration).
+    pub latency: Option<Scalar>,
 }
 
 /// `limits:` section.

@@ -119,6 +119,7 @@ pub const KEYS: &[Key] = &[
     key("claude.api_key", "--claude-api-key"),
     key("claude.base_url", "--claude-base-url"),
     key("mock.chunk_delay", "--mock-chunk-delay"),
+    key("mock.latency", "--mock-latency"),
     key("workers", "--workers"),
     key("limits.max_body_bytes", "--max-body-bytes"),
     key("limits.max_header_bytes", "--max-header-bytes"),

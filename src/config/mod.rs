@@ -67,6 +67,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_MAX_RETRIES: u32 = 2;
 /// Base of the exponential, jittered retry back-off.
 pub const DEFAULT_REQUEST_BASE_DELAY: Duration = Duration::from_millis(250);
+/// Time the built-in mock provider waits before answering.
+pub const DEFAULT_MOCK_LATENCY: Duration = Duration::from_millis(0);
 /// Delay between two streamed chunks of the built-in mock provider.
 pub const DEFAULT_MOCK_CHUNK_DELAY: Duration = Duration::from_millis(0);
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
@@ -184,6 +186,8 @@ pub struct ClaudeConfig {
 pub struct MockConfig {
     /// `--mock-chunk-delay`: pause between streamed chunks.
     pub chunk_delay: Duration,
+    /// `--mock-latency`: wait before answering (non-streamed and first chunk).
+    pub latency: Duration,
 }
 
 /// The validated configuration of one aiproxy process.
@@ -247,6 +251,7 @@ impl Default for Config {
             },
             mock: MockConfig {
                 chunk_delay: DEFAULT_MOCK_CHUNK_DELAY,
+                latency: DEFAULT_MOCK_LATENCY,
             },
             workers: DEFAULT_WORKERS,
             limits: Limits {
@@ -364,6 +369,7 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("claude.api_key", cli.claude_api_key.clone()),
         ("claude.base_url", cli.claude_base_url.clone()),
         ("mock.chunk_delay", cli.mock_chunk_delay.clone()),
+        ("mock.latency", cli.mock_latency.clone()),
         ("workers", cli.workers.clone()),
         ("limits.max_body_bytes", cli.max_body_bytes.clone()),
         ("limits.max_header_bytes", cli.max_header_bytes.clone()),
@@ -654,6 +660,7 @@ impl Resolver {
         };
         let mock = MockConfig {
             chunk_delay: self.duration("mock.chunk_delay", DEFAULT_MOCK_CHUNK_DELAY),
+            latency: self.duration("mock.latency", DEFAULT_MOCK_LATENCY),
         };
         let workers = self.value("workers", DEFAULT_WORKERS, |t| {
             parse::integer(t, 1, 65536).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
