@@ -75,13 +75,22 @@ fn golden_conversions() {
     let mut dirs: Vec<PathBuf> = fs::read_dir(fixture_root())
         .expect("tests/fixtures exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().contains("_to_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().contains("_to_"))
+        })
         .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 6, "one directory per conversion direction");
     for dir in dirs {
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let Some((from, to)) = name.split_once("_to_") else { continue };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some((from, to)) = name.split_once("_to_") else {
+            continue;
+        };
         let (from, to) = (proto(from), proto(to));
         let mut files: Vec<PathBuf> = fs::read_dir(&dir)
             .expect("readable fixture dir")
@@ -89,7 +98,10 @@ fn golden_conversions() {
             .collect();
         files.sort();
         for input in files {
-            let fname = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let fname = input
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let (case, is_request) = if let Some(c) = fname.strip_suffix(".request.json") {
                 (c.to_string(), true)
             } else if let Some(c) = fname.strip_suffix(".response.json") {
@@ -118,6 +130,10 @@ fn golden_conversions() {
             checked += 1;
         }
     }
-    assert!(failures.is_empty(), "golden mismatches:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatches:\n{}",
+        failures.join("\n")
+    );
     assert!(checked >= 30, "only {checked} fixtures found");
 }
