@@ -298,6 +298,16 @@ impl RedisTier {
         }
     }
 
+    /// A read timeout surfaces as EAGAIN ("Resource temporarily
+    /// unavailable"); say what it means.
+    fn describe(&self, err: &redis::RedisError) -> String {
+        if err.is_timeout() {
+            format!("no answer within {} ms", self.timeout.as_millis())
+        } else {
+            err.to_string()
+        }
+    }
+
     fn failed(&self, err: &redis::RedisError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         self.connected.store(false, Ordering::Relaxed);
@@ -316,8 +326,9 @@ impl RedisTier {
                 };
                 drop(breaker);
                 crate::log::warn(&format!(
-                    "redis cache tier unavailable, serving without it for {:.1}s: {err}",
-                    self.backoff_initial.as_secs_f64()
+                    "redis cache tier unavailable, serving without it for {:.1}s: {}",
+                    self.backoff_initial.as_secs_f64(),
+                    self.describe(err)
                 ));
             }
             Breaker::Probing { backoff, since } => {
@@ -329,8 +340,9 @@ impl RedisTier {
                 };
                 drop(breaker);
                 crate::log::debug(&format!(
-                    "redis cache tier still unavailable, next try in {:.1}s: {err}",
-                    backoff.as_secs_f64()
+                    "redis cache tier still unavailable, next try in {:.1}s: {}",
+                    backoff.as_secs_f64(),
+                    self.describe(err)
                 ));
             }
             // Another operation already opened it.
@@ -372,13 +384,13 @@ fn redis_key(key: &Key) -> String {
     format!("{KEY_PREFIX}{KEY_VERSION}{}", key.hex())
 }
 
-fn unix_millis(t: SystemTime) -> u64 {
+fn unix_nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 
-/// `VALUE_PREFIX`, status u16, created unix ms u64, content type (u16
+/// `VALUE_PREFIX`, status u16, created unix ns u64, content type (u16
 /// length), canonical request (u32 length), body (the rest); big-endian.
 fn encode(key: &Key, entry: &Entry) -> Vec<u8> {
     let ct = entry.content_type.as_bytes();
@@ -388,7 +400,7 @@ fn encode(key: &Key, entry: &Entry) -> Vec<u8> {
         Vec::with_capacity(VALUE_PREFIX.len() + 16 + ct.len() + canonical.len() + entry.body.len());
     out.extend_from_slice(VALUE_PREFIX);
     out.extend_from_slice(&entry.status.to_be_bytes());
-    out.extend_from_slice(&unix_millis(entry.created).to_be_bytes());
+    out.extend_from_slice(&unix_nanos(entry.created).to_be_bytes());
     out.extend_from_slice(&(ct.len() as u16).to_be_bytes());
     out.extend_from_slice(ct);
     out.extend_from_slice(
@@ -422,7 +434,7 @@ fn decode(bytes: &[u8], key: &Key) -> Option<Entry> {
         status,
         content_type: content_type.to_owned(),
         body: rest.to_vec(),
-        created: UNIX_EPOCH + Duration::from_millis(created),
+        created: UNIX_EPOCH + Duration::from_nanos(created),
     })
 }
 
@@ -443,7 +455,7 @@ mod tests {
             status: 200,
             content_type: "application/json".into(),
             body: b"{\"ok\":true}".to_vec(),
-            created: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
+            created: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
         };
         let bytes = encode(&k, &entry);
         assert!(bytes.starts_with(b"aiproxy/1\n"));
