@@ -5,9 +5,9 @@
 //! Needs Debian's `redis-server` on PATH (`apt-get install -y
 //! redis-server`); each test starts its own server and kills it on drop.
 
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use aiproxy::cache::{Cache, Entry, Fetched, Key, Outcome, RedisSettings, Setting
 use aiproxy::config::Secret;
 use aiproxy::protocol::Protocol;
 use aiproxy::providers::ProviderKind;
+use redis_server::RedisServer;
 
 /// The Redis timeout in the outage tests (the production default).
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -26,98 +27,6 @@ const PATIENT: Duration = Duration::from_secs(2);
 /// waits at most one connect plus one read (2 × 100 ms); the other 200 ms
 /// are room for a debug build on two cores shared with other tests.
 const FAST: Duration = Duration::from_millis(400);
-
-struct RedisServer {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-    extra: Vec<String>,
-}
-
-impl RedisServer {
-    fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let dir = std::env::temp_dir().join(format!("aiproxy-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let mut server = Self {
-            child: spawn(port, &dir, extra),
-            port,
-            dir,
-            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("redis-server exited at start: {status}");
-            }
-            let ping = self
-                .client()
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            match ping {
-                Ok(_) => return,
-                // NOAUTH also proves it is up.
-                Err(e) if e.to_string().contains("NOAUTH") => return,
-                Err(e) if Instant::now() > deadline => panic!("redis-server not ready: {e}"),
-                Err(_) => thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-
-    /// A direct connection for the test's own checks and fault injection.
-    fn client(&self) -> redis::RedisResult<redis::Connection> {
-        let mut url = format!("redis://127.0.0.1:{}/", self.port);
-        if let Some(i) = self.extra.iter().position(|a| a == "--requirepass") {
-            url = format!("redis://:{}@127.0.0.1:{}/", self.extra[i + 1], self.port);
-        }
-        let c = redis::Client::open(url)?.get_connection_with_timeout(Duration::from_secs(1))?;
-        c.set_read_timeout(Some(Duration::from_secs(5)))?;
-        Ok(c)
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts again on the same port after [`RedisServer::kill`].
-    fn restart(&mut self) {
-        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.child = spawn(self.port, &self.dir, &extra);
-        self.wait_ready();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn spawn(port: u16, dir: &PathBuf, extra: &[&str]) -> Child {
-    Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server on PATH (apt-get install -y redis-server)")
-}
 
 fn settings(redis: &RedisServer) -> Settings {
     settings_with(redis, PATIENT)

@@ -11,7 +11,7 @@
 //! 2. the memory tier ([`ShardedLru`], byte-bounded, TTL on read);
 //! 3. coalescing: one miss per key goes on, equal concurrent misses wait
 //!    for its answer (bounded by [`Settings::coalesce_timeout`]);
-//! 4. the Redis tier (read-through, fail-open, see [`redis`](self::redis));
+//! 4. the Redis tier (read-through, fail-open, see [`redis`]);
 //! 5. the caller's fetch (the upstream). Only answers it marks cacheable
 //!    are stored, in both tiers; errors still reach every waiter.
 //!
