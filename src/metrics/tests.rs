@@ -584,7 +584,9 @@ fn dashboard_page_is_self_contained() {
     let page = DASHBOARD_HTML.replace("http://www.w3.org/2000/svg", "");
     assert!(page.starts_with("<!doctype html>"));
     assert!(page.contains("summary.json"));
-    for external in ["http://", "https://", "src=", "@import", "url("] {
+    for external in [
+        "http://", "https://", "src=", "@import", "url(http", "url('", "url(\"", "url(/",
+    ] {
         assert!(
             !page.contains(external),
             "dashboard references an external asset: {external}"
