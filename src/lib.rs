@@ -17,6 +17,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod providers;
 pub mod routing;
