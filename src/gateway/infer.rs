@@ -211,21 +211,23 @@ impl Gateway {
         if let Some(m) = &self.metrics {
             m.provider_latency(p.kind, started.elapsed());
         }
-        let parsed: Option<Value> = (self.metrics.is_some() || p.family != p.client)
-            .then(|| serde_json::from_slice(&raw).ok())
-            .flatten();
-        if let (Some(m), Some(value)) = (&self.metrics, &parsed)
-            && let Some(usage) = protocol::usage(p.family, value)
-        {
-            m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
-        }
         let answer = if p.family == p.client {
+            if let Some(m) = &self.metrics
+                && let Some(usage) = protocol::usage_from_slice(p.family, &raw)
+            {
+                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+            }
             raw
         } else {
-            let Some(value) = parsed else {
+            let Ok(value) = serde_json::from_slice::<Value>(&raw) else {
                 self.provider_error(p.kind, ErrorKind::Parse);
                 return error(502, "upstream answered with invalid JSON");
             };
+            if let Some(m) = &self.metrics
+                && let Some(usage) = protocol::usage(p.family, &value)
+            {
+                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+            }
             match protocol::convert_response(p.family, p.client, &value, &p.model) {
                 Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
                 Err(e) => {

@@ -212,6 +212,38 @@ pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
     })
 }
 
+/// Token usage of a whole answer of protocol `proto`, read from its bytes
+/// without building the rest of the document: only the usage object is
+/// materialised, everything else is skipped by the parser. This is what a
+/// pass-through answer costs to meter.
+pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
+    #[derive(serde::Deserialize)]
+    struct Only {
+        usage: Option<Value>,
+        #[serde(rename = "usageMetadata")]
+        usage_metadata: Option<Value>,
+        /// Gemini Code Assist wraps the answer in `{"response": …}`.
+        response: Option<Box<Only>>,
+    }
+    let only: Only = serde_json::from_slice(body).ok()?;
+    let only = match only {
+        Only {
+            usage: None,
+            usage_metadata: None,
+            response: Some(inner),
+        } => *inner,
+        other => other,
+    };
+    let mut doc = serde_json::Map::new();
+    if let Some(u) = only.usage {
+        doc.insert("usage".into(), u);
+    }
+    if let Some(u) = only.usage_metadata {
+        doc.insert("usageMetadata".into(), u);
+    }
+    usage(proto, &Value::Object(doc))
+}
+
 /// A JSON error body in the client's protocol for `status`.
 pub fn error_body(proto: Protocol, status: u16, message: &str) -> Vec<u8> {
     errors::error_body(proto, status, message)
@@ -379,6 +411,34 @@ mod tests {
             convert_response(Protocol::Gemini, Protocol::Gemini, &wrapped, "m").unwrap(),
             json!({"candidates": []})
         );
+    }
+
+    #[test]
+    fn usage_from_slice_matches_usage() {
+        let docs = [
+            (
+                Protocol::OpenAi,
+                json!({"id": "x", "choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}),
+            ),
+            (
+                Protocol::Anthropic,
+                json!({"content": [{"type": "text", "text": "hi"}], "usage": {"input_tokens": 3, "output_tokens": 4}}),
+            ),
+            (
+                Protocol::Gemini,
+                json!({"candidates": [], "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}}),
+            ),
+            (
+                Protocol::Gemini,
+                json!({"response": {"usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}}}),
+            ),
+        ];
+        for (proto, doc) in docs {
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(usage_from_slice(proto, &bytes), usage(proto, &doc), "{doc}");
+            assert!(usage_from_slice(proto, &bytes).is_some());
+        }
+        assert_eq!(usage_from_slice(Protocol::OpenAi, b"not json"), None);
     }
 
     #[test]
