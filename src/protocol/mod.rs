@@ -213,35 +213,46 @@ pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
 }
 
 /// Token usage of a whole answer of protocol `proto`, read from its bytes
-/// without building the rest of the document: only the usage object is
-/// materialised, everything else is skipped by the parser. This is what a
-/// pass-through answer costs to meter.
+/// without parsing the rest of the document. This is what metering a
+/// pass-through answer costs, so it matters: the usage object sits at the
+/// end of an answer, and only that object is parsed. A key inside a string
+/// cannot match (its quotes would be escaped); anything unexpected falls
+/// back to a full parse.
 pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct Only {
-        usage: Option<Value>,
-        #[serde(rename = "usageMetadata")]
-        usage_metadata: Option<Value>,
-        /// Gemini Code Assist wraps the answer in `{"response": …}`.
-        response: Option<Box<Only>>,
-    }
-    let only: Only = serde_json::from_slice(body).ok()?;
-    let only = match only {
-        Only {
-            usage: None,
-            usage_metadata: None,
-            response: Some(inner),
-        } => *inner,
-        other => other,
+    let key: &[u8] = match proto {
+        Protocol::Gemini => b"\"usageMetadata\"",
+        Protocol::OpenAi | Protocol::Anthropic => b"\"usage\"",
     };
-    let mut doc = serde_json::Map::new();
-    if let Some(u) = only.usage {
-        doc.insert("usage".into(), u);
+    if let Some(usage) = last_member(body, key).and_then(|value| {
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let object = serde::Deserialize::deserialize(&mut de)
+            .ok()
+            .filter(Value::is_object)?;
+        let name = std::str::from_utf8(&key[1..key.len() - 1]).ok()?;
+        let mut doc = serde_json::Map::new();
+        doc.insert(name.to_owned(), object);
+        usage(proto, &Value::Object(doc))
+    }) {
+        return Some(usage);
     }
-    if let Some(u) = only.usage_metadata {
-        doc.insert("usageMetadata".into(), u);
+    usage(proto, &serde_json::from_slice(body).ok()?)
+}
+
+/// The bytes after `key:` of the last object member named `key` (the
+/// quoted name) in `body`: a member name is preceded by `{` or `,` and
+/// followed by `:`, whitespace aside.
+fn last_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut end = body.len();
+    while let Some(at) = body[..end].windows(key.len()).rposition(|w| w == key) {
+        end = at;
+        let before = body[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+        let after_key = &body[at + key.len()..];
+        let colon = after_key.iter().position(|b| !b.is_ascii_whitespace());
+        if matches!(before, Some(b'{' | b',')) && colon.is_some_and(|i| after_key[i] == b':') {
+            return colon.map(|i| &after_key[i + 1..]);
+        }
     }
-    usage(proto, &Value::Object(doc))
+    None
 }
 
 /// A JSON error body in the client's protocol for `status`.
@@ -439,6 +450,10 @@ mod tests {
             assert!(usage_from_slice(proto, &bytes).is_some());
         }
         assert_eq!(usage_from_slice(Protocol::OpenAi, b"not json"), None);
+        // A "usage" inside the answer text is not the usage member.
+        let tricky = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage" : {"prompt_tokens":1,"completion_tokens":2}}"#;
+        let u = usage_from_slice(Protocol::OpenAi, tricky).unwrap();
+        assert_eq!((u.prompt, u.completion), (1, 2));
     }
 
     #[test]
