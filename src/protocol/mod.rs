@@ -27,6 +27,24 @@ use serde_json::Value;
 
 use canonical::{ChatRequest, ChatResponse, TokenUsage};
 
+/// Allocation-free lookup of a nested member: `v.at(&["choices", "0",
+/// "delta"])` is `v.pointer("/choices/0/delta")` without the `String` per
+/// segment that `pointer` allocates, on paths taken for every chunk.
+pub trait Lookup {
+    /// The value at `path`: object keys, or array indices written as digits.
+    fn at(&self, path: &[&str]) -> Option<&Value>;
+}
+
+impl Lookup for Value {
+    fn at(&self, path: &[&str]) -> Option<&Value> {
+        path.iter().try_fold(self, |v, key| match v {
+            Value::Object(map) => map.get(*key),
+            Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+    }
+}
+
 /// A wire protocol family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
