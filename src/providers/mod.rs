@@ -90,6 +90,7 @@ impl FromStr for ProviderKind {
 }
 
 pub mod claude;
+pub mod eventstream;
 pub mod http;
 pub mod mock;
 pub mod openai;
