@@ -13,9 +13,8 @@
 //! (`--port: "abc" is not a port number (0-65535)`,
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
-//! Keys whose feature is not built in this release (cache, redis,
-//! metrics, websocket, load balancer, cluster, the OAuth providers and
-//! provider pools) are still parsed and type-checked, so the feature
+//! Keys whose feature is not built in this release (websocket, load
+//! balancer, cluster and provider pools) are still parsed and type-checked, so the feature
 //! guide's config loads and typos stay errors; they are returned in
 //! [`Config::pending_features`] for the caller to warn about.
 
@@ -1485,5 +1484,41 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn oauth_provider_settings() {
+        let config = load(
+            Some(
+                "gemini: {project_id: my-proj, token_url: 'http://127.0.0.1:9/token'}\n\
+                 kiro: {version: 0.9.0, model_map: {claude-x: claude-x.1}}\n\
+                 qwen: {ext_tool: false}\n",
+            ),
+            &[("AIPROXY_KIRO_BASE_URL", "http://127.0.0.1:8")],
+            &[
+                "--qwen-base-url",
+                "http://127.0.0.1:7",
+                "--gemini-oauth-creds-file",
+                "/tmp/g.json",
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.gemini.project_id.as_deref(), Some("my-proj"));
+        assert_eq!(config.gemini.token_url, "http://127.0.0.1:9/token");
+        assert_eq!(config.gemini.client_id, DEFAULT_GEMINI_CLIENT_ID);
+        assert_eq!(
+            config.gemini.oauth_creds_file,
+            Some(PathBuf::from("/tmp/g.json"))
+        );
+        assert_eq!(config.kiro.version, "0.9.0");
+        assert_eq!(config.kiro.base_url, "http://127.0.0.1:8");
+        assert_eq!(config.kiro.model_map["claude-x"], "claude-x.1");
+        assert_eq!(config.kiro.refresh_url, DEFAULT_KIRO_REFRESH_URL);
+        assert_eq!(config.qwen.base_url.as_deref(), Some("http://127.0.0.1:7"));
+        assert!(!config.qwen.ext_tool);
+        assert!(config.pending_features.is_empty());
+        assert!(file_problem("gemini: {project_id: default}").contains("gemini.project_id"));
+        assert!(file_problem("qwen: {ext_tool: maybe}").contains("qwen.ext_tool"));
+        assert!(file_problem("kiro: {refresh_url: nope}").contains("kiro.refresh_url"));
     }
 }
