@@ -127,6 +127,42 @@ pub struct Cli {
     #[argh(option, arg_name = "url")]
     pub claude_base_url: Option<String>,
 
+    /// gemini-cli credentials written by the Gemini CLI login (default
+    /// ~/.gemini/oauth_creds.json)
+    #[argh(option, arg_name = "file")]
+    pub gemini_oauth_creds_file: Option<String>,
+
+    /// the Google Cloud project for gemini-cli (default: discovered with
+    /// loadCodeAssist, onboarding the account when needed)
+    #[argh(option, arg_name = "id")]
+    pub project_id: Option<String>,
+
+    /// gemini-cli Code Assist root (default
+    /// https://cloudcode-pa.googleapis.com)
+    #[argh(option, arg_name = "url")]
+    pub gemini_base_url: Option<String>,
+
+    /// kiro-api credentials written by the Kiro IDE, or the generic
+    /// client_id/client_secret/token_url/refresh_token form (default
+    /// ~/.aws/sso/cache/kiro-auth-token.json)
+    #[argh(option, arg_name = "file")]
+    pub kiro_oauth_creds_file: Option<String>,
+
+    /// kiro-api API root; {region} is replaced by the credentials' region
+    /// (default https://q.{region}.amazonaws.com)
+    #[argh(option, arg_name = "url")]
+    pub kiro_base_url: Option<String>,
+
+    /// qwen-api credentials written by the Qwen Code login (default
+    /// ~/.qwen/oauth_creds.json)
+    #[argh(option, arg_name = "file")]
+    pub qwen_oauth_creds_file: Option<String>,
+
+    /// qwen-api base URL; /v1 is appended when missing (default: from the
+    /// credentials' resource_url, else https://portal.qwen.ai/v1)
+    #[argh(option, arg_name = "url")]
+    pub qwen_base_url: Option<String>,
+
     /// pause between streamed chunks of the mock provider (default 0)
     #[argh(option, arg_name = "duration")]
     pub mock_chunk_delay: Option<String>,

@@ -223,7 +223,7 @@ pub struct LogSection {
     pub prompts: Option<Scalar>,
 }
 
-/// `gemini:` section (not available in this release).
+/// `gemini:` section.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeminiSection {
@@ -233,16 +233,44 @@ pub struct GeminiSection {
     pub project_id: Option<Scalar>,
     /// `base_url`.
     pub base_url: Option<Scalar>,
+    /// `token_url`.
+    pub token_url: Option<Scalar>,
+    /// `client_id`.
+    pub client_id: Option<Scalar>,
+    /// `client_secret`.
+    pub client_secret: Option<SecretScalar>,
 }
 
-/// `kiro:` and `qwen:` sections (not available in this release).
+/// `kiro:` section.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct OAuthSection {
+pub struct KiroSection {
     /// `oauth_creds_file`.
     pub oauth_creds_file: Option<Scalar>,
     /// `base_url`.
     pub base_url: Option<Scalar>,
+    /// `refresh_url` (social logins).
+    pub refresh_url: Option<Scalar>,
+    /// `refresh_idc_url` (Builder ID / IAM Identity Center logins).
+    pub refresh_idc_url: Option<Scalar>,
+    /// `version`: the Kiro IDE version announced upstream.
+    pub version: Option<Scalar>,
+    /// `model_map`: client model name → Kiro model id.
+    pub model_map: Option<BTreeMap<String, Scalar>>,
+}
+
+/// `qwen:` section.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct QwenSection {
+    /// `oauth_creds_file`.
+    pub oauth_creds_file: Option<Scalar>,
+    /// `base_url`.
+    pub base_url: Option<Scalar>,
+    /// `token_url`.
+    pub token_url: Option<Scalar>,
+    /// `ext_tool`: add the dummy `ext` tool to requests.
+    pub ext_tool: Option<Scalar>,
 }
 
 /// `cache:` section (not available in this release).
@@ -352,9 +380,9 @@ pub struct FileConfig {
     /// `gemini:`.
     pub gemini: Option<GeminiSection>,
     /// `kiro:`.
-    pub kiro: Option<OAuthSection>,
+    pub kiro: Option<KiroSection>,
     /// `qwen:`.
-    pub qwen: Option<OAuthSection>,
+    pub qwen: Option<QwenSection>,
     /// `provider_pools_file`.
     pub provider_pools_file: Option<Scalar>,
     /// `cache:`.

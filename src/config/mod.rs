@@ -13,9 +13,8 @@
 //! (`--port: "abc" is not a port number (0-65535)`,
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
-//! Keys whose feature is not built in this release (cache, redis,
-//! metrics, websocket, load balancer, cluster, the OAuth providers and
-//! provider pools) are still parsed and type-checked, so the feature
+//! Keys whose feature is not built in this release (websocket, load
+//! balancer, cluster and provider pools) are still parsed and type-checked, so the feature
 //! guide's config loads and typos stay errors; they are returned in
 //! [`Config::pending_features`] for the caller to warn about.
 
@@ -79,6 +78,31 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// claude-custom upstream root; `/v1` is appended when missing.
 pub const DEFAULT_CLAUDE_BASE_URL: &str = "https://api.anthropic.com";
+/// gemini-cli: Google Code Assist root (`{base}/v1internal:{method}`).
+pub const DEFAULT_GEMINI_BASE_URL: &str = "https://cloudcode-pa.googleapis.com";
+/// gemini-cli: Google's OAuth token endpoint.
+pub const DEFAULT_GEMINI_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+/// gemini-cli: the Gemini CLI's public installed-app OAuth client id.
+/// Refresh tokens issued to the Gemini CLI only refresh with this client.
+pub const DEFAULT_GEMINI_CLIENT_ID: &str =
+    "681255809395-oo8ft2oprdrnp9e3aqf6av3hmdib135j.apps.googleusercontent.com";
+/// gemini-cli: the installed-app client secret published in the Gemini
+/// CLI's source (google-gemini/gemini-cli, `code_assist/oauth2.ts`); an
+/// installed application's secret is not confidential.
+pub const DEFAULT_GEMINI_CLIENT_SECRET: &str = "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";
+/// kiro-api: API root; `{region}` is the credentials' region.
+pub const DEFAULT_KIRO_BASE_URL: &str = "https://q.{region}.amazonaws.com";
+/// kiro-api: token refresh of social (Google/GitHub) logins.
+pub const DEFAULT_KIRO_REFRESH_URL: &str =
+    "https://prod.{region}.auth.desktop.kiro.dev/refreshToken";
+/// kiro-api: token refresh of Builder ID / IAM Identity Center logins.
+pub const DEFAULT_KIRO_REFRESH_IDC_URL: &str = "https://oidc.{region}.amazonaws.com/token";
+/// kiro-api: Kiro IDE version announced in the user agent.
+pub const DEFAULT_KIRO_VERSION: &str = "0.11.63";
+/// qwen-api: Qwen OAuth token endpoint.
+pub const DEFAULT_QWEN_TOKEN_URL: &str = "https://chat.qwen.ai/api/v1/oauth2/token";
+/// qwen-api: base URL when the credentials carry no `resource_url`.
+pub const DEFAULT_QWEN_BASE_URL: &str = "https://portal.qwen.ai/v1";
 
 /// A secret string (API key, token) whose `Debug` never shows the value.
 #[derive(Clone, PartialEq, Eq)]
@@ -194,6 +218,54 @@ pub struct MockConfig {
     pub latency: Duration,
 }
 
+/// gemini-cli settings (`gemini:`).
+#[derive(Clone, Debug)]
+pub struct GeminiConfig {
+    /// `--gemini-oauth-creds-file`; `None` means `~/.gemini/oauth_creds.json`.
+    pub oauth_creds_file: Option<PathBuf>,
+    /// `--project-id`; `None` means discovery through `loadCodeAssist`.
+    pub project_id: Option<String>,
+    /// `--gemini-base-url`: the Code Assist root.
+    pub base_url: String,
+    /// `gemini.token_url`: the OAuth token endpoint.
+    pub token_url: String,
+    /// `gemini.client_id`: the OAuth client (the Gemini CLI's by default).
+    pub client_id: String,
+    /// `gemini.client_secret`.
+    pub client_secret: Secret,
+}
+
+/// kiro-api settings (`kiro:`).
+#[derive(Clone, Debug)]
+pub struct KiroConfig {
+    /// `--kiro-oauth-creds-file`; `None` means
+    /// `~/.aws/sso/cache/kiro-auth-token.json`.
+    pub oauth_creds_file: Option<PathBuf>,
+    /// `--kiro-base-url`: API root, `{region}` replaced.
+    pub base_url: String,
+    /// `kiro.refresh_url`: social-login refresh endpoint.
+    pub refresh_url: String,
+    /// `kiro.refresh_idc_url`: Builder ID / IdC refresh endpoint.
+    pub refresh_idc_url: String,
+    /// `kiro.version`: Kiro IDE version in the user agent.
+    pub version: String,
+    /// `kiro.model_map`: client model → Kiro model id, over the built-in map.
+    pub model_map: BTreeMap<String, String>,
+}
+
+/// qwen-api settings (`qwen:`).
+#[derive(Clone, Debug)]
+pub struct QwenConfig {
+    /// `--qwen-oauth-creds-file`; `None` means `~/.qwen/oauth_creds.json`.
+    pub oauth_creds_file: Option<PathBuf>,
+    /// `--qwen-base-url`; `None` means the credentials' `resource_url`.
+    pub base_url: Option<String>,
+    /// `qwen.token_url`: the OAuth token endpoint.
+    pub token_url: String,
+    /// `qwen.ext_tool`: add the dummy `ext` tool (default true).
+    pub ext_tool: bool,
+}
+
 /// Response cache settings (`cache:`).
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -246,6 +318,12 @@ pub struct Config {
     pub claude: ClaudeConfig,
     /// Built-in mock provider.
     pub mock: MockConfig,
+    /// gemini-cli upstream.
+    pub gemini: GeminiConfig,
+    /// kiro-api upstream.
+    pub kiro: KiroConfig,
+    /// qwen-api upstream.
+    pub qwen: QwenConfig,
     /// `--workers`: size of the fixed worker pool.
     pub workers: usize,
     /// Client-side limits and timeouts.
@@ -293,6 +371,28 @@ impl Default for Config {
             mock: MockConfig {
                 chunk_delay: DEFAULT_MOCK_CHUNK_DELAY,
                 latency: DEFAULT_MOCK_LATENCY,
+            },
+            gemini: GeminiConfig {
+                oauth_creds_file: None,
+                project_id: None,
+                base_url: DEFAULT_GEMINI_BASE_URL.to_owned(),
+                token_url: DEFAULT_GEMINI_TOKEN_URL.to_owned(),
+                client_id: DEFAULT_GEMINI_CLIENT_ID.to_owned(),
+                client_secret: Secret::new(DEFAULT_GEMINI_CLIENT_SECRET),
+            },
+            kiro: KiroConfig {
+                oauth_creds_file: None,
+                base_url: DEFAULT_KIRO_BASE_URL.to_owned(),
+                refresh_url: DEFAULT_KIRO_REFRESH_URL.to_owned(),
+                refresh_idc_url: DEFAULT_KIRO_REFRESH_IDC_URL.to_owned(),
+                version: DEFAULT_KIRO_VERSION.to_owned(),
+                model_map: BTreeMap::new(),
+            },
+            qwen: QwenConfig {
+                oauth_creds_file: None,
+                base_url: None,
+                token_url: DEFAULT_QWEN_TOKEN_URL.to_owned(),
+                ext_tool: true,
             },
             workers: DEFAULT_WORKERS,
             limits: Limits {
@@ -421,6 +521,16 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("claude.base_url", cli.claude_base_url.clone()),
         ("mock.chunk_delay", cli.mock_chunk_delay.clone()),
         ("mock.latency", cli.mock_latency.clone()),
+        (
+            "gemini.oauth_creds_file",
+            cli.gemini_oauth_creds_file.clone(),
+        ),
+        ("gemini.project_id", cli.project_id.clone()),
+        ("gemini.base_url", cli.gemini_base_url.clone()),
+        ("kiro.oauth_creds_file", cli.kiro_oauth_creds_file.clone()),
+        ("kiro.base_url", cli.kiro_base_url.clone()),
+        ("qwen.oauth_creds_file", cli.qwen_oauth_creds_file.clone()),
+        ("qwen.base_url", cli.qwen_base_url.clone()),
         ("workers", cli.workers.clone()),
         ("limits.max_body_bytes", cli.max_body_bytes.clone()),
         ("limits.max_header_bytes", cli.max_header_bytes.clone()),
@@ -563,7 +673,7 @@ impl Resolver {
                         None => self.problem(
                             path,
                             &setting.source,
-                            format!("{item:?} is not model=provider"),
+                            format!("{item:?} is not name=value"),
                         ),
                     }
                 }
@@ -690,6 +800,77 @@ impl Resolver {
         set
     }
 
+    fn path(&mut self, path: &str) -> Option<PathBuf> {
+        self.value(path, None, |t| {
+            parse::non_empty(t).map(|p| Some(PathBuf::from(p)))
+        })
+    }
+
+    fn url(&mut self, path: &str, default: &str) -> String {
+        self.value(path, default.to_owned(), parse::base_url)
+    }
+
+    /// The gemini-cli, kiro-api and qwen-api settings.
+    fn oauth_providers(&mut self) -> (GeminiConfig, KiroConfig, QwenConfig) {
+        let gemini = GeminiConfig {
+            oauth_creds_file: self.path("gemini.oauth_creds_file"),
+            project_id: self.value("gemini.project_id", None, |t| {
+                let id = parse::non_empty(t)?;
+                if id == "default" {
+                    return Err(
+                        "\"default\" is not a project id; leave it unset to discover \
+                                the account's project"
+                            .to_owned(),
+                    );
+                }
+                Ok(Some(id))
+            }),
+            base_url: self.url("gemini.base_url", DEFAULT_GEMINI_BASE_URL),
+            token_url: self.url("gemini.token_url", DEFAULT_GEMINI_TOKEN_URL),
+            client_id: self.value(
+                "gemini.client_id",
+                DEFAULT_GEMINI_CLIENT_ID.to_owned(),
+                parse::non_empty,
+            ),
+            client_secret: self
+                .secret("gemini.client_secret")
+                .unwrap_or_else(|| Secret::new(DEFAULT_GEMINI_CLIENT_SECRET)),
+        };
+        let mut model_map = BTreeMap::new();
+        if let Some((entries, source)) = self.map("kiro.model_map") {
+            for (from, to) in entries {
+                if from.is_empty() || to.trim().is_empty() {
+                    self.problem(
+                        "kiro.model_map",
+                        &source,
+                        format!("{from:?}: model names must not be empty"),
+                    );
+                } else {
+                    model_map.insert(from, to.trim().to_owned());
+                }
+            }
+        }
+        let kiro = KiroConfig {
+            oauth_creds_file: self.path("kiro.oauth_creds_file"),
+            base_url: self.url("kiro.base_url", DEFAULT_KIRO_BASE_URL),
+            refresh_url: self.url("kiro.refresh_url", DEFAULT_KIRO_REFRESH_URL),
+            refresh_idc_url: self.url("kiro.refresh_idc_url", DEFAULT_KIRO_REFRESH_IDC_URL),
+            version: self.value(
+                "kiro.version",
+                DEFAULT_KIRO_VERSION.to_owned(),
+                parse::non_empty,
+            ),
+            model_map,
+        };
+        let qwen = QwenConfig {
+            oauth_creds_file: self.path("qwen.oauth_creds_file"),
+            base_url: self.value("qwen.base_url", None, |t| parse::base_url(t).map(Some)),
+            token_url: self.url("qwen.token_url", DEFAULT_QWEN_TOKEN_URL),
+            ext_tool: self.value("qwen.ext_tool", true, parse::boolean),
+        };
+        (gemini, kiro, qwen)
+    }
+
     fn resolve(&mut self) -> Config {
         let host = self.value("host", DEFAULT_HOST, parse::host);
         let port = self.value("port", DEFAULT_PORT, parse::port);
@@ -721,6 +902,7 @@ impl Resolver {
             chunk_delay: self.duration("mock.chunk_delay", DEFAULT_MOCK_CHUNK_DELAY),
             latency: self.duration("mock.latency", DEFAULT_MOCK_LATENCY),
         };
+        let (gemini, kiro, qwen) = self.oauth_providers();
         let workers = self.value("workers", DEFAULT_WORKERS, |t| {
             parse::integer(t, 1, 65536).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         });
@@ -835,6 +1017,9 @@ impl Resolver {
             openai,
             claude,
             mock,
+            gemini,
+            kiro,
+            qwen,
             workers,
             limits,
             upstream,
@@ -1088,7 +1273,7 @@ mod tests {
         assert_eq!(config.model_routes.len(), 2);
         assert!(
             problem(None, &[("AIPROXY_MODEL_ROUTES", "a")], &[])
-                .contains("\"a\" is not model=provider")
+                .contains("\"a\" is not name=value")
         );
     }
 
@@ -1299,5 +1484,41 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{config:?}").contains("topsecret"));
+    }
+
+    #[test]
+    fn oauth_provider_settings() {
+        let config = load(
+            Some(
+                "gemini: {project_id: my-proj, token_url: 'http://127.0.0.1:9/token'}\n\
+                 kiro: {version: 0.9.0, model_map: {claude-x: claude-x.1}}\n\
+                 qwen: {ext_tool: false}\n",
+            ),
+            &[("AIPROXY_KIRO_BASE_URL", "http://127.0.0.1:8")],
+            &[
+                "--qwen-base-url",
+                "http://127.0.0.1:7",
+                "--gemini-oauth-creds-file",
+                "/tmp/g.json",
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.gemini.project_id.as_deref(), Some("my-proj"));
+        assert_eq!(config.gemini.token_url, "http://127.0.0.1:9/token");
+        assert_eq!(config.gemini.client_id, DEFAULT_GEMINI_CLIENT_ID);
+        assert_eq!(
+            config.gemini.oauth_creds_file,
+            Some(PathBuf::from("/tmp/g.json"))
+        );
+        assert_eq!(config.kiro.version, "0.9.0");
+        assert_eq!(config.kiro.base_url, "http://127.0.0.1:8");
+        assert_eq!(config.kiro.model_map["claude-x"], "claude-x.1");
+        assert_eq!(config.kiro.refresh_url, DEFAULT_KIRO_REFRESH_URL);
+        assert_eq!(config.qwen.base_url.as_deref(), Some("http://127.0.0.1:7"));
+        assert!(!config.qwen.ext_tool);
+        assert!(config.pending_features.is_empty());
+        assert!(file_problem("gemini: {project_id: default}").contains("gemini.project_id"));
+        assert!(file_problem("qwen: {ext_tool: maybe}").contains("qwen.ext_tool"));
+        assert!(file_problem("kiro: {refresh_url: nope}").contains("kiro.refresh_url"));
     }
 }

@@ -55,8 +55,12 @@ impl Gateway {
                     .instances(kind)
                     .iter()
                     .map(|i| {
-                        json!({"id": i.id, "requests": i.requests.load(Ordering::Relaxed),
-                               "errors": i.errors.load(Ordering::Relaxed)})
+                        let mut v = json!({"id": i.id, "requests": i.requests.load(Ordering::Relaxed),
+                               "errors": i.errors.load(Ordering::Relaxed)});
+                        if let Some(status) = i.provider.status() {
+                            v["credentials"] = status;
+                        }
+                        v
                     })
                     .collect();
                 json!({"provider": kind.name(), "protocol": kind.family().name(), "instances": instances})

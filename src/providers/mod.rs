@@ -90,9 +90,15 @@ impl FromStr for ProviderKind {
 }
 
 pub mod claude;
+pub mod eventstream;
+pub mod gemini_cli;
 pub mod http;
+pub mod kiro;
 pub mod mock;
+pub mod oauth;
 pub mod openai;
+pub mod qwen;
+pub mod transform;
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -127,6 +133,18 @@ pub struct UpstreamResponse {
     pub retry_after: Option<String>,
     /// The body, read incrementally.
     pub body: Box<dyn Read + Send>,
+}
+
+impl UpstreamResponse {
+    /// A whole answer from bytes (errors and answers built by a provider).
+    pub fn whole(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_length: Some(body.len() as u64),
+            retry_after: None,
+            body: Box::new(std::io::Cursor::new(body)),
+        }
+    }
 }
 
 /// Why an upstream call produced no HTTP answer.
@@ -175,6 +193,12 @@ pub trait Provider: Send + Sync {
 
     /// The models this provider offers.
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError>;
+
+    /// Credential status for `/health` (validity, last refresh, last
+    /// error; never a token), for providers that hold OAuth credentials.
+    fn status(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// One configured instance of a provider (an account or endpoint). The
@@ -230,11 +254,11 @@ impl Registry {
                     config.mock.chunk_delay,
                     config.mock.latency,
                 )),
-                ProviderKind::GeminiCli | ProviderKind::KiroApi | ProviderKind::QwenApi => {
-                    return Err(crate::Error::Provider(format!(
-                        "{kind} is not available in this version of aiproxy"
-                    )));
+                ProviderKind::GeminiCli => {
+                    Box::new(gemini_cli::GeminiCli::new(agent.clone(), &config.gemini)?)
                 }
+                ProviderKind::KiroApi => Box::new(kiro::Kiro::new(agent.clone(), &config.kiro)?),
+                ProviderKind::QwenApi => Box::new(qwen::Qwen::new(agent.clone(), &config.qwen)?),
             };
             let instance = Instance {
                 kind,
