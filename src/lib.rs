@@ -8,6 +8,7 @@
 //!
 //! Embedding: [`start`] runs the gateway on background threads and returns
 //! a [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT.
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod auth;

@@ -1,5 +1,6 @@
 //! The `aiproxy` command: parse flags, load and validate the
 //! configuration, run the gateway. Everything else lives in the library.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
