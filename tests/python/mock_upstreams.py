@@ -80,6 +80,26 @@ def _example_args(schema: dict, prefix: str) -> dict:
     return out
 
 
+_JSON_TYPES = {"object", "string", "integer", "number", "boolean", "array", "null"}
+
+
+def _valid_schema(schema: dict) -> bool:
+    """A tool's parameters: a JSON Schema object with lower-case types, as
+    OpenAI and Anthropic require (Gemini's ``OBJECT``/``STRING`` are not)."""
+    def ok(s) -> bool:
+        if not isinstance(s, dict):
+            return False
+        t = s.get("type")
+        types = t if isinstance(t, list) else [t] if t is not None else []
+        if any(x not in _JSON_TYPES for x in types):
+            return False
+        props = s.get("properties", {})
+        if not isinstance(props, dict) or not all(ok(p) for p in props.values()):
+            return False
+        return "items" not in s or ok(s["items"])
+    return isinstance(schema, dict) and schema.get("type") == "object" and ok(schema)
+
+
 def _split3(s: str) -> list[str]:
     """Splits a string into three fragments (some may be empty)."""
     a, b = len(s) // 3, 2 * len(s) // 3
@@ -335,9 +355,15 @@ class OpenAIUpstream(MockUpstream):
                     h, "Invalid parameter: messages with role 'tool' must be a response to a "
                        "preceeding message with 'tool_calls'.", f"messages.[{i}].role")
         tools = body.get("tools") or []
-        for t in tools:
+        for i, t in enumerate(tools):
             if t.get("type") != "function" or not t.get("function", {}).get("name"):
                 return self._invalid(h, "tools[].function.name is required", "tools")
+            params = t["function"].get("parameters")
+            if params is not None and not _valid_schema(params):
+                return self._invalid(
+                    h, f"Invalid schema for function '{t['function']['name']}': "
+                       f"{json.dumps(params)} is not a valid JSON schema object.",
+                    f"tools[{i}].function.parameters")
         choice = body.get("tool_choice", "auto")
         last = messages[-1]
         n = self._next_id()
@@ -526,9 +552,11 @@ class AnthropicUpstream(MockUpstream):
                         return f"messages.{i}: text content blocks must be non-empty"
                 elif t not in ("image", "document", "thinking", "redacted_thinking"):
                     return f"messages.{i}: unknown content block type {t!r}"
-        for t in body.get("tools") or []:
+        for i, t in enumerate(body.get("tools") or []):
             if not t.get("name") or not isinstance(t.get("input_schema"), dict):
                 return "tools: each tool needs name and input_schema"
+            if not _valid_schema(t["input_schema"]):
+                return f"tools.{i}.custom.input_schema: JSON schema is invalid"
         if "temperature" in body and "top_p" in body:
             # Newer Claude models reject both at once.
             return "`temperature` and `top_p` cannot both be specified for this model."

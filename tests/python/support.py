@@ -217,3 +217,102 @@ def provider_args(openai_up, claude_up, providers="mock,openai-custom,claude-cus
         "--claude-api-key", CLAUDE_UPSTREAM_KEY,
         "--claude-base-url", claude_up.root,
     ]
+
+
+# ---- what the upstreams must have received ---------------------------------
+
+
+def claude_system_text(body: dict) -> str:
+    """The ``system`` of an Anthropic request body as one string."""
+    system = body.get("system")
+    if isinstance(system, list):
+        return "\n".join(b.get("text", "") for b in system)
+    return system or ""
+
+
+def claude_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(b.get("text", "") for b in content if b.get("type") == "text")
+
+
+def openai_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+    return ""
+
+
+def assert_openai_upstream_call(rec, *, model: str, system: str | None, prompt: str,
+                                max_tokens: int | None = None, temperature=None):
+    """The openai-custom upstream got a well-converted chat completion request."""
+    assert rec.method == "POST" and rec.path == "/v1/chat/completions"
+    assert rec.headers.get("authorization") == f"Bearer {OPENAI_UPSTREAM_KEY}", rec.headers
+    assert API_KEY not in json.dumps(rec.headers), "client key forwarded upstream"
+    body = rec.body
+    assert body["model"] == model
+    msgs = body["messages"]
+    if system is not None:
+        assert msgs[0]["role"] in ("system", "developer"), msgs
+        assert openai_text(msgs[0]["content"]) == system
+        msgs = msgs[1:]
+    assert msgs[-1]["role"] == "user"
+    assert prompt in openai_text(msgs[-1]["content"])
+    if max_tokens is not None:
+        assert body.get("max_tokens", body.get("max_completion_tokens")) == max_tokens, body
+    if temperature is not None:
+        assert "temperature" in body and body["temperature"] == temperature, body
+
+
+def assert_claude_upstream_call(rec, *, model: str, system: str | None, prompt: str,
+                                max_tokens: int | None = None, temperature=None):
+    """The claude-custom upstream got a well-converted Messages request."""
+    assert rec.method == "POST" and rec.path == "/v1/messages"
+    assert rec.headers.get("x-api-key") == CLAUDE_UPSTREAM_KEY, rec.headers
+    assert rec.headers.get("anthropic-version"), rec.headers
+    assert API_KEY not in json.dumps(rec.headers), "client key forwarded upstream"
+    body = rec.body
+    assert body["model"] == model
+    if system is not None:
+        assert claude_system_text(body) == system
+    assert all(m["role"] in ("user", "assistant") for m in body["messages"])
+    assert body["messages"][-1]["role"] == "user"
+    assert prompt in claude_text(body["messages"][-1]["content"])
+    assert isinstance(body.get("max_tokens"), int) and body["max_tokens"] > 0
+    if max_tokens is not None:
+        assert body["max_tokens"] == max_tokens
+    if temperature is not None:
+        assert "temperature" in body and body["temperature"] == temperature, body
+    assert "top_p" not in body, "top_p sent although the client did not set it"
+
+
+def assert_upstream_call(upstreams, provider: str, **expected):
+    """Checks the one generation request ``provider``'s upstream got (none for mock)."""
+    if provider == "mock":
+        assert upstreams.openai.requests_to("/v1/chat/completions") == []
+        assert upstreams.claude.requests_to("/v1/messages") == []
+    elif provider == "openai-custom":
+        assert len(upstreams.openai.requests_to("/v1/chat/completions")) == 1
+        assert upstreams.claude.requests_to("/v1/messages") == []
+        assert_openai_upstream_call(upstreams.openai.last("/v1/chat/completions"), **expected)
+    else:
+        assert len(upstreams.claude.requests_to("/v1/messages")) == 1
+        assert upstreams.openai.requests_to("/v1/chat/completions") == []
+        assert_claude_upstream_call(upstreams.claude.last("/v1/messages"), **expected)
+
+
+def expected_tool_answer_start(provider: str, prompt: str, result: str) -> str:
+    """How each provider answers once it got the tool result ``result``."""
+    if provider == "mock":
+        return expected_answer_start(provider, prompt)
+    if provider == "openai-custom":
+        return f"openai tool result: {result}"
+    return f"claude tool result: {result}"
+
+
+def expected_models(provider: str) -> set[str]:
+    from mock_upstreams import ANTHROPIC_MODELS, OPENAI_MODELS
+
+    return {"mock": {"mock-small", "mock-large"}, "openai-custom": set(OPENAI_MODELS),
+            "claude-custom": set(ANTHROPIC_MODELS)}[provider]
