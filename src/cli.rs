@@ -1,12 +1,169 @@
-//! Command-line flags. Parsing only; meaning and validation live in
-//! `config`.
+//! Command-line flags: parsing only. Meaning, defaults and validation live
+//! in `config`, which merges these flags over the environment and the
+//! config file.
+//!
+//! argh 0.1 only understands `--flag value`, so [`Cli::parse_from`]
+//! normalises the argument list first:
+//!
+//! * `--flag=value` becomes `--flag value`;
+//! * a boolean switch listed in [`VALUED_SWITCHES`] may stand alone (on),
+//!   or take `=true|false` or a following `true|false` word. argh cannot
+//!   express an explicit `false`, so the normaliser takes those switches
+//!   out of the argument list and sets the fields itself after argh ran
+//!   (last occurrence wins).
+//!
+//! Every option is an `Option<String>` so that "not given" is visible to
+//! the config layer, which also reports bad values with the flag named.
 
-/// What the command line asked for, before validation.
-#[derive(Debug, Default)]
-pub struct Cli {}
+use argh::{ArgsInfo, FromArgs};
+
+/// Switches that accept `true`/`false` as well as standing alone. The
+/// feature switches of later releases (`--cache-enabled`, …) belong here.
+pub const VALUED_SWITCHES: &[&str] = &["--insecure-no-auth", "--log-prompts"];
+
+/// AI API gateway: OpenAI, Anthropic and Gemini clients to any provider.
+#[derive(FromArgs, ArgsInfo, Debug, Default, PartialEq, Eq)]
+#[argh(
+    name = "aiproxy",
+    help_triggers("-h", "--help", "help"),
+    note = "Every option also accepts the = form, as in --port=3001. The switches --insecure-no-auth and \
+            --log-prompts may stand alone or take true/false (--log-prompts=false).",
+    note = "Durations are seconds or a number with a unit: 500ms, 30s, 5m, 1h. Sizes are \
+            bytes.",
+    note = "Precedence: built-in defaults < config file < AIPROXY_* environment < flags. \
+            Every config key has an environment name: AIPROXY_ plus its path in upper \
+            snake case (AIPROXY_PORT, AIPROXY_LIMITS_MAX_BODY_BYTES). See aiproxy(1).",
+    error_code(0, "clean shutdown, or --help, --version, --check-config succeeded"),
+    error_code(1, "runtime failure"),
+    error_code(2, "invalid command line or configuration")
+)]
+pub struct Cli {
+    /// read settings from this YAML file (default: none; AIPROXY_CONFIG)
+    #[argh(option, arg_name = "file")]
+    pub config: Option<String>,
+
+    /// validate the configuration, print "configuration OK" and exit 0
+    #[argh(switch)]
+    pub check_config: Option<bool>,
+
+    /// listen address: an IP address or localhost (default 127.0.0.1)
+    #[argh(option, arg_name = "addr")]
+    pub host: Option<String>,
+
+    /// listen port, 0 for any free port (default 3000)
+    #[argh(option, arg_name = "port")]
+    pub port: Option<String>,
+
+    /// key clients must present; comma list for several (default: none,
+    /// which is only allowed on a loopback address)
+    #[argh(option, arg_name = "keys")]
+    pub api_key: Option<String>,
+
+    /// allow listening on a non-loopback address without --api-key
+    /// (default false)
+    #[argh(switch)]
+    pub insecure_no_auth: Option<bool>,
+
+    /// enabled providers, comma list, the first is the default: openai-custom,
+    /// claude-custom, gemini-cli, kiro-api, qwen-api, mock (default mock)
+    #[argh(option, arg_name = "list")]
+    pub model_provider: Option<String>,
+
+    /// API key of the openai-custom upstream (required when it is enabled)
+    #[argh(option, arg_name = "key")]
+    pub openai_api_key: Option<String>,
+
+    /// openai-custom base URL including the version path (default
+    /// https://api.openai.com/v1)
+    #[argh(option, arg_name = "url")]
+    pub openai_base_url: Option<String>,
+
+    /// API key of the claude-custom upstream (required when it is enabled)
+    #[argh(option, arg_name = "key")]
+    pub claude_api_key: Option<String>,
+
+    /// claude-custom base URL, the API root (default
+    /// https://api.anthropic.com)
+    #[argh(option, arg_name = "url")]
+    pub claude_base_url: Option<String>,
+
+    /// pause between streamed chunks of the mock provider (default 0)
+    #[argh(option, arg_name = "duration")]
+    pub mock_chunk_delay: Option<String>,
+
+    /// time the mock provider waits before answering, to simulate a slow
+    /// model (default 0)
+    #[argh(option, arg_name = "duration")]
+    pub mock_latency: Option<String>,
+
+    /// worker threads, the maximum number of requests in flight, 1 to
+    /// 65536 (default 256)
+    #[argh(option, arg_name = "n")]
+    pub workers: Option<String>,
+
+    /// largest request body in bytes; larger gets 413 (default 10485760)
+    #[argh(option, arg_name = "bytes")]
+    pub max_body_bytes: Option<String>,
+
+    /// largest request head in bytes; larger gets 431 (default 32768)
+    #[argh(option, arg_name = "bytes")]
+    pub max_header_bytes: Option<String>,
+
+    /// time allowed to receive a request head (default 10s)
+    #[argh(option, arg_name = "duration")]
+    pub header_timeout: Option<String>,
+
+    /// time allowed to receive a request body (default 30s)
+    #[argh(option, arg_name = "duration")]
+    pub body_timeout: Option<String>,
+
+    /// how long an idle keep-alive connection stays open (default 60s)
+    #[argh(option, arg_name = "duration")]
+    pub idle_timeout: Option<String>,
+
+    /// upstream connect timeout (default 10s)
+    #[argh(option, arg_name = "duration")]
+    pub upstream_connect_timeout: Option<String>,
+
+    /// upstream time to first byte (default 120s)
+    #[argh(option, arg_name = "duration")]
+    pub upstream_timeout: Option<String>,
+
+    /// longest gap between streamed upstream chunks (default 120s)
+    #[argh(option, arg_name = "duration")]
+    pub upstream_idle_timeout: Option<String>,
+
+    /// drain time for in-flight requests after SIGTERM (default 30s)
+    #[argh(option, arg_name = "duration")]
+    pub shutdown_timeout: Option<String>,
+
+    /// retries of a failed upstream attempt (default 2)
+    #[argh(option, arg_name = "n")]
+    pub request_max_retries: Option<String>,
+
+    /// base of the exponential retry back-off (default 250ms)
+    #[argh(option, arg_name = "duration")]
+    pub request_base_delay: Option<String>,
+
+    /// log verbosity: error, warn, info or debug (default info)
+    #[argh(option, arg_name = "level")]
+    pub log_level: Option<String>,
+
+    /// log line format: text or json (default text)
+    #[argh(option, arg_name = "format")]
+    pub log_format: Option<String>,
+
+    /// log prompts and answers, which may be confidential (default false)
+    #[argh(switch)]
+    pub log_prompts: Option<bool>,
+
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: Option<bool>,
+}
 
 /// Parsing stopped: help or version was printed, or the usage is wrong.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct CliExit {
     /// Text for stdout (help, version) or stderr (usage error).
     pub output: String,
@@ -14,10 +171,256 @@ pub struct CliExit {
     pub status: u8,
 }
 
+impl CliExit {
+    fn usage(message: &str) -> Self {
+        let message = message.trim_end();
+        Self {
+            output: format!("aiproxy: {message}\nRun 'aiproxy --help' for usage.\n"),
+            status: 2,
+        }
+    }
+}
+
+/// Switches that never take a value.
+const PLAIN_SWITCHES: &[&str] = &["--check-config", "--version", "--help"];
+
+/// Parses a `true`/`false` switch value.
+fn parse_switch_value(flag: &str, value: &str) -> Result<bool, CliExit> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(CliExit::usage(&format!(
+            "{flag}: {value:?} is not true or false"
+        ))),
+    }
+}
+
+/// The argument list argh will see, and the valued switches taken out of
+/// it, in order.
+struct Normalised {
+    args: Vec<String>,
+    switches: Vec<(&'static str, bool)>,
+}
+
+/// Rewrites `args` (without the program name) into the form argh accepts
+/// and pulls out the valued switches.
+fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
+    let takes_value: Vec<&str> = Cli::get_args_info()
+        .flags
+        .iter()
+        .filter(|f| matches!(f.kind, argh::FlagInfoKind::Option { .. }))
+        .map(|f| f.long)
+        .collect();
+    let mut out = Vec::with_capacity(args.len());
+    let mut switches = Vec::new();
+    let mut iter = args.iter().peekable();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            out.push(arg.clone());
+            out.extend(iter.cloned());
+            break;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => (name, Some(value)),
+            _ => (arg.as_str(), None),
+        };
+        if let Some(&switch) = VALUED_SWITCHES.iter().find(|s| **s == name) {
+            let value = match inline {
+                Some(value) => parse_switch_value(switch, value)?,
+                None => match iter.next_if(|next| *next == "true" || *next == "false") {
+                    Some(word) => word == "true",
+                    None => true,
+                },
+            };
+            switches.push((switch, value));
+        } else if takes_value.contains(&name) {
+            out.push(name.to_owned());
+            match inline {
+                Some(value) => out.push(value.to_owned()),
+                // The value is the next word whatever it looks like, as
+                // argh would take it; do not normalise it.
+                None => out.extend(iter.next().cloned()),
+            }
+        } else if inline.is_some() && PLAIN_SWITCHES.contains(&name) {
+            return Err(CliExit::usage(&format!("{name} does not take a value")));
+        } else {
+            out.push(name.to_owned());
+            if let Some(value) = inline {
+                // Unknown `--flag=value`: argh reports the flag name.
+                out.push(value.to_owned());
+            }
+        }
+    }
+    Ok(Normalised {
+        args: out,
+        switches,
+    })
+}
+
 impl Cli {
     /// Parses `args` (with the program name first).
+    ///
+    /// Returns [`CliExit`] with status 0 and the text for stdout for
+    /// `--help`, `-h`, `help`, `--version` and `-V`, and status 2 with a
+    /// message for stderr when the usage is wrong.
     pub fn parse_from(args: &[String]) -> Result<Cli, CliExit> {
-        let _ = args;
-        Ok(Cli {})
+        let rest = args.get(1..).unwrap_or_default();
+        let Normalised {
+            args: normal,
+            switches,
+        } = normalise(rest)?;
+        let strs: Vec<&str> = normal.iter().map(String::as_str).collect();
+        let mut cli = match Cli::from_args(&["aiproxy"], &strs) {
+            Ok(cli) => cli,
+            Err(exit) if exit.status.is_ok() => {
+                return Err(CliExit {
+                    output: exit.output,
+                    status: 0,
+                });
+            }
+            Err(exit) => return Err(CliExit::usage(&exit.output)),
+        };
+        for (switch, value) in switches {
+            // `every_valued_switch_is_set` checks this covers VALUED_SWITCHES.
+            match switch {
+                "--insecure-no-auth" => cli.insecure_no_auth = Some(value),
+                "--log-prompts" => cli.log_prompts = Some(value),
+                _ => {}
+            }
+        }
+        if cli.version == Some(true) {
+            return Err(CliExit {
+                output: format!("aiproxy {}\n", env!("CARGO_PKG_VERSION")),
+                status: 0,
+            });
+        }
+        Ok(cli)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, CliExit> {
+        let mut all = vec!["aiproxy".to_owned()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        Cli::parse_from(&all)
+    }
+
+    #[test]
+    fn no_arguments_is_all_none() {
+        assert_eq!(parse(&[]).unwrap(), Cli::default());
+    }
+
+    #[test]
+    fn equals_and_space_forms_are_the_same() {
+        let a = parse(&["--port=3001", "--api-key=a,b", "--config=x.yaml"]).unwrap();
+        let b = parse(&["--port", "3001", "--api-key", "a,b", "--config", "x.yaml"]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.port.as_deref(), Some("3001"));
+    }
+
+    #[test]
+    fn only_the_first_equals_splits() {
+        let cli = parse(&["--openai-base-url=http://h/v1?a=b"]).unwrap();
+        assert_eq!(cli.openai_base_url.as_deref(), Some("http://h/v1?a=b"));
+        let cli = parse(&["--api-key="]).unwrap();
+        assert_eq!(cli.api_key.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn option_value_may_start_with_a_dash() {
+        let cli = parse(&["--api-key", "--log-prompts"]).unwrap();
+        assert_eq!(cli.api_key.as_deref(), Some("--log-prompts"));
+        assert_eq!(cli.log_prompts, None);
+    }
+
+    #[test]
+    fn valued_switch_forms() {
+        assert_eq!(parse(&["--log-prompts"]).unwrap().log_prompts, Some(true));
+        assert_eq!(
+            parse(&["--log-prompts=true"]).unwrap().log_prompts,
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["--log-prompts=false"]).unwrap().log_prompts,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--log-prompts", "false"]).unwrap().log_prompts,
+            Some(false)
+        );
+        assert_eq!(
+            parse(&["--log-prompts", "true"]).unwrap().log_prompts,
+            Some(true)
+        );
+        let cli = parse(&["--insecure-no-auth", "--port", "1"]).unwrap();
+        assert_eq!(
+            (cli.insecure_no_auth, cli.port.as_deref()),
+            (Some(true), Some("1"))
+        );
+        let cli = parse(&["--log-prompts=false", "--log-prompts"]).unwrap();
+        assert_eq!(cli.log_prompts, Some(true), "last occurrence wins");
+    }
+
+    #[test]
+    fn bad_switch_value_is_a_usage_error() {
+        let exit = parse(&["--log-prompts=yes"]).unwrap_err();
+        assert_eq!(exit.status, 2);
+        assert!(exit.output.contains("--log-prompts"), "{}", exit.output);
+        assert_eq!(parse(&["--check-config=true"]).unwrap_err().status, 2);
+    }
+
+    #[test]
+    fn help_and_version_exit_zero() {
+        for arg in ["--help", "-h", "help"] {
+            let exit = parse(&[arg]).unwrap_err();
+            assert_eq!(exit.status, 0, "{arg}");
+            assert!(exit.output.starts_with("Usage: aiproxy"), "{}", exit.output);
+        }
+        for arg in ["--version", "-V"] {
+            let exit = parse(&[arg]).unwrap_err();
+            assert_eq!(exit.status, 0);
+            assert_eq!(
+                exit.output,
+                format!("aiproxy {}\n", env!("CARGO_PKG_VERSION"))
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_flag_and_missing_value_are_usage_errors() {
+        for args in [&["--bogus"][..], &["--bogus=1"], &["--port"], &["stray"]] {
+            let exit = parse(args).unwrap_err();
+            assert_eq!(exit.status, 2, "{args:?}");
+            assert!(exit.output.starts_with("aiproxy: "), "{}", exit.output);
+            assert!(exit.output.contains("aiproxy --help"), "{}", exit.output);
+        }
+        assert!(
+            parse(&["--bogus=1"])
+                .unwrap_err()
+                .output
+                .contains("--bogus")
+        );
+    }
+
+    #[test]
+    fn every_valued_switch_is_set() {
+        for name in VALUED_SWITCHES {
+            let on = parse(&[&format!("{name}=true")]).unwrap();
+            let off = parse(&[&format!("{name}=false")]).unwrap();
+            assert_ne!(on, off, "{name} does not reach its field");
+            assert_ne!(off, Cli::default(), "{name}=false does not reach its field");
+        }
+    }
+
+    #[test]
+    fn every_valued_switch_is_a_switch() {
+        let info = Cli::get_args_info();
+        for name in VALUED_SWITCHES {
+            let flag = info.flags.iter().find(|f| f.long == *name).expect(name);
+            assert!(matches!(flag.kind, argh::FlagInfoKind::Switch), "{name}");
+        }
     }
 }

@@ -9,6 +9,7 @@
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,10 +40,16 @@ const CORS_ALLOW_HEADERS: &str = "Content-Type, Authorization, x-api-key, x-goog
 
 /// The gateway: a [`Handler`] over the provider registry.
 pub struct Gateway {
-    config: Arc<Config>,
-    registry: Registry,
+    state: RwLock<Arc<State>>,
     started: Instant,
     draining: AtomicBool,
+}
+
+/// What a SIGHUP reload replaces; each request holds the version it
+/// started with, so a reload never changes a request midway.
+struct State {
+    config: Arc<Config>,
+    registry: Registry,
 }
 
 /// A request the pipeline could not serve, rendered in the client's protocol.
@@ -67,11 +74,35 @@ impl Gateway {
     pub fn new(config: Arc<Config>) -> Result<Gateway, crate::Error> {
         let registry = Registry::from_config(&config)?;
         Ok(Gateway {
-            config,
-            registry,
+            state: RwLock::new(Arc::new(State { config, registry })),
             started: Instant::now(),
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Applies a reloaded configuration: keys, providers, routes, upstream
+    /// timeouts and logging. The listen address and the worker count need
+    /// a restart; the caller reports those.
+    pub fn reload(&self, config: Arc<Config>) -> Result<(), crate::Error> {
+        let registry = Registry::from_config(&config)?;
+        let fresh = Arc::new(State { config, registry });
+        match self.state.write() {
+            Ok(mut state) => *state = fresh,
+            Err(poisoned) => *poisoned.into_inner() = fresh,
+        }
+        Ok(())
+    }
+
+    /// The configuration requests are currently served with.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.current().config)
+    }
+
+    fn current(&self) -> Arc<State> {
+        match self.state.read() {
+            Ok(state) => Arc::clone(&state),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
     }
 
     /// Makes `/health` report draining (503) from now on.
@@ -80,6 +111,8 @@ impl Gateway {
     }
 
     fn dispatch(&self, req: &Request, out: &mut Responder<'_>) -> Result<(), (Protocol, Failure)> {
+        let state = self.current();
+        let state = &*state;
         let (prefix, path) = routing::split_provider_prefix(req.path());
         let route = routing::route(req.method(), path);
         out.log.route = route.template();
@@ -90,7 +123,7 @@ impl Gateway {
                 return Ok(());
             }
             Route::Health => {
-                self.health(out);
+                self.health(state, out);
                 return Ok(());
             }
             Route::NotFound => {
@@ -106,7 +139,7 @@ impl Gateway {
             }
             _ => {}
         }
-        if !auth::authorized(req, &self.config.api_keys) {
+        if !auth::authorized(req, &state.config.api_keys) {
             return Err((
                 proto,
                 Failure::new(
@@ -117,7 +150,7 @@ impl Gateway {
             ));
         }
         if let Some(kind) = prefix {
-            if !self.registry.is_enabled(kind) {
+            if !state.registry.is_enabled(kind) {
                 return Err((
                     proto,
                     Failure::new(
@@ -129,16 +162,16 @@ impl Gateway {
         }
         let result = match route {
             Route::OpenAiChat | Route::AnthropicMessages => {
-                self.infer(req, out, prefix, proto, None, false)
+                self.infer(state, req, out, prefix, proto, None, false)
             }
             Route::GeminiGenerate { model, stream } => {
-                self.infer(req, out, prefix, proto, Some(model), stream)
+                self.infer(state, req, out, prefix, proto, Some(model), stream)
             }
             Route::AnthropicCountTokens => self.count_tokens(req, out),
             Route::ListModels | Route::GeminiListModels => {
-                self.list_models(req, out, prefix, proto)
+                self.list_models(state, req, out, prefix, proto)
             }
-            Route::GetModel(model) => self.get_model(req, out, prefix, proto, &model),
+            Route::GetModel(model) => self.get_model(state, req, out, prefix, proto, &model),
             Route::Preflight | Route::Health | Route::NotFound | Route::MethodNotAllowed(_) => {
                 Ok(())
             }
@@ -165,18 +198,18 @@ impl Gateway {
         );
     }
 
-    fn health(&self, out: &mut Responder<'_>) {
+    fn health(&self, state: &State, out: &mut Responder<'_>) {
         let draining = self.draining.load(Ordering::Relaxed);
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let providers: Vec<Value> = self
+        let providers: Vec<Value> = state
             .registry
             .enabled()
             .iter()
             .map(|&kind| {
-                let instances: Vec<Value> = self
+                let instances: Vec<Value> = state
                     .registry
                     .instances(kind)
                     .iter()
@@ -189,7 +222,7 @@ impl Gateway {
         let body = json!({
             "status": if draining { "draining" } else { "healthy" },
             "timestamp": rfc3339(millis),
-            "provider": self.registry.default_kind().name(),
+            "provider": state.registry.default_kind().name(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "providers": providers,
@@ -205,6 +238,7 @@ impl Gateway {
     /// header, `model_routes`, the default provider.
     fn select(
         &self,
+        state: &State,
         prefix: Option<ProviderKind>,
         req: &Request,
         model: &str,
@@ -219,7 +253,7 @@ impl Gateway {
                     format!("Provider {name} in header is not a known provider."),
                 )
             })?;
-            if !self.registry.is_enabled(kind) {
+            if !state.registry.is_enabled(kind) {
                 return Err(Failure::new(
                     400,
                     format!("Provider {kind} in header is not enabled on this gateway."),
@@ -227,14 +261,15 @@ impl Gateway {
             }
             return Ok(kind);
         }
-        if let Some(kind) = route_model(&self.config, model) {
+        if let Some(kind) = route_model(&state.config, model) {
             return Ok(kind);
         }
-        Ok(self.registry.default_kind())
+        Ok(state.registry.default_kind())
     }
 
     fn infer(
         &self,
+        state: &State,
         req: &Request,
         out: &mut Responder<'_>,
         prefix: Option<ProviderKind>,
@@ -254,9 +289,9 @@ impl Gateway {
             .ok_or_else(|| Failure::new(400, "The request has no model: set the `model` field."))?;
         let stream = info.stream || path_stream;
         out.log.model = Some(model.clone());
-        let kind = self.select(prefix, req, &model)?;
+        let kind = self.select(state, prefix, req, &model)?;
         out.log.provider = Some(kind.name());
-        let instance = self.registry.pick(kind).ok_or_else(|| {
+        let instance = state.registry.pick(kind).ok_or_else(|| {
             Failure::new(503, format!("Provider {kind} has no available instance."))
         })?;
         let family = kind.family();
@@ -269,7 +304,7 @@ impl Gateway {
                 .map_err(|e| Failure::new(400, e.message))?;
             serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?
         };
-        if self.config.log.prompts && log::enabled(LogLevel::Info) {
+        if state.config.log.prompts && log::enabled(LogLevel::Info) {
             log::event(
                 LogLevel::Info,
                 "prompt",
@@ -282,7 +317,7 @@ impl Gateway {
             stream,
             forward_headers: forward_headers(req, client, family),
         };
-        let resp = self.call_with_retries(&instance, &upstream)?;
+        let resp = self.call_with_retries(state, &instance, &upstream)?;
         if resp.status >= 400 {
             return Err(self.relay_upstream_error(client, family, resp, out));
         }
@@ -309,7 +344,7 @@ impl Gateway {
                 })?;
             serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?
         };
-        if self.config.log.prompts && log::enabled(LogLevel::Info) {
+        if state.config.log.prompts && log::enabled(LogLevel::Info) {
             log::event(
                 LogLevel::Info,
                 "answer",
@@ -325,10 +360,11 @@ impl Gateway {
     /// yet, so every retry is safe.
     fn call_with_retries(
         &self,
+        state: &State,
         instance: &Instance,
         req: &UpstreamRequest,
     ) -> Result<UpstreamResponse, Failure> {
-        let limits = &self.config.upstream;
+        let limits = &state.config.upstream;
         let mut attempt = 0;
         loop {
             let result = instance.provider.call(req);
@@ -479,14 +515,14 @@ impl Gateway {
         Ok(())
     }
 
-    fn collect_models(&self, prefix: Option<ProviderKind>) -> Vec<ModelInfo> {
+    fn collect_models(&self, state: &State, prefix: Option<ProviderKind>) -> Vec<ModelInfo> {
         let kinds: Vec<ProviderKind> = match prefix {
             Some(kind) => vec![kind],
-            None => self.registry.enabled().to_vec(),
+            None => state.registry.enabled().to_vec(),
         };
         let mut models = Vec::new();
         for kind in kinds {
-            let Some(instance) = self.registry.pick(kind) else {
+            let Some(instance) = state.registry.pick(kind) else {
                 continue;
             };
             match instance.provider.models() {
@@ -499,12 +535,13 @@ impl Gateway {
 
     fn list_models(
         &self,
+        state: &State,
         _req: &Request,
         out: &mut Responder<'_>,
         prefix: Option<ProviderKind>,
         proto: Protocol,
     ) -> Result<(), Failure> {
-        let models = self.collect_models(prefix);
+        let models = self.collect_models(state, prefix);
         let body = protocol::models_list(proto, &models);
         let _ = out.send_json(200, &[CORS_ORIGIN], body.to_string().as_bytes());
         Ok(())
@@ -512,13 +549,14 @@ impl Gateway {
 
     fn get_model(
         &self,
+        state: &State,
         _req: &Request,
         out: &mut Responder<'_>,
         prefix: Option<ProviderKind>,
         proto: Protocol,
         id: &str,
     ) -> Result<(), Failure> {
-        let models = self.collect_models(prefix);
+        let models = self.collect_models(state, prefix);
         let found = models.into_iter().find(|m| m.id == id).ok_or_else(|| {
             Failure::new(
                 404,

@@ -46,6 +46,31 @@ impl Handle {
         self.server.addr()
     }
 
+    /// Re-reads the configuration with `load` and applies it; on failure
+    /// the running configuration stays and the error is logged.
+    pub fn reload(&self, load: &mut impl FnMut() -> Result<Config, Error>) {
+        let fresh = match load() {
+            Ok(config) => config,
+            Err(e) => {
+                log::error(&format!(
+                    "reload failed, keeping the running configuration: {e}"
+                ));
+                return;
+            }
+        };
+        let running = self.gateway.config();
+        if fresh.listen != running.listen || fresh.workers != running.workers {
+            log::warn("reload: the listen address and --workers change only after a restart");
+        }
+        log::configure(fresh.log.level, fresh.log.format);
+        match self.gateway.reload(Arc::new(fresh)) {
+            Ok(()) => log::info("configuration reloaded"),
+            Err(e) => log::error(&format!(
+                "reload failed, keeping the running configuration: {e}"
+            )),
+        }
+    }
+
     /// Stops accepting, lets in-flight requests finish (bounded by
     /// `--shutdown-timeout`) and stops. Returns true if all requests
     /// finished in time.
@@ -87,7 +112,9 @@ pub fn start(config: Config) -> Result<Handle, Error> {
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
-pub fn run(config: Config) -> Result<(), Error> {
+/// On SIGHUP, `reload` is asked for a fresh configuration (normally by
+/// re-reading the config file) and it replaces the running one.
+pub fn run(config: Config, mut reload: impl FnMut() -> Result<Config, Error>) -> Result<(), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
@@ -107,9 +134,7 @@ pub fn run(config: Config) -> Result<(), Error> {
     ));
     for signal in signals.forever() {
         match signal {
-            SIGHUP => log::warn(
-                "SIGHUP: configuration reload is not available in this version; restart to apply changes",
-            ),
+            SIGHUP => handle.reload(&mut reload),
             _ => break,
         }
     }

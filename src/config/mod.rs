@@ -6,6 +6,24 @@
 //! defaults < file < environment < flags, then validated once into
 //! [`Config`], whose fields can no longer be invalid. Every default is a
 //! `DEFAULT_*` constant below, quoted by the man page.
+//!
+//! Every source is first reduced to text per key path ([`layer`]); one
+//! parser per key then handles all three sources alike, and every problem
+//! is collected into one [`ConfigError`] naming the key and its source
+//! (`--port: "abc" is not a port number (0-65535)`,
+//! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
+//!
+//! Keys whose feature is not built in this release (cache, redis,
+//! metrics, websocket, load balancer, cluster, the OAuth providers and
+//! provider pools) are still parsed and type-checked, so the feature
+//! guide's config loads and typos stay errors; they are returned in
+//! [`Config::pending_features`] for the caller to warn about.
+
+pub mod env;
+pub mod file;
+pub mod keys;
+pub mod layer;
+pub mod parse;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +31,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::cli::Cli;
 use crate::providers::ProviderKind;
+
+pub use file::FileConfig;
+use layer::{Layer, Source, Value};
 
 /// Listen host when none is configured.
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -45,6 +67,8 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_REQUEST_MAX_RETRIES: u32 = 2;
 /// Base of the exponential, jittered retry back-off.
 pub const DEFAULT_REQUEST_BASE_DELAY: Duration = Duration::from_millis(250);
+/// Time the built-in mock provider waits before answering.
+pub const DEFAULT_MOCK_LATENCY: Duration = Duration::from_millis(0);
 /// Delay between two streamed chunks of the built-in mock provider.
 pub const DEFAULT_MOCK_CHUNK_DELAY: Duration = Duration::from_millis(0);
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
@@ -162,6 +186,8 @@ pub struct ClaudeConfig {
 pub struct MockConfig {
     /// `--mock-chunk-delay`: pause between streamed chunks.
     pub chunk_delay: Duration,
+    /// `--mock-latency`: wait before answering (non-streamed and first chunk).
+    pub latency: Duration,
 }
 
 /// The validated configuration of one aiproxy process.
@@ -197,6 +223,13 @@ pub struct Config {
     pub log: LogConfig,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
+    /// Key paths that were set but whose feature is not available in
+    /// this release (`cache.enabled`, `cluster.node_id`, …); the caller
+    /// warns "configured but not available in this version".
+    pub pending_features: Vec<String>,
+    /// Non-fatal findings for the caller to log, such as unknown
+    /// `AIPROXY_*` environment variables.
+    pub warnings: Vec<String>,
 }
 
 impl Default for Config {
@@ -218,6 +251,7 @@ impl Default for Config {
             },
             mock: MockConfig {
                 chunk_delay: DEFAULT_MOCK_CHUNK_DELAY,
+                latency: DEFAULT_MOCK_LATENCY,
             },
             workers: DEFAULT_WORKERS,
             limits: Limits {
@@ -242,6 +276,933 @@ impl Default for Config {
                 prompts: false,
             },
             config_file: None,
+            pending_features: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+}
+
+/// Everything wrong with a configuration, each problem naming its key and
+/// source. `Display` lists them all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    problems: Vec<String>,
+}
+
+impl ConfigError {
+    /// The problems, one line each, in the order found.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.problems.as_slice() {
+            [one] => f.write_str(one),
+            many => {
+                write!(f, "{} configuration problems:", many.len())?;
+                for problem in many {
+                    write!(f, "\n  {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for crate::Error {
+    fn from(err: ConfigError) -> Self {
+        crate::Error::Config(err.to_string())
+    }
+}
+
+impl Config {
+    /// Builds the configuration from built-in defaults < the config file
+    /// (`--config`, else `AIPROXY_CONFIG`) < the `AIPROXY_*` environment
+    /// `env` < the flags in `cli`, and validates it once.
+    ///
+    /// `env` is the process environment as pairs (`std::env::vars()`),
+    /// passed in so that tests need not change the real one.
+    pub fn load(cli: &Cli, env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut layer = Layer::default();
+        let mut problems = Vec::new();
+        let config_file = cli.config.clone().or_else(|| env::config_file(env));
+        if let Some(path) = &config_file {
+            match FileConfig::read(path) {
+                Ok(file) => {
+                    for (key, value) in file.settings() {
+                        layer.set(key, value, Source::File(path.clone()));
+                    }
+                }
+                Err(err) => problems.push(format!("{path}: {err}")),
+            }
+        }
+        let warnings = env::apply(env, &mut layer);
+        apply_flags(cli, &mut layer);
+        let mut resolver = Resolver { layer, problems };
+        let mut config = resolver.resolve();
+        if !resolver.problems.is_empty() {
+            return Err(ConfigError {
+                problems: resolver.problems,
+            });
+        }
+        config.config_file = config_file.map(PathBuf::from);
+        config.warnings = warnings;
+        Ok(config)
+    }
+}
+
+/// Puts the flags that were given into `layer`, named by their flag.
+fn apply_flags(cli: &Cli, layer: &mut Layer) {
+    let switch = |v: Option<bool>| v.map(|b| b.to_string());
+    let given = [
+        ("host", cli.host.clone()),
+        ("port", cli.port.clone()),
+        ("api_key", cli.api_key.clone()),
+        ("insecure_no_auth", switch(cli.insecure_no_auth)),
+        ("model_providers", cli.model_provider.clone()),
+        ("openai.api_key", cli.openai_api_key.clone()),
+        ("openai.base_url", cli.openai_base_url.clone()),
+        ("claude.api_key", cli.claude_api_key.clone()),
+        ("claude.base_url", cli.claude_base_url.clone()),
+        ("mock.chunk_delay", cli.mock_chunk_delay.clone()),
+        ("mock.latency", cli.mock_latency.clone()),
+        ("workers", cli.workers.clone()),
+        ("limits.max_body_bytes", cli.max_body_bytes.clone()),
+        ("limits.max_header_bytes", cli.max_header_bytes.clone()),
+        ("limits.header_timeout", cli.header_timeout.clone()),
+        ("limits.body_timeout", cli.body_timeout.clone()),
+        ("limits.idle_timeout", cli.idle_timeout.clone()),
+        (
+            "upstream.connect_timeout",
+            cli.upstream_connect_timeout.clone(),
+        ),
+        ("upstream.timeout", cli.upstream_timeout.clone()),
+        ("upstream.idle_timeout", cli.upstream_idle_timeout.clone()),
+        ("upstream.max_retries", cli.request_max_retries.clone()),
+        ("upstream.base_delay", cli.request_base_delay.clone()),
+        ("shutdown_timeout", cli.shutdown_timeout.clone()),
+        ("log.level", cli.log_level.clone()),
+        ("log.format", cli.log_format.clone()),
+        ("log.prompts", switch(cli.log_prompts)),
+    ];
+    for (path, value) in given {
+        if let (Some(value), Some(key)) = (value, keys::find(path))
+            && let Some(flag) = key.flag
+        {
+            layer.set(key.path, Value::Text(value), Source::Flag(flag));
+        }
+    }
+}
+
+/// Turns the merged layer into a [`Config`], collecting problems.
+struct Resolver {
+    layer: Layer,
+    problems: Vec<String>,
+}
+
+/// Largest value for byte sizes.
+const MAX_BYTES: u64 = usize::MAX as u64;
+
+impl Resolver {
+    fn problem(&mut self, path: &str, source: &Source, message: impl fmt::Display) {
+        self.problems
+            .push(format!("{}: {message}", source.describe(path)));
+    }
+
+    /// The single text value of `path`, if set.
+    fn text(&mut self, path: &str) -> Option<(String, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        match setting.value {
+            Value::Text(text) => Some((text, setting.source)),
+            _ => {
+                self.problem(path, &setting.source, "expected a single value");
+                None
+            }
+        }
+    }
+
+    /// Parses `path` with `parse`, or returns `default` when it is unset
+    /// or invalid (recording the problem).
+    fn value<T>(
+        &mut self,
+        path: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        let Some((text, source)) = self.text(path) else {
+            return default;
+        };
+        match parse(&text) {
+            Ok(value) => value,
+            Err(message) => {
+                self.problem(path, &source, message);
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, default: Duration) -> Duration {
+        self.value(path, default, parse::duration)
+    }
+
+    /// A duration that must be greater than zero (timeouts).
+    fn timeout(&mut self, path: &str, default: Duration) -> Duration {
+        self.value(path, default, |t| match parse::duration(t)? {
+            d if d.is_zero() => Err("must be greater than zero".to_owned()),
+            d => Ok(d),
+        })
+    }
+
+    fn size(&mut self, path: &str, default: usize, max: u64) -> usize {
+        self.value(path, default, |t| {
+            parse::integer(t, 1, max).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    fn boolean(&mut self, path: &str) -> bool {
+        self.value(path, false, parse::boolean)
+    }
+
+    fn secret(&mut self, path: &str) -> Option<Secret> {
+        self.value(path, None, |t| Ok((!t.is_empty()).then(|| Secret::new(t))))
+    }
+
+    /// A list key: YAML list or comma-separated text; items trimmed,
+    /// empty items dropped.
+    fn list(&mut self, path: &str) -> Option<(Vec<String>, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        let items: Vec<String> = match setting.value {
+            Value::Text(text) => text.split(',').map(str::to_owned).collect(),
+            Value::List(items) => items,
+            Value::Map(_) => {
+                self.problem(path, &setting.source, "expected a list");
+                return None;
+            }
+        };
+        let items = items
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Some((items, setting.source))
+    }
+
+    /// A map key: YAML mapping, or `k=v,k=v` text.
+    fn map(&mut self, path: &str) -> Option<(Vec<(String, String)>, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        let entries = match setting.value {
+            Value::Map(entries) => entries,
+            Value::Text(text) => {
+                let mut entries = Vec::new();
+                for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match item.split_once('=') {
+                        Some((k, v)) => entries.push((k.trim().to_owned(), v.trim().to_owned())),
+                        None => self.problem(
+                            path,
+                            &setting.source,
+                            format!("{item:?} is not model=provider"),
+                        ),
+                    }
+                }
+                entries
+            }
+            Value::List(_) => {
+                self.problem(
+                    path,
+                    &setting.source,
+                    "expected a mapping of model to provider",
+                );
+                return None;
+            }
+        };
+        Some((entries, setting.source))
+    }
+
+    fn providers(&mut self) -> Vec<ProviderKind> {
+        let Some((names, source)) = self.list("model_providers") else {
+            return vec![ProviderKind::Mock];
+        };
+        let mut providers = Vec::new();
+        let before = self.problems.len();
+        for name in names {
+            match name.parse::<ProviderKind>() {
+                Ok(kind) if providers.contains(&kind) => {
+                    self.problem(
+                        "model_providers",
+                        &source,
+                        format!("{kind} is listed twice"),
+                    );
+                }
+                Ok(kind) => providers.push(kind),
+                Err(message) => self.problem("model_providers", &source, message),
+            }
+        }
+        if providers.is_empty() && self.problems.len() == before {
+            self.problem(
+                "model_providers",
+                &source,
+                "must name at least one provider",
+            );
+        }
+        if providers.is_empty() {
+            providers.push(ProviderKind::Mock);
+        }
+        providers
+    }
+
+    fn routes(&mut self, enabled: &[ProviderKind]) -> BTreeMap<String, ProviderKind> {
+        let mut routes = BTreeMap::new();
+        let Some((entries, source)) = self.map("model_routes") else {
+            return routes;
+        };
+        let names: Vec<&str> = enabled.iter().map(|p| p.name()).collect();
+        for (model, provider) in entries {
+            let star = model.find('*');
+            if model.is_empty() || star.is_some_and(|i| i + 1 != model.len()) {
+                self.problem(
+                    "model_routes",
+                    &source,
+                    format!("{model:?} is not a model name or a prefix ending in *"),
+                );
+                continue;
+            }
+            match provider.parse::<ProviderKind>() {
+                Ok(kind) if enabled.contains(&kind) => {
+                    routes.insert(model, kind);
+                }
+                Ok(kind) => self.problem(
+                    "model_routes",
+                    &source,
+                    format!(
+                        "{model:?} routes to {kind}, which is not enabled (model_providers: {})",
+                        names.join(", ")
+                    ),
+                ),
+                Err(message) => {
+                    self.problem("model_routes", &source, format!("{model:?}: {message}"))
+                }
+            }
+        }
+        routes
+    }
+
+    /// Type-checks the keys of features not built in this release and
+    /// returns the paths that were set.
+    fn pending(&mut self) -> Vec<String> {
+        let mut set = Vec::new();
+        for key in keys::KEYS {
+            let Some(check) = key.pending else { continue };
+            if self.layer.get(key.path).is_none() {
+                continue;
+            }
+            let before = self.problems.len();
+            if let keys::Check::HostPortList = check {
+                if let Some((items, source)) = self.list(key.path) {
+                    for item in items {
+                        if let Err(message) = parse::host_port(&item) {
+                            self.problem(key.path, &source, message);
+                        }
+                    }
+                }
+            } else {
+                self.value(key.path, (), |t| match check {
+                    keys::Check::Bool => parse::boolean(t).map(drop),
+                    keys::Check::Port => parse::port(t).map(drop),
+                    keys::Check::Duration => match parse::duration(t)? {
+                        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+                        _ => Ok(()),
+                    },
+                    keys::Check::Int(min, max) => parse::integer(t, min, max).map(drop),
+                    keys::Check::HostPort => parse::host_port(t).map(drop),
+                    keys::Check::Url => parse::base_url(t).map(drop),
+                    keys::Check::NonEmpty => parse::non_empty(t).map(drop),
+                    keys::Check::OneOf(words) => parse::one_of(t, words).map(drop),
+                    keys::Check::Any | keys::Check::HostPortList => Ok(()),
+                });
+            }
+            if self.problems.len() == before {
+                set.push(key.path.to_owned());
+            }
+        }
+        set
+    }
+
+    fn resolve(&mut self) -> Config {
+        let host = self.value("host", DEFAULT_HOST, parse::host);
+        let port = self.value("port", DEFAULT_PORT, parse::port);
+        let listen = SocketAddr::new(host, port);
+        let api_keys: Vec<Secret> = self
+            .list("api_key")
+            .map(|(keys, _)| keys.into_iter().map(Secret::new).collect())
+            .unwrap_or_default();
+        let insecure_no_auth = self.boolean("insecure_no_auth");
+        let model_providers = self.providers();
+        let model_routes = self.routes(&model_providers);
+        let openai = OpenAiConfig {
+            api_key: self.secret("openai.api_key"),
+            base_url: self.value(
+                "openai.base_url",
+                DEFAULT_OPENAI_BASE_URL.to_owned(),
+                parse::base_url,
+            ),
+        };
+        let claude = ClaudeConfig {
+            api_key: self.secret("claude.api_key"),
+            base_url: self.value(
+                "claude.base_url",
+                DEFAULT_CLAUDE_BASE_URL.to_owned(),
+                parse::base_url,
+            ),
+        };
+        let mock = MockConfig {
+            chunk_delay: self.duration("mock.chunk_delay", DEFAULT_MOCK_CHUNK_DELAY),
+            latency: self.duration("mock.latency", DEFAULT_MOCK_LATENCY),
+        };
+        let workers = self.value("workers", DEFAULT_WORKERS, |t| {
+            parse::integer(t, 1, 65536).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        });
+        let limits = Limits {
+            max_body_bytes: self.size("limits.max_body_bytes", DEFAULT_MAX_BODY_BYTES, MAX_BYTES),
+            max_header_bytes: self.size(
+                "limits.max_header_bytes",
+                DEFAULT_MAX_HEADER_BYTES,
+                MAX_BYTES,
+            ),
+            max_headers: self.size("limits.max_headers", DEFAULT_MAX_HEADERS, 65536),
+            header_timeout: self.timeout("limits.header_timeout", DEFAULT_HEADER_TIMEOUT),
+            body_timeout: self.timeout("limits.body_timeout", DEFAULT_BODY_TIMEOUT),
+            idle_timeout: self.timeout("limits.idle_timeout", DEFAULT_IDLE_TIMEOUT),
+        };
+        let upstream = Upstream {
+            connect_timeout: self
+                .timeout("upstream.connect_timeout", DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
+            timeout: self.timeout("upstream.timeout", DEFAULT_UPSTREAM_TIMEOUT),
+            idle_timeout: self.timeout("upstream.idle_timeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            max_retries: self.value("upstream.max_retries", DEFAULT_REQUEST_MAX_RETRIES, |t| {
+                parse::integer(t, 0, 100).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            }),
+            base_delay: self.duration("upstream.base_delay", DEFAULT_REQUEST_BASE_DELAY),
+        };
+        let shutdown_timeout = self.duration("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT);
+        let log = LogConfig {
+            level: self.value("log.level", LogLevel::Info, |t| {
+                match parse::one_of(&t.to_ascii_lowercase(), &["error", "warn", "info", "debug"])
+                    .map_err(|_| format!("{t:?} is not one of error, warn, info, debug"))?
+                    .as_str()
+                {
+                    "error" => Ok(LogLevel::Error),
+                    "warn" => Ok(LogLevel::Warn),
+                    "debug" => Ok(LogLevel::Debug),
+                    _ => Ok(LogLevel::Info),
+                }
+            }),
+            format: self.value("log.format", LogFormat::Text, |t| {
+                match t.trim().to_ascii_lowercase().as_str() {
+                    "text" => Ok(LogFormat::Text),
+                    "json" => Ok(LogFormat::Json),
+                    _ => Err(format!("{t:?} is not one of text, json")),
+                }
+            }),
+            prompts: self.boolean("log.prompts"),
+        };
+        let pending_features = self.pending();
+
+        // Rules across keys.
+        if !host.is_loopback() && api_keys.is_empty() && !insecure_no_auth {
+            self.problems.push(format!(
+                "refusing to listen on {listen} without --api-key; pass --insecure-no-auth to allow"
+            ));
+        }
+        for (kind, has_key, flag, path) in [
+            (
+                ProviderKind::OpenAiCustom,
+                openai.api_key.is_some(),
+                "--openai-api-key",
+                "openai.api_key",
+            ),
+            (
+                ProviderKind::ClaudeCustom,
+                claude.api_key.is_some(),
+                "--claude-api-key",
+                "claude.api_key",
+            ),
+        ] {
+            if model_providers.contains(&kind) && !has_key {
+                self.problems.push(format!(
+                    "{kind} is enabled but has no API key; set {flag} ({} or {path} in the config file)",
+                    keys::env_name(path)
+                ));
+            }
+        }
+
+        Config {
+            listen,
+            api_keys,
+            insecure_no_auth,
+            model_providers,
+            model_routes,
+            openai,
+            claude,
+            mock,
+            workers,
+            limits,
+            upstream,
+            shutdown_timeout,
+            log,
+            config_file: None,
+            pending_features,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Writes `yaml` to a fresh temporary file and returns its path.
+    fn file(yaml: &str) -> String {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("aiproxy-config-{}-{n}.yaml", std::process::id()));
+        std::fs::write(&path, yaml).unwrap();
+        path.to_string_lossy().into_owned()
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    fn flags(args: &[&str]) -> Cli {
+        let mut all = vec!["aiproxy".to_owned()];
+        all.extend(args.iter().map(|s| (*s).to_owned()));
+        Cli::parse_from(&all).unwrap()
+    }
+
+    fn load(
+        yaml: Option<&str>,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> Result<Config, ConfigError> {
+        let mut cli = flags(args);
+        if let Some(yaml) = yaml {
+            cli.config = Some(file(yaml));
+        }
+        Config::load(&cli, &env(vars))
+    }
+
+    fn ok(yaml: &str) -> Config {
+        load(Some(yaml), &[], &[]).unwrap()
+    }
+
+    /// Loads `yaml` expecting exactly one problem; returns it.
+    fn problem(yaml: Option<&str>, vars: &[(&str, &str)], args: &[&str]) -> String {
+        let err = load(yaml, vars, args).unwrap_err();
+        assert_eq!(err.problems().len(), 1, "{err}");
+        err.problems()[0].clone()
+    }
+
+    fn file_problem(yaml: &str) -> String {
+        let message = problem(Some(yaml), &[], &[]);
+        // Strip the temporary path.
+        message
+            .split_once(".yaml: ")
+            .map(|(_, m)| m.to_owned())
+            .unwrap_or(message)
+    }
+
+    #[test]
+    fn no_sources_gives_the_defaults() {
+        let config = Config::load(&Cli::default(), &[]).unwrap();
+        let defaults = Config::default();
+        assert_eq!(config.listen, defaults.listen);
+        assert_eq!(config.model_providers, vec![ProviderKind::Mock]);
+        assert_eq!(config.workers, DEFAULT_WORKERS);
+        assert_eq!(config.limits.header_timeout, DEFAULT_HEADER_TIMEOUT);
+        assert_eq!(config.upstream.base_delay, DEFAULT_REQUEST_BASE_DELAY);
+        assert!(config.api_keys.is_empty() && config.pending_features.is_empty());
+        assert_eq!(config.config_file, None);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        let yaml = Some("port: 1001\nlimits: {header_timeout: 1s}\nlog: {prompts: true}\n");
+        let vars = [
+            ("AIPROXY_PORT", "1002"),
+            ("AIPROXY_LIMITS_HEADER_TIMEOUT", "2s"),
+        ];
+        let all = load(
+            yaml,
+            &vars,
+            &[
+                "--port",
+                "1003",
+                "--header-timeout=3s",
+                "--log-prompts=false",
+            ],
+        )
+        .unwrap();
+        assert_eq!(all.listen.port(), 1003);
+        assert_eq!(all.limits.header_timeout, Duration::from_secs(3));
+        assert!(!all.log.prompts, "--log-prompts=false overrides the file");
+        let no_flags = load(yaml, &vars, &[]).unwrap();
+        assert_eq!(no_flags.listen.port(), 1002);
+        assert_eq!(no_flags.limits.header_timeout, Duration::from_secs(2));
+        assert!(no_flags.log.prompts);
+        let file_only = load(yaml, &[], &[]).unwrap();
+        assert_eq!(file_only.listen.port(), 1001);
+        assert_eq!(file_only.limits.header_timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn config_file_comes_from_flag_or_environment() {
+        let a = file("port: 1");
+        let b = file("port: 2");
+        let cli = flags(&["--config", &a]);
+        let config = Config::load(&cli, &env(&[("AIPROXY_CONFIG", &b)])).unwrap();
+        assert_eq!(
+            (config.listen.port(), config.config_file),
+            (1, Some(PathBuf::from(&a)))
+        );
+        let config = Config::load(&Cli::default(), &env(&[("AIPROXY_CONFIG", &b)])).unwrap();
+        assert_eq!(config.listen.port(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_source() {
+        assert_eq!(
+            problem(None, &[], &["--port", "abc"]),
+            "--port: \"abc\" is not a port number (0-65535)"
+        );
+        assert_eq!(
+            problem(None, &[("AIPROXY_WORKERS", "0")], &[]),
+            "AIPROXY_WORKERS: 0 is out of range (1-65536)"
+        );
+        let message = problem(Some("limits:\n  header_timeout: soon\n"), &[], &[]);
+        assert!(message.ends_with(".yaml: limits.header_timeout: \"soon\" is not a duration (seconds, or a number with a unit: 500ms, 30s, 5m, 1h)"), "{message}");
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let err = load(
+            Some("workers: 0\nlimits: {max_body_bytes: 0}\n"),
+            &[("AIPROXY_LOG_LEVEL", "loud")],
+            &["--port=x", "--upstream-timeout=0"],
+        )
+        .unwrap_err();
+        assert_eq!(err.problems().len(), 5, "{err}");
+        let text = err.to_string();
+        assert!(text.starts_with("5 configuration problems:\n  "), "{text}");
+        for needle in [
+            "workers",
+            "limits.max_body_bytes",
+            "AIPROXY_LOG_LEVEL",
+            "--port",
+            "--upstream-timeout",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_are_errors() {
+        assert!(file_problem("prot: 3000").contains("unknown field `prot`"));
+        assert!(file_problem("limits: {max_body_byte: 1}").contains("max_body_byte"));
+        assert!(file_problem("port: [1").contains("line 1"));
+        let missing = problem(None, &[], &["--config", "/nonexistent/aiproxy.yaml"]);
+        assert!(
+            missing.starts_with("/nonexistent/aiproxy.yaml: cannot open"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn oversized_file_is_refused() {
+        let big = format!("# {}\nport: 1\n", "x".repeat(file::MAX_FILE_BYTES));
+        assert!(file_problem(&big).contains("larger than 1048576 bytes"));
+    }
+
+    #[test]
+    fn host_rules() {
+        assert_eq!(ok("host: localhost").listen.ip(), DEFAULT_HOST);
+        assert_eq!(ok("host: '::1'").listen.to_string(), "[::1]:3000");
+        assert!(file_problem("host: example.com").contains("not an IP address or localhost"));
+    }
+
+    #[test]
+    fn port_rules() {
+        assert_eq!(ok("port: 0").listen.port(), 0);
+        assert_eq!(ok("port: 65535").listen.port(), 65535);
+        assert!(file_problem("port: 65536").contains("not a port number"));
+        assert!(file_problem("port: -1").contains("not a port number"));
+    }
+
+    #[test]
+    fn workers_rules() {
+        assert_eq!(ok("workers: 1").workers, 1);
+        assert_eq!(ok("workers: 65536").workers, 65536);
+        assert!(file_problem("workers: 0").contains("out of range (1-65536)"));
+        assert!(file_problem("workers: 65537").contains("out of range"));
+        assert!(file_problem("workers: many").contains("not a whole number"));
+    }
+
+    #[test]
+    fn provider_rules() {
+        let config = ok("model_providers: [mock, gemini-cli-oauth]");
+        assert_eq!(
+            config.model_providers,
+            vec![ProviderKind::Mock, ProviderKind::GeminiCli]
+        );
+        let config = ok("model_providers: mock, ,qwen-api,");
+        assert_eq!(
+            config.model_providers,
+            vec![ProviderKind::Mock, ProviderKind::QwenApi]
+        );
+        assert!(file_problem("model_providers: []").contains("must name at least one provider"));
+        assert!(file_problem("model_providers: [openai]").contains("unknown provider \"openai\""));
+        assert!(
+            file_problem("model_providers: [gemini-cli, gemini-cli-oauth]")
+                .contains("gemini-cli is listed twice")
+        );
+        assert_eq!(
+            problem(None, &[], &["--model-provider="]),
+            "--model-provider: must name at least one provider"
+        );
+    }
+
+    #[test]
+    fn model_route_rules() {
+        let config =
+            ok("model_providers: [mock, qwen-api]\nmodel_routes: {qwen-*: qwen-api, gpt-4: mock}");
+        assert_eq!(
+            config.model_routes.get("qwen-*"),
+            Some(&ProviderKind::QwenApi)
+        );
+        assert_eq!(config.model_routes.get("gpt-4"), Some(&ProviderKind::Mock));
+        assert!(
+            file_problem("model_routes: {gpt-4: qwen-api}")
+                .contains("not enabled (model_providers: mock)")
+        );
+        assert!(file_problem("model_routes: {gpt-4: nope}").contains("unknown provider"));
+        assert!(file_problem("model_routes: {'a*b': mock}").contains("prefix ending in *"));
+        let config = load(None, &[("AIPROXY_MODEL_ROUTES", "a*=mock, b=mock")], &[]).unwrap();
+        assert_eq!(config.model_routes.len(), 2);
+        assert!(
+            problem(None, &[("AIPROXY_MODEL_ROUTES", "a")], &[])
+                .contains("\"a\" is not model=provider")
+        );
+    }
+
+    #[test]
+    fn size_and_timeout_rules() {
+        assert!(file_problem("limits: {max_body_bytes: 0}").contains("too small (at least 1)"));
+        assert!(file_problem("limits: {max_header_bytes: 0}").contains("too small"));
+        assert!(file_problem("limits: {max_headers: 0}").contains("out of range"));
+        for key in [
+            "limits: {header_timeout: 0}",
+            "limits: {body_timeout: 0s}",
+            "limits: {idle_timeout: 0ms}",
+            "upstream: {connect_timeout: 0}",
+            "upstream: {timeout: 0}",
+            "upstream: {idle_timeout: 0}",
+        ] {
+            assert!(
+                file_problem(key).contains("must be greater than zero"),
+                "{key}"
+            );
+        }
+        let config = ok(
+            "shutdown_timeout: 0\nmock: {chunk_delay: 20ms}\nupstream: {base_delay: 0, max_retries: 0}",
+        );
+        assert_eq!(config.shutdown_timeout, Duration::ZERO);
+        assert_eq!(config.mock.chunk_delay, Duration::from_millis(20));
+        assert_eq!(config.upstream.max_retries, 0);
+        assert!(file_problem("upstream: {max_retries: 101}").contains("out of range (0-100)"));
+        let config = ok("limits: {max_body_bytes: 1, header_timeout: 5m}");
+        assert_eq!(
+            (config.limits.max_body_bytes, config.limits.header_timeout),
+            (1, Duration::from_secs(300))
+        );
+    }
+
+    #[test]
+    fn non_loopback_listener_needs_a_key() {
+        assert_eq!(
+            problem(Some("host: 0.0.0.0"), &[], &[]),
+            "refusing to listen on 0.0.0.0:3000 without --api-key; pass --insecure-no-auth to allow"
+        );
+        assert!(load(Some("host: 0.0.0.0\ninsecure_no_auth: true"), &[], &[]).is_ok());
+        assert!(load(None, &[], &["--host=::", "--insecure-no-auth"]).is_ok());
+        assert!(load(Some("host: 0.0.0.0"), &[("AIPROXY_API_KEY", "k")], &[]).is_ok());
+        assert!(
+            problem(None, &[], &["--host", "0.0.0.0", "--api-key", " , "]).starts_with("refusing")
+        );
+        assert!(
+            load(None, &[], &["--host", "127.0.0.2"]).is_ok(),
+            "all of 127/8 is loopback"
+        );
+    }
+
+    #[test]
+    fn api_keys_drop_empty_entries() {
+        let config = load(None, &[], &["--api-key", "a,,b, "]).unwrap();
+        let keys: Vec<&str> = config.api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(keys, ["a", "b"]);
+        let config = ok("api_key: [a, '', b]");
+        assert_eq!(config.api_keys.len(), 2);
+        assert_eq!(ok("api_key: single").api_keys.len(), 1);
+    }
+
+    #[test]
+    fn custom_upstreams_need_their_keys() {
+        let message = problem(None, &[], &["--model-provider", "openai-custom"]);
+        assert!(
+            message.contains("openai-custom is enabled but has no API key; set --openai-api-key"),
+            "{message}"
+        );
+        let message = problem(None, &[], &["--model-provider", "mock,claude-custom"]);
+        assert!(message.contains("set --claude-api-key"), "{message}");
+        let message = problem(
+            None,
+            &[],
+            &["--model-provider", "openai-custom", "--openai-api-key="],
+        );
+        assert!(
+            message.contains("--openai-api-key"),
+            "an empty key is no key: {message}"
+        );
+        let config = load(
+            Some("openai: {api_key: sk-1, base_url: 'http://127.0.0.1:9/v1/'}"),
+            &[],
+            &["--model-provider", "openai-custom"],
+        )
+        .unwrap();
+        assert_eq!(config.openai.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(
+            config.openai.api_key.as_ref().map(Secret::expose),
+            Some("sk-1")
+        );
+        assert!(
+            file_problem("claude: {base_url: api.anthropic.com}")
+                .contains("not an http:// or https:// URL")
+        );
+    }
+
+    #[test]
+    fn log_settings() {
+        let config = load(
+            None,
+            &[("AIPROXY_LOG_LEVEL", "DEBUG")],
+            &["--log-format", "json", "--log-prompts"],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.log.level, config.log.format, config.log.prompts),
+            (LogLevel::Debug, LogFormat::Json, true)
+        );
+        assert!(file_problem("log: {format: xml}").contains("not one of text, json"));
+        assert!(file_problem("log: {prompts: maybe}").contains("not true or false"));
+    }
+
+    #[test]
+    fn feature_guide_config_loads_with_pending_features() {
+        let yaml = include_str!("../../tests/fixtures/feature-guide-config.yaml");
+        let vars = [
+            ("AIPROXY_OPENAI_API_KEY", "sk"),
+            ("AIPROXY_CLAUDE_API_KEY", "ck"),
+        ];
+        let config = load(Some(yaml), &vars, &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:3000");
+        assert_eq!(config.model_providers.len(), 5);
+        for key in [
+            "cache.enabled",
+            "redis.addr",
+            "metrics.port",
+            "websocket.max_connections",
+            "load_balancer.health_check_interval",
+            "cluster.seed_nodes",
+        ] {
+            assert!(
+                config.pending_features.iter().any(|p| p == key),
+                "{key} not pending"
+            );
+        }
+        // Without the upstream keys the same file is refused, naming the flags.
+        let err = load(Some(yaml), &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("--openai-api-key") && err.contains("--claude-api-key"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn pending_features_are_type_checked() {
+        assert!(
+            file_problem("load_balancer: {algorithm: fastest}").contains("not one of round_robin")
+        );
+        assert!(file_problem("cache: {enabled: maybe}").contains("cache.enabled"));
+        assert!(
+            file_problem("cluster: {seed_nodes: [nohost]}")
+                .contains("cluster.seed_nodes: \"nohost\" is not host:port")
+        );
+        assert!(file_problem("metrics: {port: 70000}").contains("metrics.port"));
+        assert!(
+            file_problem("load_balancer: {health_check_interval: 0}").contains("greater than zero")
+        );
+        assert!(file_problem("gemini: {base_url: nope}").contains("gemini.base_url"));
+        let config = load(
+            None,
+            &[
+                ("NODE_ID", "n1"),
+                ("SEED_NODES", "a:1,b:2"),
+                ("REDIS_ADDR", "redis:6379"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            config.pending_features,
+            ["redis.addr", "cluster.node_id", "cluster.seed_nodes"]
+        );
+        let message = problem(None, &[("REDIS_ADDR", "redis")], &[]);
+        assert_eq!(message, "REDIS_ADDR: \"redis\" is not host:port");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_warnings() {
+        let config = load(None, &[("AIPROXY_PROT", "1")], &[]).unwrap();
+        assert_eq!(config.warnings.len(), 1);
+        assert!(
+            config.warnings[0].contains("did you mean AIPROXY_PORT?"),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_debug() {
+        let err = load(
+            Some("api_key: [topsecret1]\nopenai: {api_key: [topsecret2]}\nredis: {password: topsecret3}\nport: x\n"),
+            &[],
+            &["--claude-api-key", "topsecret4", "--model-provider", "claude-custom"],
+        )
+        .unwrap_err();
+        assert!(!err.to_string().contains("topsecret"), "{err}");
+        let config = load(
+            None,
+            &[],
+            &["--api-key", "topsecret5", "--openai-api-key", "topsecret6"],
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("topsecret"));
     }
 }

@@ -6,7 +6,26 @@
 //! model (see `canonical`) so that six directions need three parsers and
 //! three emitters, not six converters.
 
+pub mod anthropic;
+pub mod canonical;
+mod errors;
+pub mod gemini;
+mod ids;
+mod inspect;
+mod models;
+pub mod openai;
+mod schema;
+pub mod sse;
+mod stream;
+
+#[cfg(test)]
+mod golden_tests;
+#[cfg(test)]
+mod stream_tests;
+
 use serde_json::Value;
+
+use canonical::{ChatRequest, ChatResponse, TokenUsage};
 
 /// A wire protocol family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,14 +99,32 @@ pub struct ModelInfo {
 /// Validates `body` as a JSON object in protocol `proto` and extracts the
 /// model and stream flag without building a `Value` tree.
 pub fn inspect(proto: Protocol, body: &[u8]) -> Result<RequestInfo, ConvertError> {
-    let _ = (proto, body);
-    unimplemented!()
+    inspect::inspect(proto, body)
+}
+
+fn parse_request(from: Protocol, to: Protocol, body: &Value) -> Result<ChatRequest, ConvertError> {
+    match from {
+        Protocol::OpenAi => openai::parse_request(body),
+        Protocol::Anthropic => anthropic::parse_request(body),
+        // Synthesised call ids look native to the target.
+        Protocol::Gemini => gemini::parse_request(
+            body,
+            if to == Protocol::Anthropic {
+                "toolu_"
+            } else {
+                "call_"
+            },
+        ),
+    }
 }
 
 /// Converts a client request body from `from` to `to` for `model`.
 /// For OpenAI and Anthropic targets the output carries `model` and `stream`
 /// (and, for an OpenAI target that streams, `stream_options.include_usage`);
 /// Gemini targets carry neither (they travel in the URL).
+///
+/// Same-family requests pass through with every unknown field intact;
+/// only `model`/`stream` (and `stream_options`) are set.
 pub fn convert_request(
     from: Protocol,
     to: Protocol,
@@ -95,87 +132,206 @@ pub fn convert_request(
     model: &str,
     stream: bool,
 ) -> Result<Value, ConvertError> {
-    let _ = (from, to, body, model, stream);
-    unimplemented!()
+    if from == to {
+        let mut out = body.clone();
+        let obj = out.as_object_mut().ok_or_else(|| ConvertError {
+            message: "Request body must be a JSON object".into(),
+        })?;
+        if to != Protocol::Gemini {
+            obj.insert("model".into(), Value::from(model));
+            obj.insert("stream".into(), Value::from(stream));
+        }
+        if to == Protocol::OpenAi && stream {
+            let opts = obj
+                .entry("stream_options")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if let Some(o) = opts.as_object_mut() {
+                o.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
+        return Ok(out);
+    }
+    let req = parse_request(from, to, body)?;
+    Ok(match to {
+        Protocol::OpenAi => openai::emit_request(&req, model, stream),
+        Protocol::Anthropic => anthropic::emit_request(&req, model, stream),
+        Protocol::Gemini => gemini::emit_request(&req, model),
+    })
+}
+
+fn parse_response(from: Protocol, body: &Value) -> Result<ChatResponse, ConvertError> {
+    match from {
+        Protocol::OpenAi => openai::parse_response(body),
+        Protocol::Anthropic => anthropic::parse_response(body),
+        Protocol::Gemini => gemini::parse_response(body),
+    }
 }
 
 /// Converts a whole (non-streamed) upstream answer from `from` to `to`.
+/// Same-family answers are returned unchanged (Code Assist's
+/// `{"response":…}` wrapper aside, which is removed).
 pub fn convert_response(
     from: Protocol,
     to: Protocol,
     body: &Value,
     model: &str,
 ) -> Result<Value, ConvertError> {
-    let _ = (from, to, body, model);
-    unimplemented!()
+    if from == to {
+        return Ok(match to {
+            Protocol::Gemini => gemini::unwrap(body).clone(),
+            _ => body.clone(),
+        });
+    }
+    let resp = parse_response(from, body)?;
+    Ok(match to {
+        Protocol::OpenAi => openai::emit_response(&resp, model),
+        Protocol::Anthropic => anthropic::emit_response(&resp, model),
+        Protocol::Gemini => gemini::emit_response(&resp, model),
+    })
 }
 
 /// Token usage reported in a whole answer of protocol `proto`.
 pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
-    let _ = (proto, body);
-    unimplemented!()
+    let u = match proto {
+        Protocol::OpenAi => body
+            .get("usage")
+            .filter(|u| u.is_object())
+            .map(openai::parse_usage),
+        Protocol::Anthropic => body
+            .get("usage")
+            .filter(|u| u.is_object())
+            .map(anthropic::parse_usage),
+        Protocol::Gemini => gemini::unwrap(body)
+            .get("usageMetadata")
+            .filter(|u| u.is_object())
+            .map(gemini::parse_usage),
+    }?;
+    Some(Usage {
+        prompt: u.input,
+        completion: u.output,
+    })
 }
 
 /// A JSON error body in the client's protocol for `status`.
 pub fn error_body(proto: Protocol, status: u16, message: &str) -> Vec<u8> {
-    let _ = (proto, status, message);
-    unimplemented!()
+    errors::error_body(proto, status, message)
 }
 
 /// The client-protocol error body for an upstream error answer: forwarded
 /// unchanged when the families match and it is a well-formed error, else
 /// the upstream message re-rendered in the client's protocol.
 pub fn relay_error(client: Protocol, upstream: Protocol, status: u16, body: &[u8]) -> Vec<u8> {
-    let _ = (client, upstream, status, body);
-    unimplemented!()
+    errors::relay_error(client, upstream, status, body)
 }
 
 /// A model list in the client protocol (`/v1/models` or `/v1beta/models`).
 pub fn models_list(proto: Protocol, models: &[ModelInfo]) -> Value {
-    let _ = (proto, models);
-    unimplemented!()
+    models::models_list(proto, models)
 }
 
-/// Local estimate for `/v1/messages/count_tokens` (Anthropic body).
+/// Local estimate for `/v1/messages/count_tokens` (Anthropic body): about
+/// four characters per token over system, message text and tool JSON,
+/// plus 1600 per image. See `models::count_tokens` for the exact rule.
 pub fn count_tokens(body: &Value) -> u64 {
-    let _ = body;
-    unimplemented!()
+    models::count_tokens(body)
 }
 
 /// Converts an upstream stream (SSE bytes of family `from`) into the client
 /// stream of protocol `to`, chunk by chunk, with per-stream state so the
 /// client always sees correct framing.
+///
+/// Guarantees, whatever the upstream sends: OpenAI clients get one id,
+/// `role` first and exactly one `data: [DONE]` last; Anthropic clients get
+/// `message_start` first, balanced consecutive content blocks and
+/// `message_stop` last (or a terminal `error` event); Gemini clients get
+/// whole function calls and, in array framing, one valid JSON array.
 pub struct StreamConverter {
-    _private: (),
+    sse: sse::SseDecoder,
+    mode: stream::Mode,
+    usage: TokenUsage,
+    events: Vec<sse::SseEvent>,
+    done: bool,
+    anthropic_client: bool,
+    framing: Option<GeminiFraming>,
 }
 
 impl StreamConverter {
     /// A converter for one stream answered to the client as `model`.
     pub fn new(from: Protocol, to: Protocol, model: &str, framing: GeminiFraming) -> Self {
-        let _ = (from, to, model, framing);
-        unimplemented!()
+        Self {
+            sse: sse::SseDecoder::new(),
+            mode: stream::Mode::new(from, to, model, framing),
+            usage: TokenUsage::default(),
+            events: Vec::new(),
+            done: false,
+            anthropic_client: to == Protocol::Anthropic,
+            framing: (to == Protocol::Gemini).then_some(framing),
+        }
     }
 
     /// Feeds raw upstream bytes (any split); appends client bytes to `out`.
     pub fn feed(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let _ = (chunk, out);
-        unimplemented!()
+        if self.done {
+            return;
+        }
+        self.sse.feed(chunk, &mut self.events);
+        self.drain_events(out);
+    }
+
+    fn drain_events(&mut self, out: &mut Vec<u8>) {
+        for ev in self.events.drain(..) {
+            self.mode.data(&ev.data, &mut self.usage, out);
+        }
+    }
+
+    /// Feeds one already-decoded upstream event of family `from` (for
+    /// providers that synthesise events rather than relay SSE bytes, e.g.
+    /// Kiro's binary event stream or a unary answer replayed as a stream).
+    pub fn feed_event(&mut self, event: &Value, out: &mut Vec<u8>) {
+        if !self.done {
+            self.mode.value(event, &mut self.usage, out);
+        }
+    }
+
+    /// A keep-alive the client protocol tolerates anywhere, for the caller
+    /// to send after a long upstream silence: Anthropic `ping`, an SSE
+    /// comment otherwise; nothing for Gemini array framing.
+    pub fn keepalive(&self, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if self.anthropic_client {
+            out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
+        } else if self.framing != Some(GeminiFraming::JsonArray) {
+            out.extend_from_slice(b": keep-alive\n\n");
+        }
     }
 
     /// The upstream ended: completes the client framing.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
-        let _ = out;
-        unimplemented!()
+        if self.done {
+            return;
+        }
+        self.sse.finish(&mut self.events);
+        self.drain_events(out);
+        self.mode.finish(&mut self.usage, out);
+        self.done = true;
     }
 
     /// The upstream failed mid-stream: an in-band error, then the end.
     pub fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
-        let _ = (status, message, out);
-        unimplemented!()
+        if self.done {
+            return;
+        }
+        self.mode.fail(status, message, &mut self.usage, out);
+        self.done = true;
     }
 
     /// Tokens reported by the upstream so far.
     pub fn usage(&self) -> Usage {
-        unimplemented!()
+        Usage {
+            prompt: self.usage.input,
+            completion: self.usage.output,
+        }
     }
 }

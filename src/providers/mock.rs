@@ -26,14 +26,17 @@ const LOREM: &str = "lorem ipsum dolor sit amet consectetur adipiscing elit sed 
 /// The mock provider.
 pub struct Mock {
     chunk_delay: Duration,
+    latency: Duration,
     counter: AtomicU64,
 }
 
 impl Mock {
-    /// A mock that pauses `chunk_delay` between streamed chunks.
-    pub fn new(chunk_delay: Duration) -> Self {
+    /// A mock that waits `latency` before answering and `chunk_delay`
+    /// between streamed chunks.
+    pub fn new(chunk_delay: Duration, latency: Duration) -> Self {
         Self {
             chunk_delay,
+            latency,
             counter: AtomicU64::new(0),
         }
     }
@@ -45,6 +48,9 @@ impl Provider for Mock {
             Ok(v) => v,
             Err(e) => return Ok(error(400, &format!("invalid JSON: {e}"))),
         };
+        if !self.latency.is_zero() {
+            thread::sleep(self.latency);
+        }
         let model = body["model"].as_str().unwrap_or(&req.model).to_owned();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let answer = Answer::for_request(&body);
@@ -336,7 +342,7 @@ mod tests {
     use super::*;
 
     fn call(body: Value, stream: bool) -> Vec<u8> {
-        let mock = Mock::new(Duration::ZERO);
+        let mock = Mock::new(Duration::ZERO, Duration::ZERO);
         let req = UpstreamRequest {
             model: "m".into(),
             body: body.to_string().into_bytes(),

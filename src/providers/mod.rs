@@ -222,7 +222,10 @@ impl Registry {
                 ProviderKind::ClaudeCustom => {
                     Box::new(claude::Claude::new(agent.clone(), &config.claude)?)
                 }
-                ProviderKind::Mock => Box::new(mock::Mock::new(config.mock.chunk_delay)),
+                ProviderKind::Mock => Box::new(mock::Mock::new(
+                    config.mock.chunk_delay,
+                    config.mock.latency,
+                )),
                 ProviderKind::GeminiCli | ProviderKind::KiroApi | ProviderKind::QwenApi => {
                     return Err(crate::Error::Provider(format!(
                         "{kind} is not available in this version of aiproxy"

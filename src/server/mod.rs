@@ -69,6 +69,10 @@ const LISTENER: Token = Token(0);
 const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
 
+/// Workers started up front; the rest start when all running workers are
+/// busy, up to `Settings::workers`, and then stay. An idle gateway with
+/// thousands of allowed workers thus costs a few threads, not thousands.
+const INITIAL_WORKERS: usize = 4;
 /// How often deadlines are checked when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
 /// Pause before retrying `accept` after EMFILE/ENFILE and similar errors.
@@ -78,6 +82,10 @@ const LINGER: Duration = Duration::from_secs(1);
 
 struct Shared {
     settings: Settings,
+    /// Workers started so far (never more than `settings.workers`).
+    spawned: AtomicUsize,
+    /// Workers waiting for a job.
+    idle: AtomicUsize,
     handler: Arc<dyn Handler>,
     stopping: AtomicBool,
     in_flight: AtomicUsize,
@@ -91,7 +99,51 @@ pub struct Server {
     shared: Arc<Shared>,
     poller: Option<thread::JoinHandle<()>>,
     workers_done: Receiver<()>,
-    workers: usize,
+}
+
+/// Starts workers on demand.
+struct WorkerPool {
+    jobs: Receiver<Job>,
+    done: Sender<()>,
+    shared: Arc<Shared>,
+}
+
+impl WorkerPool {
+    fn spawn(&self) -> io::Result<()> {
+        let n = self.shared.spawned.fetch_add(1, Ordering::SeqCst);
+        let (jobs, done, shared) = (
+            self.jobs.clone(),
+            self.done.clone(),
+            Arc::clone(&self.shared),
+        );
+        // Counted idle from the start so a burst does not over-spawn.
+        shared.idle.fetch_add(1, Ordering::SeqCst);
+        let started = thread::Builder::new()
+            .name(format!("aiproxy-worker-{n}"))
+            .stack_size(self.shared.settings.worker_stack_bytes)
+            .spawn(move || {
+                worker_loop(&shared, &jobs);
+                let _ = done.send(());
+            });
+        if let Err(e) = started {
+            self.shared.spawned.fetch_sub(1, Ordering::SeqCst);
+            self.shared.idle.fetch_sub(1, Ordering::SeqCst);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Starts one more worker if every running one is busy.
+    fn grow_if_busy(&self) {
+        let shared = &self.shared;
+        if shared.idle.load(Ordering::SeqCst) == 0
+            && shared.spawned.load(Ordering::SeqCst) < shared.settings.workers
+        {
+            if let Err(e) = self.spawn() {
+                crate::log::warn(&format!("could not start a worker thread: {e}"));
+            }
+        }
+    }
 }
 
 impl Server {
@@ -112,23 +164,22 @@ impl Server {
             settings: settings.clone(),
             handler,
             stopping: AtomicBool::new(false),
+            spawned: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             returns: return_tx,
             waker,
         });
-        for i in 0..settings.workers {
-            let jobs = job_rx.clone();
-            let shared = Arc::clone(&shared);
-            let done = done_tx.clone();
-            thread::Builder::new()
-                .name(format!("aiproxy-worker-{i}"))
-                .stack_size(settings.worker_stack_bytes)
-                .spawn(move || {
-                    worker_loop(&shared, &jobs);
-                    let _ = done.send(());
-                })?;
+        let pool = WorkerPool {
+            jobs: job_rx,
+            done: done_tx,
+            shared: Arc::clone(&shared),
+        };
+        for _ in 0..settings.workers.min(INITIAL_WORKERS) {
+            pool.spawn()?;
         }
         let poller = Poller {
+            pool,
             poll,
             listener: Some(listener),
             conns: Vec::new(),
@@ -137,6 +188,7 @@ impl Server {
             returns: return_rx,
             shared: Arc::clone(&shared),
             accept_retry_at: None,
+            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
         };
         poller.poll.registry().register(
             &mut SourceFd(&poller.listener.as_ref().map_or(-1, |l| l.as_raw_fd())),
@@ -151,7 +203,6 @@ impl Server {
             shared,
             poller: Some(poller),
             workers_done: done_rx,
-            workers: settings.workers,
         })
     }
 
@@ -176,19 +227,22 @@ impl Server {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let _ = self.shared.waker.wake();
         let deadline = Instant::now() + drain;
+        // The poller stops starting workers once `stopping` is set, so the
+        // count only shrinks from here.
         let mut finished = 0;
-        while finished < self.workers {
+        while finished < self.shared.spawned.load(Ordering::SeqCst) {
             match self.workers_done.recv_deadline(deadline) {
                 Ok(()) => finished += 1,
                 Err(_) => break,
             }
         }
+        let drained = finished >= self.shared.spawned.load(Ordering::SeqCst);
         if let Some(poller) = self.poller.take() {
-            if finished == self.workers {
+            if drained {
                 let _ = poller.join();
             }
         }
-        finished == self.workers
+        drained
     }
 }
 
@@ -215,6 +269,9 @@ struct Job {
 }
 
 struct Poller {
+    pool: WorkerPool,
+    /// Scratch space for non-blocking reads, allocated once.
+    scratch: Box<[u8]>,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Vec<Option<Conn>>,
@@ -376,11 +433,11 @@ impl Poller {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        let mut chunk = [0u8; 8192];
+        let chunk = &mut self.scratch[..];
         let mut closed = false;
         if conn.closing {
             loop {
-                match conn.stream.read(&mut chunk) {
+                match conn.stream.read(chunk) {
                     Ok(0) => break,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -392,7 +449,7 @@ impl Poller {
             return;
         }
         loop {
-            match conn.stream.read(&mut chunk) {
+            match conn.stream.read(chunk) {
                 Ok(0) => {
                     closed = true;
                     break;
@@ -441,6 +498,7 @@ impl Poller {
                     return;
                 }
                 self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                self.pool.grow_if_busy();
                 let job = Job {
                     conn,
                     head,
@@ -519,7 +577,9 @@ impl Poller {
 
 fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
         let conn = serve(shared, job);
+        shared.idle.fetch_add(1, Ordering::SeqCst);
         shared.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(conn) = conn {
             if shared.returns.send(conn).is_ok() {

@@ -299,11 +299,12 @@ pub fn read_body(
             let take = prefix.len().min(n);
             body.extend_from_slice(&prefix[..take]);
             leftover.extend_from_slice(&prefix[take..]);
-            let mut chunk = [0u8; 16 * 1024];
-            while body.len() < n {
-                let want = (n - body.len()).min(chunk.len());
-                let got = read_some(stream, &mut chunk[..want], deadline)?;
-                body.extend_from_slice(&chunk[..got]);
+            // Read straight into the body: it was sized by the (already
+            // bounded) Content-Length, so no scratch buffer is needed.
+            let mut filled = body.len();
+            body.resize(n, 0);
+            while filled < n {
+                filled += read_some(stream, &mut body[filled..], deadline)?;
             }
             Ok(body)
         }

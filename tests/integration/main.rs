@@ -1,4 +1,6 @@
 //! One integration-test binary: real sockets on loopback, port 0.
 
+mod gateway;
 mod server;
 mod support;
+mod upstream;

@@ -1,0 +1,232 @@
+//! The table of every configuration key: its dotted path in config.yaml,
+//! its command-line flag (if any), its shape, and, for settings whose
+//! feature is not built in this release, how to type-check it.
+//!
+//! The environment name of a key is derived from the path
+//! ([`env_name`]), so the table is the single list that the file reader,
+//! the environment reader and the tests agree on.
+
+/// The shape of a key's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// One value.
+    Scalar,
+    /// A YAML list, or a comma-separated string.
+    List,
+    /// A YAML mapping, or `key=value,key=value` in the environment.
+    Map,
+}
+
+/// How a key of a not-yet-available feature is type-checked.
+#[derive(Clone, Copy, Debug)]
+pub enum Check {
+    /// `true` or `false`.
+    Bool,
+    /// 0 to 65535.
+    Port,
+    /// A duration greater than zero.
+    Duration,
+    /// A whole number in the range.
+    Int(u64, u64),
+    /// `host:port`.
+    HostPort,
+    /// Every list element is `host:port`.
+    HostPortList,
+    /// An http(s) URL.
+    Url,
+    /// Any non-empty text.
+    NonEmpty,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// Anything (secrets, which are never echoed).
+    Any,
+}
+
+/// One configuration key.
+#[derive(Clone, Copy, Debug)]
+pub struct Key {
+    /// Dotted path in config.yaml, e.g. `limits.max_body_bytes`.
+    pub path: &'static str,
+    /// The command-line flag, if this release has one.
+    pub flag: Option<&'static str>,
+    /// Value shape.
+    pub kind: Kind,
+    /// `Some` when the feature behind the key is not built in this
+    /// release: the value is type-checked, then reported as pending.
+    pub pending: Option<Check>,
+}
+
+const fn key(path: &'static str, flag: &'static str) -> Key {
+    Key {
+        path,
+        flag: Some(flag),
+        kind: Kind::Scalar,
+        pending: None,
+    }
+}
+
+const fn file_only(path: &'static str) -> Key {
+    Key {
+        path,
+        flag: None,
+        kind: Kind::Scalar,
+        pending: None,
+    }
+}
+
+const fn pending(path: &'static str, check: Check) -> Key {
+    let kind = if matches!(check, Check::HostPortList) {
+        Kind::List
+    } else {
+        Kind::Scalar
+    };
+    Key {
+        path,
+        flag: None,
+        kind,
+        pending: Some(check),
+    }
+}
+
+/// Load-balancing algorithms (SPEC §6).
+pub const ALGORITHMS: &[&str] = &[
+    "round_robin",
+    "least_requests",
+    "weighted",
+    "random",
+    "ip_hash",
+];
+
+/// Every key, in man-page order.
+pub const KEYS: &[Key] = &[
+    key("host", "--host"),
+    key("port", "--port"),
+    Key {
+        kind: Kind::List,
+        ..key("api_key", "--api-key")
+    },
+    key("insecure_no_auth", "--insecure-no-auth"),
+    Key {
+        kind: Kind::List,
+        ..key("model_providers", "--model-provider")
+    },
+    Key {
+        kind: Kind::Map,
+        ..file_only("model_routes")
+    },
+    key("openai.api_key", "--openai-api-key"),
+    key("openai.base_url", "--openai-base-url"),
+    key("claude.api_key", "--claude-api-key"),
+    key("claude.base_url", "--claude-base-url"),
+    key("mock.chunk_delay", "--mock-chunk-delay"),
+    key("mock.latency", "--mock-latency"),
+    key("workers", "--workers"),
+    key("limits.max_body_bytes", "--max-body-bytes"),
+    key("limits.max_header_bytes", "--max-header-bytes"),
+    file_only("limits.max_headers"),
+    key("limits.header_timeout", "--header-timeout"),
+    key("limits.body_timeout", "--body-timeout"),
+    key("limits.idle_timeout", "--idle-timeout"),
+    key("upstream.connect_timeout", "--upstream-connect-timeout"),
+    key("upstream.timeout", "--upstream-timeout"),
+    key("upstream.idle_timeout", "--upstream-idle-timeout"),
+    key("upstream.max_retries", "--request-max-retries"),
+    key("upstream.base_delay", "--request-base-delay"),
+    key("shutdown_timeout", "--shutdown-timeout"),
+    key("log.level", "--log-level"),
+    key("log.format", "--log-format"),
+    key("log.prompts", "--log-prompts"),
+    // Features of later releases: parsed and type-checked only.
+    pending("gemini.oauth_creds_file", Check::NonEmpty),
+    pending("gemini.project_id", Check::NonEmpty),
+    pending("gemini.base_url", Check::Url),
+    pending("kiro.oauth_creds_file", Check::NonEmpty),
+    pending("kiro.base_url", Check::Url),
+    pending("qwen.oauth_creds_file", Check::NonEmpty),
+    pending("qwen.base_url", Check::Url),
+    pending("provider_pools_file", Check::NonEmpty),
+    pending("cache.enabled", Check::Bool),
+    pending("cache.max_size_mb", Check::Int(1, 1 << 20)),
+    pending("cache.ttl_seconds", Check::Int(0, 365 * 24 * 3600)),
+    pending("redis.addr", Check::HostPort),
+    pending("redis.password", Check::Any),
+    pending("redis.db", Check::Int(0, 65535)),
+    pending("metrics.enabled", Check::Bool),
+    pending("metrics.port", Check::Port),
+    pending("websocket.enabled", Check::Bool),
+    pending("websocket.max_connections", Check::Int(1, 1_000_000)),
+    pending("load_balancer.enabled", Check::Bool),
+    pending("load_balancer.algorithm", Check::OneOf(ALGORITHMS)),
+    pending("load_balancer.health_check_interval", Check::Duration),
+    pending("cluster.enabled", Check::Bool),
+    pending("cluster.node_id", Check::NonEmpty),
+    pending("cluster.node_address", Check::HostPort),
+    pending("cluster.seed_nodes", Check::HostPortList),
+    pending("cluster.secret", Check::Any),
+];
+
+/// Environment names used by the original project's compose file, read
+/// as aliases (the `AIPROXY_*` name wins when both are set).
+pub const ENV_ALIASES: &[(&str, &str)] = &[
+    ("NODE_ID", "cluster.node_id"),
+    ("REDIS_ADDR", "redis.addr"),
+    ("SEED_NODES", "cluster.seed_nodes"),
+];
+
+/// Environment variable naming the config file.
+pub const CONFIG_ENV: &str = "AIPROXY_CONFIG";
+
+/// Looks a key up by path.
+pub fn find(path: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.path == path)
+}
+
+/// `AIPROXY_` plus the path in upper snake case.
+pub fn env_name(path: &str) -> String {
+    let mut name = String::from("AIPROXY_");
+    name.extend(path.chars().map(|c| {
+        if c == '.' {
+            '_'
+        } else {
+            c.to_ascii_uppercase()
+        }
+    }));
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_names_are_upper_snake_paths() {
+        assert_eq!(env_name("port"), "AIPROXY_PORT");
+        assert_eq!(
+            env_name("limits.max_body_bytes"),
+            "AIPROXY_LIMITS_MAX_BODY_BYTES"
+        );
+        assert_eq!(env_name("cache.ttl_seconds"), "AIPROXY_CACHE_TTL_SECONDS");
+    }
+
+    #[test]
+    fn env_names_are_unique() {
+        let mut names: Vec<String> = KEYS.iter().map(|k| env_name(k.path)).collect();
+        names.push(CONFIG_ENV.to_owned());
+        let count = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), count);
+    }
+
+    #[test]
+    fn every_flag_is_a_cli_option() {
+        use argh::ArgsInfo;
+        let info = crate::cli::Cli::get_args_info();
+        for flag in KEYS.iter().filter_map(|k| k.flag) {
+            assert!(
+                info.flags.iter().any(|f| f.long == flag),
+                "{flag} is not in Cli"
+            );
+        }
+    }
+}

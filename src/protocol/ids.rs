@@ -1,0 +1,81 @@
+//! Generated identifiers and wall-clock stamps for emitted answers.
+//!
+//! Ids only need to be unique within the process and unguessable enough
+//! not to collide across restarts, so a counter (uniqueness) is mixed with
+//! std's randomly keyed SipHash over the clock (spread) instead of pulling
+//! in a random-number crate. This and [`unix_now`] are the only places the
+//! protocol layer reads the clock; golden tests normalise both.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Length of the hex tail of a generated id (tests recognise it).
+#[cfg(test)]
+pub const TAIL_LEN: usize = 24;
+
+/// A fresh id `<prefix><24 hex digits>`, e.g. `msg_…`, `call_…`.
+pub fn new_id(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(n);
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{prefix}{:016x}{:08x}", h.finish(), n as u32)
+}
+
+/// Seconds since the Unix epoch (for `created` fields).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// RFC 3339 UTC timestamp for a Unix time (Anthropic `created_at`), by the
+/// civil-from-days algorithm so no date crate is needed.
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_shaped() {
+        let a = new_id("msg_");
+        let b = new_id("msg_");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 4 + TAIL_LEN);
+        assert!(a[4..].bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_736_000_000), "2025-01-04T14:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

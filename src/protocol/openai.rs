@@ -1,0 +1,995 @@
+//! OpenAI chat completions: requests, answers and streams to and from the
+//! canonical model.
+//!
+//! The stream encoder is where OpenAI clients' expectations are enforced
+//! (PROVIDERS.md §2.5.1): one id per stream, `delta.role` on the first
+//! chunk, tool-call indices counted from 0, usage only on the final chunk
+//! and exactly one `data: [DONE]` at the very end.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value, json};
+
+use super::ConvertError;
+use super::canonical::{
+    ChatRequest, ChatResponse, Effort, FinishReason, Media, Message, Part, Reasoning,
+    ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
+    as_number, as_u64, joined_text, mime_from_name, parse_arguments, parse_data_uri,
+    split_thinking_tags, text_of,
+};
+use super::{anthropic, gemini, ids, schema};
+
+fn bad(msg: impl Into<String>) -> ConvertError {
+    ConvertError {
+        message: msg.into(),
+    }
+}
+
+// ---------------------------------------------------------------- requests
+
+/// Parses an OpenAI chat completions request.
+pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| bad("Request body must be a JSON object"))?;
+    let msgs = obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("`messages` must be an array"))?;
+    let mut req = ChatRequest::default();
+    for (i, m) in msgs.iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("messages[{i}].role must be a string")))?;
+        match role {
+            "system" | "developer" => {
+                if let Some(t) = text_of(m.get("content")).filter(|t| !t.is_empty()) {
+                    req.system.push(t);
+                }
+            }
+            "user" => {
+                let parts = user_parts(m.get("content"));
+                req.messages.push(Message {
+                    role: Role::User,
+                    parts,
+                });
+            }
+            "assistant" => req.messages.push(Message {
+                role: Role::Assistant,
+                parts: assistant_parts(m),
+            }),
+            "tool" | "function" => {
+                let id = m
+                    .get("tool_call_id")
+                    .or_else(|| m.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let content = super::canonical::result_text(m.get("content"));
+                req.messages.push(Message {
+                    role: Role::User,
+                    parts: vec![Part::ToolResult(ToolResult {
+                        id,
+                        content,
+                        is_error: false,
+                    })],
+                });
+            }
+            other => {
+                return Err(bad(format!(
+                    "messages[{i}].role {other:?} is not supported"
+                )));
+            }
+        }
+    }
+    req.messages.retain(|m| !m.parts.is_empty());
+
+    if let Some(tools) = obj.get("tools").and_then(Value::as_array) {
+        for t in tools {
+            if let Some(f) = t.get("function") {
+                let Some(name) = f.get("name").and_then(Value::as_str) else {
+                    continue;
+                };
+                req.tools.push(Tool {
+                    name: name.to_string(),
+                    description: f
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    schema: f.get("parameters").cloned().unwrap_or_else(empty_schema),
+                });
+            } else if let Some(b) = gemini::builtin_tool(t) {
+                req.builtin_tools.push(b);
+            }
+        }
+    }
+    req.tool_choice = match obj.get("tool_choice") {
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => Some(ToolChoice::None),
+            "required" => Some(ToolChoice::Any),
+            "auto" => Some(ToolChoice::Auto),
+            _ => None,
+        },
+        Some(v @ Value::Object(_)) => v
+            .pointer("/function/name")
+            .and_then(Value::as_str)
+            .map(|n| ToolChoice::Tool(n.to_string())),
+        _ => None,
+    };
+    req.max_tokens =
+        as_u64(obj.get("max_completion_tokens")).or_else(|| as_u64(obj.get("max_tokens")));
+    req.temperature = as_number(obj.get("temperature"));
+    req.top_p = as_number(obj.get("top_p"));
+    req.top_k = as_number(obj.get("top_k"));
+    req.stop = match obj.get("stop") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    };
+    req.reasoning = match obj.get("reasoning_effort").and_then(Value::as_str) {
+        Some("none") => Some(Reasoning::Disabled),
+        Some("auto") => Some(Reasoning::Adaptive),
+        Some(e) => Effort::parse(e).map(Reasoning::Effort),
+        None => None,
+    }
+    .or_else(|| {
+        obj.get("extra_body")
+            .and_then(|e| e.pointer("/anthropic/thinking"))
+            .and_then(anthropic::parse_thinking)
+    })
+    .or_else(|| {
+        obj.get("extra_body")
+            .and_then(|e| e.pointer("/google/thinking_config"))
+            .and_then(gemini::parse_thinking)
+    });
+    req.response_format = match obj.get("response_format") {
+        Some(rf) => match rf.get("type").and_then(Value::as_str) {
+            Some("json_object") => Some(ResponseFormat::JsonObject),
+            Some("json_schema") => rf
+                .pointer("/json_schema/schema")
+                .map(|s| ResponseFormat::JsonSchema(s.clone())),
+            _ => None,
+        },
+        None => None,
+    };
+    Ok(req)
+}
+
+fn empty_schema() -> Value {
+    json!({"type": "object", "properties": {}})
+}
+
+fn user_parts(content: Option<&Value>) -> Vec<Part> {
+    let mut parts = Vec::new();
+    match content {
+        Some(Value::String(s)) if !s.is_empty() => parts.push(Part::Text(s.clone())),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Some(p) = content_part(item) {
+                    parts.push(p);
+                }
+            }
+        }
+        _ => {}
+    }
+    parts
+}
+
+fn content_part(item: &Value) -> Option<Part> {
+    if let Value::String(s) = item {
+        return Some(Part::Text(s.clone()));
+    }
+    match item.get("type").and_then(Value::as_str)? {
+        "text" | "input_text" => {
+            let t = item.get("text").and_then(Value::as_str)?;
+            (!t.is_empty()).then(|| Part::Text(t.to_string()))
+        }
+        "image_url" => {
+            let url = item
+                .get("image_url")
+                .and_then(|u| u.get("url").or(Some(u)))
+                .and_then(Value::as_str)?;
+            Some(Part::Media(media_from_url(url)))
+        }
+        "input_audio" => {
+            let fmt = item
+                .pointer("/input_audio/format")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown");
+            Some(Part::Text(format!("[Audio Input: {fmt}]")))
+        }
+        "audio" => {
+            let url = item
+                .pointer("/audio/url")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            Some(Part::Text(format!("[Audio: {url}]")))
+        }
+        "file" => {
+            let f = item.get("file")?;
+            let name = f.get("filename").and_then(Value::as_str).unwrap_or("");
+            let data = f.get("file_data").and_then(Value::as_str)?;
+            if let Some((mime, data)) = parse_data_uri(data) {
+                return Some(Part::Media(Media::Base64 { mime, data }));
+            }
+            let mime = mime_from_name(name).unwrap_or("application/octet-stream");
+            Some(Part::Media(Media::Base64 {
+                mime: mime.to_string(),
+                data: data.to_string(),
+            }))
+        }
+        _ => None,
+    }
+}
+
+fn media_from_url(url: &str) -> Media {
+    match parse_data_uri(url) {
+        Some((mime, data)) => Media::Base64 { mime, data },
+        None => Media::Url {
+            mime: mime_from_name(url).map(str::to_string),
+            url: url.to_string(),
+        },
+    }
+}
+
+fn assistant_parts(m: &Value) -> Vec<Part> {
+    let mut parts = Vec::new();
+    if let Some(r) = m
+        .get("reasoning_content")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
+        parts.push(Part::Thinking {
+            text: r.to_string(),
+            signature: None,
+        });
+    }
+    match m.get("content") {
+        Some(Value::String(s)) if !s.is_empty() => parts.push(Part::Text(s.clone())),
+        Some(Value::Array(items)) => {
+            for item in items {
+                if let Some(p @ Part::Text(_)) = content_part(item) {
+                    parts.push(p);
+                }
+            }
+        }
+        _ => {}
+    }
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        for c in calls {
+            let Some(name) = c.pointer("/function/name").and_then(Value::as_str) else {
+                continue;
+            };
+            parts.push(Part::ToolUse(ToolCall {
+                id: c
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                name: name.to_string(),
+                input: parse_arguments(c.pointer("/function/arguments")),
+            }));
+        }
+    }
+    parts
+}
+
+/// Builds an OpenAI request for `model`.
+pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
+    let mut messages = Vec::new();
+    if !req.system.is_empty() {
+        messages.push(json!({"role": "system", "content": req.system.join("\n")}));
+    }
+    let thinking_on = req.reasoning.is_some_and(Reasoning::enabled);
+    for m in &req.messages {
+        match m.role {
+            Role::Assistant => messages.push(assistant_message(&m.parts, thinking_on)),
+            Role::User => user_messages(&m.parts, &mut messages),
+        }
+    }
+    drop_unanswered_calls(&mut messages);
+
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("messages".into(), Value::Array(messages));
+    if !req.tools.is_empty() {
+        let tools: Vec<Value> = req
+            .tools
+            .iter()
+            .map(|t| {
+                let mut f = Map::new();
+                f.insert("name".into(), json!(t.name));
+                if let Some(d) = &t.description {
+                    f.insert("description".into(), json!(d));
+                }
+                f.insert("parameters".into(), schema::for_openai(&t.schema));
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+        if let Some(tc) = &req.tool_choice {
+            out.insert(
+                "tool_choice".into(),
+                match tc {
+                    ToolChoice::Auto => json!("auto"),
+                    ToolChoice::None => json!("none"),
+                    ToolChoice::Any => json!("required"),
+                    ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
+                },
+            );
+        }
+    }
+    if let Some(mt) = req.max_tokens {
+        // Reasoning models only accept the newer name.
+        let key = if thinking_on {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        out.insert(key.into(), json!(mt));
+    }
+    if let Some(t) = &req.temperature {
+        out.insert("temperature".into(), Value::Number(t.clone()));
+    }
+    if let Some(p) = &req.top_p {
+        out.insert("top_p".into(), Value::Number(p.clone()));
+    }
+    if !req.stop.is_empty() {
+        out.insert("stop".into(), json!(req.stop));
+    }
+    match req.reasoning {
+        Some(Reasoning::Budget(b)) => {
+            out.insert(
+                "reasoning_effort".into(),
+                json!(Effort::from_budget(b).name()),
+            );
+        }
+        Some(Reasoning::Effort(e)) => {
+            out.insert("reasoning_effort".into(), json!(e.name()));
+        }
+        Some(Reasoning::Adaptive) => {
+            out.insert("reasoning_effort".into(), json!("medium"));
+        }
+        Some(Reasoning::Disabled) | None => {}
+    }
+    match &req.response_format {
+        Some(ResponseFormat::JsonObject) => {
+            out.insert("response_format".into(), json!({"type": "json_object"}));
+        }
+        Some(ResponseFormat::JsonSchema(s)) => {
+            out.insert(
+                "response_format".into(),
+                json!({"type": "json_schema", "json_schema": {"name": "response", "schema": s}}),
+            );
+        }
+        None => {}
+    }
+    out.insert("stream".into(), json!(stream));
+    if stream {
+        out.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    Value::Object(out)
+}
+
+fn assistant_message(parts: &[Part], thinking_on: bool) -> Value {
+    let text = joined_text(parts);
+    let reasoning: Vec<&str> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Thinking { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let calls: Vec<Value> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolUse(c) => Some(json!({
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.input.to_string()},
+            })),
+            _ => None,
+        })
+        .collect();
+    let mut msg = Map::new();
+    msg.insert("role".into(), json!("assistant"));
+    msg.insert("content".into(), json!(text));
+    if !reasoning.is_empty() || (thinking_on && !calls.is_empty()) {
+        msg.insert("reasoning_content".into(), json!(reasoning.join("\n")));
+    }
+    if !calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(calls));
+    }
+    Value::Object(msg)
+}
+
+fn user_messages(parts: &[Part], out: &mut Vec<Value>) {
+    let mut rest = Vec::new();
+    for p in parts {
+        match p {
+            Part::ToolResult(r) => {
+                out.push(json!({"role": "tool", "tool_call_id": r.id, "content": r.content}))
+            }
+            Part::Text(t) => rest.push(json!({"type": "text", "text": t})),
+            Part::Media(m) => rest.push(media_part(m)),
+            Part::ToolUse(c) => {
+                rest.push(json!({"type": "text", "text": format!("[Tool use: {}]", c.name)}))
+            }
+            Part::Thinking { .. } | Part::RedactedThinking(_) => {}
+        }
+    }
+    if rest.is_empty() {
+        return;
+    }
+    let all_text = rest.iter().all(|p| p.get("type") == Some(&json!("text")));
+    let content = if all_text && rest.len() == 1 {
+        rest.swap_remove(0).get("text").cloned().unwrap_or_default()
+    } else {
+        Value::Array(rest)
+    };
+    out.push(json!({"role": "user", "content": content}));
+}
+
+fn media_part(m: &Media) -> Value {
+    match m {
+        Media::Base64 { mime, data } if mime.starts_with("image/") => {
+            json!({"type": "image_url", "image_url": {"url": format!("data:{mime};base64,{data}")}})
+        }
+        Media::Base64 { mime, data } => {
+            let ext = mime.rsplit('/').next().unwrap_or("bin");
+            json!({"type": "file", "file": {"filename": format!("file.{ext}"), "file_data": format!("data:{mime};base64,{data}")}})
+        }
+        Media::Url { url, .. } if m.is_image() => {
+            json!({"type": "image_url", "image_url": {"url": url}})
+        }
+        Media::Url { mime, url } => {
+            let kind = if mime.as_deref().is_some_and(|m| m.starts_with("audio/")) {
+                "Audio file"
+            } else {
+                "File"
+            };
+            json!({"type": "text", "text": format!("[{kind}: {url}]")})
+        }
+    }
+}
+
+/// OpenAI rejects an assistant `tool_calls` id that no later `tool` message
+/// answers (§3.3 validation pass).
+fn drop_unanswered_calls(messages: &mut [Value]) {
+    let answered: std::collections::HashSet<String> = messages
+        .iter()
+        .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
+        .filter_map(|m| {
+            m.get("tool_call_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .collect();
+    for m in messages.iter_mut() {
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        let Some(Value::Array(calls)) = obj.get_mut("tool_calls") else {
+            continue;
+        };
+        calls.retain(|c| {
+            c.get("id")
+                .and_then(Value::as_str)
+                .is_some_and(|id| answered.contains(id))
+        });
+        if calls.is_empty() {
+            obj.remove("tool_calls");
+        }
+    }
+}
+
+// --------------------------------------------------------------- responses
+
+/// OpenAI `finish_reason` to canonical.
+pub fn parse_finish(s: &str) -> FinishReason {
+    match s {
+        "stop" => FinishReason::Stop,
+        "length" => FinishReason::Length,
+        "tool_calls" | "function_call" => FinishReason::ToolUse,
+        "content_filter" => FinishReason::ContentFilter,
+        _ => FinishReason::Other,
+    }
+}
+
+/// Canonical to OpenAI `finish_reason` (§3.9).
+pub fn finish_name(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop | FinishReason::StopSequence | FinishReason::Other => "stop",
+        FinishReason::Length => "length",
+        FinishReason::ToolUse => "tool_calls",
+        FinishReason::ContentFilter => "content_filter",
+    }
+}
+
+/// Reads an OpenAI `usage` object.
+pub fn parse_usage(u: &Value) -> TokenUsage {
+    TokenUsage {
+        input: as_u64(u.get("prompt_tokens")).unwrap_or(0),
+        output: as_u64(u.get("completion_tokens")).unwrap_or(0),
+        cache_read: as_u64(u.pointer("/prompt_tokens_details/cached_tokens")).unwrap_or(0),
+        cache_creation: 0,
+        reasoning: as_u64(u.pointer("/completion_tokens_details/reasoning_tokens")).unwrap_or(0),
+    }
+}
+
+/// Renders an OpenAI `usage` object.
+pub fn emit_usage(u: &TokenUsage) -> Value {
+    let mut o = Map::new();
+    o.insert("prompt_tokens".into(), json!(u.input));
+    o.insert("completion_tokens".into(), json!(u.output));
+    o.insert("total_tokens".into(), json!(u.input + u.output));
+    if u.cache_read > 0 {
+        o.insert(
+            "prompt_tokens_details".into(),
+            json!({"cached_tokens": u.cache_read}),
+        );
+    }
+    if u.reasoning > 0 {
+        o.insert(
+            "completion_tokens_details".into(),
+            json!({"reasoning_tokens": u.reasoning}),
+        );
+    }
+    Value::Object(o)
+}
+
+/// Parses a whole OpenAI answer.
+pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
+    let choice = body
+        .pointer("/choices/0")
+        .ok_or_else(|| bad("OpenAI response has no choices"))?;
+    let msg = choice.get("message").unwrap_or(&Value::Null);
+    let mut parts = Vec::new();
+    let reasoning = msg
+        .get("reasoning_content")
+        .or_else(|| msg.get("reasoning"))
+        .and_then(Value::as_str);
+    if let Some(r) = reasoning.filter(|r| !r.is_empty()) {
+        parts.push(Part::Thinking {
+            text: r.to_string(),
+            signature: None,
+        });
+    }
+    let text = text_of(msg.get("content")).unwrap_or_default();
+    for p in split_thinking_tags(&text) {
+        parts.push(p);
+    }
+    // Thinking spans found inside the text go before it (Claude's order).
+    parts.sort_by_key(|p| !matches!(p, Part::Thinking { .. }));
+    parts.extend(assistant_parts(
+        &json!({"tool_calls": msg.get("tool_calls")}),
+    ));
+    let mut finish = choice
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .map_or(FinishReason::Stop, parse_finish);
+    if finish == FinishReason::Stop && parts.iter().any(|p| matches!(p, Part::ToolUse(_))) {
+        finish = FinishReason::ToolUse;
+    }
+    Ok(ChatResponse {
+        id: body.get("id").and_then(Value::as_str).map(str::to_string),
+        parts,
+        finish,
+        usage: body.get("usage").map(parse_usage).unwrap_or_default(),
+    })
+}
+
+/// Renders a whole OpenAI answer.
+pub fn emit_response(resp: &ChatResponse, model: &str) -> Value {
+    let text = joined_text(&resp.parts);
+    let reasoning: Vec<&str> = resp
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Thinking { text, .. } => Some(text.as_str()),
+            _ => None,
+        })
+        .collect();
+    let calls: Vec<Value> = resp
+        .parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::ToolUse(c) => Some(json!({
+                "id": if c.id.is_empty() { ids::new_id("call_") } else { c.id.clone() },
+                "type": "function",
+                "function": {"name": c.name, "arguments": c.input.to_string()},
+            })),
+            _ => None,
+        })
+        .collect();
+    let mut msg = Map::new();
+    msg.insert("role".into(), json!("assistant"));
+    msg.insert(
+        "content".into(),
+        if text.is_empty() && !calls.is_empty() {
+            Value::Null
+        } else {
+            json!(text)
+        },
+    );
+    if !reasoning.is_empty() {
+        msg.insert("reasoning_content".into(), json!(reasoning.join("\n")));
+    }
+    if !calls.is_empty() {
+        msg.insert("tool_calls".into(), Value::Array(calls));
+    }
+    json!({
+        "id": ids::new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": ids::unix_now(),
+        "model": model,
+        "choices": [{"index": 0, "message": msg, "finish_reason": finish_name(resp.finish)}],
+        "usage": emit_usage(&resp.usage),
+    })
+}
+
+// ------------------------------------------------------- upstream streams
+
+/// Turns upstream OpenAI chunks into canonical events. The finish is held
+/// back until `[DONE]` (or the end of input) because usage arrives in a
+/// separate chunk after the one carrying `finish_reason`.
+#[derive(Debug, Default)]
+pub struct Decoder {
+    started: bool,
+    finished: bool,
+    open_calls: Vec<usize>,
+    known_calls: Vec<usize>,
+    reason: Option<FinishReason>,
+    usage: Option<TokenUsage>,
+}
+
+impl Decoder {
+    /// Decodes one `data:` payload.
+    pub fn event(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        if data.trim() == "[DONE]" {
+            self.end(out);
+            return;
+        }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return;
+        };
+        self.value(&v, out);
+    }
+
+    /// Decodes one parsed chunk.
+    pub fn value(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        if self.finished {
+            return;
+        }
+        if let Some(e) = v.get("error") {
+            let message = e
+                .get("message")
+                .and_then(Value::as_str)
+                .map_or_else(|| e.to_string(), str::to_string);
+            let status = as_u64(e.get("code"))
+                .and_then(|c| u16::try_from(c).ok())
+                .unwrap_or(500);
+            out.push(StreamEvent::Error { status, message });
+            self.finished = true;
+            return;
+        }
+        if !self.started {
+            self.started = true;
+            let input_tokens = v
+                .pointer("/usage/prompt_tokens")
+                .and_then(Value::as_u64)
+                .filter(|n| *n > 0);
+            out.push(StreamEvent::Start { input_tokens });
+        }
+        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+            self.usage = Some(parse_usage(u));
+        }
+        let Some(choice) = v.pointer("/choices/0") else {
+            return;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        let reasoning = delta
+            .get("reasoning_content")
+            .or_else(|| delta.get("reasoning"));
+        if let Some(r) = reasoning.and_then(Value::as_str).filter(|r| !r.is_empty()) {
+            out.push(StreamEvent::ThinkingDelta(r.to_string()));
+        }
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            out.push(StreamEvent::TextDelta(t.to_string()));
+        }
+        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
+            for (pos, c) in calls.iter().enumerate() {
+                let index = c
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .map_or(pos, |i| i as usize);
+                let name = c.pointer("/function/name").and_then(Value::as_str);
+                if !self.known_calls.contains(&index) {
+                    let Some(name) = name else { continue };
+                    // OpenAI sends parallel calls one after another; a new
+                    // one means the previous ones are complete.
+                    for open in self.open_calls.drain(..) {
+                        out.push(StreamEvent::ToolCallEnd { index: open });
+                    }
+                    self.known_calls.push(index);
+                    self.open_calls.push(index);
+                    out.push(StreamEvent::ToolCallStart {
+                        index,
+                        id: c.get("id").and_then(Value::as_str).map(str::to_string),
+                        name: name.to_string(),
+                    });
+                }
+                if let Some(a) = c
+                    .pointer("/function/arguments")
+                    .and_then(Value::as_str)
+                    .filter(|a| !a.is_empty())
+                    && self.open_calls.contains(&index)
+                {
+                    out.push(StreamEvent::ToolCallArgs {
+                        index,
+                        fragment: a.to_string(),
+                    });
+                }
+            }
+        }
+        if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.reason = Some(parse_finish(r));
+            for open in self.open_calls.drain(..) {
+                out.push(StreamEvent::ToolCallEnd { index: open });
+            }
+        }
+    }
+
+    /// The upstream ended (with or without `[DONE]`).
+    pub fn end(&mut self, out: &mut Vec<StreamEvent>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        for open in self.open_calls.drain(..) {
+            out.push(StreamEvent::ToolCallEnd { index: open });
+        }
+        let mut reason = self.reason;
+        if reason.is_none() && !self.known_calls.is_empty() {
+            reason = Some(FinishReason::ToolUse);
+        }
+        out.push(StreamEvent::Finish {
+            reason,
+            usage: self.usage,
+        });
+    }
+}
+
+// --------------------------------------------------------- client streams
+
+/// Canonical events to an OpenAI client stream.
+#[derive(Debug)]
+pub struct Encoder {
+    id: String,
+    created: u64,
+    model: String,
+    role_sent: bool,
+    tool_index: HashMap<usize, usize>,
+    saw_tool: bool,
+    finished: bool,
+    closed: bool,
+}
+
+impl Encoder {
+    /// An encoder answering as `model`.
+    pub fn new(model: &str) -> Self {
+        Self {
+            id: ids::new_id("chatcmpl-"),
+            created: ids::unix_now(),
+            model: model.to_string(),
+            role_sent: false,
+            tool_index: HashMap::new(),
+            saw_tool: false,
+            finished: false,
+            closed: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, usage: Option<Value>, out: &mut Vec<u8>) {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        if let (Some(u), Some(o)) = (usage, c.as_object_mut()) {
+            o.insert("usage".into(), u);
+        }
+        write_data(&c, out);
+    }
+
+    fn ensure_role(&mut self, out: &mut Vec<u8>) {
+        if !self.role_sent {
+            self.role_sent = true;
+            self.chunk(json!({"role": "assistant", "content": ""}), None, None, out);
+        }
+    }
+
+    /// Encodes one event.
+    pub fn event(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        if self.finished {
+            return;
+        }
+        match ev {
+            StreamEvent::Start { .. } => self.ensure_role(out),
+            StreamEvent::TextDelta(t) => {
+                self.ensure_role(out);
+                self.chunk(json!({"content": t}), None, None, out);
+            }
+            StreamEvent::ThinkingDelta(t) => {
+                self.ensure_role(out);
+                self.chunk(json!({"reasoning_content": t}), None, None, out);
+            }
+            StreamEvent::SignatureDelta(_) | StreamEvent::ToolCallEnd { .. } => {}
+            StreamEvent::ToolCallStart { index, id, name } => {
+                self.ensure_role(out);
+                let k = self.tool_index.len();
+                self.tool_index.insert(*index, k);
+                self.saw_tool = true;
+                let id = id.clone().unwrap_or_else(|| ids::new_id("call_"));
+                let call = json!({"index": k, "id": id, "type": "function", "function": {"name": name, "arguments": ""}});
+                self.chunk(json!({"tool_calls": [call]}), None, None, out);
+            }
+            StreamEvent::ToolCallArgs { index, fragment } => {
+                if let Some(k) = self.tool_index.get(index).copied() {
+                    let call = json!({"index": k, "function": {"arguments": fragment}});
+                    self.chunk(json!({"tool_calls": [call]}), None, None, out);
+                }
+            }
+            StreamEvent::Finish { reason, usage } => {
+                self.ensure_role(out);
+                let reason = match reason {
+                    Some(FinishReason::Stop) | None if self.saw_tool => FinishReason::ToolUse,
+                    Some(r) => *r,
+                    None => FinishReason::Stop,
+                };
+                self.chunk(
+                    json!({}),
+                    Some(finish_name(reason)),
+                    Some(emit_usage(&usage.unwrap_or_default())),
+                    out,
+                );
+                self.finished = true;
+            }
+            StreamEvent::Error { status, message } => {
+                let ty = super::errors::error_type(*status);
+                write_data(
+                    &json!({"error": {"message": message, "type": ty, "code": null}}),
+                    out,
+                );
+                self.finished = true;
+            }
+        }
+    }
+
+    /// Ends the client stream: a final chunk if none was sent, then the
+    /// single `[DONE]`.
+    pub fn close(&mut self, out: &mut Vec<u8>) {
+        if !self.finished {
+            self.event(
+                &StreamEvent::Finish {
+                    reason: None,
+                    usage: None,
+                },
+                out,
+            );
+        }
+        if !self.closed {
+            self.closed = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+        }
+    }
+}
+
+/// Writes `data: <json>\n\n`.
+pub fn write_data(v: &Value, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(v.to_string().as_bytes());
+    out.extend_from_slice(b"\n\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_roundtrip_keeps_params_and_tools() {
+        let body = json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "sys"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "ok", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "r"}
+            ],
+            "temperature": 0, "stop": "END", "max_tokens": 10,
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": "required"
+        });
+        let req = parse_request(&body).unwrap();
+        assert_eq!(req.system, vec!["sys"]);
+        assert_eq!(req.stop, vec!["END"]);
+        assert_eq!(req.tool_choice, Some(ToolChoice::Any));
+        let out = emit_request(&req, "m", false);
+        assert_eq!(out["temperature"], json!(0));
+        assert_eq!(
+            out["messages"][2]["tool_calls"][0]["function"]["arguments"],
+            "{\"a\":1}"
+        );
+        assert_eq!(out["messages"][3]["role"], "tool");
+        assert_eq!(out["tool_choice"], "required");
+    }
+
+    #[test]
+    fn malformed_requests_are_errors() {
+        assert!(parse_request(&json!([])).is_err());
+        assert!(parse_request(&json!({"messages": 3})).is_err());
+        assert!(parse_request(&json!({"messages": [{"content": "x"}]})).is_err());
+    }
+
+    #[test]
+    fn unanswered_calls_are_dropped() {
+        let req = parse_request(&json!({"messages": [
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": "{}"}}]},
+        ]}))
+        .unwrap();
+        let out = emit_request(&req, "m", true);
+        assert!(out["messages"][0].get("tool_calls").is_none());
+        assert_eq!(out["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn response_parse_splits_reasoning_and_tools() {
+        let r = parse_response(&json!({"choices": [{"message": {"content": "<thinking>t</thinking>a",
+            "tool_calls": [{"id": "x", "function": {"name": "f", "arguments": "bad"}}]}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4}}))
+        .unwrap();
+        assert_eq!(r.parts.len(), 3);
+        assert_eq!(r.finish, FinishReason::ToolUse);
+        assert_eq!(r.usage.input, 3);
+        assert!(parse_response(&json!({})).is_err());
+    }
+
+    #[test]
+    fn decoder_holds_finish_until_done() {
+        let mut d = Decoder::default();
+        let mut ev = Vec::new();
+        d.event(
+            r#"{"choices":[{"delta":{"content":"a"},"finish_reason":"stop"}]}"#,
+            &mut ev,
+        );
+        d.event(
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            &mut ev,
+        );
+        assert!(!ev.iter().any(|e| matches!(e, StreamEvent::Finish { .. })));
+        d.event("[DONE]", &mut ev);
+        assert_eq!(
+            ev.last(),
+            Some(&StreamEvent::Finish {
+                reason: Some(FinishReason::Stop),
+                usage: Some(TokenUsage {
+                    input: 1,
+                    output: 2,
+                    ..TokenUsage::default()
+                })
+            })
+        );
+        d.event("not json", &mut ev);
+    }
+}

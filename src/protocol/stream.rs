@@ -1,0 +1,442 @@
+//! Per-stream conversion state behind [`super::StreamConverter`].
+//!
+//! Cross-family streams run upstream event → canonical [`StreamEvent`]s →
+//! client encoder, each side a small state machine owned by this stream
+//! only (§3.1: converters must not share state across streams). Same-family
+//! streams skip the canonical model and forward each event's JSON text
+//! untouched, but still own the framing: the client must see a well-formed
+//! stream even when the upstream duplicated, omitted or truncated its own
+//! terminators.
+//!
+//! Lifecycle: `event`* → (`end` | `fail`) → `close`. After `close` nothing
+//! more is written.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use super::canonical::{StreamEvent, TokenUsage};
+use super::{GeminiFraming, Protocol, anthropic, errors, gemini, openai};
+
+/// Decodes upstream events of one family.
+#[derive(Debug)]
+pub enum Decoder {
+    /// OpenAI chunks.
+    OpenAi(openai::Decoder),
+    /// Anthropic events.
+    Anthropic(anthropic::Decoder),
+    /// Gemini chunks.
+    Gemini(gemini::Decoder),
+}
+
+impl Decoder {
+    fn new(p: Protocol) -> Self {
+        match p {
+            Protocol::OpenAi => Self::OpenAi(openai::Decoder::default()),
+            Protocol::Anthropic => Self::Anthropic(anthropic::Decoder::default()),
+            Protocol::Gemini => Self::Gemini(gemini::Decoder::default()),
+        }
+    }
+
+    fn data(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        match self {
+            Self::OpenAi(d) => d.event(data, out),
+            Self::Anthropic(d) => d.event(data, out),
+            Self::Gemini(d) => d.event(data, out),
+        }
+    }
+
+    fn value(&mut self, v: &Value, out: &mut Vec<StreamEvent>) {
+        match self {
+            Self::OpenAi(d) => d.value(v, out),
+            Self::Anthropic(d) => d.value(v, out),
+            Self::Gemini(d) => d.value(v, out),
+        }
+    }
+
+    fn end(&mut self, out: &mut Vec<StreamEvent>) {
+        match self {
+            Self::OpenAi(d) => d.end(out),
+            Self::Anthropic(d) => d.end(out),
+            Self::Gemini(d) => d.end(out),
+        }
+    }
+}
+
+/// Encodes canonical events for one client protocol.
+#[derive(Debug)]
+pub enum Encoder {
+    /// OpenAI chunks.
+    OpenAi(openai::Encoder),
+    /// Anthropic events.
+    Anthropic(anthropic::Encoder),
+    /// Gemini chunks.
+    Gemini(gemini::Encoder),
+}
+
+impl Encoder {
+    fn new(p: Protocol, model: &str, framing: GeminiFraming) -> Self {
+        match p {
+            Protocol::OpenAi => Self::OpenAi(openai::Encoder::new(model)),
+            Protocol::Anthropic => Self::Anthropic(anthropic::Encoder::new(model)),
+            Protocol::Gemini => Self::Gemini(gemini::Encoder::new(model, framing)),
+        }
+    }
+
+    fn event(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
+        match self {
+            Self::OpenAi(e) => e.event(ev, out),
+            Self::Anthropic(e) => e.event(ev, out),
+            Self::Gemini(e) => e.event(ev, out),
+        }
+    }
+
+    fn close(&mut self, out: &mut Vec<u8>) {
+        match self {
+            Self::OpenAi(e) => e.close(out),
+            Self::Anthropic(e) => e.close(out),
+            Self::Gemini(e) => e.close(out),
+        }
+    }
+}
+
+/// Same-family forwarding with framing guarantees.
+#[derive(Debug)]
+pub struct Passthrough {
+    proto: Protocol,
+    model: String,
+    framer: gemini::Framer,
+    started: bool,
+    saw_delta: bool,
+    saw_finish: bool,
+    open_blocks: BTreeSet<u64>,
+    ended: bool,
+}
+
+impl Passthrough {
+    fn new(proto: Protocol, model: &str, framing: GeminiFraming) -> Self {
+        Self {
+            proto,
+            model: model.to_string(),
+            framer: gemini::Framer::new(framing),
+            started: false,
+            saw_delta: false,
+            saw_finish: false,
+            open_blocks: BTreeSet::new(),
+            ended: false,
+        }
+    }
+
+    /// Forwards one upstream event; `raw` is its data text when it came
+    /// from the wire (so bytes are kept), `v` its parsed form.
+    fn event(&mut self, raw: Option<&str>, v: &Value, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        // Multi-line upstream data cannot be re-sent as one `data:` line.
+        let body = match raw.map(str::trim) {
+            Some(r) if !r.contains(['\n', '\r']) => r.to_string(),
+            _ => v.to_string(),
+        };
+        let text = |out: &mut Vec<u8>| out.extend_from_slice(body.as_bytes());
+        match self.proto {
+            Protocol::OpenAi => {
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    *usage = openai::parse_usage(u);
+                }
+                if v.pointer("/choices/0/finish_reason")
+                    .is_some_and(|f| !f.is_null())
+                {
+                    self.saw_finish = true;
+                }
+                out.extend_from_slice(b"data: ");
+                text(out);
+                out.extend_from_slice(b"\n\n");
+                if v.get("error").is_some() {
+                    self.ended = true;
+                }
+            }
+            Protocol::Anthropic => {
+                let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+                match ty {
+                    "message_start" => {
+                        if self.started {
+                            return;
+                        }
+                        if let Some(u) = v.pointer("/message/usage") {
+                            *usage = anthropic::parse_usage(u);
+                        }
+                    }
+                    "error" | "ping" => {}
+                    _ if !self.started => {
+                        self.started = true;
+                        anthropic::write_event(
+                            &anthropic::message_start(&self.model, usage.prompt_like()),
+                            out,
+                        );
+                    }
+                    _ => {}
+                }
+                match ty {
+                    "message_start" => self.started = true,
+                    "content_block_start" => {
+                        if let Some(i) = v.get("index").and_then(Value::as_u64) {
+                            self.open_blocks.insert(i);
+                        }
+                    }
+                    "content_block_stop" => {
+                        if let Some(i) = v.get("index").and_then(Value::as_u64) {
+                            self.open_blocks.remove(&i);
+                        }
+                    }
+                    "message_delta" => {
+                        self.saw_delta = true;
+                        if let Some(u) = v.get("usage") {
+                            let n = anthropic::parse_usage(u);
+                            usage.output = n.output;
+                            if n.input > 0 {
+                                *usage = n;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                out.extend_from_slice(b"event: ");
+                out.extend_from_slice(if ty.is_empty() {
+                    b"message"
+                } else {
+                    ty.as_bytes()
+                });
+                out.extend_from_slice(b"\ndata: ");
+                text(out);
+                out.extend_from_slice(b"\n\n");
+                if ty == "message_stop" || ty == "error" {
+                    self.saw_finish = true;
+                    self.ended = true;
+                }
+            }
+            Protocol::Gemini => {
+                if let Some(u) = v.get("usageMetadata") {
+                    *usage = gemini::parse_usage(u);
+                }
+                if v.pointer("/candidates/0/finishReason").is_some() {
+                    self.saw_finish = true;
+                }
+                self.framer.element(&body, out);
+                if v.get("error").is_some() {
+                    self.ended = true;
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, status: u16, message: &str, out: &mut Vec<u8>) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        match self.proto {
+            Protocol::OpenAi => {
+                let ty = errors::error_type(status);
+                openai::write_data(
+                    &json!({"error": {"message": message, "type": ty, "code": null}}),
+                    out,
+                );
+            }
+            Protocol::Anthropic => {
+                anthropic::write_event(&errors::anthropic_error(status, message), out)
+            }
+            Protocol::Gemini => self
+                .framer
+                .element(&errors::gemini_error(status, message).to_string(), out),
+        }
+    }
+
+    fn close(&mut self, usage: &TokenUsage, out: &mut Vec<u8>) {
+        match self.proto {
+            Protocol::OpenAi => out.extend_from_slice(b"data: [DONE]\n\n"),
+            Protocol::Anthropic => {
+                if self.ended {
+                    return;
+                }
+                self.ended = true;
+                if !self.started {
+                    anthropic::write_event(
+                        &anthropic::message_start(&self.model, usage.prompt_like()),
+                        out,
+                    );
+                }
+                for i in std::mem::take(&mut self.open_blocks) {
+                    anthropic::write_event(&json!({"type": "content_block_stop", "index": i}), out);
+                }
+                if !self.saw_delta {
+                    anthropic::write_event(
+                        &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+                            "usage": {"output_tokens": usage.output}}),
+                        out,
+                    );
+                }
+                anthropic::write_event(&json!({"type": "message_stop"}), out);
+            }
+            Protocol::Gemini => {
+                if !self.ended && !self.saw_finish {
+                    let last = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
+                        "finishReason": "STOP", "index": 0}]});
+                    self.framer.element(&last.to_string(), out);
+                }
+                self.ended = true;
+                self.framer.close(out);
+            }
+        }
+    }
+}
+
+impl TokenUsage {
+    /// Uncached input, as Anthropic reports it in `message_start`.
+    fn prompt_like(&self) -> u64 {
+        self.input
+            .saturating_sub(self.cache_read + self.cache_creation)
+    }
+}
+
+/// What a stream does with events.
+#[derive(Debug)]
+pub enum Mode {
+    /// Same family.
+    Pass(Passthrough),
+    /// Different families.
+    Convert {
+        /// Upstream side.
+        decoder: Decoder,
+        /// Client side.
+        encoder: Encoder,
+        /// Scratch buffer of decoded events.
+        events: Vec<StreamEvent>,
+    },
+}
+
+impl Mode {
+    /// The mode for `from` → `to`.
+    pub fn new(from: Protocol, to: Protocol, model: &str, framing: GeminiFraming) -> Self {
+        if from == to {
+            Self::Pass(Passthrough::new(from, model, framing))
+        } else {
+            Self::Convert {
+                decoder: Decoder::new(from),
+                encoder: Encoder::new(to, model, framing),
+                events: Vec::new(),
+            }
+        }
+    }
+
+    /// Handles one upstream SSE data payload.
+    pub fn data(&mut self, data: &str, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        match self {
+            Self::Pass(p) => {
+                if data.trim() == "[DONE]" {
+                    return;
+                }
+                let Ok(v) = serde_json::from_str::<Value>(data) else {
+                    return;
+                };
+                if !v.is_object() {
+                    return;
+                }
+                let inner = gemini::unwrap(&v);
+                if p.proto == Protocol::Gemini && !std::ptr::eq(inner, &v) {
+                    // Unwrapped Code Assist chunks must be re-serialised.
+                    let inner = inner.clone();
+                    p.event(None, &inner, usage, out);
+                } else {
+                    p.event(Some(data), &v, usage, out);
+                }
+            }
+            Self::Convert {
+                decoder,
+                encoder,
+                events,
+            } => {
+                decoder.data(data, events);
+                Self::drain(events, encoder, usage, out);
+            }
+        }
+    }
+
+    /// Handles one already-parsed upstream event.
+    pub fn value(&mut self, v: &Value, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        match self {
+            Self::Pass(p) => {
+                if v.is_object() {
+                    let v = if p.proto == Protocol::Gemini {
+                        gemini::unwrap(v)
+                    } else {
+                        v
+                    };
+                    p.event(None, v, usage, out);
+                }
+            }
+            Self::Convert {
+                decoder,
+                encoder,
+                events,
+            } => {
+                decoder.value(v, events);
+                Self::drain(events, encoder, usage, out);
+            }
+        }
+    }
+
+    fn drain(
+        events: &mut Vec<StreamEvent>,
+        encoder: &mut Encoder,
+        usage: &mut TokenUsage,
+        out: &mut Vec<u8>,
+    ) {
+        for ev in events.drain(..) {
+            match &ev {
+                StreamEvent::Start {
+                    input_tokens: Some(n),
+                } => usage.input = *n,
+                StreamEvent::Finish { usage: Some(u), .. } => *usage = *u,
+                _ => {}
+            }
+            encoder.event(&ev, out);
+        }
+    }
+
+    /// The upstream ended normally (or was cut short).
+    pub fn finish(&mut self, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        match self {
+            Self::Pass(p) => p.close(usage, out),
+            Self::Convert {
+                decoder,
+                encoder,
+                events,
+            } => {
+                decoder.end(events);
+                Self::drain(events, encoder, usage, out);
+                encoder.close(out);
+            }
+        }
+    }
+
+    /// The upstream failed: in-band error, then the end of the stream.
+    pub fn fail(&mut self, status: u16, message: &str, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        match self {
+            Self::Pass(p) => {
+                p.fail(status, message, out);
+                p.close(usage, out);
+            }
+            Self::Convert { encoder, .. } => {
+                encoder.event(
+                    &StreamEvent::Error {
+                        status,
+                        message: message.to_string(),
+                    },
+                    out,
+                );
+                encoder.close(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Benchmark: aiproxy in front of a fast mock upstream, on loopback.
+#
+# Not a test: it prints numbers for the README's performance section.
+# The mock upstream is aiproxy itself serving the built-in mock provider
+# (an OpenAI-compatible server answering in microseconds), so "direct"
+# is the upstream alone and "proxied" adds one aiproxy hop in front.
+#
+#   tests/bench.sh            # full run, ~3 minutes
+#   DURATION=5s tests/bench.sh
+#
+# Needs oha (cargo install oha --locked); installs it when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10s}
+BIN=${AIPROXY_BIN:-target/release/aiproxy}
+OUT=${BENCH_OUT:-tests/output/bench}
+mkdir -p "$OUT"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+command -v oha >/dev/null || cargo install oha --locked
+[ -x "$BIN" ] || cargo build --release
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+wait_ready() {
+  for _ in $(seq 1 100); do
+    curl -fs "http://127.0.0.1:$1/health" >/dev/null && return 0
+    sleep 0.1
+  done
+  echo "aiproxy on port $1 did not become ready" >&2
+  exit 1
+}
+
+# Starts aiproxy with the given flags; sets $PORT and $PID.
+start() {
+  PORT=$(free_port)
+  "$BIN" --port "$PORT" --log-level warn "$@" 2>>"$OUT/aiproxy.log" &
+  PID=$!
+  pids+=("$PID")
+  wait_ready "$PORT"
+}
+
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+BODY='{"model":"mock-small","messages":[{"role":"user","content":"Say hello to the benchmark"}]}'
+
+# Runs oha; prints "rps p50_ms p99_ms errors total".
+load() {
+  local url=$1 conns=$2 extra=${3:-}
+  oha --no-tui -z "$DURATION" -c "$conns" -m POST -H 'Content-Type: application/json' \
+      -d "$BODY" --output-format json $extra "$url" > "$OUT/oha.json"
+  python3 - "$OUT/oha.json" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s = r["summary"]; p = r["latencyPercentiles"]
+codes = r.get("statusCodeDistribution", {})
+errors = sum(v for k, v in codes.items() if k != "200") + sum(r.get("errorDistribution", {}).values())
+print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {errors} {sum(codes.values())}')
+EOF
+}
+
+echo "== machine: $(nproc) cores, $(uname -r); aiproxy $("$BIN" --version)"
+
+start --model-provider mock --workers 64
+UP_PORT=$PORT; UP_PID=$PID
+echo "upstream idle RSS: $(rss_kib "$UP_PID") KiB"
+
+start --model-provider openai-custom --openai-api-key bench \
+      --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --workers 256
+PX_PORT=$PORT; PX_PID=$PID
+echo "proxy idle RSS (256 workers): $(rss_kib "$PX_PID") KiB"
+
+printf '\n%-32s %10s %10s %10s %8s %12s\n' run req/s p50_ms p99_ms errors cpu_us/req
+for conns in 16 64; do
+  read -r rps p50 p99 err _ < <(load "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$conns")
+  printf '%-32s %10s %10s %10s %8s %12s\n' "direct to mock, $conns conns" "$rps" "$p50" "$p99" "$err" -
+done
+for conns in 1 16 64 256; do
+  t0=$(cpu_ticks "$PX_PID")
+  read -r rps p50 p99 err total < <(load "http://127.0.0.1:$PX_PORT/v1/chat/completions" "$conns")
+  t1=$(cpu_ticks "$PX_PID")
+  cpu=$(python3 -c "print(f'{($t1-$t0)*1e6/$(getconf CLK_TCK)/max($total,1):.1f}')")
+  printf '%-32s %10s %10s %10s %8s %12s\n' "through aiproxy, $conns conns" "$rps" "$p50" "$p99" "$err" "$cpu"
+done
+echo "proxy RSS after load: $(rss_kib "$PX_PID") KiB (peak $(hwm_kib "$PX_PID") KiB)"
+
+# In-flight capacity: a 1,000 ms upstream and 2,000 concurrent clients.
+kill "$UP_PID" "$PX_PID"; wait "$UP_PID" "$PX_PID" 2>/dev/null || true
+start --model-provider mock --mock-latency 1000ms --workers 2200
+SLOW_PORT=$PORT
+start --model-provider openai-custom --openai-api-key bench \
+      --openai-base-url "http://127.0.0.1:$SLOW_PORT/v1" --workers 2100
+read -r rps p50 p99 err _ < <(load "http://127.0.0.1:$PORT/v1/chat/completions" 2000)
+printf '\n%-32s %10s %10s %10s %8s\n' "1000 ms upstream, 2000 conns" "$rps" "$p50" "$p99" "$err"
+echo "proxy RSS with 2000 in flight: peak $(hwm_kib "$PID") KiB"

@@ -1,0 +1,356 @@
+//! The `aiproxy` binary's command line: exit codes, messages, the feature
+//! guide's config file, and the man page kept in step with `--help`.
+//!
+//! The man-page lint runs `mandoc`, which the test command installs
+//! (`apt-get install mandoc`); a missing mandoc is a failure, not a skip.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aiproxy::config::keys;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// Runs the binary with `args` and a clean environment plus `env`.
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aiproxy"));
+    cmd.args(args).env_clear();
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run aiproxy")
+}
+
+fn run(args: &[&str]) -> Output {
+    run_env(args, &[])
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn temp_config(yaml: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("aiproxy-cli-{}-{n}.yaml", std::process::id()));
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn fixture(name: &str) -> String {
+    format!("{ROOT}/tests/fixtures/{name}")
+}
+
+#[test]
+fn help_exits_zero_and_lists_options() {
+    for arg in ["--help", "-h", "help"] {
+        let out = run(&[arg]);
+        assert_eq!(out.status.code(), Some(0), "{arg}");
+        let text = stdout(&out);
+        assert!(text.starts_with("Usage: aiproxy"), "{text}");
+        assert!(
+            text.contains("--check-config") && text.contains("(default 3000)"),
+            "{text}"
+        );
+        assert!(stderr(&out).is_empty());
+    }
+}
+
+#[test]
+fn version_prints_the_package_version() {
+    for arg in ["--version", "-V"] {
+        let out = run(&[arg]);
+        assert_eq!(out.status.code(), Some(0));
+        assert_eq!(
+            stdout(&out),
+            format!("aiproxy {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn unknown_flag_is_a_usage_error() {
+    let out = run(&["--bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("Unrecognized argument: --bogus"), "{err}");
+    assert!(err.contains("aiproxy --help"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn bad_value_exits_two_naming_the_flag() {
+    let out = run(&["--port", "abc", "--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "aiproxy: --port: \"abc\" is not a port number (0-65535)\n"
+    );
+    let out = run_env(&["--check-config"], &[("AIPROXY_WORKERS", "0")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("AIPROXY_WORKERS: 0 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--header-timeout=soon", "--check-config"]);
+    assert!(stderr(&out).contains("--header-timeout: \"soon\" is not a duration"));
+}
+
+#[test]
+fn port_accepts_both_spellings() {
+    for args in [
+        &["--port=3001", "--check-config"][..],
+        &["--port", "3001", "--check-config"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "configuration OK\n");
+    }
+}
+
+#[test]
+fn log_prompts_is_a_switch() {
+    for args in [
+        &["--log-prompts", "--check-config"][..],
+        &["--log-prompts=false", "--check-config"],
+        &["--log-prompts", "true", "--check-config"],
+    ] {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+    }
+    let out = run(&["--log-prompts=maybe"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--log-prompts"), "{}", stderr(&out));
+}
+
+#[test]
+fn feature_guide_config_checks_ok() {
+    let path = fixture("feature-guide-config.yaml");
+    // The guide enables openai-custom and claude-custom but, rightly, keeps
+    // their keys out of the file; they come from the environment.
+    let keys = [
+        ("AIPROXY_OPENAI_API_KEY", "sk-test"),
+        ("AIPROXY_CLAUDE_API_KEY", "ck-test"),
+    ];
+    let out = run_env(&["--config", &path, "--check-config"], &keys);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "configuration OK\n");
+    let err = stderr(&out);
+    assert!(
+        err.contains("configured but not available in this version"),
+        "{err}"
+    );
+    assert!(
+        err.contains("cache.enabled") && err.contains("cluster.node_id"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("sk-test") && !err.contains("your-secret-key"),
+        "{err}"
+    );
+
+    let via_env = run_env(
+        &["--check-config"],
+        &[("AIPROXY_CONFIG", &path), keys[0], keys[1]],
+    );
+    assert_eq!(via_env.status.code(), Some(0), "{}", stderr(&via_env));
+
+    let out = run(&["--config", &path, "--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("set --openai-api-key"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn typo_in_config_key_exits_two_naming_it() {
+    let path = temp_config("port: 3000\nlimits:\n  header_timout: 5s\n");
+    let out = run(&["--config", path.to_str().unwrap(), "--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.starts_with("aiproxy: "), "{err}");
+    assert!(err.contains("unknown field `header_timout`"), "{err}");
+    assert!(err.contains("line 3"), "{err}");
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn bad_config_value_names_file_and_key() {
+    let path = temp_config("upstream:\n  timeout: forever\n");
+    let path = path.to_str().unwrap();
+    let out = run(&["--config", path, "--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "aiproxy: {path}: upstream.timeout: \"forever\" is not a duration (seconds, or a \
+             number with a unit: 500ms, 30s, 5m, 1h)\n"
+        )
+    );
+}
+
+#[test]
+fn unknown_environment_variable_is_a_warning() {
+    let out = run_env(&["--check-config"], &[("AIPROXY_PROT", "1")]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("warning: AIPROXY_PROT is not a known setting"));
+}
+
+#[test]
+fn public_listener_without_key_is_refused() {
+    let out = run(&["--host", "0.0.0.0", "--check-config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out),
+        "aiproxy: refusing to listen on 0.0.0.0:3000 without --api-key; pass \
+         --insecure-no-auth to allow\n"
+    );
+    let out = run(&["--host", "0.0.0.0", "--insecure-no-auth", "--check-config"]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+// ---- man page ----------------------------------------------------------
+
+/// Every `--word-word` token of `text`.
+fn long_flags(text: &str) -> BTreeSet<String> {
+    let (b, mut out, mut i) = (text.as_bytes(), BTreeSet::new(), 0);
+    while i + 2 < b.len() {
+        let boundary = i == 0 || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'-');
+        if boundary && b[i] == b'-' && b[i + 1] == b'-' && b[i + 2].is_ascii_lowercase() {
+            let mut j = i + 2;
+            while j < b.len()
+                && (b[j].is_ascii_lowercase() || b[j].is_ascii_digit() || b[j] == b'-')
+            {
+                j += 1;
+            }
+            out.insert(text[i..j].trim_end_matches('-').to_string());
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+fn man_source() -> String {
+    std::fs::read_to_string(format!("{ROOT}/man/aiproxy.1")).unwrap()
+}
+
+/// The page with roff escapes for dashes and fonts removed.
+fn man_text() -> String {
+    man_source()
+        .replace("\\-", "-")
+        .replace("\\fB", "")
+        .replace("\\fI", "")
+        .replace("\\fR", "")
+        .replace("\\fP", "")
+}
+
+#[test]
+fn man_page_documents_every_flag() {
+    let help = stdout(&run(&["--help"]));
+    let (h, m) = (long_flags(&help), long_flags(&man_text()));
+    let missing: Vec<_> = h.difference(&m).collect();
+    let stale: Vec<_> = m.difference(&h).collect();
+    assert!(
+        missing.is_empty(),
+        "flags in --help but not in man page: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "flags in man page but not in --help: {stale:?}"
+    );
+    let roff = man_source();
+    for s in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "OPTIONS",
+        "CONFIGURATION FILE",
+        "ENVIRONMENT",
+        "ENDPOINTS",
+        "SIGNALS",
+        "FILES",
+        "EXIT STATUS",
+        "EXAMPLES",
+        "SEE ALSO",
+    ] {
+        assert!(roff.contains(&format!(".SH {s}\n")), "missing section {s}");
+    }
+}
+
+#[test]
+fn man_page_documents_every_config_key_and_variable() {
+    let man = man_text();
+    for key in keys::KEYS {
+        assert!(
+            man.contains(key.path),
+            "config key {} missing from man page",
+            key.path
+        );
+        let var = keys::env_name(key.path);
+        assert!(man.contains(&var), "{var} missing from man page");
+    }
+    for (alias, _) in keys::ENV_ALIASES {
+        assert!(man.contains(alias), "{alias} missing from man page");
+    }
+    assert!(man.contains(keys::CONFIG_ENV));
+}
+
+#[test]
+fn man_page_documents_the_endpoints() {
+    let man = man_text();
+    for endpoint in [
+        "GET /health",
+        "POST /v1/chat/completions",
+        "GET /v1/models",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
+        "GET /v1beta/models",
+        ":generateContent",
+        ":streamGenerateContent",
+        "alt=sse",
+        "/kiro-api/v1/messages",
+    ] {
+        assert!(man.contains(endpoint), "{endpoint} missing from man page");
+    }
+}
+
+#[test]
+fn man_page_passes_mandoc_and_groff() {
+    let page = format!("{ROOT}/man/aiproxy.1");
+    let mandoc = Command::new("mandoc")
+        .args(["-T", "lint", "-W", "style", &page])
+        .output()
+        .expect("mandoc must be installed (apt-get install mandoc)");
+    assert!(
+        mandoc.status.success(),
+        "mandoc -T lint -W style:\n{}{}",
+        stdout(&mandoc),
+        stderr(&mandoc)
+    );
+    let groff = Command::new("groff")
+        .args(["-ww", "-z", "-man", &page])
+        .output()
+        .expect("groff must be installed");
+    assert!(groff.stderr.is_empty(), "groff -ww:\n{}", stderr(&groff));
+}
+
+#[test]
+fn man_page_version_matches_the_package() {
+    let roff = man_source();
+    let th = roff.lines().find(|l| l.starts_with(".TH ")).unwrap();
+    assert!(
+        th.contains(&format!("\"aiproxy {}\"", env!("CARGO_PKG_VERSION"))),
+        "{th}"
+    );
+}

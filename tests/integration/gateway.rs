@@ -1,0 +1,410 @@
+//! The whole gateway in-process (`aiproxy::start`) against scripted mock
+//! upstreams: retries, timeouts, error relay, streaming and auth.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use aiproxy::config::Secret;
+use aiproxy::providers::ProviderKind;
+use aiproxy::{Config, Handle};
+
+use crate::support::*;
+use crate::upstream::*;
+
+const CHAT: &str = r#"{"model":"gpt-test","messages":[{"role":"user","content":"hi"}]}"#;
+const CHAT_STREAM: &str =
+    r#"{"model":"gpt-test","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+
+struct Proxy(Option<Handle>);
+
+impl Proxy {
+    fn addr(&self) -> std::net::SocketAddr {
+        self.0.as_ref().unwrap().addr()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.shutdown();
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.workers = 8;
+    config.upstream.base_delay = Duration::from_millis(1);
+    config.shutdown_timeout = Duration::from_secs(2);
+    config.log.level = aiproxy::config::LogLevel::Warn;
+    config
+}
+
+fn openai_proxy(upstream: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Proxy {
+    let mut config = base_config();
+    config.model_providers = vec![ProviderKind::OpenAiCustom, ProviderKind::Mock];
+    config.openai.api_key = Some(Secret::new("sk-upstream"));
+    config.openai.base_url = format!("{}/v1", upstream.base_url());
+    tweak(&mut config);
+    Proxy(Some(aiproxy::start(config).expect("start")))
+}
+
+#[test]
+fn retries_5xx_then_answers() {
+    let up = MockUpstream::start(|n, _| match n {
+        0 | 1 => Reply::Json(503, vec![], r#"{"error":{"message":"busy"}}"#.into()),
+        _ => Reply::Json(200, vec![], openai_completion("third time")),
+    });
+    let p = openai_proxy(&up, |_| {});
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        resp.json()["choices"][0]["message"]["content"],
+        "third time"
+    );
+    assert_eq!(up.hits(), 3);
+    let last = up.last();
+    assert_eq!(last.path, "/v1/chat/completions");
+    assert_eq!(last.header("authorization"), Some("Bearer sk-upstream"));
+}
+
+#[test]
+fn exhausted_retries_relay_the_upstream_error() {
+    let up = MockUpstream::start(|_, _| {
+        Reply::Json(
+            503,
+            vec![],
+            r#"{"error":{"message":"overloaded upstream","type":"server_error"}}"#.into(),
+        )
+    });
+    let p = openai_proxy(&up, |c| c.upstream.max_retries = 2);
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.json()["error"]["message"], "overloaded upstream");
+    assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn client_errors_are_not_retried() {
+    let up = MockUpstream::start(|_, _| {
+        Reply::Json(
+            400,
+            vec![],
+            r#"{"error":{"message":"bad field","type":"invalid_request_error"}}"#.into(),
+        )
+    });
+    let p = openai_proxy(&up, |_| {});
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(resp.status, 400);
+    assert_eq!(resp.json()["error"]["message"], "bad field");
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn long_retry_after_is_relayed_not_waited_for() {
+    let up = MockUpstream::start(|_, _| {
+        Reply::Json(
+            429,
+            vec![("Retry-After".into(), "30".into())],
+            r#"{"error":{"message":"slow down","type":"rate_limit_error"}}"#.into(),
+        )
+    });
+    let p = openai_proxy(&up, |_| {});
+    let started = Instant::now();
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(resp.status, 429);
+    assert_eq!(resp.header("retry-after"), Some("30"));
+    assert_eq!(up.hits(), 1);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn unreachable_upstream_is_a_502_in_the_client_protocol() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut config = base_config();
+    config.model_providers = vec![ProviderKind::ClaudeCustom];
+    config.claude.api_key = Some(Secret::new("sk-ant"));
+    config.claude.base_url = format!("http://{closed}");
+    let p = Proxy(Some(aiproxy::start(config).unwrap()));
+    let resp = post_json(
+        p.addr(),
+        "/v1/messages",
+        "",
+        r#"{"model":"claude-test","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert_eq!(resp.status, 502);
+    let body = resp.json();
+    assert_eq!(body["type"], "error", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{body}"
+    );
+}
+
+#[test]
+fn slow_upstream_gets_504() {
+    let up = MockUpstream::start(|_, _| Reply::Hang(Duration::from_secs(3)));
+    let p = openai_proxy(&up, |c| c.upstream.timeout = Duration::from_millis(300));
+    let started = Instant::now();
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(resp.status, 504, "{}", resp.text());
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert!(
+        resp.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out")
+    );
+}
+
+#[test]
+fn stream_events_keep_their_pacing_through_the_proxy() {
+    let up = MockUpstream::start(|_, _| {
+        Reply::Sse(openai_stream(&["a", "b", "c"], Duration::from_millis(200)))
+    });
+    let p = openai_proxy(&up, |_| {});
+    let mut s = connect(p.addr());
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        CHAT_STREAM.len()
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut arrivals: Vec<(Instant, usize)> = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("[DONE]") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        arrivals.push((Instant::now(), seen.matches("\"content\":\"").count()));
+    }
+    let first = |k: usize| {
+        arrivals
+            .iter()
+            .find(|(_, c)| *c >= k)
+            .map(|(t, _)| *t)
+            .unwrap()
+    };
+    let (t1, t2, t3) = (first(1), first(2), first(3));
+    assert!(
+        t2 - t1 >= Duration::from_millis(150),
+        "a and b arrived together"
+    );
+    assert!(
+        t3 - t2 >= Duration::from_millis(150),
+        "b and c arrived together"
+    );
+    assert!(seen.contains("X-Accel-Buffering: no"));
+    assert_eq!(seen.matches("data: [DONE]").count(), 1);
+}
+
+#[test]
+fn stalled_stream_ends_with_an_in_band_error() {
+    let up = MockUpstream::start(|_, _| {
+        let mut events = openai_stream(&["a", "b"], Duration::ZERO);
+        events[1].0 = Duration::from_secs(3);
+        Reply::Sse(events)
+    });
+    let p = openai_proxy(&up, |c| {
+        c.upstream.idle_timeout = Duration::from_millis(300)
+    });
+    let mut s = connect(p.addr());
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CHAT_STREAM}",
+        CHAT_STREAM.len()
+    )
+    .unwrap();
+    let resp = read_response(&mut s);
+    assert_eq!(resp.status, 200);
+    let text = resp.text();
+    assert!(text.contains("\"error\""), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+}
+
+#[test]
+fn client_disconnect_mid_stream_closes_the_upstream_request() {
+    let up = MockUpstream::start(|_, _| {
+        let words: Vec<&str> = std::iter::repeat_n("w", 200).collect();
+        Reply::Sse(openai_stream(&words, Duration::from_millis(20)))
+    });
+    let p = openai_proxy(&up, |_| {});
+    let mut s = connect(p.addr());
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        CHAT_STREAM.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 1024];
+    assert!(s.read(&mut buf).unwrap() > 0);
+    drop(s);
+    up.client_gone
+        .recv_timeout(Duration::from_secs(3))
+        .expect("the upstream connection was closed after the client left");
+}
+
+#[test]
+fn api_key_is_accepted_four_ways_and_refused_otherwise() {
+    let mut config = base_config();
+    config.api_keys = vec![Secret::new("k-1"), Secret::new("k-2")];
+    let p = Proxy(Some(aiproxy::start(config).unwrap()));
+    let ok = [
+        ("/v1/chat/completions", "Authorization: Bearer k-1\r\n"),
+        ("/v1/chat/completions", "x-api-key: k-2\r\n"),
+        ("/v1/chat/completions", "x-goog-api-key: k-1\r\n"),
+        ("/v1/chat/completions?key=k-2", ""),
+    ];
+    for (path, header) in ok {
+        assert_eq!(
+            post_json(p.addr(), path, header, CHAT).status,
+            200,
+            "{path} {header}"
+        );
+    }
+    let denied = post_json(
+        p.addr(),
+        "/v1/chat/completions",
+        "Authorization: Bearer k-3\r\n",
+        CHAT,
+    );
+    assert_eq!(denied.status, 401);
+    assert_eq!(denied.json()["error"]["type"], "authentication_error");
+    let anthropic = post_json(p.addr(), "/v1/messages", "", CHAT);
+    assert_eq!(
+        (anthropic.status, anthropic.json()["type"].as_str()),
+        (401, Some("error"))
+    );
+    let gemini = post_json(p.addr(), "/v1beta/models/m:generateContent", "", "{}");
+    assert_eq!(
+        (gemini.status, gemini.json()["error"]["status"].as_str()),
+        (401, Some("UNAUTHENTICATED"))
+    );
+    assert_eq!(get(p.addr(), "/health").status, 200, "health needs no key");
+}
+
+#[test]
+fn path_prefix_selects_and_disabled_providers_are_refused() {
+    let up =
+        MockUpstream::start(|_, _| Reply::Json(200, vec![], openai_completion("from upstream")));
+    let p = openai_proxy(&up, |_| {});
+    let via_mock = post_json(p.addr(), "/mock/v1/chat/completions", "", CHAT);
+    assert!(
+        via_mock.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mock answer")
+    );
+    let via_header = post_json(
+        p.addr(),
+        "/v1/chat/completions",
+        "Model-Provider: mock\r\n",
+        CHAT,
+    );
+    assert!(
+        via_header.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Mock answer")
+    );
+    let default = post_json(p.addr(), "/v1/chat/completions", "", CHAT);
+    assert_eq!(
+        default.json()["choices"][0]["message"]["content"],
+        "from upstream"
+    );
+    let disabled = post_json(p.addr(), "/claude-kiro-oauth/v1/chat/completions", "", CHAT);
+    assert_eq!(disabled.status, 400);
+    assert!(disabled.text().contains("kiro-api"));
+    assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn claude_custom_normalises_v1_and_forwards_anthropic_headers() {
+    let up = MockUpstream::start(|_, _| {
+        Reply::Json(
+            200,
+            vec![],
+            r#"{"id":"msg_1","type":"message","role":"assistant","model":"claude-test","content":[{"type":"text","text":"hello"}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}"#.into(),
+        )
+    });
+    let mut config = base_config();
+    config.model_providers = vec![ProviderKind::ClaudeCustom];
+    config.claude.api_key = Some(Secret::new("sk-ant"));
+    config.claude.base_url = format!("{}/v1/", up.base_url());
+    let p = Proxy(Some(aiproxy::start(config).unwrap()));
+    let body =
+        r#"{"model":"claude-test","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let resp = post_json(
+        p.addr(),
+        "/v1/messages",
+        "anthropic-beta: prompt-caching-2024-07-31\r\n",
+        body,
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["content"][0]["text"], "hello");
+    let seen = up.last();
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        seen.header("anthropic-beta"),
+        Some("prompt-caching-2024-07-31")
+    );
+}
+
+#[test]
+fn unknown_routes_and_bad_json_answer_in_the_client_protocol() {
+    let p = Proxy(Some(aiproxy::start(base_config()).unwrap()));
+    let missing = get(p.addr(), "/v1beta/nothing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json()["error"]["status"], "NOT_FOUND");
+    let bad = post_json(p.addr(), "/v1/messages", "", "{not json");
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["type"], "invalid_request_error");
+    let wrong_method = get(p.addr(), "/v1/chat/completions");
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), Some("POST"));
+}
+
+#[test]
+fn health_reports_providers_without_secrets() {
+    let up = MockUpstream::start(|_, _| Reply::Json(200, vec![], openai_completion("x")));
+    let p = openai_proxy(&up, |_| {});
+    let resp = get(p.addr(), "/health");
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["provider"], "openai-custom");
+    assert!(!resp.text().contains("sk-upstream"));
+}
+
+#[test]
+fn cors_preflight_allows_every_sdk_header() {
+    let p = Proxy(Some(aiproxy::start(base_config()).unwrap()));
+    let resp = roundtrip(
+        p.addr(),
+        b"OPTIONS /v1/messages HTTP/1.1\r\nHost: t\r\nOrigin: http://app\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 204);
+    let allowed = resp
+        .header("access-control-allow-headers")
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in [
+        "x-api-key",
+        "anthropic-version",
+        "anthropic-beta",
+        "x-goog-api-key",
+        "authorization",
+    ] {
+        assert!(allowed.contains(h), "{h} missing from {allowed}");
+    }
+}
