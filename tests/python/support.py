@@ -146,7 +146,8 @@ class Gateway:
                 f.close()
 
     def stderr(self) -> str:
-        self._stderr.flush()
+        if not self._stderr.closed:
+            self._stderr.flush()
         return self.stderr_path.read_text(errors="replace")
 
 
@@ -177,7 +178,15 @@ def gemini_client(gw: Gateway, provider: str | None = None, key: str = API_KEY,
     prefix = f"/{provider}" if provider else ""
     opts = types.HttpOptions(base_url=f"{gw.url}{prefix}", api_version="v1beta",
                              timeout=30_000, headers=headers)
-    return genai.Client(api_key=key, http_options=opts)
+    client = genai.Client(api_key=key, http_options=opts)
+    # genai closes its HTTP client when the Client object is garbage
+    # collected, even while `client.models` is in use, so that
+    # `gemini_client(gw).models.list()` would fail: keep clients alive.
+    _GENAI_CLIENTS.append(client)
+    return client
+
+
+_GENAI_CLIENTS: list = []
 
 
 def expected_answer_start(provider: str, prompt: str) -> str:

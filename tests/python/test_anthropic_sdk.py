@@ -33,7 +33,7 @@ from support import (
 
 pytestmark = pytest.mark.timeout(60)
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-test-model"
 SYSTEM = "You are terse."
 TOOLS = [{"name": "get_weather", "description": "Current weather for a city",
           "input_schema": WEATHER_SCHEMA}]
@@ -47,7 +47,8 @@ def text_of(message) -> str:
 def test_messages_unary(gw, upstreams, nonce, provider):
     prompt = f"What is the capital of France {nonce}"
     m = anthropic_client(gw, provider).messages.create(
-        model=MODEL, max_tokens=200, system=SYSTEM, temperature=0,
+        model=MODEL, max_tokens=200, system=SYSTEM,
+        extra_body={"temperature": 0},  # this SDK version has no temperature argument
         messages=[{"role": "user", "content": prompt}])
     assert m.type == "message" and m.role == "assistant"
     assert m.id.startswith("msg_")
@@ -89,7 +90,7 @@ def test_max_tokens_truncates(gw, upstreams, nonce, provider):
 def test_messages_stream(gw, upstreams, nonce, provider):
     client = anthropic_client(gw, provider)
     prompt = f"Describe a sunset over the sea {nonce}"
-    kwargs = dict(model=MODEL, max_tokens=200, system=SYSTEM, temperature=0,
+    kwargs = dict(model=MODEL, max_tokens=200, system=SYSTEM, extra_body={"temperature": 0},
                   messages=[{"role": "user", "content": prompt}])
     unary = client.messages.create(**kwargs)
     upstreams.openai.reset()
@@ -174,7 +175,12 @@ def test_tool_result_with_text_keeps_the_text(gw, upstreams, nonce, provider):
             {"type": "tool_result", "tool_use_id": use.id, "content": "rainy"},
             {"type": "text", "text": "Also, is it windy?"}]},
     ])
-    assert text_of(second)
+    # The text after the result makes the last turn a user question again,
+    # so mock and openai-custom may call the tool again; what matters is
+    # that the request converts and that nothing is dropped.
+    assert second.stop_reason in ("end_turn", "tool_use")
+    if provider == "claude-custom":
+        assert text_of(second) == "claude tool result: rainy"
     if provider == "openai-custom":
         sent = upstreams.openai.last("/v1/chat/completions").body["messages"]
         assert any(m["role"] == "tool" and "rainy" in json.dumps(m["content"]) for m in sent)
