@@ -8,13 +8,12 @@ use crate::server::Request;
 /// `x-api-key`, `x-goog-api-key`, `?key=` — the conventions of the OpenAI,
 /// Anthropic and Gemini SDKs and of Gemini REST.
 pub fn presented_key(req: &Request) -> Option<String> {
-    if let Some(value) = req.header("authorization") {
-        if let Some(token) = value
+    if let Some(value) = req.header("authorization")
+        && let Some(token) = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-        {
-            return Some(token.trim().to_owned());
-        }
+    {
+        return Some(token.trim().to_owned());
     }
     for name in ["x-api-key", "x-goog-api-key"] {
         if let Some(value) = req.header(name) {

@@ -6,6 +6,7 @@
 //! upstream call) and the load balancer (`Registry::pick`) each plug into
 //! one place.
 
+use std::borrow::Cow;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -50,6 +51,18 @@ pub struct Gateway {
 struct State {
     config: Arc<Config>,
     registry: Registry,
+}
+
+/// What the route says about an inference request.
+struct Call {
+    /// Protocol the client speaks.
+    client: Protocol,
+    /// Provider named by a path prefix.
+    prefix: Option<ProviderKind>,
+    /// Model named in the path (Gemini).
+    path_model: Option<String>,
+    /// Streaming requested by the path (Gemini `streamGenerateContent`).
+    path_stream: bool,
 }
 
 /// A request the pipeline could not serve, rendered in the client's protocol.
@@ -149,23 +162,35 @@ impl Gateway {
                 ),
             ));
         }
-        if let Some(kind) = prefix {
-            if !state.registry.is_enabled(kind) {
-                return Err((
-                    proto,
-                    Failure::new(
-                        400,
-                        format!("Provider {kind} is not enabled on this gateway."),
-                    ),
-                ));
-            }
+        if let Some(kind) = prefix
+            && !state.registry.is_enabled(kind)
+        {
+            return Err((
+                proto,
+                Failure::new(
+                    400,
+                    format!("Provider {kind} is not enabled on this gateway."),
+                ),
+            ));
         }
         let result = match route {
             Route::OpenAiChat | Route::AnthropicMessages => {
-                self.infer(state, req, out, prefix, proto, None, false)
+                let call = Call {
+                    client: proto,
+                    prefix,
+                    path_model: None,
+                    path_stream: false,
+                };
+                self.infer(state, req, out, call)
             }
             Route::GeminiGenerate { model, stream } => {
-                self.infer(state, req, out, prefix, proto, Some(model), stream)
+                let call = Call {
+                    client: proto,
+                    prefix,
+                    path_model: Some(model),
+                    path_stream: stream,
+                };
+                self.infer(state, req, out, call)
             }
             Route::AnthropicCountTokens => self.count_tokens(req, out),
             Route::ListModels | Route::GeminiListModels => {
@@ -272,11 +297,14 @@ impl Gateway {
         state: &State,
         req: &Request,
         out: &mut Responder<'_>,
-        prefix: Option<ProviderKind>,
-        client: Protocol,
-        path_model: Option<String>,
-        path_stream: bool,
+        call: Call,
     ) -> Result<(), Failure> {
+        let Call {
+            client,
+            prefix,
+            path_model,
+            path_stream,
+        } = call;
         let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -296,13 +324,15 @@ impl Gateway {
         })?;
         let family = kind.family();
         let upstream_body = if family == client {
-            body.to_vec()
+            Cow::Borrowed(body)
         } else {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
             let converted = protocol::convert_request(client, family, &value, &model, stream)
                 .map_err(|e| Failure::new(400, e.message))?;
-            serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?
+            Cow::Owned(
+                serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?,
+            )
         };
         if state.config.log.prompts && log::enabled(LogLevel::Info) {
             log::event(
@@ -325,7 +355,8 @@ impl Gateway {
             self.stream_answer(req, out, client, family, &model, resp);
             return Ok(());
         }
-        let mut raw = Vec::new();
+        let mut raw =
+            Vec::with_capacity(resp.content_length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize);
         resp.body
             .take(MAX_UPSTREAM_BODY)
             .read_to_end(&mut raw)

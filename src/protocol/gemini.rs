@@ -614,6 +614,9 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
                     text: t.to_string(),
                     signature,
                 });
+            } else if let Some(Part::Text(prev)) = parts.last_mut() {
+                // Gemini splits text into several parts; clients want one.
+                prev.push_str(t);
             } else if !t.is_empty() {
                 parts.push(Part::Text(t.to_string()));
             }

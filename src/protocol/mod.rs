@@ -335,3 +335,85 @@ impl StreamConverter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn same_family_requests_pass_through_with_model_and_stream() {
+        let body = json!({"model": "a", "messages": [], "vendor_field": 1});
+        let out = convert_request(Protocol::OpenAi, Protocol::OpenAi, &body, "b", true).unwrap();
+        assert_eq!(out["model"], "b");
+        assert_eq!(out["stream"], true);
+        assert_eq!(out["stream_options"]["include_usage"], true);
+        assert_eq!(out["vendor_field"], 1);
+        let out =
+            convert_request(Protocol::Anthropic, Protocol::Anthropic, &body, "c", false).unwrap();
+        assert_eq!(out["model"], "c");
+        assert_eq!(out["stream"], false);
+        assert!(out.get("stream_options").is_none());
+        let g = json!({"contents": []});
+        assert_eq!(
+            convert_request(Protocol::Gemini, Protocol::Gemini, &g, "m", true).unwrap(),
+            g
+        );
+        assert!(
+            convert_request(Protocol::OpenAi, Protocol::OpenAi, &json!([]), "m", true).is_err()
+        );
+        assert!(
+            convert_request(Protocol::Gemini, Protocol::OpenAi, &json!({}), "m", true).is_err()
+        );
+    }
+
+    #[test]
+    fn same_family_responses_are_unchanged() {
+        let body = json!({"id": "x", "choices": []});
+        assert_eq!(
+            convert_response(Protocol::OpenAi, Protocol::OpenAi, &body, "m").unwrap(),
+            body
+        );
+        let wrapped = json!({"response": {"candidates": []}});
+        assert_eq!(
+            convert_response(Protocol::Gemini, Protocol::Gemini, &wrapped, "m").unwrap(),
+            json!({"candidates": []})
+        );
+    }
+
+    #[test]
+    fn usage_per_protocol() {
+        let u = |p, v: Value| usage(p, &v);
+        assert_eq!(
+            u(
+                Protocol::OpenAi,
+                json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+            ),
+            Some(Usage {
+                prompt: 3,
+                completion: 4
+            })
+        );
+        assert_eq!(
+            u(
+                Protocol::Anthropic,
+                json!({"usage": {"input_tokens": 3, "output_tokens": 4}})
+            ),
+            Some(Usage {
+                prompt: 3,
+                completion: 4
+            })
+        );
+        assert_eq!(
+            u(
+                Protocol::Gemini,
+                json!({"usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "thoughtsTokenCount": 1}})
+            ),
+            Some(Usage {
+                prompt: 3,
+                completion: 5
+            })
+        );
+        assert_eq!(u(Protocol::OpenAi, json!({})), None);
+    }
+}

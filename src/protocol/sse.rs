@@ -68,7 +68,7 @@ impl SseDecoder {
                     if was_cr {
                         if rest.is_empty() {
                             self.after_cr = true;
-                        } else if rest[0] == b'\n' {
+                        } else if rest.first() == Some(&b'\n') {
                             rest = &rest[1..];
                         }
                     }

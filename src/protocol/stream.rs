@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use serde_json::{Value, json};
 
 use super::canonical::{StreamEvent, TokenUsage};
-use super::{GeminiFraming, Protocol, anthropic, errors, gemini, openai};
+use super::{GeminiFraming, Protocol, anthropic, errors, gemini, ids, openai};
 
 /// Decodes upstream events of one family.
 #[derive(Debug)]
@@ -110,6 +110,7 @@ pub struct Passthrough {
     saw_delta: bool,
     saw_finish: bool,
     open_blocks: BTreeSet<u64>,
+    last_id: Option<String>,
     ended: bool,
 }
 
@@ -123,6 +124,7 @@ impl Passthrough {
             saw_delta: false,
             saw_finish: false,
             open_blocks: BTreeSet::new(),
+            last_id: None,
             ended: false,
         }
     }
@@ -158,6 +160,9 @@ impl Passthrough {
             }
             Protocol::Anthropic => {
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+                if ty.is_empty() {
+                    return;
+                }
                 match ty {
                     "message_start" => {
                         if self.started {
@@ -184,8 +189,13 @@ impl Passthrough {
                             self.open_blocks.insert(i);
                         }
                     }
-                    "content_block_stop" => {
-                        if let Some(i) = v.get("index").and_then(Value::as_u64) {
+                    "content_block_delta" | "content_block_stop" => {
+                        // A block that was never opened would break clients.
+                        let i = v.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                        if !self.open_blocks.contains(&i) {
+                            return;
+                        }
+                        if ty == "content_block_stop" {
                             self.open_blocks.remove(&i);
                         }
                     }
@@ -254,7 +264,21 @@ impl Passthrough {
 
     fn close(&mut self, usage: &TokenUsage, out: &mut Vec<u8>) {
         match self.proto {
-            Protocol::OpenAi => out.extend_from_slice(b"data: [DONE]\n\n"),
+            Protocol::OpenAi => {
+                if !self.ended && !self.saw_finish {
+                    // Truncated upstream: close the choice before [DONE].
+                    let id = self
+                        .last_id
+                        .take()
+                        .unwrap_or_else(|| ids::new_id("chatcmpl-"));
+                    let last = json!({"id": id, "object": "chat.completion.chunk",
+                        "created": ids::unix_now(), "model": self.model,
+                        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]});
+                    openai::write_data(&last, out);
+                }
+                self.ended = true;
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
             Protocol::Anthropic => {
                 if self.ended {
                     return;

@@ -48,7 +48,7 @@ pub fn api_root(base_url: &str) -> String {
 }
 
 impl Provider for Claude {
-    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
         let mut builder = self
             .agent
             .post(format!("{}/v1/messages", self.api_root))

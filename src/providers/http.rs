@@ -67,6 +67,7 @@ pub fn into_upstream(resp: ureq::http::Response<ureq::Body>) -> super::UpstreamR
     super::UpstreamResponse {
         status,
         retry_after,
+        content_length: body.content_length(),
         body: Box::new(body.into_reader()),
     }
 }

@@ -43,7 +43,7 @@ impl Mock {
 }
 
 impl Provider for Mock {
-    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
         let body: Value = match serde_json::from_slice(&req.body) {
             Ok(v) => v,
             Err(e) => return Ok(error(400, &format!("invalid JSON: {e}"))),
@@ -67,6 +67,7 @@ impl Provider for Mock {
             return Ok(UpstreamResponse {
                 status: 200,
                 retry_after: None,
+                content_length: None,
                 body: Box::new(DelayedChunks::new(chunks, self.chunk_delay)),
             });
         }
@@ -75,6 +76,7 @@ impl Provider for Mock {
         Ok(UpstreamResponse {
             status: 200,
             retry_after: None,
+            content_length: Some(bytes.len() as u64),
             body: Box::new(io::Cursor::new(bytes)),
         })
     }
@@ -97,6 +99,7 @@ fn error(status: u16, message: &str) -> UpstreamResponse {
     UpstreamResponse {
         status,
         retry_after: None,
+        content_length: None,
         body: Box::new(io::Cursor::new(body.to_string().into_bytes())),
     }
 }
@@ -345,7 +348,7 @@ mod tests {
         let mock = Mock::new(Duration::ZERO, Duration::ZERO);
         let req = UpstreamRequest {
             model: "m".into(),
-            body: body.to_string().into_bytes(),
+            body: body.to_string().into_bytes().into(),
             stream,
             forward_headers: vec![],
         };

@@ -94,6 +94,7 @@ pub mod http;
 pub mod mock;
 pub mod openai;
 
+use std::borrow::Cow;
 use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -103,11 +104,12 @@ use crate::protocol::ModelInfo;
 
 /// One call to an upstream, already in the provider's protocol family.
 #[derive(Debug)]
-pub struct UpstreamRequest {
+pub struct UpstreamRequest<'a> {
     /// Model the client asked for (used in URLs by Gemini-family providers).
     pub model: String,
-    /// JSON body in the provider's family protocol.
-    pub body: Vec<u8>,
+    /// JSON body in the provider's family protocol (borrowed from the
+    /// client request when no conversion was needed).
+    pub body: Cow<'a, [u8]>,
     /// Whether a streamed (SSE) answer is wanted.
     pub stream: bool,
     /// Client headers forwarded verbatim (e.g. `anthropic-beta`).
@@ -119,6 +121,8 @@ pub struct UpstreamRequest {
 pub struct UpstreamResponse {
     /// HTTP status.
     pub status: u16,
+    /// Declared body length, to size buffers.
+    pub content_length: Option<u64>,
     /// `Retry-After`, relayed on 429/503.
     pub retry_after: Option<String>,
     /// The body, read incrementally.
@@ -167,7 +171,7 @@ impl UpstreamError {
 /// Implementations are blocking and shared by all workers.
 pub trait Provider: Send + Sync {
     /// Sends one request.
-    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError>;
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError>;
 
     /// The models this provider offers.
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError>;

@@ -3,14 +3,16 @@
 use ureq::Agent;
 
 use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
-use crate::config::{OpenAiConfig, Secret};
+use crate::config::OpenAiConfig;
 use crate::protocol::ModelInfo;
 
 /// An OpenAI-compatible upstream.
 pub struct OpenAi {
     agent: Agent,
     base_url: String,
-    api_key: Secret,
+    /// Built once: they are the same for every request.
+    chat_url: String,
+    authorization: String,
 }
 
 impl OpenAi {
@@ -20,20 +22,22 @@ impl OpenAi {
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("openai-custom needs --openai-api-key".into()))?;
+        let base_url = config.base_url.trim_end_matches('/').to_owned();
         Ok(Self {
             agent,
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api_key,
+            chat_url: format!("{base_url}/chat/completions"),
+            authorization: format!("Bearer {}", api_key.expose()),
+            base_url,
         })
     }
 }
 
 impl Provider for OpenAi {
-    fn call(&self, req: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError> {
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
         let mut builder = self
             .agent
-            .post(format!("{}/chat/completions", self.base_url))
-            .header("Authorization", format!("Bearer {}", self.api_key.expose()))
+            .post(&self.chat_url)
+            .header("Authorization", &self.authorization)
             .header("Content-Type", "application/json");
         if req.stream {
             builder = builder.header("Accept", "text/event-stream");
@@ -51,7 +55,7 @@ impl Provider for OpenAi {
         let resp = self
             .agent
             .get(format!("{}/models", self.base_url))
-            .header("Authorization", format!("Bearer {}", self.api_key.expose()))
+            .header("Authorization", &self.authorization)
             .call()
             .map_err(http::map_error)?;
         if !resp.status().is_success() {

@@ -138,10 +138,9 @@ impl WorkerPool {
         let shared = &self.shared;
         if shared.idle.load(Ordering::SeqCst) == 0
             && shared.spawned.load(Ordering::SeqCst) < shared.settings.workers
+            && let Err(e) = self.spawn()
         {
-            if let Err(e) = self.spawn() {
-                crate::log::warn(&format!("could not start a worker thread: {e}"));
-            }
+            crate::log::warn(&format!("could not start a worker thread: {e}"));
         }
     }
 }
@@ -237,10 +236,8 @@ impl Server {
             }
         }
         let drained = finished >= self.shared.spawned.load(Ordering::SeqCst);
-        if let Some(poller) = self.poller.take() {
-            if drained {
-                let _ = poller.join();
-            }
+        if drained && let Some(poller) = self.poller.take() {
+            let _ = poller.join();
         }
         drained
     }
@@ -390,10 +387,10 @@ impl Poller {
                 self.shared.settings.idle_timeout
             };
         let pipelined = !conn.buf.is_empty();
-        if let Some(slot) = self.insert(conn, false) {
-            if pipelined {
-                self.try_dispatch(slot);
-            }
+        if let Some(slot) = self.insert(conn, false)
+            && pipelined
+        {
+            self.try_dispatch(slot);
         }
     }
 
@@ -536,10 +533,10 @@ impl Poller {
                 continue;
             }
             let timed_out_mid_head = conn.reading_head && !conn.buf.is_empty() && !conn.closing;
-            if let Some(conn) = self.take(slot) {
-                if timed_out_mid_head {
-                    self.reject(conn, 408, "request head not received in time", "");
-                }
+            if let Some(conn) = self.take(slot)
+                && timed_out_mid_head
+            {
+                self.reject(conn, 408, "request head not received in time", "");
             }
         }
     }
@@ -632,7 +629,7 @@ fn serve(shared: &Shared, job: Job) -> Option<Conn> {
             }
         };
         let keep_alive = head.keep_alive && !shared.stopping.load(Ordering::Relaxed);
-        let head_only = head.method == "HEAD";
+        let head_only = head.method() == "HEAD";
         let req = Request {
             head,
             body,

@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Instant;
 
 /// Why a request could not be read; each maps to one answer.
@@ -57,24 +58,71 @@ pub enum BodyFraming {
 }
 
 /// A parsed request head.
+///
+/// The head's text is kept in one string and every part of it is a range
+/// into that string: one allocation per request instead of two per header.
 #[derive(Debug, Clone)]
 pub struct Head {
-    /// Method, as sent (`GET`, `POST`, …).
-    pub method: String,
-    /// Path without the query string (not percent-decoded).
-    pub path: String,
-    /// Raw query string, without `?`.
-    pub query: Option<String>,
+    text: String,
+    method: Range<usize>,
+    path: Range<usize>,
+    query: Option<Range<usize>>,
+    fields: Vec<(Range<usize>, Range<usize>)>,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
-    /// Header fields in arrival order, names as sent.
-    pub headers: Vec<(String, String)>,
     /// Body framing derived from the headers.
     pub framing: BodyFraming,
     /// Whether the client wants the connection kept open.
     pub keep_alive: bool,
     /// `Expect: 100-continue` was sent.
     pub expect_continue: bool,
+}
+
+impl Head {
+    /// Method, as sent (`GET`, `POST`, …).
+    pub fn method(&self) -> &str {
+        &self.text[self.method.clone()]
+    }
+
+    /// Path without the query string (not percent-decoded).
+    pub fn path(&self) -> &str {
+        &self.text[self.path.clone()]
+    }
+
+    /// Raw query string, without `?`.
+    pub fn query(&self) -> Option<&str> {
+        self.query.clone().map(|q| &self.text[q])
+    }
+
+    /// Header fields in arrival order, names as sent.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.fields
+            .iter()
+            .map(|(n, v)| (&self.text[n.clone()], &self.text[v.clone()]))
+    }
+
+    /// First header named `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+}
+
+/// Byte range of `part` inside `whole`; `part` is a subslice of `whole`
+/// (anything else, such as an empty literal, yields an empty range).
+fn span(whole: &str, part: &str) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end)
+            if end <= whole.len()
+                && whole.is_char_boundary(start)
+                && whole.is_char_boundary(end) =>
+        {
+            start..end
+        }
+        _ => 0..0,
+    }
 }
 
 /// Outcome of trying to parse a head from the bytes received so far.
@@ -93,8 +141,8 @@ pub fn parse_head(
     max_header_bytes: usize,
     max_headers: usize,
 ) -> Result<ParseStatus, RequestError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; max_headers];
-    let mut req = httparse::Request::new(&mut fields);
+    let mut slots = vec![httparse::EMPTY_HEADER; max_headers];
+    let mut req = httparse::Request::new(&mut slots);
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
@@ -111,7 +159,9 @@ pub fn parse_head(
     if len > max_header_bytes {
         return Err(RequestError::HeadersTooLarge);
     }
-    let method = req.method.unwrap_or_default().to_owned();
+    let text = std::str::from_utf8(&buf[..len])
+        .map_err(|_| RequestError::BadRequest("request head is not valid UTF-8"))?;
+    let method = span(text, req.method.unwrap_or_default());
     let target = req.path.unwrap_or_default();
     let minor_version = req.version.unwrap_or(1);
     if !target.starts_with('/') {
@@ -120,11 +170,11 @@ pub fn parse_head(
         ));
     }
     let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p.to_owned(), Some(q.to_owned())),
-        None => (target.to_owned(), None),
+        Some((p, q)) => (span(text, p), Some(span(text, q))),
+        None => (span(text, target), None),
     };
 
-    let mut headers = Vec::with_capacity(req.headers.len());
+    let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
     let mut connection_close = false;
@@ -165,7 +215,8 @@ pub fn parse_head(
                 return Err(RequestError::BadRequest("unsupported Expect header"));
             }
         }
-        headers.push((name.to_owned(), value.to_owned()));
+        // httparse's slices point into `buf`, whose prefix is `text`.
+        fields.push((span(text, name), span(text, value)));
     }
     // Both framings at once is the classic request-smuggling vector
     // (RFC 9112 §6.3): refuse rather than guess.
@@ -186,11 +237,12 @@ pub fn parse_head(
     };
     Ok(ParseStatus::Complete(
         Head {
+            text: text.to_owned(),
             method,
             path,
             query,
+            fields,
             minor_version,
-            headers,
             framing,
             keep_alive,
             expect_continue,
@@ -215,26 +267,22 @@ pub struct Request {
 impl Request {
     /// Method as sent.
     pub fn method(&self) -> &str {
-        &self.head.method
+        self.head.method()
     }
 
     /// Path without the query.
     pub fn path(&self) -> &str {
-        &self.head.path
+        self.head.path()
     }
 
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.head.header(name)
     }
 
     /// First query parameter named `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        let query = self.head.query.as_deref()?;
+        let query = self.head.query()?;
         query.split('&').find_map(|pair| {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             (k == name).then(|| percent_decode(v))
@@ -477,7 +525,9 @@ mod tests {
             panic!("partial")
         };
         assert_eq!(len, raw.len() - 3);
-        assert_eq!(h.path, "/v1/chat");
+        assert_eq!(h.path(), "/v1/chat");
+        assert_eq!(h.query(), Some("key=a%20b&x"));
+        assert_eq!(h.header("HOST"), Some("x"));
         assert_eq!(h.framing, BodyFraming::Length(3));
         assert!(h.keep_alive);
     }

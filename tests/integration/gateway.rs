@@ -32,13 +32,21 @@ impl Drop for Proxy {
 }
 
 fn base_config() -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.workers = 8;
-    config.upstream.base_delay = Duration::from_millis(1);
-    config.shutdown_timeout = Duration::from_secs(2);
-    config.log.level = aiproxy::config::LogLevel::Warn;
-    config
+    let defaults = Config::default();
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 8,
+        upstream: aiproxy::config::Upstream {
+            base_delay: Duration::from_millis(1),
+            ..defaults.upstream.clone()
+        },
+        shutdown_timeout: Duration::from_secs(2),
+        log: aiproxy::config::LogConfig {
+            level: aiproxy::config::LogLevel::Warn,
+            ..defaults.log.clone()
+        },
+        ..defaults
+    }
 }
 
 fn openai_proxy(upstream: &MockUpstream, tweak: impl FnOnce(&mut Config)) -> Proxy {
