@@ -39,6 +39,12 @@ def binary_path() -> Path:
     return path
 
 
+def gateway_environment() -> dict:
+    """The test runner's environment minus ``AIPROXY_*`` (``AIPROXY_BIN`` is
+    the runner's own; the gateway reads that prefix as configuration)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("AIPROXY_")}
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -76,7 +82,7 @@ class Gateway:
         self.proc = subprocess.Popen(
             [str(self.binary), *self.args],
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
-            env={**os.environ, **(env or {})}, cwd=OUTPUT_DIR,
+            env={**gateway_environment(), **(env or {})}, cwd=OUTPUT_DIR,
         )
         self.returncode: int | None = None
         self._wait_ready()

@@ -10,7 +10,8 @@
   (all four ways) and upstream errors, no canary appears anywhere in
   stderr — in text or JSON log format, at debug level.
 * ``--log-format json``: every stderr line is a JSON object; access lines
-  carry method, route, status and duration.
+  carry method, route, status and duration; startup warnings (an unknown
+  ``AIPROXY_*`` variable) are JSON lines too.
 """
 
 import json
@@ -27,6 +28,7 @@ from mock_upstreams import AnthropicUpstream, OpenAIUpstream
 from support import (
     anthropic_client,
     binary_path,
+    gateway_environment,
     gemini_client,
     openai_client,
 )
@@ -99,7 +101,8 @@ def test_sigint_exits_zero(start_gateway):
 ])
 def test_usage_and_config_errors_exit_2(args, needle):
     p = subprocess.run([str(binary_path()), "--host", "127.0.0.1", "--port", "0", *args],
-                       capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
+                       capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
+                       env=gateway_environment())
     assert p.returncode == 2, (p.returncode, p.stderr)
     assert needle in p.stderr.lower()
 
@@ -196,3 +199,18 @@ def test_json_log_lines(start_gateway):
     assert {200, 401, 404} <= statuses
     chat = [o for o in access if o["status"] == 200 and o["method"] == "POST"]
     assert chat and all(o["route"] == "/v1/chat/completions" for o in chat)
+
+
+def test_json_log_format_covers_startup_warnings(start_gateway):
+    g = start_gateway("--model-provider", "mock", "--log-format", "json",
+                      env={"AIPROXY_NO_SUCH_SETTING": "1"})
+    assert g.stop() == 0
+    lines = [line for line in g.stderr().splitlines() if line.strip()]
+    warned = [line for line in lines if "AIPROXY_NO_SUCH_SETTING" in line]
+    assert warned, "an unknown AIPROXY_ variable is reported"
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            pytest.fail(f"--log-format json printed a non-JSON line: {line!r}")
+        assert isinstance(obj, dict)
