@@ -54,7 +54,7 @@ for component in rustfmt clippy; do
 done
 
 # ---- Python virtualenv for the SDK tests ---------------------------------------
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then   # missing or broken
     step "python3 -m venv .venv"
     rm -rf "$VENV"
     python3 -m venv "$VENV"

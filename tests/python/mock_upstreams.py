@@ -21,7 +21,8 @@ tool ids that match) and answer with the provider's real error bodies, so a
 malformed conversion fails loudly instead of passing silently.
 
 Every request is recorded (method, path, headers, JSON body). A test can
-script errors with ``fail_next(status, …)``.
+script errors with ``fail_next(status, …)``, slow streams down with
+``stream_delay`` and see in ``aborted`` which streams the reader hung up on.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class MockUpstream:
         self._requests: list[Recorded] = []
         self._errors: list[ScriptedError] = []
         self._seq = 0
+        self.stream_delay = 0.0  # seconds between streamed events
+        self.aborted: list[Recorded] = []  # streams the reader hung up on
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -174,6 +177,8 @@ class MockUpstream:
         with self._lock:
             self._requests.clear()
             self._errors.clear()
+            self.aborted.clear()
+            self.stream_delay = 0.0
 
     def close(self) -> None:
         self._server.shutdown()
@@ -215,7 +220,9 @@ class MockUpstream:
         try:
             self.handle(h, rec)
         except (BrokenPipeError, ConnectionResetError):
-            pass
+            with self._lock:
+                self.aborted.append(rec)
+            h.close_connection = True
 
     def handle(self, h: BaseHTTPRequestHandler, rec: Recorded) -> None:
         raise NotImplementedError
@@ -242,8 +249,11 @@ class MockUpstream:
         h.end_headers()
         h.close_connection = True
 
-    @staticmethod
-    def write(h: BaseHTTPRequestHandler, text: str) -> None:
+    def write(self, h: BaseHTTPRequestHandler, text: str) -> None:
+        """Writes one SSE event, after ``stream_delay`` for all but the first."""
+        if getattr(h, "_events_sent", 0) and self.stream_delay:
+            time.sleep(self.stream_delay)
+        h._events_sent = getattr(h, "_events_sent", 0) + 1
         h.wfile.write(text.encode())
         h.wfile.flush()
 

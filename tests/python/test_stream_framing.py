@@ -10,9 +10,14 @@
   join to the tool input).
 * Gemini: ``?alt=sse`` gives ``data:`` events; without it the answer is one
   JSON array of GenerateContentResponse objects; both carry the same text.
+* A client that hangs up mid-stream makes the gateway hang up on the
+  upstream too (the upstream's next writes fail), long before the stream
+  would have ended.
 """
 
 import json
+import socket
+import time
 
 import pytest
 
@@ -172,3 +177,28 @@ def test_gemini_key_in_query_for_rest_users(gw, nonce):
                    body={"contents": [{"parts": [{"text": f"hi {nonce}"}]}]})
     assert r.status == 200, r.text
     assert r.json()["candidates"][0]["content"]["parts"][0]["text"]
+
+
+@pytest.mark.parametrize("provider", ["openai-custom", "claude-custom"])
+def test_client_disconnect_stops_the_upstream_stream(gw, upstreams, nonce, provider):
+    up = upstreams.for_provider(provider)
+    up.stream_delay = 0.1
+    prompt = " ".join(f"word{i}" for i in range(60)) + f" {nonce}"  # ~6 s of events
+    body = json.dumps({"model": "gpt-4o-mini", "stream": True,
+                       "messages": [{"role": "user", "content": prompt}]}).encode()
+    sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    try:
+        sock.sendall(b"POST /" + provider.encode() + b"/v1/chat/completions HTTP/1.1\r\n"
+                     b"Host: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Authorization: Bearer " + API_KEY.encode() + b"\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        started = time.monotonic()
+    finally:
+        sock.close()
+    deadline = started + 4
+    while time.monotonic() < deadline and not up.aborted:
+        time.sleep(0.05)  # bounded wait for the gateway to notice the hang-up
+    assert up.aborted, "the upstream stream kept running after the client left"
+    assert time.monotonic() - started < 4
