@@ -35,6 +35,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 OPENAI_MODELS = ["gpt-upstream-large", "gpt-upstream-mini"]
+# A last user message containing this makes either upstream answer with a
+# short text followed by a call of *every* offered tool.
+MULTI_TOOL_TRIGGER = "CALL ALL TOOLS"
 ANTHROPIC_MODELS = ["claude-upstream-opus", "claude-upstream-haiku"]
 
 
@@ -288,7 +291,8 @@ class OpenAIUpstream(MockUpstream):
     Answer rules (deterministic):
     * tools offered, ``tool_choice`` not ``"none"`` and the last message not a
       ``tool`` result → a call of the named (or first) tool with arguments
-      from its schema (strings ``"openai-<prop>"``, numbers 3, booleans true);
+      from its schema (strings ``"openai-<prop>"``, numbers 3, booleans true),
+      or text then calls of every tool if the prompt has MULTI_TOOL_TRIGGER;
     * last message a ``tool`` result → ``"openai tool result: <content>"``;
     * else ``"openai says: <last user text>"`` plus ``" [system: <text>]"``
       when a system/developer message was sent; ``max_tokens`` (or
@@ -378,15 +382,21 @@ class OpenAIUpstream(MockUpstream):
         last = messages[-1]
         n = self._next_id()
         prompt_words = sum(len(_words(_openai_text(m.get("content")))) for m in messages)
-        tool_call = None
+        tool_calls: list[dict] = []
+        words: list[str] = []
         finish = "stop"
         if tools and choice != "none" and last.get("role") != "tool":
             wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-            tool = next((t for t in tools if t["function"]["name"] == wanted), tools[0])
-            fn = tool["function"]
-            args = json.dumps(_example_args(fn.get("parameters") or {}, "openai"))
-            tool_call = {"id": f"call_up{n:06d}", "name": fn["name"], "arguments": args}
-            words: list[str] = []
+            if MULTI_TOOL_TRIGGER in _openai_text(last.get("content")):
+                chosen = tools  # every tool, after a short text
+                words = ["Calling", "tools."]
+            else:
+                chosen = [next((t for t in tools if t["function"]["name"] == wanted), tools[0])]
+            for k, tool in enumerate(chosen):
+                fn = tool["function"]
+                args = json.dumps(_example_args(fn.get("parameters") or {}, "openai"))
+                tool_calls.append({"id": f"call_up{n:06d}_{k}", "name": fn["name"],
+                                   "arguments": args})
             finish = "tool_calls"
         else:
             if last.get("role") == "tool":
@@ -403,27 +413,27 @@ class OpenAIUpstream(MockUpstream):
             if isinstance(limit, int) and len(words) > limit:
                 words = words[:max(limit, 1)]
                 finish = "length"
-        completion = len(words) if words else max(1, len(tool_call["arguments"]) // 4)
+        completion = len(words) + sum(max(1, len(c["arguments"]) // 4) for c in tool_calls)
         usage = {"prompt_tokens": max(prompt_words, 1), "completion_tokens": completion,
                  "total_tokens": max(prompt_words, 1) + completion}
         cid = f"chatcmpl-up{n:06d}"
         created = int(time.time())
         if body.get("stream"):
-            return self._stream(h, cid, created, model, words, tool_call, finish, usage,
+            return self._stream(h, cid, created, model, words, tool_calls, finish, usage,
                                 bool((body.get("stream_options") or {}).get("include_usage")))
         message: dict[str, Any] = {"role": "assistant", "content": " ".join(words) if words else None,
                                    "refusal": None}
-        if tool_call:
-            message["tool_calls"] = [{"id": tool_call["id"], "type": "function",
-                                      "function": {"name": tool_call["name"],
-                                                   "arguments": tool_call["arguments"]}}]
+        if tool_calls:
+            message["tool_calls"] = [{"id": c["id"], "type": "function",
+                                      "function": {"name": c["name"], "arguments": c["arguments"]}}
+                                     for c in tool_calls]
         return self.send_json(h, 200, {
             "id": cid, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
             "usage": usage, "system_fingerprint": "fp_upstream",
         })
 
-    def _stream(self, h, cid, created, model, words, tool_call, finish, usage, include_usage):
+    def _stream(self, h, cid, created, model, words, tool_calls, finish, usage, include_usage):
         self.start_sse(h)
 
         def chunk(delta, finish_reason=None, **extra):
@@ -439,12 +449,11 @@ class OpenAIUpstream(MockUpstream):
         chunk({"role": "assistant", "content": "", "refusal": None})
         for i, w in enumerate(words):
             chunk({"content": w if i == 0 else " " + w})
-        if tool_call:
-            frags = _split3(tool_call["arguments"])
-            chunk({"tool_calls": [{"index": 0, "id": tool_call["id"], "type": "function",
-                                   "function": {"name": tool_call["name"], "arguments": ""}}]})
-            for frag in frags:
-                chunk({"tool_calls": [{"index": 0, "function": {"arguments": frag}}]})
+        for k, call in enumerate(tool_calls):
+            chunk({"tool_calls": [{"index": k, "id": call["id"], "type": "function",
+                                   "function": {"name": call["name"], "arguments": ""}}]})
+            for frag in _split3(call["arguments"]):
+                chunk({"tool_calls": [{"index": k, "function": {"arguments": frag}}]})
         chunk({}, finish)
         if include_usage:
             obj = {"id": cid, "object": "chat.completion.chunk", "created": created,
@@ -482,7 +491,7 @@ class AnthropicUpstream(MockUpstream):
     * tools offered, ``tool_choice.type`` not ``none`` and the last user turn
       not carrying a ``tool_result`` → a ``tool_use`` of the named (or first)
       tool with arguments from ``input_schema`` (strings ``"claude-<prop>"``,
-      numbers 3, booleans true);
+      numbers 3, booleans true), or text then every tool for MULTI_TOOL_TRIGGER;
     * last user turn carries ``tool_result`` → ``"claude tool result: <text>"``;
     * else ``"claude says: <last user text>"`` plus ``" [system: <text>]"``;
       ``max_tokens`` truncates the words, stop reason ``max_tokens``.
@@ -534,7 +543,7 @@ class AnthropicUpstream(MockUpstream):
         system = body.get("system")
         if system is not None and not isinstance(system, (str, list)):
             return "system: Input should be a valid string or list"
-        tool_ids: set[str] = set()
+        prev_tool_ids: set[str] = set()  # tool_use ids of the previous message
         for i, m in enumerate(msgs):
             role = m.get("role")
             if role not in ("user", "assistant"):
@@ -543,12 +552,21 @@ class AnthropicUpstream(MockUpstream):
             if not isinstance(content, (str, list)):
                 return f"messages.{i}.content: Input should be a valid string or list"
             blocks = content if isinstance(content, list) else []
+            if prev_tool_ids:
+                answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
+                if prev_tool_ids - answered:
+                    return (f"messages.{i}: `tool_use` ids were found without `tool_result` "
+                            "blocks immediately after: " + ", ".join(sorted(prev_tool_ids - answered))
+                            + ". Each `tool_use` block must have a corresponding `tool_result` "
+                            "block in the next message.")
+            tool_ids = prev_tool_ids
+            prev_tool_ids = set()
             for b in blocks:
                 t = b.get("type")
                 if t == "tool_use":
                     if role != "assistant" or not isinstance(b.get("input"), dict):
                         return f"messages.{i}: tool_use blocks need role assistant and an object input"
-                    tool_ids.add(b.get("id"))
+                    prev_tool_ids.add(b.get("id"))
                 elif t == "tool_result":
                     if role != "user":
                         return f"messages.{i}: tool_result blocks must be in a user message"
@@ -594,9 +612,15 @@ class AnthropicUpstream(MockUpstream):
         stop = "end_turn"
         if tools and choice.get("type") != "none" and not results and last["role"] == "user":
             wanted = choice.get("name") if choice.get("type") == "tool" else None
-            tool = next((t for t in tools if t["name"] == wanted), tools[0])
-            blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}", "name": tool["name"],
-                           "input": _example_args(tool["input_schema"], "claude")})
+            if MULTI_TOOL_TRIGGER in _claude_text(last["content"]):
+                chosen = tools  # every tool, after a short text
+                blocks.append({"type": "text", "text": "Calling tools."})
+            else:
+                chosen = [next((t for t in tools if t["name"] == wanted), tools[0])]
+            for k, tool in enumerate(chosen):
+                blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}_{k}",
+                               "name": tool["name"],
+                               "input": _example_args(tool["input_schema"], "claude")})
             stop = "tool_use"
         else:
             if results:
