@@ -22,7 +22,8 @@ malformed conversion fails loudly instead of passing silently.
 
 Every request is recorded (method, path, headers, JSON body). A test can
 script errors with ``fail_next(status, …)``, slow streams down with
-``stream_delay`` and see in ``aborted`` which streams the reader hung up on.
+``stream_delay``, cut them short with ``truncate_after`` and see in
+``aborted`` which streams the reader hung up on.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def _split3(s: str) -> list[str]:
     return [s[:a], s[a:b], s[b:]]
 
 
+class _Truncated(Exception):
+    """Raised inside a handler to end a stream abruptly."""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -127,6 +132,7 @@ class MockUpstream:
         self._errors: list[ScriptedError] = []
         self._seq = 0
         self.stream_delay = 0.0  # seconds between streamed events
+        self.truncate_after: int | None = None  # hang up after this many events
         self.aborted: list[Recorded] = []  # streams the reader hung up on
         upstream = self
 
@@ -182,6 +188,7 @@ class MockUpstream:
             self._errors.clear()
             self.aborted.clear()
             self.stream_delay = 0.0
+            self.truncate_after = None
 
     def close(self) -> None:
         self._server.shutdown()
@@ -226,6 +233,8 @@ class MockUpstream:
             with self._lock:
                 self.aborted.append(rec)
             h.close_connection = True
+        except _Truncated:
+            h.close_connection = True  # the stream just stops: no terminator
 
     def handle(self, h: BaseHTTPRequestHandler, rec: Recorded) -> None:
         raise NotImplementedError
@@ -253,10 +262,14 @@ class MockUpstream:
         h.close_connection = True
 
     def write(self, h: BaseHTTPRequestHandler, text: str) -> None:
-        """Writes one SSE event, after ``stream_delay`` for all but the first."""
-        if getattr(h, "_events_sent", 0) and self.stream_delay:
+        """Writes one SSE event, after ``stream_delay`` for all but the first;
+        hangs up instead once ``truncate_after`` events were sent."""
+        sent = getattr(h, "_events_sent", 0)
+        if self.truncate_after is not None and sent >= self.truncate_after:
+            raise _Truncated()
+        if sent and self.stream_delay:
             time.sleep(self.stream_delay)
-        h._events_sent = getattr(h, "_events_sent", 0) + 1
+        h._events_sent = sent + 1
         h.wfile.write(text.encode())
         h.wfile.flush()
 

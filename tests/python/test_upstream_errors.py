@@ -11,8 +11,10 @@ bodies:
   converted to the client's error shape with the right status and type;
 * an upstream 5xx the gateway retries: a single transient 503 is invisible
   to the client; a persistent one arrives as a server error;
-* an unreachable upstream is a 502/504 in the client's shape, and a
-  mid-stream failure of a streamed answer is reported in-band.
+* an unreachable upstream is a 502/504 in the client's shape;
+* an upstream refusing a streamed request is an HTTP error status;
+* an upstream stream cut short (no finish, no terminator) reaches every
+  client protocol as an in-band error, not as a complete-looking answer.
 """
 
 import anthropic
@@ -171,3 +173,26 @@ def test_upstream_key_rejected_does_not_leak_key(start_gateway, upstreams, nonce
         openai_client(g).chat.completions.create(model="m", messages=say(f"hi {nonce}"))
     assert e.value.status_code == 401
     assert "sk-wrong-upstream-key-5e5e" not in e.value.response.text
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("provider", ["openai-custom", "claude-custom"])
+def test_truncated_upstream_stream_is_an_error_for_the_client(gw, upstreams, nonce, provider,
+                                                              client):
+    """The upstream hangs up mid-answer (no finish, no terminator): the client
+    must get an in-band error, not a short answer that looks complete."""
+    upstreams.for_provider(provider).truncate_after = 4
+    prompt = " ".join(f"word{i}" for i in range(30)) + f" {nonce}"
+    if client == "openai":
+        with pytest.raises(openai.APIError):
+            list(openai_client(gw, provider).chat.completions.create(
+                model="m", messages=say(prompt), stream=True))
+    elif client == "anthropic":
+        with pytest.raises(anthropic.APIError):
+            with anthropic_client(gw, provider).messages.stream(
+                    model="m", max_tokens=200, messages=say(prompt)) as s:
+                s.get_final_message()
+    else:
+        with pytest.raises(errors.APIError):
+            list(gemini_client(gw, provider).models.generate_content_stream(
+                model="gemini-2.5-flash", contents=prompt))
