@@ -12,6 +12,10 @@ selection and CORS.
   segment is just an unknown route (404).
 * CORS preflight: OPTIONS → 204 without auth, allowing the headers that
   browser-based OpenAI, Anthropic and Gemini clients send.
+* Model lists: ``GET /v1/models`` answers in the shape of the client's
+  headers (OpenAI, ``anthropic-version`` → Anthropic, ``x-goog-api-key`` →
+  Gemini); the Gemini SDK works on the ``/v1/`` routes too; one model can
+  be retrieved (404 for an unknown one).
 """
 
 import anthropic
@@ -222,3 +226,45 @@ def test_cors_header_on_normal_answers(gw, nonce):
                    headers={"Authorization": f"Bearer {API_KEY}", "Origin": "http://x.test"})
     assert r.status == 200
     assert r.headers.get("access-control-allow-origin") in ("*", "http://x.test")
+
+
+# ---- model lists: one path, three shapes; Gemini routes also under /v1 ------
+
+
+def test_v1_models_shape_follows_client_headers(gw):
+    openai_shape = gw.request("GET", "/v1/models", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert openai_shape.status == 200
+    body = openai_shape.json()
+    assert body["object"] == "list" and all(m["object"] == "model" for m in body["data"])
+
+    anthropic_shape = gw.request("GET", "/v1/models", headers={
+        "x-api-key": API_KEY, "anthropic-version": "2023-06-01"})
+    body = anthropic_shape.json()
+    assert "object" not in body and all(m["type"] == "model" for m in body["data"])
+
+    gemini_shape = gw.request("GET", "/v1/models", headers={"x-goog-api-key": API_KEY})
+    body = gemini_shape.json()
+    assert all(m["name"].startswith("models/") for m in body["models"])
+
+
+def test_gemini_sdk_on_v1_routes(gw, nonce):
+    from google import genai
+    from google.genai import types
+
+    client = genai.Client(api_key=API_KEY, http_options=types.HttpOptions(
+        base_url=f"{gw.url}/mock", api_version="v1", timeout=30_000))
+    try:
+        r = client.models.generate_content(model="gemini-2.5-flash", contents=f"hi {nonce}")
+        assert r.text.startswith(expected_answer_start("mock", f"hi {nonce}"))
+        assert "models/mock-small" in {m.name for m in client.models.list()}
+    finally:
+        client.close()
+
+
+def test_retrieve_one_model(gw):
+    m = openai_client(gw, "mock").models.retrieve("mock-small")
+    assert m.id == "mock-small" and m.object == "model"
+    a = anthropic_client(gw, "mock").models.retrieve("mock-small")
+    assert a.id == "mock-small" and a.type == "model"
+    with pytest.raises(openai.NotFoundError):
+        openai_client(gw, "mock").models.retrieve("gpt-nonexistent")
