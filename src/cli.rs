@@ -19,7 +19,12 @@ use argh::{ArgsInfo, FromArgs};
 
 /// Switches that accept `true`/`false` as well as standing alone. The
 /// feature switches of later releases (`--cache-enabled`, …) belong here.
-pub const VALUED_SWITCHES: &[&str] = &["--insecure-no-auth", "--log-prompts"];
+pub const VALUED_SWITCHES: &[&str] = &[
+    "--insecure-no-auth",
+    "--log-prompts",
+    "--cache-enabled",
+    "--metrics-enabled",
+];
 
 /// AI API gateway: OpenAI, Anthropic and Gemini clients to any provider.
 #[derive(FromArgs, ArgsInfo, Debug, Default, PartialEq, Eq)]
@@ -63,6 +68,41 @@ pub struct Cli {
     /// (default false)
     #[argh(switch)]
     pub insecure_no_auth: Option<bool>,
+
+    /// response cache on or off; takes an optional true|false (default true)
+    #[argh(switch)]
+    pub cache_enabled: Option<bool>,
+
+    /// memory cache capacity in MB (default 100)
+    #[argh(option, arg_name = "mb")]
+    pub cache_max_size: Option<String>,
+
+    /// seconds a cached answer stays valid (default 300)
+    #[argh(option, arg_name = "seconds")]
+    pub cache_ttl: Option<String>,
+
+    /// shared Redis server, a second cache tier for every node: host:port
+    /// or redis:// URL (default: none)
+    #[argh(option, arg_name = "addr")]
+    pub redis_addr: Option<String>,
+
+    /// password of the Redis server (default: none)
+    #[argh(option, arg_name = "password")]
+    pub redis_password: Option<String>,
+
+    /// database number on the Redis server (default 0)
+    #[argh(option, arg_name = "n")]
+    pub redis_db: Option<String>,
+
+    /// metrics (/metrics) and the dashboard on or off; takes an optional
+    /// true|false (default true)
+    #[argh(switch)]
+    pub metrics_enabled: Option<bool>,
+
+    /// extra port serving only /metrics (default: none; /metrics is always
+    /// on the main port too)
+    #[argh(option, arg_name = "port")]
+    pub metrics_port: Option<String>,
 
     /// enabled providers, comma list, the first is the default: openai-custom,
     /// claude-custom, gemini-cli, kiro-api, qwen-api, mock (default mock)
@@ -285,6 +325,8 @@ impl Cli {
             match switch {
                 "--insecure-no-auth" => cli.insecure_no_auth = Some(value),
                 "--log-prompts" => cli.log_prompts = Some(value),
+                "--cache-enabled" => cli.cache_enabled = Some(value),
+                "--metrics-enabled" => cli.metrics_enabled = Some(value),
                 _ => {}
             }
         }

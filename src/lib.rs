@@ -11,11 +11,13 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod log;
+pub mod metrics;
 pub mod protocol;
 pub mod providers;
 pub mod routing;

@@ -148,7 +148,7 @@ fn feature_guide_config_checks_ok() {
         "{err}"
     );
     assert!(
-        err.contains("cache.enabled") && err.contains("cluster.node_id"),
+        err.contains("websocket.enabled") && err.contains("cluster.node_id"),
         "{err}"
     );
     assert!(

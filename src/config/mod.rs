@@ -71,6 +71,10 @@ pub const DEFAULT_REQUEST_BASE_DELAY: Duration = Duration::from_millis(250);
 pub const DEFAULT_MOCK_LATENCY: Duration = Duration::from_millis(0);
 /// Delay between two streamed chunks of the built-in mock provider.
 pub const DEFAULT_MOCK_CHUNK_DELAY: Duration = Duration::from_millis(0);
+/// Memory cache capacity in MB.
+pub const DEFAULT_CACHE_MAX_SIZE_MB: u64 = 100;
+/// How long a cached answer stays valid.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// claude-custom upstream root; `/v1` is appended when missing.
@@ -190,6 +194,37 @@ pub struct MockConfig {
     pub latency: Duration,
 }
 
+/// Response cache settings (`cache:`).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// `--cache-enabled`, default true.
+    pub enabled: bool,
+    /// `--cache-max-size`: memory tier capacity in MB.
+    pub max_size_mb: u64,
+    /// `--cache-ttl`: how long an answer stays valid.
+    pub ttl: Duration,
+}
+
+/// Shared Redis cache tier (`redis:`); present only when `redis.addr` is set.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `--redis-addr`: `host:port` or a `redis://` URL.
+    pub addr: String,
+    /// `--redis-password`.
+    pub password: Option<Secret>,
+    /// `--redis-db`.
+    pub db: u64,
+}
+
+/// Prometheus metrics settings (`metrics:`).
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// `--metrics-enabled`, default true: `/metrics` and `/dashboard`.
+    pub enabled: bool,
+    /// `--metrics-port`: an extra listener serving only `/metrics`.
+    pub port: Option<u16>,
+}
+
 /// The validated configuration of one aiproxy process.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -221,6 +256,12 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Logging.
     pub log: LogConfig,
+    /// Response cache.
+    pub cache: CacheConfig,
+    /// Shared Redis cache tier, if configured.
+    pub redis: Option<RedisConfig>,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// Key paths that were set but whose feature is not available in
@@ -274,6 +315,16 @@ impl Default for Config {
                 level: LogLevel::Info,
                 format: LogFormat::Text,
                 prompts: false,
+            },
+            cache: CacheConfig {
+                enabled: true,
+                max_size_mb: DEFAULT_CACHE_MAX_SIZE_MB,
+                ttl: DEFAULT_CACHE_TTL,
+            },
+            redis: None,
+            metrics: MetricsConfig {
+                enabled: true,
+                port: None,
             },
             config_file: None,
             pending_features: Vec::new(),
@@ -388,6 +439,14 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("log.level", cli.log_level.clone()),
         ("log.format", cli.log_format.clone()),
         ("log.prompts", switch(cli.log_prompts)),
+        ("cache.enabled", switch(cli.cache_enabled)),
+        ("cache.max_size_mb", cli.cache_max_size.clone()),
+        ("cache.ttl_seconds", cli.cache_ttl.clone()),
+        ("redis.addr", cli.redis_addr.clone()),
+        ("redis.password", cli.redis_password.clone()),
+        ("redis.db", cli.redis_db.clone()),
+        ("metrics.enabled", switch(cli.metrics_enabled)),
+        ("metrics.port", cli.metrics_port.clone()),
     ];
     for (path, value) in given {
         if let (Some(value), Some(key)) = (value, keys::find(path))
@@ -709,6 +768,34 @@ impl Resolver {
             }),
             prompts: self.boolean("log.prompts"),
         };
+        let cache = CacheConfig {
+            enabled: self.value("cache.enabled", true, parse::boolean),
+            max_size_mb: self.value("cache.max_size_mb", DEFAULT_CACHE_MAX_SIZE_MB, |t| {
+                parse::integer(t, 1, 1 << 20)
+            }),
+            ttl: self.value("cache.ttl_seconds", DEFAULT_CACHE_TTL, |t| {
+                parse::integer(t, 0, 365 * 24 * 3600).map(Duration::from_secs)
+            }),
+        };
+        let redis_addr = self.value("redis.addr", None, |t| {
+            let t = t.trim();
+            if t.starts_with("redis://") || t.starts_with("rediss://") {
+                Ok(Some(t.to_owned()))
+            } else {
+                parse::host_port(t).map(Some)
+            }
+        });
+        let redis_password = self.secret("redis.password");
+        let redis_db = self.value("redis.db", 0, |t| parse::integer(t, 0, 65535));
+        let redis = redis_addr.map(|addr| RedisConfig {
+            addr,
+            password: redis_password,
+            db: redis_db,
+        });
+        let metrics = MetricsConfig {
+            enabled: self.value("metrics.enabled", true, parse::boolean),
+            port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
+        };
         let pending_features = self.pending();
 
         // Rules across keys.
@@ -753,6 +840,9 @@ impl Resolver {
             upstream,
             shutdown_timeout,
             log,
+            cache,
+            redis,
+            metrics,
             config_file: None,
             pending_features,
             warnings: Vec::new(),
@@ -1123,10 +1213,14 @@ mod tests {
         let config = load(Some(yaml), &vars, &[]).unwrap();
         assert_eq!(config.listen.to_string(), "0.0.0.0:3000");
         assert_eq!(config.model_providers.len(), 5);
+        assert!(config.cache.enabled && config.metrics.enabled);
+        assert_eq!(config.metrics.port, Some(9090));
+        assert_eq!(config.cache.ttl, Duration::from_secs(300));
+        assert_eq!(
+            config.redis.as_ref().map(|r| r.addr.as_str()),
+            Some("localhost:6379")
+        );
         for key in [
-            "cache.enabled",
-            "redis.addr",
-            "metrics.port",
             "websocket.max_connections",
             "load_balancer.health_check_interval",
             "cluster.seed_nodes",
@@ -1171,8 +1265,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             config.pending_features,
-            ["redis.addr", "cluster.node_id", "cluster.seed_nodes"]
+            ["cluster.node_id", "cluster.seed_nodes"]
         );
+        assert_eq!(config.redis.map(|r| r.addr), Some("redis:6379".to_owned()));
         let message = problem(None, &[("REDIS_ADDR", "redis")], &[]);
         assert_eq!(message, "REDIS_ADDR: \"redis\" is not host:port");
     }

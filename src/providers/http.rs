@@ -3,7 +3,10 @@
 //! ureq's defaults suit a script, not a gateway: statuses become errors
 //! (we relay them), redirects are followed (we relay them), the proxy is
 //! taken from the environment, there are no timeouts and buffers are
-//! 128 KiB per connection. Each is set here on purpose.
+//! 128 KiB per connection. Each is set here on purpose: buffers are
+//! 16 KiB in and 8 KiB out (ureq grows the input buffer when an answer's
+//! head needs more), since with thousands of requests in flight every
+//! worker holds one upstream connection.
 
 use std::io;
 
@@ -26,8 +29,8 @@ pub fn agent(config: &Config) -> Agent {
         .timeout_connect(Some(up.connect_timeout))
         .timeout_recv_response(Some(up.timeout))
         .timeout_per_read(Some(up.idle_timeout))
-        .input_buffer_size(32 * 1024)
-        .output_buffer_size(32 * 1024)
+        .input_buffer_size(16 * 1024)
+        .output_buffer_size(8 * 1024)
         .max_idle_connections(config.workers.max(16))
         .max_idle_connections_per_host(config.workers.max(16))
         .build();

@@ -133,14 +133,19 @@ impl WorkerPool {
         Ok(())
     }
 
-    /// Starts one more worker if every running one is busy.
-    fn grow_if_busy(&self) {
+    /// Starts workers until every queued job has an idle worker waiting
+    /// for it (or the pool is at its size). A started worker counts as idle
+    /// before its thread runs, so a burst starts one worker per job, not
+    /// one per job that found no idle worker.
+    fn grow_for(&self, queued: usize) {
         let shared = &self.shared;
-        if shared.idle.load(Ordering::SeqCst) == 0
+        while shared.idle.load(Ordering::SeqCst) < queued
             && shared.spawned.load(Ordering::SeqCst) < shared.settings.workers
-            && let Err(e) = self.spawn()
         {
-            crate::log::warn(&format!("could not start a worker thread: {e}"));
+            if let Err(e) = self.spawn() {
+                crate::log::warn(&format!("could not start a worker thread: {e}"));
+                return;
+            }
         }
     }
 }
@@ -495,7 +500,7 @@ impl Poller {
                     return;
                 }
                 self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                self.pool.grow_if_busy();
+                self.pool.grow_for(jobs.len() + 1);
                 let job = Job {
                     conn,
                     head,

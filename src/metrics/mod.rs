@@ -1,0 +1,841 @@
+//! Prometheus metrics and the live dashboard's data.
+//!
+//! One [`Metrics`] value (shared as `Arc<Metrics>`) owns every metric
+//! family, registered under the `aiproxy_` prefix with prometheus-client.
+//! The gateway calls its recording methods; [`Metrics::encode`] renders
+//! `GET /metrics` (OpenMetrics or the 0.0.4 text format, chosen from the
+//! `Accept` header), [`Metrics::summary`] the small JSON document that the
+//! page in [`DASHBOARD_HTML`] polls.
+//!
+//! Label values are bounded whatever clients send: routes are templates
+//! (`&'static str`), methods fold to a known set, statuses are three
+//! digits, providers are an enum, and model names and instance ids go
+//! through a [`LabelFolder`] that gives only the first N distinct values a
+//! label of their own.
+//!
+//! The families that belong to optional features (WebSocket connections,
+//! load-balancer instance health, cluster nodes, Redis) are registered only
+//! when [`MetricsOptions`] turns the feature on, so they are present exactly
+//! when it is; their setters do nothing otherwise.
+//!
+//! Rates for the dashboard are computed server-side: a sampler thread
+//! (see [`MetricsOptions::sample_interval`]) keeps a ring of snapshots of
+//! the last five minutes, so the page shows history as soon as it opens.
+
+mod fold;
+mod histogram;
+mod summary;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::providers::ProviderKind;
+
+pub use fold::{LabelFolder, MAX_LABEL_LEN, OTHER};
+pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
+
+/// `Content-Type` of the OpenMetrics exposition.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// `Content-Type` of the Prometheus 0.0.4 text exposition.
+pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+/// The live dashboard, one self-contained page (no external assets),
+/// served at `GET /dashboard`. It polls `summary.json` beside itself
+/// (`GET /dashboard/summary.json`, which serves [`Metrics::summary`]).
+pub const DASHBOARD_HTML: &str = include_str!("../dashboard.html");
+/// `Content-Type` of [`DASHBOARD_HTML`].
+pub const DASHBOARD_CONTENT_TYPE: &str = "text/html; charset=utf-8";
+/// Path the dashboard polls, relative to the server root.
+pub const SUMMARY_PATH: &str = "/dashboard/summary.json";
+
+/// Default number of model names that get a label of their own.
+pub const DEFAULT_MAX_MODELS: usize = 100;
+/// Default number of instance ids that get a label of their own.
+pub const DEFAULT_MAX_INSTANCES: usize = 256;
+/// Default interval between dashboard history samples.
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
+/// Samples kept for the dashboard (5 minutes at the default interval).
+pub const HISTORY_LEN: usize = 151;
+
+/// Why an upstream call failed: the `kind` label of
+/// `aiproxy_provider_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// No answer (or no next chunk) in time.
+    Timeout,
+    /// Connect, TLS or DNS failure.
+    Connect,
+    /// Any other 4xx answer.
+    Status4xx,
+    /// A 5xx answer.
+    Status5xx,
+    /// 429.
+    RateLimited,
+    /// 401 or 403, or credentials that could not be used or refreshed.
+    Auth,
+    /// An answer that could not be parsed or converted (bad JSON, broken
+    /// SSE, truncated stream).
+    Parse,
+}
+
+impl ErrorKind {
+    /// Every kind, in label order.
+    pub const ALL: [ErrorKind; 7] = [
+        Self::Timeout,
+        Self::Connect,
+        Self::Status4xx,
+        Self::Status5xx,
+        Self::RateLimited,
+        Self::Auth,
+        Self::Parse,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Connect => "connect",
+            Self::Status4xx => "status_4xx",
+            Self::Status5xx => "status_5xx",
+            Self::RateLimited => "rate_limited",
+            Self::Auth => "auth",
+            Self::Parse => "parse",
+        }
+    }
+
+    /// The kind of an upstream HTTP status, `None` below 400.
+    pub fn from_status(status: u16) -> Option<ErrorKind> {
+        match status {
+            429 => Some(Self::RateLimited),
+            401 | 403 => Some(Self::Auth),
+            400..=499 => Some(Self::Status4xx),
+            500.. => Some(Self::Status5xx),
+            _ => None,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A cluster member's state: the `state` label of `aiproxy_cluster_nodes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeState {
+    /// Heard from recently.
+    Alive,
+    /// Silent for a while.
+    Suspect,
+    /// Silent for long.
+    Dead,
+}
+
+impl NodeState {
+    /// Every state.
+    pub const ALL: [NodeState; 3] = [Self::Alive, Self::Suspect, Self::Dead];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Alive => "alive",
+            Self::Suspect => "suspect",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// What to register and how to bound labels. `Default` gives the core
+/// families only, the default label budgets and a sampler thread.
+#[derive(Clone, Debug)]
+pub struct MetricsOptions {
+    /// Enabled providers: their per-provider series (errors by kind,
+    /// latency histograms) are created at zero, so rates and alerts see
+    /// them before the first failure.
+    pub providers: Vec<ProviderKind>,
+    /// Model names that always get their own label (the configured ones).
+    pub known_models: Vec<String>,
+    /// How many other model names get their own label before the rest
+    /// fold into `other`. Default [`DEFAULT_MAX_MODELS`].
+    pub max_models: usize,
+    /// How many instance ids get their own label. Default
+    /// [`DEFAULT_MAX_INSTANCES`].
+    pub max_instances: usize,
+    /// Registers `aiproxy_websocket_connections`.
+    pub websocket: bool,
+    /// Registers `aiproxy_loadbalancer_instance_healthy`.
+    pub load_balancer: bool,
+    /// Registers `aiproxy_cluster_nodes` (all three states at 0).
+    pub cluster: bool,
+    /// Registers `aiproxy_cache_redis_up` and `aiproxy_cache_redis_errors_total`.
+    pub redis: bool,
+    /// Interval of the dashboard history sampler thread; `None` starts no
+    /// thread (call [`Metrics::sample`] yourself). Default
+    /// [`DEFAULT_SAMPLE_INTERVAL`].
+    pub sample_interval: Option<Duration>,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            providers: Vec::new(),
+            known_models: Vec::new(),
+            max_models: DEFAULT_MAX_MODELS,
+            max_instances: DEFAULT_MAX_INSTANCES,
+            websocket: false,
+            load_balancer: false,
+            cluster: false,
+            redis: false,
+            sample_interval: Some(DEFAULT_SAMPLE_INTERVAL),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    route: &'static str,
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: &'static str,
+    method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderRequestLabels {
+    provider: &'static str,
+    model: Arc<str>,
+    instance: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    provider: &'static str,
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    provider: &'static str,
+    model: Arc<str>,
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    provider: &'static str,
+    instance: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabels {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+/// Registers a family so that its `# HELP`/`# TYPE` lines are written even
+/// before it has a series: every name is in the exposition from the start.
+#[derive(Debug)]
+struct Shown<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Shown<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+}
+
+/// Per-provider aggregates for the dashboard (the registered families
+/// are keyed by more labels and cannot be iterated).
+#[derive(Debug, Default)]
+struct ProviderStats {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    errors_by_kind: [AtomicU64; 7],
+    prompt_tokens: AtomicU64,
+    completion_tokens: AtomicU64,
+    latency: OnceLock<LatencyHistogram>,
+    ttft: OnceLock<LatencyHistogram>,
+}
+
+#[derive(Debug)]
+struct Redis {
+    up: Gauge,
+    errors: Counter,
+}
+
+/// Every metric of one gateway process. Cheap to record into from any
+/// thread; share it as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: Family<HttpLabels, Counter>,
+    http_duration: Family<RouteLabels, LatencyHistogram>,
+    http_active: Gauge,
+    provider_requests: Family<ProviderRequestLabels, Counter>,
+    provider_errors: Family<ErrorLabels, Counter>,
+    provider_tokens: Family<TokenLabels, Counter>,
+    provider_latency: Family<ProviderLabels, LatencyHistogram>,
+    provider_ttft: Family<ProviderLabels, LatencyHistogram>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    cache_size: Gauge,
+    redis: Option<Redis>,
+    websocket: Option<Gauge>,
+    instances: Option<Family<InstanceLabels, Gauge>>,
+    cluster: Option<Family<NodeLabels, Gauge>>,
+    models: LabelFolder,
+    instance_ids: LabelFolder,
+    // Dashboard aggregates.
+    started: Instant,
+    http_total: AtomicU64,
+    http_4xx: AtomicU64,
+    http_5xx: AtomicU64,
+    http_latency: LatencyHistogram,
+    providers: [ProviderStats; 6],
+    instance_health: Mutex<BTreeMap<(&'static str, Arc<str>), bool>>,
+    history: Mutex<summary::History>,
+}
+
+/// Keeps `aiproxy_http_active_requests` raised while alive: created by
+/// [`Metrics::active_guard`], lowers the gauge when dropped, so an early
+/// return or a panic cannot leak it.
+#[derive(Debug)]
+#[must_use = "the gauge goes back down as soon as the guard is dropped"]
+pub struct ActiveGuard {
+    gauge: Gauge,
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Metrics {
+    /// Core families only, default label budgets, sampler thread on.
+    pub fn new() -> Arc<Metrics> {
+        Self::with_options(MetricsOptions::default())
+    }
+
+    /// Builds the registry as `options` say and starts the history
+    /// sampler thread if asked. The thread holds only a weak reference and
+    /// ends within one interval after the last `Arc` is dropped.
+    pub fn with_options(options: MetricsOptions) -> Arc<Metrics> {
+        let metrics = Arc::new(Self::build(&options));
+        if let Some(interval) = options.sample_interval {
+            let weak = Arc::downgrade(&metrics);
+            metrics.sample();
+            let spawned = thread::Builder::new()
+                .name("aiproxy-metrics".into())
+                .spawn(move || sampler(&weak, interval));
+            if let Err(e) = spawned {
+                crate::log::warn(&format!("metrics: no dashboard history sampler: {e}"));
+            }
+        }
+        metrics
+    }
+
+    fn build(options: &MetricsOptions) -> Metrics {
+        let mut registry = Registry::with_prefix("aiproxy");
+        registry.register(
+            "build",
+            "aiproxy build information",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            Shown(http_requests.clone()),
+        );
+        let http_duration = Family::<RouteLabels, LatencyHistogram>::default();
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from request head to the last response byte, by route template and method",
+            Unit::Seconds,
+            Shown(http_duration.clone()),
+        );
+        let http_active = Gauge::default();
+        registry.register(
+            "http_active_requests",
+            "HTTP requests being served now",
+            http_active.clone(),
+        );
+
+        let provider_requests = Family::<ProviderRequestLabels, Counter>::default();
+        registry.register(
+            "provider_requests",
+            "Calls to upstream providers (each retry counts), by provider, model and instance",
+            Shown(provider_requests.clone()),
+        );
+        let provider_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "provider_errors",
+            "Failed upstream calls, by provider and kind",
+            Shown(provider_errors.clone()),
+        );
+        let provider_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "provider_tokens_used",
+            "Tokens reported in upstream usage, by provider, model and type (prompt, completion)",
+            Shown(provider_tokens.clone()),
+        );
+        let provider_latency = Family::<ProviderLabels, LatencyHistogram>::default();
+        registry.register_with_unit(
+            "provider_request_duration",
+            "Duration of upstream calls, to the end of the answer, by provider",
+            Unit::Seconds,
+            Shown(provider_latency.clone()),
+        );
+        let provider_ttft = Family::<ProviderLabels, LatencyHistogram>::default();
+        registry.register_with_unit(
+            "provider_time_to_first_token",
+            "Time from sending a streamed upstream request to its first content chunk, by provider",
+            Unit::Seconds,
+            Shown(provider_ttft.clone()),
+        );
+
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Response cache lookups answered from the cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "cache_misses",
+            "Response cache lookups that went upstream",
+            cache_misses.clone(),
+        );
+        let cache_size = Gauge::default();
+        registry.register_with_unit(
+            "cache_size",
+            "Bytes held by the in-memory response cache",
+            Unit::Bytes,
+            cache_size.clone(),
+        );
+        let redis = options.redis.then(|| {
+            let up = Gauge::default();
+            registry.register(
+                "cache_redis_up",
+                "1 while the shared Redis cache tier answers, 0 while it is down",
+                up.clone(),
+            );
+            let errors = Counter::default();
+            registry.register(
+                "cache_redis_errors",
+                "Failed Redis cache operations (the request went on without Redis)",
+                errors.clone(),
+            );
+            Redis { up, errors }
+        });
+
+        let websocket = options.websocket.then(|| {
+            let g = Gauge::default();
+            registry.register(
+                "websocket_connections",
+                "Open WebSocket connections",
+                g.clone(),
+            );
+            g
+        });
+        let instances = options.load_balancer.then(|| {
+            let f = Family::<InstanceLabels, Gauge>::default();
+            registry.register(
+                "loadbalancer_instance_healthy",
+                "1 if the provider instance is healthy, 0 if it is ejected or failing checks",
+                Shown(f.clone()),
+            );
+            f
+        });
+        let cluster = options.cluster.then(|| {
+            let f = Family::<NodeLabels, Gauge>::default();
+            for state in NodeState::ALL {
+                drop(f.get_or_create(&NodeLabels {
+                    state: state.name(),
+                }));
+            }
+            registry.register(
+                "cluster_nodes",
+                "Cluster members as this node sees them (itself included), by state",
+                f.clone(),
+            );
+            f
+        });
+
+        let metrics = Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            http_active,
+            provider_requests,
+            provider_errors,
+            provider_tokens,
+            provider_latency,
+            provider_ttft,
+            cache_hits,
+            cache_misses,
+            cache_size,
+            redis,
+            websocket,
+            instances,
+            cluster,
+            models: LabelFolder::new(options.max_models, &options.known_models),
+            instance_ids: LabelFolder::new(options.max_instances, Vec::<&str>::new()),
+            started: Instant::now(),
+            http_total: AtomicU64::new(0),
+            http_4xx: AtomicU64::new(0),
+            http_5xx: AtomicU64::new(0),
+            http_latency: LatencyHistogram::default(),
+            providers: Default::default(),
+            instance_health: Mutex::new(BTreeMap::new()),
+            history: Mutex::new(summary::History::default()),
+        };
+        for &kind in &options.providers {
+            for error in ErrorKind::ALL {
+                drop(metrics.provider_errors.get_or_create(&ErrorLabels {
+                    provider: kind.name(),
+                    kind: error.name(),
+                }));
+            }
+            metrics.latency_of(kind);
+            metrics.ttft_of(kind);
+        }
+        metrics
+    }
+
+    // ---- HTTP -----------------------------------------------------------
+
+    /// Records one answered request: `route` is the route template
+    /// (`Route::template()`), `method` the raw method, `status` the status
+    /// sent (0 = none, the client left: recorded as 499), `duration` from
+    /// the request head to the last byte. Call once per request, streams
+    /// included, after the response is finished.
+    pub fn http_request(&self, route: &'static str, method: &str, status: u16, duration: Duration) {
+        let method = fold::method(method);
+        let status = fold::status(status);
+        self.http_requests
+            .get_or_create(&HttpLabels {
+                route,
+                method,
+                status,
+            })
+            .inc();
+        self.http_duration
+            .get_or_create(&RouteLabels { route, method })
+            .observe(duration);
+        self.http_latency.observe(duration);
+        self.http_total.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400..=499 => self.http_4xx.fetch_add(1, Ordering::Relaxed),
+            500..=599 => self.http_5xx.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+    }
+
+    /// Raises `aiproxy_http_active_requests` until the guard is dropped.
+    /// Take it when a request starts being served.
+    pub fn active_guard(&self) -> ActiveGuard {
+        self.http_active.inc();
+        ActiveGuard {
+            gauge: self.http_active.clone(),
+        }
+    }
+
+    // ---- Providers ------------------------------------------------------
+
+    /// Records one call to an upstream (each attempt, retries included).
+    /// `model` is folded (see [`MetricsOptions::max_models`]), `instance`
+    /// is the instance id.
+    pub fn provider_request(&self, provider: ProviderKind, model: &str, instance: &str) {
+        self.provider_requests
+            .get_or_create(&ProviderRequestLabels {
+                provider: provider.name(),
+                model: self.models.fold(model),
+                instance: self.instance_ids.fold(instance),
+            })
+            .inc();
+        self.stats(provider)
+            .requests
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records one failed upstream call (at most one per
+    /// [`Metrics::provider_request`]).
+    pub fn provider_error(&self, provider: ProviderKind, kind: ErrorKind) {
+        self.provider_errors
+            .get_or_create(&ErrorLabels {
+                provider: provider.name(),
+                kind: kind.name(),
+            })
+            .inc();
+        let stats = self.stats(provider);
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+        stats.errors_by_kind[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long one upstream call took, to the end of its answer
+    /// (the last streamed byte for streams).
+    pub fn provider_latency(&self, provider: ProviderKind, duration: Duration) {
+        self.latency_of(provider).observe(duration);
+    }
+
+    /// Records the time from sending a streamed request upstream to its
+    /// first content chunk.
+    pub fn time_to_first_token(&self, provider: ProviderKind, duration: Duration) {
+        self.ttft_of(provider).observe(duration);
+    }
+
+    /// Adds the tokens of one answer's usage (prompt = input, completion =
+    /// output). Zero counts are not recorded.
+    pub fn tokens(&self, provider: ProviderKind, model: &str, prompt: u64, completion: u64) {
+        if prompt == 0 && completion == 0 {
+            return;
+        }
+        let model = self.models.fold(model);
+        let stats = self.stats(provider);
+        for (kind, n, total) in [
+            ("prompt", prompt, &stats.prompt_tokens),
+            ("completion", completion, &stats.completion_tokens),
+        ] {
+            if n == 0 {
+                continue;
+            }
+            self.provider_tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.name(),
+                    model: Arc::clone(&model),
+                    r#type: kind,
+                })
+                .inc_by(n);
+            total.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    // ---- Cache ----------------------------------------------------------
+
+    /// One cache lookup answered from the cache.
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    /// One cache lookup that had to go upstream.
+    pub fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    /// Bytes now held by the in-memory cache.
+    pub fn set_cache_size_bytes(&self, bytes: u64) {
+        self.cache_size
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Whether Redis answers (no-op unless [`MetricsOptions::redis`]).
+    pub fn set_cache_redis_up(&self, up: bool) {
+        if let Some(r) = &self.redis {
+            r.up.set(i64::from(up));
+        }
+    }
+
+    /// One failed Redis operation (no-op unless [`MetricsOptions::redis`]).
+    pub fn cache_redis_error(&self) {
+        if let Some(r) = &self.redis {
+            r.errors.inc();
+        }
+    }
+
+    // ---- Optional features ----------------------------------------------
+
+    /// Open WebSocket connections (no-op unless [`MetricsOptions::websocket`]).
+    pub fn set_websocket_connections(&self, n: i64) {
+        if let Some(g) = &self.websocket {
+            g.set(n);
+        }
+    }
+
+    /// Health of one instance (no-op unless
+    /// [`MetricsOptions::load_balancer`]).
+    pub fn set_instance_healthy(&self, provider: ProviderKind, instance: &str, healthy: bool) {
+        let Some(family) = &self.instances else {
+            return;
+        };
+        let instance = self.instance_ids.fold(instance);
+        family
+            .get_or_create(&InstanceLabels {
+                provider: provider.name(),
+                instance: Arc::clone(&instance),
+            })
+            .set(i64::from(healthy));
+        self.instance_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((provider.name(), instance), healthy);
+    }
+
+    /// Drops the series of an instance that left the configuration.
+    pub fn forget_instance(&self, provider: ProviderKind, instance: &str) {
+        let Some(family) = &self.instances else {
+            return;
+        };
+        let instance = self.instance_ids.fold(instance);
+        family.remove(&InstanceLabels {
+            provider: provider.name(),
+            instance: Arc::clone(&instance),
+        });
+        self.instance_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(provider.name(), instance));
+    }
+
+    /// Number of cluster members in `state` (no-op unless
+    /// [`MetricsOptions::cluster`]).
+    pub fn set_cluster_nodes(&self, state: NodeState, n: i64) {
+        if let Some(f) = &self.cluster {
+            f.get_or_create(&NodeLabels {
+                state: state.name(),
+            })
+            .set(n);
+        }
+    }
+
+    // ---- Exposition -----------------------------------------------------
+
+    /// Renders the exposition for a scrape: OpenMetrics when `accept`
+    /// (the request's `Accept` header) asks for
+    /// `application/openmetrics-text`, the Prometheus 0.0.4 text format
+    /// otherwise. Returns the `Content-Type` to send and the body.
+    pub fn encode(&self, accept: Option<&str>) -> (&'static str, String) {
+        let mut body = String::with_capacity(16 * 1024);
+        if wants_openmetrics(accept) {
+            // Writing into a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode(&mut body, &self.registry);
+            (OPENMETRICS_CONTENT_TYPE, body)
+        } else {
+            let _ = prometheus_client::encoding::prometheus_text::encode(&mut body, &self.registry);
+            (TEXT_CONTENT_TYPE, body)
+        }
+    }
+
+    /// Takes one dashboard history sample now. The sampler thread calls
+    /// this every [`MetricsOptions::sample_interval`].
+    pub fn sample(&self) {
+        let snap = self.snapshot_at(Instant::now());
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(snap);
+    }
+
+    /// The JSON document the dashboard polls: totals, rates and latency
+    /// quantiles over the recent window, per-provider figures, cache,
+    /// optional sections and the history ring. See `summary.rs` for the
+    /// field list.
+    pub fn summary(&self) -> serde_json::Value {
+        self.summary_at(Instant::now())
+    }
+
+    fn summary_at(&self, at: Instant) -> serde_json::Value {
+        let now = self.snapshot_at(at);
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        summary::render(self, &history, &now)
+    }
+
+    // ---- Internals ------------------------------------------------------
+
+    fn stats(&self, provider: ProviderKind) -> &ProviderStats {
+        &self.providers[provider_index(provider)]
+    }
+
+    fn latency_of(&self, provider: ProviderKind) -> &LatencyHistogram {
+        self.stats(provider).latency.get_or_init(|| {
+            self.provider_latency.get_or_create_owned(&ProviderLabels {
+                provider: provider.name(),
+            })
+        })
+    }
+
+    fn ttft_of(&self, provider: ProviderKind) -> &LatencyHistogram {
+        self.stats(provider).ttft.get_or_init(|| {
+            self.provider_ttft.get_or_create_owned(&ProviderLabels {
+                provider: provider.name(),
+            })
+        })
+    }
+}
+
+fn provider_index(kind: ProviderKind) -> usize {
+    ProviderKind::ALL
+        .iter()
+        .position(|&k| k == kind)
+        .unwrap_or(0)
+}
+
+/// Whether an `Accept` header prefers OpenMetrics: it lists
+/// `application/openmetrics-text` with a non-zero q.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let Some(accept) = accept else {
+        return false;
+    };
+    accept.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        if !media.eq_ignore_ascii_case("application/openmetrics-text") {
+            return false;
+        }
+        !parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f64>().ok())
+                .is_some_and(|q| q <= 0.0)
+        })
+    })
+}
+
+fn sampler(weak: &Weak<Metrics>, interval: Duration) {
+    loop {
+        thread::sleep(interval);
+        match weak.upgrade() {
+            Some(metrics) => metrics.sample(),
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
