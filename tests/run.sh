@@ -34,10 +34,10 @@ command -v python3 >/dev/null 2>&1 || need python3
 if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need python3-venv                                    # Debian splits venv/ensurepip out
 fi
+command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redis cache tier
 # Later stages (not installed yet; add them here with the same checks):
-#   redis-server         - Redis cache tier tests (SPEC §3), started on a loopback port
-#   prometheus/promtool  - `promtool check metrics` on live /metrics, rules tests (SPEC §4)
-#   chromium             - headless dashboard tests (GET /dashboard)
+#   prometheus (promtool) - `promtool check metrics` on live /metrics, rules tests (SPEC §4)
+#   chromium              - headless dashboard tests (GET /dashboard)
 if [ "${#missing[@]}" -gt 0 ]; then
     step "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
