@@ -13,7 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 VENV="$ROOT/.venv"
-REQUIREMENTS="$ROOT/tests/python/requirements.txt"
+# Exact pins first; the observability tests' own list (ranges) is honoured too.
+REQUIREMENTS=("$ROOT/tests/python/requirements.txt")
+if [ -f "$ROOT/tests/python/requirements-observability.txt" ]; then
+    REQUIREMENTS+=("$ROOT/tests/python/requirements-observability.txt")
+fi
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
@@ -35,9 +39,9 @@ if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
     need python3-venv                                    # Debian splits venv/ensurepip out
 fi
 command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redis cache tier
-# Later stages (not installed yet; add them here with the same checks):
-#   prometheus (promtool) - `promtool check metrics` on live /metrics, rules tests (SPEC §4)
-#   chromium              - headless dashboard tests (GET /dashboard)
+command -v promtool >/dev/null 2>&1 || need prometheus          # test_metrics.py: promtool
+command -v chromium >/dev/null 2>&1 || need chromium            # test_dashboard.py: headless
+# Later stages: add further tools here with the same checks.
 if [ "${#missing[@]}" -gt 0 ]; then
     step "apt-get install ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -60,10 +64,14 @@ if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then   # missing or br
     python3 -m venv "$VENV"
 fi
 stamp="$VENV/.requirements.sha256"
-want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+want=$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
-    step "pip install -r tests/python/requirements.txt"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS"
+    step "pip install ${REQUIREMENTS[*]#"$ROOT/"}"
+    pip_args=()
+    for file in "${REQUIREMENTS[@]}"; do
+        pip_args+=(-r "$file")
+    done
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${pip_args[@]}"
     echo "$want" >"$stamp"
 fi
 

@@ -74,14 +74,23 @@ def start_gateway(request):
 
 
 @pytest.fixture(scope="session")
-def gw(upstream_servers):
-    """The shared gateway: mock (default), openai-custom, claude-custom; API key required."""
+def session_gateway(upstream_servers):
     openai_up, claude_up = upstream_servers
     g = Gateway(["--api-key", API_KEY, *provider_args(openai_up, claude_up),
                  "--log-level", "info"], "session-gateway")
     yield g
+    g.assert_running()
     rc = g.stop()
     assert rc == 0, f"aiproxy exited with {rc} after SIGTERM:\n{g.stderr()[-4000:]}"
+
+
+@pytest.fixture
+def gw(session_gateway):
+    """The shared gateway: mock (default), openai-custom, claude-custom; API key required.
+    Checked to be alive before and after each test that uses it."""
+    session_gateway.assert_running()
+    yield session_gateway
+    session_gateway.assert_running()
 
 
 @pytest.fixture

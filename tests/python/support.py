@@ -83,6 +83,10 @@ class Gateway:
             [str(self.binary), *self.args],
             stdin=subprocess.DEVNULL, stdout=self._stdout, stderr=self._stderr,
             env={**gateway_environment(), **(env or {})}, cwd=OUTPUT_DIR,
+            # Its own process group: a signal meant for the test runner's
+            # group (Ctrl-C, a tool cleaning up its children) is not one
+            # for the gateway, whose lifetime the fixtures control.
+            start_new_session=True,
         )
         self.returncode: int | None = None
         self._wait_ready()
@@ -129,6 +133,14 @@ class Gateway:
             return RawResponse(resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
         finally:
             conn.close()
+
+    def assert_running(self) -> None:
+        """Fails clearly if the process is gone (nothing in the tests stops it early)."""
+        rc = self.proc.poll()
+        if rc is not None:
+            pytest.fail(f"aiproxy (pid {self.proc.pid}) is no longer running (exit status {rc}); "
+                        f"something outside the test signalled or killed it. Last log lines:\n"
+                        + "\n".join(self.stderr().splitlines()[-8:]))
 
     def send_signal(self, sig: int) -> None:
         self.proc.send_signal(sig)

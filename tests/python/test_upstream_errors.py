@@ -184,14 +184,16 @@ def test_truncated_upstream_stream_is_an_error_for_the_client(gw, upstreams, non
     upstreams.for_provider(provider).truncate_after = 4
     prompt = " ".join(f"word{i}" for i in range(30)) + f" {nonce}"
     if client == "openai":
-        with pytest.raises(openai.APIError):
+        with pytest.raises(openai.APIError) as e:
             list(openai_client(gw, provider).chat.completions.create(
                 model="m", messages=say(prompt), stream=True))
+        assert not isinstance(e.value, openai.APIConnectionError)
     elif client == "anthropic":
-        with pytest.raises(anthropic.APIError):
+        with pytest.raises(anthropic.APIError) as e:
             with anthropic_client(gw, provider).messages.stream(
                     model="m", max_tokens=200, messages=say(prompt)) as s:
                 s.get_final_message()
+        assert not isinstance(e.value, anthropic.APIConnectionError)
     else:
         with pytest.raises(errors.APIError):
             list(gemini_client(gw, provider).models.generate_content_stream(
