@@ -38,6 +38,7 @@ const WORKER_STACK_BYTES: usize = 512 * 1024;
 /// A running gateway.
 pub struct Handle {
     server: server::Server,
+    metrics_server: Option<server::Server>,
     gateway: Arc<gateway::Gateway>,
     shutdown_timeout: Duration,
 }
@@ -78,6 +79,9 @@ impl Handle {
     /// finished in time.
     pub fn shutdown(self) -> bool {
         self.gateway.set_draining();
+        if let Some(metrics) = self.metrics_server {
+            metrics.shutdown(std::time::Duration::from_secs(1));
+        }
         self.server.shutdown(self.shutdown_timeout)
     }
 }
@@ -100,6 +104,29 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         idle_timeout: config.limits.idle_timeout,
         worker_stack_bytes: WORKER_STACK_BYTES,
     };
+    let metrics_server = match config.metrics.port.filter(|_| config.metrics.enabled) {
+        Some(port) => {
+            let addr = SocketAddr::new(config.listen.ip(), port);
+            let listener = TcpListener::bind(addr).map_err(|source| Error::Io {
+                op: "bind --metrics-port",
+                source,
+            })?;
+            let scrape = server::Settings {
+                workers: 2,
+                queue_capacity: 16,
+                ..settings.clone()
+            };
+            let handler: Arc<dyn server::Handler> =
+                Arc::new(gateway::MetricsOnly(Arc::clone(&gateway)));
+            let started =
+                server::Server::start(listener, scrape, handler).map_err(|source| Error::Io {
+                    op: "start metrics listener",
+                    source,
+                })?;
+            Some(started)
+        }
+        None => None,
+    };
     let handler: Arc<dyn server::Handler> = gateway.clone();
     let server =
         server::Server::start(listener, settings, handler).map_err(|source| Error::Io {
@@ -108,6 +135,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         })?;
     Ok(Handle {
         server,
+        metrics_server,
         gateway,
         shutdown_timeout: config.shutdown_timeout,
     })

@@ -27,6 +27,18 @@ pub enum Route {
         /// `streamGenerateContent` rather than `generateContent`.
         stream: bool,
     },
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /dashboard`.
+    Dashboard,
+    /// `GET /dashboard/summary.json`.
+    DashboardSummary,
+    /// `GET /cache/stats`.
+    CacheStats,
+    /// `DELETE /cache/clear`.
+    CacheClear,
+    /// `PUT /cache/enable` (true) or `PUT /cache/disable` (false).
+    CacheSwitch(bool),
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -50,6 +62,13 @@ impl Route {
             Self::GeminiGenerate { stream: true, .. } => {
                 "/v1beta/models/{model}:streamGenerateContent"
             }
+            Self::Metrics => "/metrics",
+            Self::Dashboard => "/dashboard",
+            Self::DashboardSummary => "/dashboard/summary.json",
+            Self::CacheStats => "/cache/stats",
+            Self::CacheClear => "/cache/clear",
+            Self::CacheSwitch(true) => "/cache/enable",
+            Self::CacheSwitch(false) => "/cache/disable",
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -96,6 +115,13 @@ pub fn route(method: &str, path: &str) -> Route {
         "/v1/messages" => expect(post, "POST", Route::AnthropicMessages),
         "/v1/messages/count_tokens" => expect(post, "POST", Route::AnthropicCountTokens),
         "/v1beta/models" => expect(get, "GET", Route::GeminiListModels),
+        "/metrics" => expect(get, "GET", Route::Metrics),
+        "/dashboard" => expect(get, "GET", Route::Dashboard),
+        "/dashboard/summary.json" => expect(get, "GET", Route::DashboardSummary),
+        "/cache/stats" => expect(get, "GET", Route::CacheStats),
+        "/cache/clear" => expect(method == "DELETE", "DELETE", Route::CacheClear),
+        "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
+        "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
         _ => gemini_model_route(path, get, post),
     }
 }
@@ -178,6 +204,13 @@ mod tests {
             Route::NotFound
         );
         assert_eq!(route("OPTIONS", "/anything"), Route::Preflight);
+        assert_eq!(route("GET", "/metrics"), Route::Metrics);
+        assert_eq!(route("DELETE", "/cache/clear"), Route::CacheClear);
+        assert_eq!(route("PUT", "/cache/disable"), Route::CacheSwitch(false));
+        assert_eq!(
+            route("POST", "/cache/enable"),
+            Route::MethodNotAllowed("PUT")
+        );
     }
 
     #[test]

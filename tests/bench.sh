@@ -55,7 +55,8 @@ BODY='{"model":"mock-small","messages":[{"role":"user","content":"Say hello to t
 # Runs oha; prints "rps p50_ms p99_ms errors total".
 load() {
   local url=$1 conns=$2 extra=${3:-}
-  oha --no-tui -z "$DURATION" -c "$conns" -m POST -H 'Content-Type: application/json' \
+  # shellcheck disable=SC2086 # $extra is a list of options
+  oha --no-tui -z "$DURATION" -c "$conns" --wait-ongoing-requests-after-deadline -m POST -H 'Content-Type: application/json' \
       -d "$BODY" --output-format json $extra "$url" > "$OUT/oha.json"
   python3 - "$OUT/oha.json" <<'EOF'
 import json, sys
@@ -69,35 +70,64 @@ EOF
 
 echo "== machine: $(nproc) cores, $(uname -r); aiproxy $("$BIN" --version)"
 
-start --model-provider mock --workers 64
+start --model-provider mock --workers 64 --cache-enabled=false
 UP_PORT=$PORT; UP_PID=$PID
 echo "upstream idle RSS: $(rss_kib "$UP_PID") KiB"
 
+# The proxy under test: plain forwarding (cache off so every request goes
+# upstream), metrics on as by default.
 start --model-provider openai-custom --openai-api-key bench \
-      --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --workers 256
+      --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --workers 256 --cache-enabled=false
 PX_PORT=$PORT; PX_PID=$PID
-echo "proxy idle RSS (256 workers): $(rss_kib "$PX_PID") KiB"
+echo "proxy idle RSS (256 workers allowed): $(rss_kib "$PX_PID") KiB"
 
-printf '\n%-32s %10s %10s %10s %8s %12s\n' run req/s p50_ms p99_ms errors cpu_us/req
-for conns in 16 64; do
+row() { printf '%-40s %10s %10s %10s %8s %12s\n' "$@"; }
+printf '\n'; row run req/s p50_ms p99_ms errors cpu_us/req
+for conns in 1 16 64; do
   read -r rps p50 p99 err _ < <(load "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$conns")
-  printf '%-32s %10s %10s %10s %8s %12s\n' "direct to mock, $conns conns" "$rps" "$p50" "$p99" "$err" -
+  row "direct to mock, $conns conns" "$rps" "$p50" "$p99" "$err" -
 done
+
+# Runs a load against $1 at $2 connections and prints a row with the CPU
+# time per request of process $3.
+measured() {
+  local url=$1 conns=$2 pid=$3 label=$4 extra=${5:-}
+  local t0 t1 rps p50 p99 err total
+  t0=$(cpu_ticks "$pid")
+  read -r rps p50 p99 err total < <(load "$url" "$conns" "$extra")
+  t1=$(cpu_ticks "$pid")
+  row "$label" "$rps" "$p50" "$p99" "$err" \
+    "$(python3 -c "print(f'{($t1-$t0)*1e6/$(getconf CLK_TCK)/max($total,1):.1f}')")"
+}
 for conns in 1 16 64 256; do
-  t0=$(cpu_ticks "$PX_PID")
-  read -r rps p50 p99 err total < <(load "http://127.0.0.1:$PX_PORT/v1/chat/completions" "$conns")
-  t1=$(cpu_ticks "$PX_PID")
-  cpu=$(python3 -c "print(f'{($t1-$t0)*1e6/$(getconf CLK_TCK)/max($total,1):.1f}')")
-  printf '%-32s %10s %10s %10s %8s %12s\n' "through aiproxy, $conns conns" "$rps" "$p50" "$p99" "$err" "$cpu"
+  measured "http://127.0.0.1:$PX_PORT/v1/chat/completions" "$conns" "$PX_PID" "through aiproxy, $conns conns"
 done
 echo "proxy RSS after load: $(rss_kib "$PX_PID") KiB (peak $(hwm_kib "$PX_PID") KiB)"
 
+# Metrics overhead: the same forwarding with metrics off.
+kill "$PX_PID"; wait "$PX_PID" 2>/dev/null || true
+start --model-provider openai-custom --openai-api-key bench \
+      --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --cache-enabled=false --metrics-enabled=false
+measured "http://127.0.0.1:$PORT/v1/chat/completions" 64 "$PID" "metrics off, 64 conns"
+kill "$PID"; wait "$PID" 2>/dev/null || true
+
+# Cache hits: the same request over and over with the cache on.
+start --model-provider openai-custom --openai-api-key bench \
+      --openai-base-url "http://127.0.0.1:$UP_PORT/v1"
+CA_PORT=$PORT; CA_PID=$PID
+for conns in 16 64; do
+  measured "http://127.0.0.1:$CA_PORT/v1/chat/completions" "$conns" "$CA_PID" "cache hits, $conns conns"
+done
+measured "http://127.0.0.1:$CA_PORT/v1/chat/completions" 16 "$CA_PID" "cache hits, 1000 req/s offered" "-q 1000"
+curl -fs "http://127.0.0.1:$CA_PORT/cache/stats"; echo
+kill "$CA_PID"; wait "$CA_PID" 2>/dev/null || true
+
 # In-flight capacity: a 1,000 ms upstream and 2,000 concurrent clients.
-kill "$UP_PID" "$PX_PID"; wait "$UP_PID" "$PX_PID" 2>/dev/null || true
-start --model-provider mock --mock-latency 1000ms --workers 2200
+kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
+start --model-provider mock --mock-latency 1000ms --workers 2200 --cache-enabled=false
 SLOW_PORT=$PORT
 start --model-provider openai-custom --openai-api-key bench \
-      --openai-base-url "http://127.0.0.1:$SLOW_PORT/v1" --workers 2100
+      --openai-base-url "http://127.0.0.1:$SLOW_PORT/v1" --workers 2100 --cache-enabled=false
 read -r rps p50 p99 err _ < <(load "http://127.0.0.1:$PORT/v1/chat/completions" 2000)
-printf '\n%-32s %10s %10s %10s %8s\n' "1000 ms upstream, 2000 conns" "$rps" "$p50" "$p99" "$err"
+printf '\n'; row "1000 ms upstream, 2000 conns" "$rps" "$p50" "$p99" "$err" -
 echo "proxy RSS with 2000 in flight: peak $(hwm_kib "$PID") KiB"

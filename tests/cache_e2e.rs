@@ -2,10 +2,6 @@
 //! `X-Cache`, the counting upstream, coalescing, `/cache/*`, and two
 //! proxies sharing a real `redis-server`.
 //!
-//! These run once the cache is wired into the gateway (issue 4); until
-//! then they are ignored. The integrator removes the `#[ignore]`s, or runs
-//! `cargo test --test cache_e2e -- --ignored`.
-//!
 //! `AIPROXY_E2E_BIN=/path/to/aiproxy` points the harness at another build.
 //!
 //! The upstream is a small OpenAI-compatible server in this file that
@@ -63,6 +59,9 @@ impl Upstream {
 
 /// Keep-alive loop: one request after another on the connection.
 fn serve(stream: TcpStream, calls: &AtomicU64) {
+    // Head and body go out in two writes: without TCP_NODELAY the second
+    // waits ~40 ms for the first one's delayed ACK.
+    let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -230,7 +229,6 @@ fn x_cache(r: &Response) -> &str {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn a_hit_is_identical_to_the_miss_and_makes_no_upstream_call() {
     let upstream = Upstream::start();
     let proxy = Proxy::start(&upstream, &[]);
@@ -263,7 +261,6 @@ fn a_hit_is_identical_to_the_miss_and_makes_no_upstream_call() {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn twenty_concurrent_identical_requests_make_one_upstream_call() {
     let upstream = Upstream::start();
     let proxy = Arc::new(Proxy::start(&upstream, &["--workers", "32"]));
@@ -286,7 +283,6 @@ fn twenty_concurrent_identical_requests_make_one_upstream_call() {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn errors_are_not_cached() {
     let upstream = Upstream::start();
     let proxy = Proxy::start(&upstream, &[]);
@@ -297,7 +293,6 @@ fn errors_are_not_cached() {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn management_endpoints_need_auth_and_work() {
     let upstream = Upstream::start();
     let proxy = Proxy::start(&upstream, &["--cache-max-size", "10", "--cache-ttl", "60"]);
@@ -364,7 +359,6 @@ fn management_endpoints_need_auth_and_work() {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn memory_stays_within_the_bound_under_a_flood() {
     let upstream = Upstream::start();
     let proxy = Proxy::start(&upstream, &["--cache-max-size", "1"]);
@@ -385,7 +379,6 @@ fn memory_stays_within_the_bound_under_a_flood() {
 }
 
 #[test]
-#[ignore = "runs once the cache is wired into the gateway (issue 4)"]
 fn two_proxies_share_redis_survive_its_outage_and_clear_only_their_keys() {
     let mut redis = RedisServer::start(&[]);
     let upstream = Upstream::start();

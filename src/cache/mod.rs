@@ -152,6 +152,9 @@ pub struct Entry {
     pub body: Vec<u8>,
     /// When the upstream produced it (an `Age` header can be derived).
     pub created: SystemTime,
+    /// `Retry-After` of an error answer, relayed to coalesced waiters too.
+    /// Never stored: only successful answers are cached.
+    pub retry_after: Option<String>,
 }
 
 impl Entry {
@@ -162,6 +165,7 @@ impl Entry {
             content_type: content_type.into(),
             body,
             created: SystemTime::now(),
+            retry_after: None,
         }
     }
 

@@ -435,6 +435,7 @@ fn decode(bytes: &[u8], key: &Key) -> Option<Entry> {
         content_type: content_type.to_owned(),
         body: rest.to_vec(),
         created: UNIX_EPOCH + Duration::from_nanos(created),
+        retry_after: None,
     })
 }
 
@@ -456,6 +457,7 @@ mod tests {
             content_type: "application/json".into(),
             body: b"{\"ok\":true}".to_vec(),
             created: UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789),
+            retry_after: None,
         };
         let bytes = encode(&k, &entry);
         assert!(bytes.starts_with(b"aiproxy/1\n"));

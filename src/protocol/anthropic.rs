@@ -7,6 +7,7 @@
 //! `message_start` first, content blocks with consecutive indices each
 //! opened and closed, one `message_delta`, `message_stop` last.
 
+use crate::protocol::Lookup as _;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -543,7 +544,7 @@ impl Decoder {
         let index = v.get("index").and_then(Value::as_u64).map(|i| i as usize);
         match v.get("type").and_then(Value::as_str).unwrap_or("") {
             "message_start" => {
-                if let Some(u) = v.pointer("/message/usage") {
+                if let Some(u) = v.at(&["message", "usage"]) {
                     self.usage = parse_usage(u);
                 }
                 out.push(StreamEvent::Start {
@@ -619,7 +620,7 @@ impl Decoder {
                 }
             }
             "message_delta" => {
-                if let Some(r) = v.pointer("/delta/stop_reason").and_then(Value::as_str) {
+                if let Some(r) = v.at(&["delta", "stop_reason"]).and_then(Value::as_str) {
                     self.reason = Some(parse_finish(r));
                 }
                 if let Some(u) = v.get("usage") {
@@ -636,11 +637,11 @@ impl Decoder {
             "message_stop" => self.end(out),
             "error" => {
                 let message = v
-                    .pointer("/error/message")
+                    .at(&["error", "message"])
                     .and_then(Value::as_str)
                     .unwrap_or("upstream error")
                     .to_string();
-                let status = match v.pointer("/error/type").and_then(Value::as_str) {
+                let status = match v.at(&["error", "type"]).and_then(Value::as_str) {
                     Some("overloaded_error") => 529,
                     Some("rate_limit_error") => 429,
                     Some("invalid_request_error") => 400,

@@ -5,6 +5,7 @@
 //! except that a well-formed error of the client's own family is relayed
 //! untouched (it carries vendor detail we would otherwise lose).
 
+use crate::protocol::Lookup as _;
 use serde_json::{Value, json};
 
 use super::Protocol;
@@ -92,7 +93,7 @@ fn is_native_error(proto: Protocol, v: &Value) -> bool {
             v.get("type").and_then(Value::as_str) == Some("error") && msg("/error/message")
         }
         Protocol::Gemini => {
-            msg("/error/message") && v.pointer("/error/code").is_some_and(Value::is_number)
+            msg("/error/message") && v.at(&["error", "code"]).is_some_and(Value::is_number)
         }
     }
 }

@@ -8,6 +8,7 @@
 //! fragments). Request fields are read in both camelCase and snake_case,
 //! as the Gemini API accepts both.
 
+use crate::protocol::Lookup as _;
 use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde_json::{Map, Value, json};
@@ -597,10 +598,10 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
     if !body.is_object() {
         return Err(bad("Gemini response must be a JSON object"));
     }
-    let cand = body.pointer("/candidates/0");
+    let cand = body.at(&["candidates", "0"]);
     let mut parts = Vec::new();
     for p in cand
-        .and_then(|c| c.pointer("/content/parts"))
+        .and_then(|c| c.at(&["content", "parts"]))
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
@@ -650,7 +651,7 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
             }));
         }
     }
-    let blocked = cand.is_none() && body.pointer("/promptFeedback/blockReason").is_some();
+    let blocked = cand.is_none() && body.at(&["promptFeedback", "blockReason"]).is_some();
     let finish = if parts.iter().any(|p| matches!(p, Part::ToolUse(_))) {
         FinishReason::ToolUse
     } else if blocked {
@@ -763,11 +764,11 @@ impl Decoder {
                 input_tokens: self.usage.map(|u| u.input).filter(|n| *n > 0),
             });
         }
-        let Some(cand) = v.pointer("/candidates/0") else {
+        let Some(cand) = v.at(&["candidates", "0"]) else {
             return;
         };
         for p in cand
-            .pointer("/content/parts")
+            .at(&["content", "parts"])
             .and_then(Value::as_array)
             .into_iter()
             .flatten()

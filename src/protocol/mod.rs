@@ -27,6 +27,24 @@ use serde_json::Value;
 
 use canonical::{ChatRequest, ChatResponse, TokenUsage};
 
+/// Allocation-free lookup of a nested member: `v.at(&["choices", "0",
+/// "delta"])` is `v.pointer("/choices/0/delta")` without the `String` per
+/// segment that `pointer` allocates, on paths taken for every chunk.
+pub trait Lookup {
+    /// The value at `path`: object keys, or array indices written as digits.
+    fn at(&self, path: &[&str]) -> Option<&Value>;
+}
+
+impl Lookup for Value {
+    fn at(&self, path: &[&str]) -> Option<&Value> {
+        path.iter().try_fold(self, |v, key| match v {
+            Value::Object(map) => map.get(*key),
+            Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
+    }
+}
+
 /// A wire protocol family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -212,6 +230,49 @@ pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
     })
 }
 
+/// Token usage of a whole answer of protocol `proto`, read from its bytes
+/// without parsing the rest of the document. This is what metering a
+/// pass-through answer costs, so it matters: the usage object sits at the
+/// end of an answer, and only that object is parsed. A key inside a string
+/// cannot match (its quotes would be escaped); anything unexpected falls
+/// back to a full parse.
+pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
+    let key: &[u8] = match proto {
+        Protocol::Gemini => b"\"usageMetadata\"",
+        Protocol::OpenAi | Protocol::Anthropic => b"\"usage\"",
+    };
+    if let Some(usage) = last_member(body, key).and_then(|value| {
+        let mut de = serde_json::Deserializer::from_slice(value);
+        let object = serde::Deserialize::deserialize(&mut de)
+            .ok()
+            .filter(Value::is_object)?;
+        let name = std::str::from_utf8(&key[1..key.len() - 1]).ok()?;
+        let mut doc = serde_json::Map::new();
+        doc.insert(name.to_owned(), object);
+        usage(proto, &Value::Object(doc))
+    }) {
+        return Some(usage);
+    }
+    usage(proto, &serde_json::from_slice(body).ok()?)
+}
+
+/// The bytes after `key:` of the last object member named `key` (the
+/// quoted name) in `body`: a member name is preceded by `{` or `,` and
+/// followed by `:`, whitespace aside.
+fn last_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let mut end = body.len();
+    while let Some(at) = body[..end].windows(key.len()).rposition(|w| w == key) {
+        end = at;
+        let before = body[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
+        let after_key = &body[at + key.len()..];
+        let colon = after_key.iter().position(|b| !b.is_ascii_whitespace());
+        if matches!(before, Some(b'{' | b',')) && colon.is_some_and(|i| after_key[i] == b':') {
+            return colon.map(|i| &after_key[i + 1..]);
+        }
+    }
+    None
+}
+
 /// A JSON error body in the client's protocol for `status`.
 pub fn error_body(proto: Protocol, status: u16, message: &str) -> Vec<u8> {
     errors::error_body(proto, status, message)
@@ -379,6 +440,38 @@ mod tests {
             convert_response(Protocol::Gemini, Protocol::Gemini, &wrapped, "m").unwrap(),
             json!({"candidates": []})
         );
+    }
+
+    #[test]
+    fn usage_from_slice_matches_usage() {
+        let docs = [
+            (
+                Protocol::OpenAi,
+                json!({"id": "x", "choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 5, "completion_tokens": 7}}),
+            ),
+            (
+                Protocol::Anthropic,
+                json!({"content": [{"type": "text", "text": "hi"}], "usage": {"input_tokens": 3, "output_tokens": 4}}),
+            ),
+            (
+                Protocol::Gemini,
+                json!({"candidates": [], "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}}),
+            ),
+            (
+                Protocol::Gemini,
+                json!({"response": {"usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 6}}}),
+            ),
+        ];
+        for (proto, doc) in docs {
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            assert_eq!(usage_from_slice(proto, &bytes), usage(proto, &doc), "{doc}");
+            assert!(usage_from_slice(proto, &bytes).is_some());
+        }
+        assert_eq!(usage_from_slice(Protocol::OpenAi, b"not json"), None);
+        // A "usage" inside the answer text is not the usage member.
+        let tricky = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage" : {"prompt_tokens":1,"completion_tokens":2}}"#;
+        let u = usage_from_slice(Protocol::OpenAi, tricky).unwrap();
+        assert_eq!((u.prompt, u.completion), (1, 2));
     }
 
     #[test]

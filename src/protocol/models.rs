@@ -1,6 +1,7 @@
 //! Model lists in each client protocol (PROVIDERS.md §2.12) and the local
 //! token estimate for `count_tokens` (§2.7).
 
+use crate::protocol::Lookup as _;
 use serde_json::{Value, json};
 
 use super::{ModelInfo, Protocol, ids};
@@ -114,7 +115,7 @@ fn block_cost(b: &Value) -> (u64, u64) {
         "image" => (0, IMAGE_TOKENS),
         "document" => {
             let data = b
-                .pointer("/source/data")
+                .at(&["source", "data"])
                 .and_then(Value::as_str)
                 .map_or(0, |d| d.len() as u64);
             (data * 3 / 4, 0)

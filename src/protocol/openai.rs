@@ -6,6 +6,7 @@
 //! chunk, tool-call indices counted from 0, usage only on the final chunk
 //! and exactly one `data: [DONE]` at the very end.
 
+use crate::protocol::Lookup as _;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -112,7 +113,7 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
             _ => None,
         },
         Some(v @ Value::Object(_)) => v
-            .pointer("/function/name")
+            .at(&["function", "name"])
             .and_then(Value::as_str)
             .map(|n| ToolChoice::Tool(n.to_string())),
         _ => None,
@@ -139,19 +140,19 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
     }
     .or_else(|| {
         obj.get("extra_body")
-            .and_then(|e| e.pointer("/anthropic/thinking"))
+            .and_then(|e| e.at(&["anthropic", "thinking"]))
             .and_then(anthropic::parse_thinking)
     })
     .or_else(|| {
         obj.get("extra_body")
-            .and_then(|e| e.pointer("/google/thinking_config"))
+            .and_then(|e| e.at(&["google", "thinking_config"]))
             .and_then(gemini::parse_thinking)
     });
     req.response_format = match obj.get("response_format") {
         Some(rf) => match rf.get("type").and_then(Value::as_str) {
             Some("json_object") => Some(ResponseFormat::JsonObject),
             Some("json_schema") => rf
-                .pointer("/json_schema/schema")
+                .at(&["json_schema", "schema"])
                 .map(|s| ResponseFormat::JsonSchema(s.clone())),
             _ => None,
         },
@@ -198,14 +199,14 @@ fn content_part(item: &Value) -> Option<Part> {
         }
         "input_audio" => {
             let fmt = item
-                .pointer("/input_audio/format")
+                .at(&["input_audio", "format"])
                 .and_then(Value::as_str)
                 .unwrap_or("unknown");
             Some(Part::Text(format!("[Audio Input: {fmt}]")))
         }
         "audio" => {
             let url = item
-                .pointer("/audio/url")
+                .at(&["audio", "url"])
                 .and_then(Value::as_str)
                 .unwrap_or("");
             Some(Part::Text(format!("[Audio: {url}]")))
@@ -262,7 +263,7 @@ fn assistant_parts(m: &Value) -> Vec<Part> {
     }
     if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
         for c in calls {
-            let Some(name) = c.pointer("/function/name").and_then(Value::as_str) else {
+            let Some(name) = c.at(&["function", "name"]).and_then(Value::as_str) else {
                 continue;
             };
             parts.push(Part::ToolUse(ToolCall {
@@ -272,7 +273,7 @@ fn assistant_parts(m: &Value) -> Vec<Part> {
                     .unwrap_or_default()
                     .to_string(),
                 name: name.to_string(),
-                input: parse_arguments(c.pointer("/function/arguments")),
+                input: parse_arguments(c.at(&["function", "arguments"])),
             }));
         }
     }
@@ -516,9 +517,9 @@ pub fn parse_usage(u: &Value) -> TokenUsage {
     TokenUsage {
         input: as_u64(u.get("prompt_tokens")).unwrap_or(0),
         output: as_u64(u.get("completion_tokens")).unwrap_or(0),
-        cache_read: as_u64(u.pointer("/prompt_tokens_details/cached_tokens")).unwrap_or(0),
+        cache_read: as_u64(u.at(&["prompt_tokens_details", "cached_tokens"])).unwrap_or(0),
         cache_creation: 0,
-        reasoning: as_u64(u.pointer("/completion_tokens_details/reasoning_tokens")).unwrap_or(0),
+        reasoning: as_u64(u.at(&["completion_tokens_details", "reasoning_tokens"])).unwrap_or(0),
     }
 }
 
@@ -546,7 +547,7 @@ pub fn emit_usage(u: &TokenUsage) -> Value {
 /// Parses a whole OpenAI answer.
 pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
     let choice = body
-        .pointer("/choices/0")
+        .at(&["choices", "0"])
         .ok_or_else(|| bad("OpenAI response has no choices"))?;
     let msg = choice.get("message").unwrap_or(&Value::Null);
     let mut parts = Vec::new();
@@ -681,7 +682,7 @@ impl Decoder {
         if !self.started {
             self.started = true;
             let input_tokens = v
-                .pointer("/usage/prompt_tokens")
+                .at(&["usage", "prompt_tokens"])
                 .and_then(Value::as_u64)
                 .filter(|n| *n > 0);
             out.push(StreamEvent::Start { input_tokens });
@@ -689,7 +690,7 @@ impl Decoder {
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(parse_usage(u));
         }
-        let Some(choice) = v.pointer("/choices/0") else {
+        let Some(choice) = v.at(&["choices", "0"]) else {
             return;
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
@@ -712,7 +713,7 @@ impl Decoder {
                     .get("index")
                     .and_then(Value::as_u64)
                     .map_or(pos, |i| i as usize);
-                let name = c.pointer("/function/name").and_then(Value::as_str);
+                let name = c.at(&["function", "name"]).and_then(Value::as_str);
                 if !self.known_calls.contains(&index) {
                     let Some(name) = name else { continue };
                     // OpenAI sends parallel calls one after another; a new
@@ -729,7 +730,7 @@ impl Decoder {
                     });
                 }
                 if let Some(a) = c
-                    .pointer("/function/arguments")
+                    .at(&["function", "arguments"])
                     .and_then(Value::as_str)
                     .filter(|a| !a.is_empty())
                     && self.open_calls.contains(&index)

@@ -11,6 +11,7 @@
 //! Lifecycle: `event`* → (`end` | `fail`) → `close`. After `close` nothing
 //! more is written.
 
+use crate::protocol::Lookup as _;
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
@@ -146,7 +147,7 @@ impl Passthrough {
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     *usage = openai::parse_usage(u);
                 }
-                if v.pointer("/choices/0/finish_reason")
+                if v.at(&["choices", "0", "finish_reason"])
                     .is_some_and(|f| !f.is_null())
                 {
                     self.saw_finish = true;
@@ -168,7 +169,7 @@ impl Passthrough {
                         if self.started {
                             return;
                         }
-                        if let Some(u) = v.pointer("/message/usage") {
+                        if let Some(u) = v.at(&["message", "usage"]) {
                             *usage = anthropic::parse_usage(u);
                         }
                     }
@@ -229,7 +230,7 @@ impl Passthrough {
                 if let Some(u) = v.get("usageMetadata") {
                     *usage = gemini::parse_usage(u);
                 }
-                if v.pointer("/candidates/0/finishReason").is_some() {
+                if v.at(&["candidates", "0", "finishReason"]).is_some() {
                     self.saw_finish = true;
                 }
                 self.framer.element(&body, out);

@@ -662,6 +662,9 @@ fn serve(shared: &Shared, job: Job) -> Option<Conn> {
             return None;
         }
         conn.buf = leftover;
+        if conn.buf.is_empty() {
+            return Some(conn);
+        }
         match request::parse_head(&conn.buf, settings.max_header_bytes, settings.max_headers) {
             Ok(request::ParseStatus::Complete(next, len))
                 if !shared.stopping.load(Ordering::Relaxed) =>

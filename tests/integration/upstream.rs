@@ -119,6 +119,8 @@ fn serve(
     gone: &Sender<()>,
 ) {
     stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    // Head and body are separate writes: avoid the delayed-ACK stall.
+    stream.set_nodelay(true).ok();
     loop {
         let Some(req) = read_request(&mut stream) else {
             return;

@@ -1,0 +1,521 @@
+//! The inference pipeline, stage by stage: prepare (parse, choose the
+//! provider, convert), then either stream the answer or fetch it whole
+//! through the cache; every upstream attempt goes through
+//! [`Gateway::call_with_retries`].
+
+use std::borrow::Cow;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{CORS_ORIGIN, Failure, Gateway, State, route_model};
+use crate::cache::{Entry, Fetched, Key, Outcome};
+use crate::config::LogLevel;
+use crate::log::{self, Field};
+use crate::metrics::ErrorKind;
+use crate::protocol::{self, GeminiFraming, Protocol, StreamConverter};
+use crate::providers::{Instance, ProviderKind, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::server::{Request, Responder};
+
+/// Largest upstream answer read whole (non-streamed).
+const MAX_UPSTREAM_BODY: u64 = 64 << 20;
+/// Largest upstream error body relayed.
+const MAX_UPSTREAM_ERROR_BODY: u64 = 1 << 20;
+/// Longest back-off between two attempts, whatever the base delay.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// What the route says about an inference request.
+pub(super) struct Call {
+    /// Protocol the client speaks.
+    pub client: Protocol,
+    /// Provider named by a path prefix.
+    pub prefix: Option<ProviderKind>,
+    /// Model named in the path (Gemini).
+    pub path_model: Option<String>,
+    /// Streaming requested by the path (Gemini `streamGenerateContent`).
+    pub path_stream: bool,
+}
+
+/// A request ready to go upstream.
+struct Prepared<'a> {
+    client: Protocol,
+    kind: ProviderKind,
+    family: Protocol,
+    instance: Arc<Instance>,
+    model: String,
+    /// The client's body (the cache key is built from it).
+    client_body: &'a [u8],
+    upstream: UpstreamRequest<'a>,
+}
+
+impl Gateway {
+    pub(super) fn infer(
+        &self,
+        state: &State,
+        req: &Request,
+        out: &mut Responder<'_>,
+        call: Call,
+    ) -> Result<(), Failure> {
+        let p = self.prepare(state, req, out, call)?;
+        if p.upstream.stream {
+            return self.infer_stream(state, req, out, &p);
+        }
+        self.infer_whole(state, req, out, &p);
+        Ok(())
+    }
+
+    /// Parses the client request, chooses the provider and instance, and
+    /// converts the body to the provider's protocol.
+    fn prepare<'a>(
+        &self,
+        state: &State,
+        req: &'a Request,
+        out: &mut Responder<'_>,
+        call: Call,
+    ) -> Result<Prepared<'a>, Failure> {
+        let Call {
+            client,
+            prefix,
+            path_model,
+            path_stream,
+        } = call;
+        let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &req.body
+        };
+        let info = protocol::inspect(client, body).map_err(|e| Failure::new(400, e.message))?;
+        let model = path_model
+            .or(info.model)
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| Failure::new(400, "The request has no model: set the `model` field."))?;
+        let stream = info.stream || path_stream;
+        out.log.model = Some(model.clone());
+        let kind = select(state, prefix, req, &model)?;
+        out.log.provider = Some(kind.name());
+        let instance = state.registry.pick(kind).ok_or_else(|| {
+            Failure::new(503, format!("Provider {kind} has no available instance."))
+        })?;
+        let family = kind.family();
+        let upstream_body = if family == client {
+            Cow::Borrowed(body)
+        } else {
+            let value: Value = serde_json::from_slice(body)
+                .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
+            let converted = protocol::convert_request(client, family, &value, &model, stream)
+                .map_err(|e| Failure::new(400, e.message))?;
+            Cow::Owned(
+                serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?,
+            )
+        };
+        if state.config.log.prompts && log::enabled(LogLevel::Info) {
+            let text = String::from_utf8_lossy(&upstream_body);
+            log::event(LogLevel::Info, "prompt", &[("body", Field::Str(&text))]);
+        }
+        let upstream = UpstreamRequest {
+            model: model.clone(),
+            body: upstream_body,
+            stream,
+            forward_headers: forward_headers(req, client, family),
+        };
+        Ok(Prepared {
+            client,
+            kind,
+            family,
+            instance,
+            model,
+            client_body: body,
+            upstream,
+        })
+    }
+
+    /// A whole answer, from the cache or the upstream. Concurrent identical
+    /// requests share one upstream call; only complete 200 answers are
+    /// stored.
+    fn infer_whole(&self, state: &State, req: &Request, out: &mut Responder<'_>, p: &Prepared<'_>) {
+        let bypass = !state.cache.is_enabled() || no_cache_requested(req);
+        let key = if bypass {
+            None
+        } else {
+            Key::new(p.kind, &p.model, p.client, p.client_body)
+        };
+        let (entry, outcome) = match key {
+            Some(key) => state
+                .cache
+                .get_or_fetch(&key, || self.fetch_whole(state, p)),
+            None => (Arc::new(self.fetch_whole(state, p).entry), Outcome::Bypass),
+        };
+        if let Some(m) = &self.metrics {
+            match outcome {
+                Outcome::Hit | Outcome::Coalesced => m.cache_hit(),
+                Outcome::Miss => m.cache_miss(),
+                Outcome::Bypass => {}
+            }
+            if outcome == Outcome::Miss {
+                m.set_cache_size_bytes(state.cache.size_bytes() as u64);
+            }
+        }
+        let x_cache = match outcome {
+            Outcome::Hit | Outcome::Coalesced => "HIT",
+            Outcome::Miss => "MISS",
+            Outcome::Bypass => "BYPASS",
+        };
+        out.log.note = Some(match out.log.note.take() {
+            Some(note) => format!("cache={x_cache} {note}"),
+            None => format!("cache={x_cache}"),
+        });
+        let mut headers = vec![
+            ("Content-Type", entry.content_type.as_str()),
+            ("X-Cache", x_cache),
+            CORS_ORIGIN,
+        ];
+        if let Some(r) = entry.retry_after.as_deref() {
+            headers.push(("Retry-After", r));
+        }
+        let _ = out.send(entry.status, &headers, &entry.body);
+    }
+
+    /// Calls the upstream and turns its answer into the client's protocol.
+    /// Never fails: errors become error answers in the client's protocol,
+    /// marked not cacheable, so coalesced waiters receive them too.
+    fn fetch_whole(&self, state: &State, p: &Prepared<'_>) -> Fetched {
+        let started = Instant::now();
+        let error = |status: u16, message: &str| Fetched {
+            entry: Entry::new(
+                status,
+                "application/json",
+                protocol::error_body(p.client, status, message),
+            ),
+            cacheable: false,
+        };
+        let resp = match self.call_with_retries(state, p) {
+            Ok(resp) => resp,
+            Err(f) => return error(f.status, &f.message),
+        };
+        if resp.status >= 400 {
+            return Fetched {
+                entry: relay_error(p, resp),
+                cacheable: false,
+            };
+        }
+        let capacity = resp.content_length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize;
+        let mut raw = Vec::with_capacity(capacity);
+        if let Err(e) = resp.body.take(MAX_UPSTREAM_BODY).read_to_end(&mut raw) {
+            self.provider_error(p.kind, ErrorKind::Timeout);
+            return error(502, &format!("upstream answer could not be read: {e}"));
+        }
+        if let Some(m) = &self.metrics {
+            m.provider_latency(p.kind, started.elapsed());
+        }
+        let answer = if p.family == p.client {
+            if let Some(m) = &self.metrics
+                && let Some(usage) = protocol::usage_from_slice(p.family, &raw)
+            {
+                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+            }
+            raw
+        } else {
+            let Ok(value) = serde_json::from_slice::<Value>(&raw) else {
+                self.provider_error(p.kind, ErrorKind::Parse);
+                return error(502, "upstream answered with invalid JSON");
+            };
+            if let Some(m) = &self.metrics
+                && let Some(usage) = protocol::usage(p.family, &value)
+            {
+                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+            }
+            match protocol::convert_response(p.family, p.client, &value, &p.model) {
+                Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
+                Err(e) => {
+                    self.provider_error(p.kind, ErrorKind::Parse);
+                    return error(
+                        502,
+                        &format!("upstream answer could not be converted: {}", e.message),
+                    );
+                }
+            }
+        };
+        if state.config.log.prompts && log::enabled(LogLevel::Info) {
+            let text = String::from_utf8_lossy(&answer);
+            log::event(LogLevel::Info, "answer", &[("body", Field::Str(&text))]);
+        }
+        Fetched {
+            entry: Entry::new(200, "application/json", answer),
+            cacheable: true,
+        }
+    }
+
+    fn infer_stream(
+        &self,
+        state: &State,
+        req: &Request,
+        out: &mut Responder<'_>,
+        p: &Prepared<'_>,
+    ) -> Result<(), Failure> {
+        let started = Instant::now();
+        let resp = self.call_with_retries(state, p)?;
+        if resp.status >= 400 {
+            let entry = relay_error(p, resp);
+            out.log.note = Some(format!("upstream_status={}", entry.status));
+            let mut headers = vec![("Content-Type", "application/json"), CORS_ORIGIN];
+            if let Some(r) = entry.retry_after.as_deref() {
+                headers.push(("Retry-After", r));
+            }
+            let _ = out.send(entry.status, &headers, &entry.body);
+            return Ok(());
+        }
+        let framing = match req.query_param("alt").as_deref() {
+            Some("sse") => GeminiFraming::Sse,
+            _ => GeminiFraming::JsonArray,
+        };
+        let json_array = p.client == Protocol::Gemini && framing == GeminiFraming::JsonArray;
+        let content_type = if json_array {
+            "application/json"
+        } else {
+            "text/event-stream"
+        };
+        let mut converter = StreamConverter::new(p.family, p.client, &p.model, framing);
+        let headers = [
+            ("Content-Type", content_type),
+            ("Cache-Control", "no-cache"),
+            ("X-Accel-Buffering", "no"),
+            ("X-Cache", "BYPASS"),
+            CORS_ORIGIN,
+        ];
+        let Ok(mut writer) = out.start_stream(200, &headers) else {
+            return Ok(());
+        };
+        let mut upstream = resp.body;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut pending = Vec::with_capacity(4096);
+        let mut first_byte = true;
+        loop {
+            match upstream.read(&mut buf) {
+                Ok(0) => {
+                    converter.finish(&mut pending);
+                    break;
+                }
+                Ok(n) => {
+                    if first_byte {
+                        first_byte = false;
+                        if let Some(m) = &self.metrics {
+                            m.time_to_first_token(p.kind, started.elapsed());
+                        }
+                    }
+                    converter.feed(&buf[..n], &mut pending);
+                    if !pending.is_empty() {
+                        if writer.send(&pending).is_err() {
+                            // The client left: dropping `upstream` closes the
+                            // upstream connection and stops generation.
+                            out.log.note = Some("client_disconnected".into());
+                            return Ok(());
+                        }
+                        pending.clear();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let (status, message, kind) = if e.kind() == io::ErrorKind::TimedOut {
+                        (
+                            504,
+                            "upstream stopped sending (idle timeout)",
+                            ErrorKind::Timeout,
+                        )
+                    } else {
+                        (
+                            502,
+                            "upstream connection lost mid-stream",
+                            ErrorKind::Connect,
+                        )
+                    };
+                    self.provider_error(p.kind, kind);
+                    converter.fail(status, message, &mut pending);
+                    break;
+                }
+            }
+        }
+        let usage = converter.usage();
+        if let Some(m) = &self.metrics {
+            m.provider_latency(p.kind, started.elapsed());
+            m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+        }
+        if writer.send(&pending).is_ok() {
+            let _ = writer.finish();
+        }
+        out.log.note = Some(format!(
+            "cache=BYPASS tokens_in={} tokens_out={}",
+            usage.prompt, usage.completion
+        ));
+        Ok(())
+    }
+
+    /// Calls the upstream; retries connect failures, 429 and 5xx with
+    /// exponential, fully jittered back-off. Nothing has reached the client
+    /// yet, so every retry is safe.
+    fn call_with_retries(
+        &self,
+        state: &State,
+        p: &Prepared<'_>,
+    ) -> Result<UpstreamResponse, Failure> {
+        let limits = &state.config.upstream;
+        let instance = &p.instance;
+        let mut attempt = 0;
+        loop {
+            if let Some(m) = &self.metrics {
+                m.provider_request(p.kind, &p.model, &instance.id);
+            }
+            let result = instance.provider.call(&p.upstream);
+            let retryable = match &result {
+                Ok(resp) => matches!(resp.status, 429 | 500 | 502 | 503 | 504),
+                Err(UpstreamError::Connect(_)) => true,
+                Err(_) => false,
+            };
+            match &result {
+                Ok(resp) => {
+                    if let Some(kind) = ErrorKind::from_status(resp.status) {
+                        self.provider_error(p.kind, kind);
+                    }
+                }
+                Err(UpstreamError::Connect(_)) => self.provider_error(p.kind, ErrorKind::Connect),
+                Err(UpstreamError::Timeout(_)) => self.provider_error(p.kind, ErrorKind::Timeout),
+                Err(UpstreamError::Config(_)) => self.provider_error(p.kind, ErrorKind::Auth),
+            }
+            instance.record(retryable || result.is_err());
+            if !retryable || attempt >= limits.max_retries {
+                return result.map_err(|e| Failure::new(e.status(), e.message()));
+            }
+            let exp = limits
+                .base_delay
+                .saturating_mul(1 << attempt.min(16))
+                .min(MAX_RETRY_DELAY);
+            let mut delay = jitter(exp);
+            if let Ok(resp) = &result {
+                match resp.retry_after.as_deref().and_then(parse_retry_after) {
+                    Some(wait) if wait > MAX_RETRY_DELAY => {
+                        return result.map_err(|e| Failure::new(e.status(), e.message()));
+                    }
+                    Some(wait) => delay = wait,
+                    None => {}
+                }
+            }
+            log::debug(&format!(
+                "retrying {} after {delay:?} (attempt {})",
+                instance.id,
+                attempt + 1
+            ));
+            drop(result);
+            thread::sleep(delay);
+            attempt += 1;
+        }
+    }
+
+    fn provider_error(&self, kind: ProviderKind, error: ErrorKind) {
+        if let Some(m) = &self.metrics {
+            m.provider_error(kind, error);
+        }
+    }
+}
+
+/// Provider choice, first match wins: path prefix, `Model-Provider`
+/// header, `model_routes`, the default provider.
+fn select(
+    state: &State,
+    prefix: Option<ProviderKind>,
+    req: &Request,
+    model: &str,
+) -> Result<ProviderKind, Failure> {
+    if let Some(kind) = prefix {
+        return Ok(kind);
+    }
+    if let Some(name) = req.header("model-provider") {
+        let kind = ProviderKind::parse(name.trim()).ok_or_else(|| {
+            Failure::new(
+                400,
+                format!("Provider {name} in header is not a known provider."),
+            )
+        })?;
+        if !state.registry.is_enabled(kind) {
+            let message = format!("Provider {kind} in header is not enabled on this gateway.");
+            return Err(Failure::new(400, message));
+        }
+        return Ok(kind);
+    }
+    Ok(route_model(&state.config, model).unwrap_or_else(|| state.registry.default_kind()))
+}
+
+/// The upstream's error answer in the client's protocol (unchanged when
+/// the protocols match), with its `Retry-After`.
+fn relay_error(p: &Prepared<'_>, resp: UpstreamResponse) -> Entry {
+    let mut raw = Vec::new();
+    let _ = resp
+        .body
+        .take(MAX_UPSTREAM_ERROR_BODY)
+        .read_to_end(&mut raw);
+    let body = protocol::relay_error(p.client, p.family, resp.status, &raw);
+    let mut entry = Entry::new(resp.status, "application/json", body);
+    entry.retry_after = resp.retry_after;
+    entry
+}
+
+/// `Cache-Control: no-cache` or `no-store` on the request.
+fn no_cache_requested(req: &Request) -> bool {
+    req.header("cache-control").is_some_and(|v| {
+        v.split(',')
+            .map(str::trim)
+            .any(|d| d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store"))
+    })
+}
+
+/// Client headers that keep their meaning upstream.
+fn forward_headers(
+    req: &Request,
+    client: Protocol,
+    family: Protocol,
+) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    if client == Protocol::Anthropic && family == Protocol::Anthropic {
+        for name in ["anthropic-version", "anthropic-beta"] {
+            if let Some(v) = req.header(name) {
+                out.push((name, v.to_owned()));
+            }
+        }
+    }
+    out
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is treated as unknown).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A uniformly random duration in `[0, max]` ("full jitter").
+fn jitter(max: Duration) -> Duration {
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
+    Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        for _ in 0..100 {
+            assert!(jitter(Duration::from_millis(10)) <= Duration::from_millis(10));
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn retry_after_seconds_only() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+}
