@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The project's test command: everything CI checks, in one run.
+#
+#   tests/run.sh              # full run
+#   tests/run.sh -k openai    # extra arguments go to pytest
+#
+# Idempotent on a fresh Debian 12 machine with a rustup toolchain: installs
+# only what is missing (apt-get update only when something must be
+# installed), keeps the Python virtualenv in .venv and reinstalls its
+# requirements only when tests/python/requirements.txt changes.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+# Exact pins first; the observability tests' own list (ranges) is honoured too.
+REQUIREMENTS=("$ROOT/tests/python/requirements.txt")
+if [ -f "$ROOT/tests/python/requirements-observability.txt" ]; then
+    REQUIREMENTS+=("$ROOT/tests/python/requirements-observability.txt")
+fi
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+
+# ---- system packages ---------------------------------------------------------
+missing=()
+need() {  # need PACKAGE: queue PACKAGE unless dpkg already has it
+    dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1")
+}
+command -v mandoc >/dev/null 2>&1 || need mandoc          # man page lint
+command -v groff >/dev/null 2>&1 || need groff            # man page warnings
+command -v python3 >/dev/null 2>&1 || need python3
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+    need python3-venv                                    # Debian splits venv/ensurepip out
+fi
+command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redis cache tier
+command -v promtool >/dev/null 2>&1 || need prometheus          # test_metrics.py: promtool
+command -v chromium >/dev/null 2>&1 || need chromium            # test_dashboard.py: headless
+# Later stages: add further tools here with the same checks.
+if [ "${#missing[@]}" -gt 0 ]; then
+    step "apt-get install ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust with rustup first"
+for component in rustfmt clippy; do
+    if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+        step "rustup component add $component"
+        rustup component add "$component"
+    fi
+done
+
+# ---- Python virtualenv for the SDK tests ---------------------------------------
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then   # missing or broken
+    step "python3 -m venv .venv"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+fi
+stamp="$VENV/.requirements.sha256"
+want=$(cat "${REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+    step "pip install ${REQUIREMENTS[*]#"$ROOT/"}"
+    pip_args=()
+    for file in "${REQUIREMENTS[@]}"; do
+        pip_args+=(-r "$file")
+    done
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${pip_args[@]}"
+    echo "$want" >"$stamp"
+fi
+
+# ---- Rust ------------------------------------------------------------------------
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo build --release"
+cargo build --release --locked
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo test --release"
+cargo test --release --locked
+
+# ---- man page ------------------------------------------------------------------
+if [ -f man/aiproxy.1 ]; then
+    step "man page lint"
+    lint=$(mandoc -T lint -W style man/aiproxy.1 2>&1 || true)
+    [ -z "$lint" ] || die "mandoc -T lint -W style man/aiproxy.1:"$'\n'"$lint"
+    warnings=$(groff -ww -z -man man/aiproxy.1 2>&1 >/dev/null || true)
+    [ -z "$warnings" ] || die "groff -ww -z -man man/aiproxy.1:"$'\n'"$warnings"
+fi
+
+# ---- end-to-end tests with the official SDKs -------------------------------------
+step "pytest tests/python"
+AIPROXY_BIN="$ROOT/target/release/aiproxy" \
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/python "$@"
+
+step "all checks passed"
