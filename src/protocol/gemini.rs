@@ -725,6 +725,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Whether a `finishReason` has arrived.
+    pub fn saw_finish_reason(&self) -> bool {
+        self.reason.is_some() || self.finished
+    }
+
     /// Decodes one `data:` payload.
     pub fn event(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
         let Ok(v) = serde_json::from_str::<Value>(data) else {

@@ -650,6 +650,11 @@ pub struct Decoder {
 }
 
 impl Decoder {
+    /// Whether a `finish_reason` (or `[DONE]`) has arrived.
+    pub fn saw_finish_reason(&self) -> bool {
+        self.reason.is_some() || self.finished
+    }
+
     /// Decodes one `data:` payload.
     pub fn event(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
         if data.trim() == "[DONE]" {

@@ -31,6 +31,17 @@ pub enum Decoder {
 }
 
 impl Decoder {
+    /// OpenAI and Gemini decoders hold their finish back until the end of
+    /// input (usage may follow it), so a finish reason already received
+    /// counts as the upstream's own end.
+    fn saw_finish_reason(&self) -> bool {
+        match self {
+            Self::OpenAi(d) => d.saw_finish_reason(),
+            Self::Gemini(d) => d.saw_finish_reason(),
+            Self::Anthropic(_) => false,
+        }
+    }
+
     fn new(p: Protocol) -> Self {
         match p {
             Protocol::OpenAi => Self::OpenAi(openai::Decoder::default()),
@@ -101,6 +112,9 @@ impl Encoder {
     }
 }
 
+/// The in-band error sent when an upstream stream stops without its end.
+pub const TRUNCATED: &str = "the upstream closed the stream before the answer was complete";
+
 /// Same-family forwarding with framing guarantees.
 #[derive(Debug)]
 pub struct Passthrough {
@@ -113,6 +127,8 @@ pub struct Passthrough {
     open_blocks: BTreeSet<u64>,
     last_id: Option<String>,
     ended: bool,
+    /// The upstream sent OpenAI's `data: [DONE]`.
+    saw_done: bool,
 }
 
 impl Passthrough {
@@ -127,6 +143,7 @@ impl Passthrough {
             open_blocks: BTreeSet::new(),
             last_id: None,
             ended: false,
+            saw_done: false,
         }
     }
 
@@ -337,6 +354,8 @@ pub enum Mode {
         encoder: Encoder,
         /// Scratch buffer of decoded events.
         events: Vec<StreamEvent>,
+        /// The upstream sent its own end (a finish or an error event).
+        ended: bool,
     },
 }
 
@@ -350,7 +369,17 @@ impl Mode {
                 decoder: Decoder::new(from),
                 encoder: Encoder::new(to, model, framing),
                 events: Vec::new(),
+                ended: false,
             }
+        }
+    }
+
+    /// Whether the upstream ended its stream itself (a finish, `[DONE]`,
+    /// `message_stop` or an error event) rather than being cut off.
+    pub fn upstream_ended(&self) -> bool {
+        match self {
+            Self::Pass(p) => p.saw_finish || p.saw_done || p.ended,
+            Self::Convert { ended, decoder, .. } => *ended || decoder.saw_finish_reason(),
         }
     }
 
@@ -359,6 +388,7 @@ impl Mode {
         match self {
             Self::Pass(p) => {
                 if data.trim() == "[DONE]" {
+                    p.saw_done = true;
                     return;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -380,9 +410,10 @@ impl Mode {
                 decoder,
                 encoder,
                 events,
+                ended,
             } => {
                 decoder.data(data, events);
-                Self::drain(events, encoder, usage, out);
+                Self::drain(events, encoder, usage, out, ended);
             }
         }
     }
@@ -404,9 +435,10 @@ impl Mode {
                 decoder,
                 encoder,
                 events,
+                ended,
             } => {
                 decoder.value(v, events);
-                Self::drain(events, encoder, usage, out);
+                Self::drain(events, encoder, usage, out, ended);
             }
         }
     }
@@ -416,30 +448,42 @@ impl Mode {
         encoder: &mut Encoder,
         usage: &mut TokenUsage,
         out: &mut Vec<u8>,
+        ended: &mut bool,
     ) {
         for ev in events.drain(..) {
             match &ev {
                 StreamEvent::Start {
                     input_tokens: Some(n),
                 } => usage.input = *n,
-                StreamEvent::Finish { usage: Some(u), .. } => *usage = *u,
+                StreamEvent::Finish { usage: Some(u), .. } => {
+                    *usage = *u;
+                    *ended = true;
+                }
+                StreamEvent::Finish { .. } | StreamEvent::Error { .. } => *ended = true,
                 _ => {}
             }
             encoder.event(&ev, out);
         }
     }
 
-    /// The upstream ended normally (or was cut short).
+    /// The upstream's body ended. A stream the upstream did not end itself
+    /// was cut off: the client gets an in-band error rather than an answer
+    /// that looks complete (SPEC §8, truncated upstream streams).
     pub fn finish(&mut self, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+        if !self.upstream_ended() {
+            self.fail(502, TRUNCATED, usage, out);
+            return;
+        }
         match self {
             Self::Pass(p) => p.close(usage, out),
             Self::Convert {
                 decoder,
                 encoder,
                 events,
+                ended,
             } => {
                 decoder.end(events);
-                Self::drain(events, encoder, usage, out);
+                Self::drain(events, encoder, usage, out, ended);
                 encoder.close(out);
             }
         }

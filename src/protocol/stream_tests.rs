@@ -353,9 +353,11 @@ fn framing_holds_for_whole_split_truncated_and_failed_streams() {
                         let split = convert(from, to, framing, &[a, b]);
                         assert_eq!(normalise(&text(&split)), whole, "{ctx}: split at {i}");
                         if i % 3 == 0 {
-                            // Truncated upstream: the client framing still closes.
+                            // Truncated upstream: an in-band error unless the
+                            // upstream's own end had already arrived, and
+                            // the client framing still closes.
                             let cut = convert(from, to, framing, &[a]);
-                            check(from, to, framing, &cut, &format!("{ctx} cut at {i}"), false);
+                            check(from, to, framing, &cut, &format!("{ctx} cut at {i}"), true);
                         }
                     }
                     for i in (0..=input.len()).step_by(7) {
@@ -410,18 +412,16 @@ fn byte_by_byte_feed_matches_whole() {
 }
 
 #[test]
-fn empty_upstream_still_frames() {
+fn empty_upstream_is_reported_as_cut_off() {
     for from in ALL {
         for to in ALL {
             for &framing in framings(to) {
                 let out = convert(from, to, framing, &[]);
-                check(
-                    from,
-                    to,
-                    framing,
-                    &out,
-                    &format!("empty {}->{}", from.name(), to.name()),
-                    false,
+                let ctx = format!("empty {}->{}", from.name(), to.name());
+                check(from, to, framing, &out, &ctx, true);
+                assert!(
+                    text(&out).contains(super::stream::TRUNCATED),
+                    "{ctx}: says it was cut off"
                 );
             }
         }
@@ -442,13 +442,11 @@ fn garbage_is_skipped_without_panicking() {
         for to in ALL {
             for &framing in framings(to) {
                 let out = convert(from, to, framing, junk);
-                check(
-                    from,
-                    to,
-                    framing,
-                    &out,
-                    &format!("junk {}->{}", from.name(), to.name()),
-                    false,
+                let ctx = format!("junk {}->{}", from.name(), to.name());
+                check(from, to, framing, &out, &ctx, true);
+                assert!(
+                    text(&out).contains(super::stream::TRUNCATED),
+                    "{ctx}: says it was cut off"
                 );
             }
         }
