@@ -38,14 +38,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // From here on every line on stderr follows --log-format.
+    aiproxy::log::configure(config.log.level, config.log.format);
     for warning in &config.warnings {
-        eprintln!("aiproxy: warning: {warning}");
+        aiproxy::log::warn(warning);
     }
     if !config.pending_features.is_empty() {
-        eprintln!(
-            "aiproxy: warning: configured but not available in this version (ignored): {}",
+        aiproxy::log::warn(&format!(
+            "configured but not available in this version (ignored): {}",
             config.pending_features.join(", ")
-        );
+        ));
     }
     if cli.check_config == Some(true) {
         println!("configuration OK");

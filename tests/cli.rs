@@ -202,7 +202,21 @@ fn bad_config_value_names_file_and_key() {
 fn unknown_environment_variable_is_a_warning() {
     let out = run_env(&["--check-config"], &[("AIPROXY_PROT", "1")]);
     assert_eq!(out.status.code(), Some(0));
-    assert!(stderr(&out).contains("warning: AIPROXY_PROT is not a known setting"));
+    let err = stderr(&out);
+    assert!(
+        err.contains(" warn ") && err.contains("AIPROXY_PROT is not a known setting"),
+        "{err}"
+    );
+    // The warning follows --log-format like every other line.
+    let out = run_env(
+        &["--check-config", "--log-format", "json"],
+        &[("AIPROXY_PROT", "1")],
+    );
+    for line in stderr(&out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(v["level"], "warn");
+    }
 }
 
 #[test]

@@ -49,6 +49,8 @@ struct Prepared<'a> {
     model: String,
     /// The client's body (the cache key is built from it).
     client_body: &'a [u8],
+    /// OpenAI `stream_options.include_usage`.
+    include_usage: bool,
     upstream: UpstreamRequest<'a>,
 }
 
@@ -129,6 +131,7 @@ impl Gateway {
             instance,
             model,
             client_body: body,
+            include_usage: info.include_usage,
             upstream,
         })
     }
@@ -279,6 +282,7 @@ impl Gateway {
             "text/event-stream"
         };
         let mut converter = StreamConverter::new(p.family, p.client, &p.model, framing);
+        converter.set_usage_chunk(p.include_usage);
         let headers = [
             ("Content-Type", content_type),
             ("Cache-Control", "no-cache"),

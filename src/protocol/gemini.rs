@@ -166,7 +166,7 @@ pub fn parse_request(body: &Value, id_prefix: &str) -> Result<ChatRequest, Conve
                 };
                 parts.push(Part::Media(Media::Base64 {
                     mime: mime.to_string(),
-                    data: data.to_string(),
+                    data: standard_base64(data),
                 }));
             } else if let Some(d) = get(p, "fileData", "file_data") {
                 let Some(url) = get(d, "fileUri", "file_uri").and_then(Value::as_str) else {
@@ -647,7 +647,7 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
         {
             parts.push(Part::Media(Media::Base64 {
                 mime: mime.to_string(),
-                data: data.to_string(),
+                data: standard_base64(data),
             }));
         }
     }
@@ -1028,9 +1028,36 @@ impl Encoder {
     }
 }
 
+/// Gemini accepts (and the google-genai SDK sends) URL-safe base64 in
+/// `inlineData`; OpenAI data URIs and Anthropic image sources need the
+/// standard alphabet with padding. Converting costs one pass over the data.
+fn standard_base64(data: &str) -> String {
+    let mut out: String = data
+        .chars()
+        .filter(|c| !c.is_ascii_whitespace())
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !out.len().is_multiple_of(4) {
+        out.push('=');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_safe_inline_data_becomes_standard_base64() {
+        assert_eq!(standard_base64("nGNg-M8_"), "nGNg+M8/");
+        assert_eq!(standard_base64("YWI"), "YWI=");
+        assert_eq!(standard_base64("YQ"), "YQ==");
+        assert_eq!(standard_base64("aGk="), "aGk=");
+    }
 
     #[test]
     fn positional_id_pairing_per_name() {

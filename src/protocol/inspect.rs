@@ -69,6 +69,8 @@ impl<'de> Deserialize<'de> for Field {
 struct Probe {
     model: Option<Field>,
     stream: Option<Field>,
+    /// Small when present; absent in most requests.
+    stream_options: Option<serde_json::Value>,
 }
 
 fn bad(msg: String) -> ConvertError {
@@ -91,6 +93,7 @@ pub fn inspect(proto: Protocol, body: &[u8]) -> Result<RequestInfo, ConvertError
         return Ok(RequestInfo {
             model: None,
             stream: false,
+            include_usage: false,
         });
     }
     let model = match probe.model {
@@ -105,12 +108,30 @@ pub fn inspect(proto: Protocol, body: &[u8]) -> Result<RequestInfo, ConvertError
         Some(Field::Str(_)) => return Err(bad("`stream` must be a boolean, got a string".into())),
         Some(Field::Other(k)) => return Err(bad(format!("`stream` must be a boolean, got {k}"))),
     };
-    Ok(RequestInfo { model, stream })
+    let include_usage = probe
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.get("include_usage"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    Ok(RequestInfo {
+        model,
+        stream,
+        include_usage,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_include_usage() {
+        let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert!(inspect(Protocol::OpenAi, body).unwrap().include_usage);
+        let body = br#"{"model":"m","stream_options":"junk"}"#;
+        assert!(!inspect(Protocol::OpenAi, body).unwrap().include_usage);
+    }
 
     #[test]
     fn extracts_model_and_stream() {
@@ -123,7 +144,8 @@ mod tests {
             info,
             RequestInfo {
                 model: Some("gpt".into()),
-                stream: true
+                stream: true,
+                include_usage: false,
             }
         );
         let info = inspect(Protocol::Anthropic, b" {\"model\":null} ").unwrap();
@@ -131,7 +153,8 @@ mod tests {
             info,
             RequestInfo {
                 model: None,
-                stream: false
+                stream: false,
+                include_usage: false,
             }
         );
         let info = inspect(Protocol::Gemini, br#"{"model":"x","stream":true}"#).unwrap();
@@ -139,7 +162,8 @@ mod tests {
             info,
             RequestInfo {
                 model: None,
-                stream: false
+                stream: false,
+                include_usage: false,
             }
         );
     }

@@ -92,6 +92,9 @@ pub struct RequestInfo {
     pub model: Option<String>,
     /// `stream: true` in the body (OpenAI, Anthropic); always false for Gemini.
     pub stream: bool,
+    /// OpenAI `stream_options.include_usage`: usage comes in a final chunk
+    /// of its own, with an empty `choices`.
+    pub include_usage: bool,
 }
 
 /// How a Gemini client wants a stream framed.
@@ -368,6 +371,14 @@ impl StreamConverter {
         }
     }
 
+    /// Sends OpenAI usage in a final chunk of its own (with an empty
+    /// `choices`), as OpenAI does when a client sets
+    /// `stream_options.include_usage`; otherwise usage rides on the chunk
+    /// carrying `finish_reason`.
+    pub fn set_usage_chunk(&mut self, on: bool) {
+        self.mode.set_usage_chunk(on);
+    }
+
     /// The upstream ended: completes the client framing.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         if self.done {
@@ -472,6 +483,46 @@ mod tests {
         let tricky = br#"{"choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage" : {"prompt_tokens":1,"completion_tokens":2}}"#;
         let u = usage_from_slice(Protocol::OpenAi, tricky).unwrap();
         assert_eq!((u.prompt, u.completion), (1, 2));
+    }
+
+    #[test]
+    fn include_usage_gets_a_chunk_of_its_own() {
+        let upstream = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":3,\"output_tokens\":0}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        );
+        for on in [false, true] {
+            let mut c = StreamConverter::new(
+                Protocol::Anthropic,
+                Protocol::OpenAi,
+                "m",
+                GeminiFraming::Sse,
+            );
+            c.set_usage_chunk(on);
+            let mut out = Vec::new();
+            c.feed(upstream.as_bytes(), &mut out);
+            c.finish(&mut out);
+            let events = sse::decode_all(&out);
+            let chunks: Vec<Value> = events
+                .iter()
+                .filter_map(|e| serde_json::from_str(&e.data).ok())
+                .collect();
+            let last = chunks.last().unwrap();
+            let finish = chunks
+                .iter()
+                .find(|c| c["choices"][0]["finish_reason"] == "stop")
+                .unwrap();
+            if on {
+                assert_eq!(last["choices"], json!([]), "{last}");
+                assert_eq!(last["usage"]["completion_tokens"], 2);
+                assert!(finish.get("usage").is_none());
+            } else {
+                assert_eq!(finish["usage"]["completion_tokens"], 2);
+            }
+        }
     }
 
     #[test]

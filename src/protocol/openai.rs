@@ -788,9 +788,18 @@ pub struct Encoder {
     saw_tool: bool,
     finished: bool,
     closed: bool,
+    usage_chunk: bool,
 }
 
 impl Encoder {
+    /// Sends usage the way OpenAI does for `stream_options.include_usage`:
+    /// in a last chunk of its own with an empty `choices`, instead of on
+    /// the chunk carrying `finish_reason`. Only on request, because
+    /// clients that did not ask often read `choices[0]` of every chunk.
+    pub fn set_usage_chunk(&mut self, on: bool) {
+        self.usage_chunk = on;
+    }
+
     /// An encoder answering as `model`.
     pub fn new(model: &str) -> Self {
         Self {
@@ -802,6 +811,7 @@ impl Encoder {
             saw_tool: false,
             finished: false,
             closed: false,
+            usage_chunk: false,
         }
     }
 
@@ -864,12 +874,21 @@ impl Encoder {
                     Some(r) => *r,
                     None => FinishReason::Stop,
                 };
-                self.chunk(
-                    json!({}),
-                    Some(finish_name(reason)),
-                    Some(emit_usage(&usage.unwrap_or_default())),
-                    out,
-                );
+                let usage = emit_usage(&usage.unwrap_or_default());
+                if self.usage_chunk {
+                    self.chunk(json!({}), Some(finish_name(reason)), None, out);
+                    let c = json!({
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage,
+                    });
+                    write_data(&c, out);
+                } else {
+                    self.chunk(json!({}), Some(finish_name(reason)), Some(usage), out);
+                }
                 self.finished = true;
             }
             StreamEvent::Error { status, message } => {

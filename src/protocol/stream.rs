@@ -95,6 +95,13 @@ impl Encoder {
         }
     }
 
+    /// See [`openai::Encoder::set_usage_chunk`]; other clients ignore it.
+    pub fn set_usage_chunk(&mut self, on: bool) {
+        if let Self::OpenAi(e) = self {
+            e.set_usage_chunk(on);
+        }
+    }
+
     fn event(&mut self, ev: &StreamEvent, out: &mut Vec<u8>) {
         match self {
             Self::OpenAi(e) => e.event(ev, out),
@@ -371,6 +378,14 @@ impl Mode {
                 events: Vec::new(),
                 ended: false,
             }
+        }
+    }
+
+    /// See [`openai::Encoder::set_usage_chunk`]. A same-family stream keeps
+    /// the upstream's own chunks, which already follow the client's options.
+    pub fn set_usage_chunk(&mut self, on: bool) {
+        if let Self::Convert { encoder, .. } = self {
+            encoder.set_usage_chunk(on);
         }
     }
 
