@@ -5,6 +5,7 @@ Needs the integrated binary (target/release/aiproxy, or AIPROXY_BIN),
 /usr/bin/chromium (or CHROMIUM), and the packages in
 requirements-observability.txt. Saves tests/output/dashboard.png.
 """
+import itertools
 import json
 import os
 import re
@@ -24,9 +25,14 @@ SCREENSHOT = os.path.join(ROOT, "tests", "output", "dashboard.png")
 CHAT = "/v1/chat/completions"
 
 
+_sent = itertools.count()
+
+
 def traffic(proxy, n, stream=False):
-    for i in range(n):
-        body = {"model": "mock-model", "messages": [{"role": "user", "content": f"dash {i}"}]}
+    """n requests the mock provider must answer: every prompt is new, so
+    none of them is a cache hit (hits never reach a provider)."""
+    for _ in range(n):
+        body = {"model": "mock-model", "messages": [{"role": "user", "content": f"dash {next(_sent)}"}]}
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
