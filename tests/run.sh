@@ -97,6 +97,10 @@ if [ -f man/aiproxy.1 ]; then
     [ -z "$warnings" ] || die "groff -ww -z -man man/aiproxy.1:"$'\n'"$warnings"
 fi
 
+# ---- Prometheus alert rules and the Grafana dashboard's queries --------------------
+step "promtool: rules, rule tests, Grafana queries"
+"$VENV/bin/python" tests/promql_check.py
+
 # ---- end-to-end tests with the official SDKs -------------------------------------
 step "pytest tests/python"
 AIPROXY_BIN="$ROOT/target/release/aiproxy" \
