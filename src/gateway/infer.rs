@@ -27,6 +27,30 @@ const MAX_UPSTREAM_BODY: u64 = 64 << 20;
 const MAX_UPSTREAM_ERROR_BODY: u64 = 1 << 20;
 /// Longest back-off between two attempts, whatever the base delay.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Longest an upstream answer may take to arrive in full, streams
+/// included: a backstop against an upstream that keeps a stream alive
+/// forever, far above any real generation (the OpenAI and Anthropic SDKs
+/// give up after 10 minutes). Checked here per read: ureq's own global
+/// timeout cost ~11,000 instructions per request.
+const UPSTREAM_TOTAL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// An upstream body that fails with `TimedOut` once its deadline passed.
+struct Backstop<R> {
+    inner: R,
+    deadline: Instant,
+}
+
+impl<R: Read> Read for Backstop<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() >= self.deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream answer took over an hour",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
 
 /// What the route says about an inference request.
 pub(super) struct Call {
@@ -207,7 +231,11 @@ impl Gateway {
         }
         let capacity = resp.content_length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize;
         let mut raw = Vec::with_capacity(capacity);
-        if let Err(e) = resp.body.take(MAX_UPSTREAM_BODY).read_to_end(&mut raw) {
+        let body = Backstop {
+            inner: resp.body,
+            deadline: started + UPSTREAM_TOTAL_TIMEOUT,
+        };
+        if let Err(e) = body.take(MAX_UPSTREAM_BODY).read_to_end(&mut raw) {
             self.provider_error(p.kind, ErrorKind::Timeout);
             return error(502, &format!("upstream answer could not be read: {e}"));
         }
@@ -293,7 +321,10 @@ impl Gateway {
         let Ok(mut writer) = out.start_stream(200, &headers) else {
             return Ok(());
         };
-        let mut upstream = resp.body;
+        let mut upstream = Backstop {
+            inner: resp.body,
+            deadline: started + UPSTREAM_TOTAL_TIMEOUT,
+        };
         let mut buf = vec![0u8; 16 * 1024];
         let mut pending = Vec::with_capacity(4096);
         let mut first_byte = true;

@@ -244,28 +244,67 @@ pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
         Protocol::Gemini => b"\"usageMetadata\"",
         Protocol::OpenAi | Protocol::Anthropic => b"\"usage\"",
     };
-    if let Some(usage) = last_member(body, key).and_then(|value| {
+    let fast = last_member(body, key).and_then(|value| {
         let mut de = serde_json::Deserializer::from_slice(value);
-        let object = serde::Deserialize::deserialize(&mut de)
-            .ok()
-            .filter(Value::is_object)?;
-        let name = std::str::from_utf8(&key[1..key.len() - 1]).ok()?;
-        let mut doc = serde_json::Map::new();
-        doc.insert(name.to_owned(), object);
-        usage(proto, &Value::Object(doc))
-    }) {
-        return Some(usage);
+        let c: Counts = serde::Deserialize::deserialize(&mut de).ok()?;
+        Some(c.usage(proto))
+    });
+    fast.or_else(|| usage(proto, &serde_json::from_slice(body).ok()?))
+}
+
+/// The counters of a usage object of any protocol, read without building
+/// a `Value`; the sums match each protocol's `parse_usage`.
+#[derive(serde::Deserialize)]
+struct Counts {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+    #[serde(rename = "promptTokenCount")]
+    prompt_token_count: Option<u64>,
+    #[serde(rename = "candidatesTokenCount")]
+    candidates_token_count: Option<u64>,
+    #[serde(rename = "thoughtsTokenCount")]
+    thoughts_token_count: Option<u64>,
+}
+
+impl Counts {
+    fn usage(&self, proto: Protocol) -> Usage {
+        let n = |v: Option<u64>| v.unwrap_or(0);
+        match proto {
+            Protocol::OpenAi => Usage {
+                prompt: n(self.prompt_tokens),
+                completion: n(self.completion_tokens),
+            },
+            Protocol::Anthropic => Usage {
+                prompt: n(self.input_tokens)
+                    + n(self.cache_read_input_tokens)
+                    + n(self.cache_creation_input_tokens),
+                completion: n(self.output_tokens),
+            },
+            Protocol::Gemini => Usage {
+                prompt: n(self.prompt_token_count),
+                completion: n(self.candidates_token_count) + n(self.thoughts_token_count),
+            },
+        }
     }
-    usage(proto, &serde_json::from_slice(body).ok()?)
 }
 
 /// The bytes after `key:` of the last object member named `key` (the
 /// quoted name) in `body`: a member name is preceded by `{` or `,` and
 /// followed by `:`, whitespace aside.
 fn last_member<'a>(body: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
+    let first = *key.first()?;
     let mut end = body.len();
-    while let Some(at) = body[..end].windows(key.len()).rposition(|w| w == key) {
+    // Scan back for the key's opening quote, then compare; cheaper than a
+    // comparison at every position.
+    while let Some(at) = body[..end].iter().rposition(|&b| b == first) {
         end = at;
+        if !body[at..].starts_with(key) {
+            continue;
+        }
         let before = body[..at].iter().rev().find(|b| !b.is_ascii_whitespace());
         let after_key = &body[at + key.len()..];
         let colon = after_key.iter().position(|b| !b.is_ascii_whitespace());

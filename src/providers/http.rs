@@ -16,12 +16,6 @@ use ureq::config::Config as UreqConfig;
 use super::UpstreamError;
 use crate::config::Config;
 
-/// Longest an upstream call may take from connect to the last byte of its
-/// answer, streams included: a backstop against an upstream that keeps a
-/// stream alive forever, far above any real generation (the OpenAI and
-/// Anthropic SDKs give up after 10 minutes).
-pub const UPSTREAM_TOTAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
-
 /// Builds the shared agent from the configuration.
 pub fn agent(config: &Config) -> Agent {
     let up = &config.upstream;
@@ -35,7 +29,6 @@ pub fn agent(config: &Config) -> Agent {
         .timeout_connect(Some(up.connect_timeout))
         .timeout_recv_response(Some(up.timeout))
         .timeout_per_read(Some(up.idle_timeout))
-        .timeout_global(Some(UPSTREAM_TOTAL_TIMEOUT))
         .input_buffer_size(16 * 1024)
         .output_buffer_size(8 * 1024)
         .max_idle_connections(config.workers.max(16))
