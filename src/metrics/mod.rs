@@ -26,10 +26,11 @@ mod fold;
 mod histogram;
 mod summary;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -303,6 +304,10 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, LatencyHistogram>,
+    /// The two HTTP series of each (route, method, status), found with one
+    /// cheap lookup instead of two SipHash lookups in the families.
+    http_handles:
+        RwLock<HashMap<HttpKey, (Counter, LatencyHistogram), BuildHasherDefault<SmallKeyHasher>>>,
     http_active: Gauge,
     provider_requests: Family<ProviderRequestLabels, Counter>,
     provider_errors: Family<ErrorLabels, Counter>,
@@ -327,6 +332,40 @@ pub struct Metrics {
     providers: [ProviderStats; 6],
     instance_health: Mutex<BTreeMap<(&'static str, Arc<str>), bool>>,
     history: Mutex<summary::History>,
+}
+
+/// Route template and method (by the address of their static text) and
+/// status: a key from fixed, small sets.
+type HttpKey = (usize, usize, u16);
+
+/// Hasher for keys drawn from fixed small sets (see [`HttpKey`]): nothing a
+/// client sends can grow or collide them, so SipHash's flooding defence
+/// would be wasted work on every request.
+#[derive(Default)]
+struct SmallKeyHasher(u64);
+
+impl std::hash::Hasher for SmallKeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7cc1_b727_220a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
 }
 
 /// Keeps `aiproxy_http_active_requests` raised while alive: created by
@@ -503,6 +542,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
+            http_handles: RwLock::default(),
             http_active,
             provider_requests,
             provider_errors,
@@ -550,16 +590,32 @@ impl Metrics {
     pub fn http_request(&self, route: &'static str, method: &str, status: u16, duration: Duration) {
         let method = fold::method(method);
         let status = fold::status(status);
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                route,
-                method,
-                status,
+        let key: HttpKey = (route.as_ptr() as usize, method.as_ptr() as usize, status);
+        let known = {
+            let map = self.http_handles.read().unwrap_or_else(|e| e.into_inner());
+            map.get(&key).map(|(counter, histogram)| {
+                counter.inc();
+                histogram.observe(duration);
             })
-            .inc();
-        self.http_duration
-            .get_or_create(&RouteLabels { route, method })
-            .observe(duration);
+        };
+        if known.is_none() {
+            let counter = self
+                .http_requests
+                .get_or_create(&HttpLabels {
+                    route,
+                    method,
+                    status,
+                })
+                .clone();
+            let histogram = self
+                .http_duration
+                .get_or_create(&RouteLabels { route, method })
+                .clone();
+            counter.inc();
+            histogram.observe(duration);
+            let mut map = self.http_handles.write().unwrap_or_else(|e| e.into_inner());
+            map.insert(key, (counter, histogram));
+        }
         self.http_latency.observe(duration);
         self.http_total.fetch_add(1, Ordering::Relaxed);
         match status {
