@@ -105,7 +105,6 @@ done
 echo "proxy RSS after load: $(rss_kib "$PX_PID") KiB (peak $(hwm_kib "$PX_PID") KiB)"
 
 # Metrics overhead: the same forwarding with metrics off.
-kill "$PX_PID"; wait "$PX_PID" 2>/dev/null || true
 start --model-provider openai-custom --openai-api-key bench \
       --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --cache-enabled=false --metrics-enabled=false
 measured "http://127.0.0.1:$PORT/v1/chat/completions" 64 "$PID" "metrics off, 64 conns"
@@ -120,10 +119,22 @@ for conns in 16 64; do
 done
 measured "http://127.0.0.1:$CA_PORT/v1/chat/completions" 16 "$CA_PID" "cache hits, 1000 req/s offered" "-q 1000"
 curl -fs "http://127.0.0.1:$CA_PORT/cache/stats"; echo
+
+# Throughput with wrk, a lighter load generator than oha (its latency
+# figures are not trustworthy here, its request rate is): cache hits
+# against plain forwarding, same body, 64 connections.
+if command -v wrk >/dev/null; then
+  lua="$OUT/post.lua"
+  printf 'wrk.method = "POST"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "application/json"\n' "$BODY" > "$lua"
+  wrk_rps() { wrk -t2 -c64 -d"$DURATION" -s "$lua" "$1" | awk '/Requests\/sec/ {print int($2)}'; }
+  fwd=$(wrk_rps "http://127.0.0.1:$PX_PORT/v1/chat/completions")
+  hit=$(wrk_rps "http://127.0.0.1:$CA_PORT/v1/chat/completions")
+  echo "wrk, 64 conns: forwarding $fwd req/s, cache hits $hit req/s ($(python3 -c "print(f'{$hit/max($fwd,1):.1f}')")x)"
+fi
 kill "$CA_PID"; wait "$CA_PID" 2>/dev/null || true
 
 # In-flight capacity: a 1,000 ms upstream and 2,000 concurrent clients.
-kill "$UP_PID"; wait "$UP_PID" 2>/dev/null || true
+kill "$UP_PID" "$PX_PID"; wait "$UP_PID" "$PX_PID" 2>/dev/null || true
 start --model-provider mock --mock-latency 1000ms --workers 2200 --cache-enabled=false
 SLOW_PORT=$PORT
 start --model-provider openai-custom --openai-api-key bench \
