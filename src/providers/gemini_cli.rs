@@ -56,44 +56,23 @@ pub struct GoogleFormat {
 
 impl Format for GoogleFormat {
     fn token(&self, creds: &Value) -> Option<(String, Option<u64>)> {
-        let token = creds["access_token"].as_str().filter(|t| !t.is_empty())?;
-        Some((token.to_owned(), oauth::as_u64(creds.get("expiry_date"))))
+        oauth::token_with_expiry_ms(creds)
     }
 
     fn refresh(&self, creds: &Value) -> Result<Map<String, Value>, String> {
-        let refresh = creds["refresh_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or("the credentials have no refresh_token; log in again with `gemini`")?;
-        let body = oauth::form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("client_id", &self.client_id),
+        let client = [
+            ("client_id", self.client_id.as_str()),
             ("client_secret", self.client_secret.expose()),
-        ]);
-        let answer = oauth::post_token(
+        ];
+        let keep = ["refresh_token", "id_token", "scope", "token_type"];
+        oauth::refresh_with_expiry_ms(
             &self.agent,
             &self.token_url,
-            "application/x-www-form-urlencoded",
-            &body,
-        )?;
-        let access = answer["access_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or("token answer has no access_token")?;
-        let expires_in = oauth::as_u64(answer.get("expires_in")).unwrap_or(3600);
-        let mut update = Map::new();
-        update.insert("access_token".into(), json!(access));
-        update.insert(
-            "expiry_date".into(),
-            json!(oauth::now_ms() + expires_in * 1000),
-        );
-        for key in ["refresh_token", "id_token", "scope", "token_type"] {
-            if let Some(v) = answer.get(key).filter(|v| v.is_string()) {
-                update.insert(key.into(), v.clone());
-            }
-        }
-        Ok(update)
+            creds,
+            &client,
+            &keep,
+            "gemini",
+        )
     }
 }
 
@@ -385,11 +364,7 @@ fn unwrap_chunk(data: &str) -> Option<String> {
 /// from `Retry-After` or, failing that, `RetryInfo.retryDelay`.
 fn google_error(resp: ureq::http::Response<ureq::Body>) -> UpstreamResponse {
     let status = resp.status().as_u16();
-    let header = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let header = http::retry_after(&resp);
     let mut raw = Vec::new();
     let _ = resp
         .into_body()

@@ -58,14 +58,18 @@ pub fn map_error(err: ureq::Error) -> UpstreamError {
     }
 }
 
+/// The `Retry-After` header of an upstream answer.
+pub fn retry_after<B>(resp: &ureq::http::Response<B>) -> Option<String> {
+    resp.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 /// Converts a ureq response into an [`super::UpstreamResponse`].
 pub fn into_upstream(resp: ureq::http::Response<ureq::Body>) -> super::UpstreamResponse {
     let status = resp.status().as_u16();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let retry_after = retry_after(&resp);
     let (_, body) = resp.into_parts();
     super::UpstreamResponse {
         status,

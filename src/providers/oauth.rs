@@ -395,6 +395,58 @@ fn encode_component(s: &str, out: &mut String) {
     }
 }
 
+/// The access token and its expiry (Unix ms) of a file that keeps them as
+/// `access_token` and `expiry_date`, as the Gemini CLI and Qwen Code do.
+pub fn token_with_expiry_ms(creds: &Value) -> Option<(String, Option<u64>)> {
+    let token = creds["access_token"].as_str().filter(|t| !t.is_empty())?;
+    Some((token.to_owned(), as_u64(creds.get("expiry_date"))))
+}
+
+/// A form-encoded OAuth2 `refresh_token` grant for such a file: posts the
+/// file's refresh token with the `client` fields, and returns the fields
+/// to write back (`access_token`, `expiry_date` in ms, and those of `keep`
+/// the answer carries). `tool` names the login tool for the error text.
+pub fn refresh_with_expiry_ms(
+    agent: &ureq::Agent,
+    token_url: &str,
+    creds: &Value,
+    client: &[(&str, &str)],
+    keep: &[&str],
+    tool: &str,
+) -> Result<Map<String, Value>, String> {
+    let refresh = creds["refresh_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            format!("the credentials have no refresh_token; log in again with `{tool}`")
+        })?;
+    let mut fields = vec![("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    fields.extend_from_slice(client);
+    let answer = post_token(
+        agent,
+        token_url,
+        "application/x-www-form-urlencoded",
+        &form(&fields),
+    )?;
+    let access = answer["access_token"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .ok_or("token answer has no access_token")?;
+    let expires_in = as_u64(answer.get("expires_in")).unwrap_or(3600);
+    let mut update = Map::new();
+    update.insert("access_token".into(), Value::from(access));
+    update.insert(
+        "expiry_date".into(),
+        Value::from(now_ms() + expires_in * 1000),
+    );
+    for key in keep {
+        if let Some(v) = answer.get(*key).filter(|v| v.is_string()) {
+            update.insert((*key).into(), v.clone());
+        }
+    }
+    Ok(update)
+}
+
 /// Posts a token request and returns the JSON answer, or an operator
 /// message naming the endpoint, the status and the upstream's own words.
 pub fn post_token(

@@ -49,43 +49,19 @@ pub struct QwenFormat {
 
 impl Format for QwenFormat {
     fn token(&self, creds: &Value) -> Option<(String, Option<u64>)> {
-        let token = creds["access_token"].as_str().filter(|t| !t.is_empty())?;
-        Some((token.to_owned(), oauth::as_u64(creds.get("expiry_date"))))
+        oauth::token_with_expiry_ms(creds)
     }
 
     fn refresh(&self, creds: &Value) -> Result<Map<String, Value>, String> {
-        let refresh = creds["refresh_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or("the credentials have no refresh_token; log in again with `qwen`")?;
-        let body = oauth::form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("client_id", CLIENT_ID),
-        ]);
-        let answer = oauth::post_token(
+        let keep = ["refresh_token", "token_type", "resource_url"];
+        oauth::refresh_with_expiry_ms(
             &self.agent,
             &self.token_url,
-            "application/x-www-form-urlencoded",
-            &body,
-        )?;
-        let access = answer["access_token"]
-            .as_str()
-            .filter(|t| !t.is_empty())
-            .ok_or("token answer has no access_token")?;
-        let expires_in = oauth::as_u64(answer.get("expires_in")).unwrap_or(3600);
-        let mut update = Map::new();
-        update.insert("access_token".into(), json!(access));
-        update.insert(
-            "expiry_date".into(),
-            json!(oauth::now_ms() + expires_in * 1000),
-        );
-        for key in ["refresh_token", "token_type", "resource_url"] {
-            if let Some(v) = answer.get(key).filter(|v| v.is_string()) {
-                update.insert(key.into(), v.clone());
-            }
-        }
-        Ok(update)
+            creds,
+            &[("client_id", CLIENT_ID)],
+            &keep,
+            "qwen",
+        )
     }
 }
 
@@ -464,11 +440,7 @@ impl Provider for Qwen {
             }
         }
         let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let retry_after = http::retry_after(&resp);
         let reader = resp.into_body().into_reader();
         if status >= 400 {
             let mut raw = Vec::new();

@@ -330,11 +330,7 @@ impl Provider for Kiro {
         }
         let status = resp.status().as_u16();
         if status >= 400 {
-            let retry_after = resp
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let retry_after = http::retry_after(&resp);
             let mut raw = String::new();
             let _ = resp
                 .into_body()
