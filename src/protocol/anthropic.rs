@@ -364,13 +364,7 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             .tools
             .iter()
             .map(|t| {
-                let mut o = Map::new();
-                o.insert("name".into(), json!(t.name));
-                if let Some(d) = &t.description {
-                    o.insert("description".into(), json!(d));
-                }
-                o.insert("input_schema".into(), schema::for_json_schema(&t.schema));
-                Value::Object(o)
+                Value::Object(t.declaration("input_schema", schema::for_json_schema(&t.schema)))
             })
             .collect();
         out.insert("tools".into(), Value::Array(tools));

@@ -149,6 +149,21 @@ pub struct Tool {
     pub schema: Value,
 }
 
+impl Tool {
+    /// The declaration every protocol writes for a tool — `name`, an
+    /// optional `description` and the schema under `schema_key` — each
+    /// with its own key for the schema and its own schema dialect.
+    pub fn declaration(&self, schema_key: &str, schema: Value) -> serde_json::Map<String, Value> {
+        let mut d = serde_json::Map::new();
+        d.insert("name".into(), Value::from(self.name.as_str()));
+        if let Some(desc) = &self.description {
+            d.insert("description".into(), Value::from(desc.as_str()));
+        }
+        d.insert(schema_key.into(), schema);
+        d
+    }
+}
+
 /// A Gemini built-in tool (`googleSearch`, `urlContext`, `googleMaps`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuiltinTool {

@@ -449,13 +449,7 @@ pub fn emit_request(req: &ChatRequest, model: &str) -> Value {
             .tools
             .iter()
             .map(|t| {
-                let mut d = Map::new();
-                d.insert("name".into(), json!(t.name));
-                if let Some(desc) = &t.description {
-                    d.insert("description".into(), json!(desc));
-                }
-                d.insert("parametersJsonSchema".into(), schema::for_gemini(&t.schema));
-                Value::Object(d)
+                Value::Object(t.declaration("parametersJsonSchema", schema::for_gemini(&t.schema)))
             })
             .collect();
         tools.push(json!({"functionDeclarations": decls}));

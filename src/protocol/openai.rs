@@ -303,12 +303,7 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
             .tools
             .iter()
             .map(|t| {
-                let mut f = Map::new();
-                f.insert("name".into(), json!(t.name));
-                if let Some(d) = &t.description {
-                    f.insert("description".into(), json!(d));
-                }
-                f.insert("parameters".into(), schema::for_openai(&t.schema));
+                let f = t.declaration("parameters", schema::for_openai(&t.schema));
                 json!({"type": "function", "function": f})
             })
             .collect();
