@@ -17,6 +17,8 @@ pub mod openai;
 mod schema;
 pub mod sse;
 mod stream;
+#[doc(hidden)]
+pub mod stream_check;
 
 #[cfg(test)]
 mod golden_tests;
