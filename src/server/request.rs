@@ -185,10 +185,7 @@ pub fn parse_head(
             .map_err(|_| RequestError::BadRequest("header value is not valid UTF-8"))?;
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| RequestError::BadRequest("invalid Content-Length"))?;
+            let n = parse_content_length(value)?;
             if content_length.is_some_and(|old| old != n) {
                 return Err(RequestError::BadRequest(
                     "conflicting Content-Length headers",
@@ -249,6 +246,19 @@ pub fn parse_head(
         },
         len,
     ))
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6). `u64::from_str` alone
+/// would also take a sign (`+5`), which a proxy in front may read
+/// differently: a request-smuggling seam.
+fn parse_content_length(value: &str) -> Result<u64, RequestError> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RequestError::BadRequest("invalid Content-Length"));
+    }
+    digits
+        .parse()
+        .map_err(|_| RequestError::BadRequest("invalid Content-Length"))
 }
 
 /// A complete request as handed to a [`super::Handler`].
@@ -489,7 +499,11 @@ impl ChunkedDecoder {
                 let size_text = std::str::from_utf8(size_text)
                     .map_err(|_| RequestError::BadRequest("invalid chunk size"))?
                     .trim();
-                if size_text.is_empty() || size_text.len() > 16 {
+                // `chunk-size = 1*HEXDIG`: no sign, which `from_str_radix` takes.
+                if size_text.is_empty()
+                    || size_text.len() > 16
+                    || !size_text.bytes().all(|b| b.is_ascii_hexdigit())
+                {
                     return Err(RequestError::BadRequest("invalid chunk size"));
                 }
                 let size = usize::from_str_radix(size_text, 16)
@@ -564,6 +578,36 @@ mod tests {
             head(raw).unwrap_err(),
             RequestError::BadRequest(_)
         ));
+    }
+
+    #[test]
+    fn signed_content_length_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+        ] {
+            assert_eq!(
+                head(raw).unwrap_err(),
+                RequestError::BadRequest("invalid Content-Length")
+            );
+        }
+        let ok = head(b"POST / HTTP/1.1\r\nContent-Length:  007 \r\n\r\n").unwrap();
+        let ParseStatus::Complete(h, _) = ok else {
+            panic!("partial")
+        };
+        assert_eq!(h.framing, BodyFraming::Length(7));
+    }
+
+    #[test]
+    fn signed_chunk_size_is_refused() {
+        let mut d = ChunkedDecoder::new(100);
+        let mut out = Vec::new();
+        assert_eq!(
+            d.feed(b"+5\r\nhello\r\n0\r\n\r\n", &mut out).unwrap_err(),
+            RequestError::BadRequest("invalid chunk size")
+        );
+        assert!(out.is_empty());
     }
 
     #[test]
