@@ -177,6 +177,7 @@ pub fn parse_head(
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut transfer_encoding = false;
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
@@ -193,8 +194,12 @@ pub fn parse_head(
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
             for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if coding.eq_ignore_ascii_case("chunked") {
+                    if chunked {
+                        return Err(RequestError::BadRequest("chunked applied twice"));
+                    }
                     chunked = true;
                 } else {
                     return Err(RequestError::UnsupportedEncoding);
@@ -216,7 +221,14 @@ pub fn parse_head(
         fields.push((span(text, name), span(text, value)));
     }
     // Both framings at once is the classic request-smuggling vector
-    // (RFC 9112 §6.3): refuse rather than guess.
+    // (RFC 9112 §6.3): refuse rather than guess. So is a
+    // Transfer-Encoding that names no coding (`Transfer-Encoding: `),
+    // which one reader ignores and another takes for chunked.
+    if transfer_encoding && !chunked {
+        return Err(RequestError::BadRequest(
+            "Transfer-Encoding without chunked",
+        ));
+    }
     let framing = match (chunked, content_length) {
         (true, Some(_)) => {
             return Err(RequestError::BadRequest(
@@ -597,6 +609,21 @@ mod tests {
             panic!("partial")
         };
         assert_eq!(h.framing, BodyFraming::Length(7));
+    }
+
+    #[test]
+    fn empty_or_repeated_transfer_encoding_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(raw).unwrap_err(), RequestError::BadRequest(_)),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
     }
 
     #[test]
