@@ -11,8 +11,6 @@
 //! Lifecycle: `event`* → (`end` | `fail`) → `close`. After `close` nothing
 //! more is written.
 
-use std::collections::BTreeSet;
-
 use serde_json::{Value, json};
 
 use super::canonical::{StreamEvent, TokenUsage};
@@ -109,7 +107,10 @@ pub struct Passthrough {
     started: bool,
     saw_delta: bool,
     saw_finish: bool,
-    open_blocks: BTreeSet<u64>,
+    /// The content block being forwarded (Anthropic).
+    open_block: Option<u64>,
+    /// Index the next forwarded content block must have (Anthropic).
+    next_block: u64,
     last_id: Option<String>,
     ended: bool,
 }
@@ -123,7 +124,8 @@ impl Passthrough {
             started: false,
             saw_delta: false,
             saw_finish: false,
-            open_blocks: BTreeSet::new(),
+            open_block: None,
+            next_block: 0,
             last_id: None,
             ended: false,
         }
@@ -160,7 +162,9 @@ impl Passthrough {
             }
             Protocol::Anthropic => {
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-                if ty.is_empty() {
+                // The type becomes the `event:` line: nothing that could
+                // break out of it.
+                if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return;
                 }
                 match ty {
@@ -172,6 +176,9 @@ impl Passthrough {
                             *usage = anthropic::parse_usage(u);
                         }
                     }
+                    // A keep-alive before the stream began is dropped:
+                    // clients expect message_start first.
+                    "ping" if !self.started => return,
                     "error" | "ping" => {}
                     _ if !self.started => {
                         self.started = true;
@@ -185,21 +192,32 @@ impl Passthrough {
                 match ty {
                     "message_start" => self.started = true,
                     "content_block_start" => {
-                        if let Some(i) = v.get("index").and_then(Value::as_u64) {
-                            self.open_blocks.insert(i);
+                        // Clients expect blocks one at a time, numbered
+                        // from 0: close a block the upstream left open,
+                        // drop one out of sequence (and so its deltas).
+                        self.close_block(out);
+                        let i = v.get("index").and_then(Value::as_u64);
+                        if i != Some(self.next_block) {
+                            return;
                         }
+                        self.open_block = i;
+                        self.next_block += 1;
                     }
                     "content_block_delta" | "content_block_stop" => {
                         // A block that was never opened would break clients.
-                        let i = v.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX);
-                        if !self.open_blocks.contains(&i) {
+                        let i = v.get("index").and_then(Value::as_u64);
+                        if i.is_none() || i != self.open_block {
                             return;
                         }
                         if ty == "content_block_stop" {
-                            self.open_blocks.remove(&i);
+                            self.open_block = None;
                         }
                     }
                     "message_delta" => {
+                        if self.saw_delta {
+                            return;
+                        }
+                        self.close_block(out);
                         self.saw_delta = true;
                         if let Some(u) = v.get("usage") {
                             let n = anthropic::parse_usage(u);
@@ -211,12 +229,13 @@ impl Passthrough {
                     }
                     _ => {}
                 }
+                if ty == "message_stop" {
+                    // Closes open blocks and adds a missing message_delta.
+                    self.close(usage, out);
+                    return;
+                }
                 out.extend_from_slice(b"event: ");
-                out.extend_from_slice(if ty.is_empty() {
-                    b"message"
-                } else {
-                    ty.as_bytes()
-                });
+                out.extend_from_slice(ty.as_bytes());
                 out.extend_from_slice(b"\ndata: ");
                 text(out);
                 out.extend_from_slice(b"\n\n");
@@ -237,6 +256,13 @@ impl Passthrough {
                     self.ended = true;
                 }
             }
+        }
+    }
+
+    /// Anthropic: stops the open content block, if any.
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some(i) = self.open_block.take() {
+            anthropic::write_event(&json!({"type": "content_block_stop", "index": i}), out);
         }
     }
 
@@ -290,9 +316,7 @@ impl Passthrough {
                         out,
                     );
                 }
-                for i in std::mem::take(&mut self.open_blocks) {
-                    anthropic::write_event(&json!({"type": "content_block_stop", "index": i}), out);
-                }
+                self.close_block(out);
                 if !self.saw_delta {
                     anthropic::write_event(
                         &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},

@@ -284,3 +284,75 @@ fn keepalive_is_protocol_appropriate() {
     .keepalive(&mut out);
     assert_eq!(out, b": keep-alive\n\n");
 }
+
+/// Found by the stream_convert fuzz target: an Anthropic upstream's
+/// malformed block sequence used to reach the client as is.
+#[test]
+fn anthropic_passthrough_repairs_block_order() {
+    let ev = |ty: &str, body: &str| format!("event: {ty}\ndata: {body}\n\n");
+    let upstream = [
+        ev("ping", r#"{"type":"ping"}"#),
+        ev(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+        ),
+        // No index: cannot be balanced.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","content_block":{"type":"text","text":""}}"#,
+        ),
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        // Block 0 is never stopped before block 1 starts.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+        ),
+        // Out of sequence.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":5,"content_block":{"type":"text","text":""}}"#,
+        ),
+        ev(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":5,"delta":{"type":"text_delta","text":"x"}}"#,
+        ),
+        // A type that would break out of the `event:` line.
+        ev("x", r#"{"type":"a\nevent: message_stop"}"#),
+        // No content_block_stop and no message_delta before message_stop.
+        ev("message_stop", r#"{"type":"message_stop"}"#),
+    ]
+    .concat();
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &[upstream.as_bytes()],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &out,
+        "repaired",
+        false,
+    );
+    let names: Vec<String> = decode_all(&out)
+        .into_iter()
+        .filter_map(|e| e.event)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+}
