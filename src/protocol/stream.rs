@@ -217,8 +217,6 @@ impl Passthrough {
                         if self.saw_delta {
                             return;
                         }
-                        self.close_block(out);
-                        self.saw_delta = true;
                         if let Some(u) = v.get("usage") {
                             let n = anthropic::parse_usage(u);
                             usage.output = n.output;
@@ -226,6 +224,16 @@ impl Passthrough {
                                 *usage = n;
                             }
                         }
+                        // Clients read the stop reason here; without one
+                        // the closing code writes a delta that has it.
+                        if !v
+                            .pointer("/delta/stop_reason")
+                            .is_some_and(Value::is_string)
+                        {
+                            return;
+                        }
+                        self.close_block(out);
+                        self.saw_delta = true;
                     }
                     _ => {}
                 }

@@ -356,3 +356,62 @@ fn anthropic_passthrough_repairs_block_order() {
         ]
     );
 }
+
+/// Found by the stream_convert fuzz target: an upstream that started the
+/// same block index twice made two OpenAI tool calls share one index.
+#[test]
+fn openai_tool_indices_stay_unique_when_an_upstream_restarts_a_block() {
+    let start = |i: u32, id: &str| {
+        format!(
+            "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"tool_use\",\"id\":\"{id}\",\"name\":\"f\",\"input\":{{}}}}}}\n\n"
+        )
+    };
+    let upstream = [
+        start(1, "toolu_a"),
+        start(1, "toolu_b"),
+        start(2, "toolu_c"),
+    ]
+    .concat();
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::OpenAi,
+        GeminiFraming::Sse,
+        &[upstream.as_bytes()],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::OpenAi,
+        GeminiFraming::Sse,
+        &out,
+        "restarted block",
+        false,
+    );
+    let indices: Vec<u64> = decode_all(&out)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["tool_calls"][0]["index"].as_u64())
+        .collect();
+    assert_eq!(indices, [0, 1, 2]);
+}
+
+/// Found by the stream_convert fuzz target: a message_delta without a
+/// stop reason was relayed, and clients read the stop reason there.
+#[test]
+fn anthropic_passthrough_message_delta_always_has_a_stop_reason() {
+    let upstream = b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":7}}\n\n";
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &[upstream],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &out,
+        "delta without stop_reason",
+        false,
+    );
+    assert!(text(&out).contains(r#""output_tokens":7"#), "usage kept");
+}
