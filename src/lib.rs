@@ -16,6 +16,8 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod log;
 pub mod metrics;

@@ -332,6 +332,10 @@ impl Gateway {
             match upstream.read(&mut buf) {
                 Ok(0) => {
                     converter.finish(&mut pending);
+                    if converter.was_cut_off() {
+                        // The connection ended before the upstream's own end.
+                        self.provider_error(p.kind, ErrorKind::Connect);
+                    }
                     break;
                 }
                 Ok(n) => {

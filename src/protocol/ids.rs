@@ -13,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Length of the hex tail of a generated id (tests recognise it).
-#[cfg(test)]
+/// Length of the hex tail of a generated id (tests and the stream
+/// checks recognise it).
 pub const TAIL_LEN: usize = 24;
 
 /// A fresh id `<prefix><24 hex digits>`, e.g. `msg_…`, `call_…`.

@@ -17,6 +17,8 @@ pub mod openai;
 mod schema;
 pub mod sse;
 mod stream;
+#[doc(hidden)]
+pub mod stream_check;
 
 #[cfg(test)]
 mod golden_tests;
@@ -354,6 +356,7 @@ pub struct StreamConverter {
     usage: TokenUsage,
     events: Vec<sse::SseEvent>,
     done: bool,
+    cut_off: bool,
     anthropic_client: bool,
     framing: Option<GeminiFraming>,
 }
@@ -367,6 +370,7 @@ impl StreamConverter {
             usage: TokenUsage::default(),
             events: Vec::new(),
             done: false,
+            cut_off: false,
             anthropic_client: to == Protocol::Anthropic,
             framing: (to == Protocol::Gemini).then_some(framing),
         }
@@ -425,7 +429,7 @@ impl StreamConverter {
         }
         self.sse.finish(&mut self.events);
         self.drain_events(out);
-        self.mode.finish(&mut self.usage, out);
+        self.cut_off = !self.mode.finish(&mut self.usage, out);
         self.done = true;
     }
 
@@ -436,6 +440,12 @@ impl StreamConverter {
         }
         self.mode.fail(status, message, &mut self.usage, out);
         self.done = true;
+    }
+
+    /// Whether [`StreamConverter::finish`] found the upstream stream cut
+    /// off (it then sent the client an in-band error).
+    pub fn was_cut_off(&self) -> bool {
+        self.cut_off
     }
 
     /// Tokens reported by the upstream so far.

@@ -779,7 +779,12 @@ pub struct Encoder {
     created: u64,
     model: String,
     role_sent: bool,
+    /// Upstream call index → client `tool_calls[].index`.
     tool_index: HashMap<usize, usize>,
+    /// Client index of the next call (not `tool_index.len()`: an
+    /// upstream that starts the same index twice must not make two calls
+    /// share one client index).
+    next_tool: usize,
     saw_tool: bool,
     finished: bool,
     closed: bool,
@@ -803,6 +808,7 @@ impl Encoder {
             model: model.to_string(),
             role_sent: false,
             tool_index: HashMap::new(),
+            next_tool: 0,
             saw_tool: false,
             finished: false,
             closed: false,
@@ -849,7 +855,8 @@ impl Encoder {
             StreamEvent::SignatureDelta(_) | StreamEvent::ToolCallEnd { .. } => {}
             StreamEvent::ToolCallStart { index, id, name } => {
                 self.ensure_role(out);
-                let k = self.tool_index.len();
+                let k = self.next_tool;
+                self.next_tool += 1;
                 self.tool_index.insert(*index, k);
                 self.saw_tool = true;
                 let id = id.clone().unwrap_or_else(|| ids::new_id("call_"));

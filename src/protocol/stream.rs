@@ -12,8 +12,6 @@
 //! more is written.
 
 use crate::protocol::Lookup as _;
-use std::collections::BTreeSet;
-
 use serde_json::{Value, json};
 
 use super::canonical::{StreamEvent, TokenUsage};
@@ -131,7 +129,10 @@ pub struct Passthrough {
     started: bool,
     saw_delta: bool,
     saw_finish: bool,
-    open_blocks: BTreeSet<u64>,
+    /// The content block being forwarded (Anthropic).
+    open_block: Option<u64>,
+    /// Index the next forwarded content block must have (Anthropic).
+    next_block: u64,
     last_id: Option<String>,
     ended: bool,
     /// The upstream sent OpenAI's `data: [DONE]`.
@@ -147,7 +148,8 @@ impl Passthrough {
             started: false,
             saw_delta: false,
             saw_finish: false,
-            open_blocks: BTreeSet::new(),
+            open_block: None,
+            next_block: 0,
             last_id: None,
             ended: false,
             saw_done: false,
@@ -185,7 +187,9 @@ impl Passthrough {
             }
             Protocol::Anthropic => {
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
-                if ty.is_empty() {
+                // The type becomes the `event:` line: nothing that could
+                // break out of it.
+                if ty.is_empty() || !ty.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                     return;
                 }
                 match ty {
@@ -197,6 +201,9 @@ impl Passthrough {
                             *usage = anthropic::parse_usage(u);
                         }
                     }
+                    // A keep-alive before the stream began is dropped:
+                    // clients expect message_start first.
+                    "ping" if !self.started => return,
                     "error" | "ping" => {}
                     _ if !self.started => {
                         self.started = true;
@@ -210,22 +217,31 @@ impl Passthrough {
                 match ty {
                     "message_start" => self.started = true,
                     "content_block_start" => {
-                        if let Some(i) = v.get("index").and_then(Value::as_u64) {
-                            self.open_blocks.insert(i);
+                        // Clients expect blocks one at a time, numbered
+                        // from 0: close a block the upstream left open,
+                        // drop one out of sequence (and so its deltas).
+                        self.close_block(out);
+                        let i = v.get("index").and_then(Value::as_u64);
+                        if i != Some(self.next_block) {
+                            return;
                         }
+                        self.open_block = i;
+                        self.next_block += 1;
                     }
                     "content_block_delta" | "content_block_stop" => {
                         // A block that was never opened would break clients.
-                        let i = v.get("index").and_then(Value::as_u64).unwrap_or(u64::MAX);
-                        if !self.open_blocks.contains(&i) {
+                        let i = v.get("index").and_then(Value::as_u64);
+                        if i.is_none() || i != self.open_block {
                             return;
                         }
                         if ty == "content_block_stop" {
-                            self.open_blocks.remove(&i);
+                            self.open_block = None;
                         }
                     }
                     "message_delta" => {
-                        self.saw_delta = true;
+                        if self.saw_delta {
+                            return;
+                        }
                         if let Some(u) = v.get("usage") {
                             let n = anthropic::parse_usage(u);
                             usage.output = n.output;
@@ -233,15 +249,26 @@ impl Passthrough {
                                 *usage = n;
                             }
                         }
+                        // Clients read the stop reason here; without one
+                        // the closing code writes a delta that has it.
+                        if !v
+                            .at(&["delta", "stop_reason"])
+                            .is_some_and(Value::is_string)
+                        {
+                            return;
+                        }
+                        self.close_block(out);
+                        self.saw_delta = true;
                     }
                     _ => {}
                 }
+                if ty == "message_stop" {
+                    // Closes open blocks and adds a missing message_delta.
+                    self.close(usage, out);
+                    return;
+                }
                 out.extend_from_slice(b"event: ");
-                out.extend_from_slice(if ty.is_empty() {
-                    b"message"
-                } else {
-                    ty.as_bytes()
-                });
+                out.extend_from_slice(ty.as_bytes());
                 out.extend_from_slice(b"\ndata: ");
                 text(out);
                 out.extend_from_slice(b"\n\n");
@@ -262,6 +289,13 @@ impl Passthrough {
                     self.ended = true;
                 }
             }
+        }
+    }
+
+    /// Anthropic: stops the open content block, if any.
+    fn close_block(&mut self, out: &mut Vec<u8>) {
+        if let Some(i) = self.open_block.take() {
+            anthropic::write_event(&json!({"type": "content_block_stop", "index": i}), out);
         }
     }
 
@@ -315,9 +349,7 @@ impl Passthrough {
                         out,
                     );
                 }
-                for i in std::mem::take(&mut self.open_blocks) {
-                    anthropic::write_event(&json!({"type": "content_block_stop", "index": i}), out);
-                }
+                self.close_block(out);
                 if !self.saw_delta {
                     anthropic::write_event(
                         &json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null},
@@ -484,10 +516,11 @@ impl Mode {
     /// The upstream's body ended. A stream the upstream did not end itself
     /// was cut off: the client gets an in-band error rather than an answer
     /// that looks complete (SPEC §8, truncated upstream streams).
-    pub fn finish(&mut self, usage: &mut TokenUsage, out: &mut Vec<u8>) {
+    /// Returns false when the stream was cut off (and an error was sent).
+    pub fn finish(&mut self, usage: &mut TokenUsage, out: &mut Vec<u8>) -> bool {
         if !self.upstream_ended() {
             self.fail(502, TRUNCATED, usage, out);
-            return;
+            return false;
         }
         match self {
             Self::Pass(p) => p.close(usage, out),
@@ -502,6 +535,7 @@ impl Mode {
                 encoder.close(out);
             }
         }
+        true
     }
 
     /// The upstream failed: in-band error, then the end of the stream.

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::sse::decode_all;
-use super::{GeminiFraming, Protocol, StreamConverter, ids};
+use super::stream_check::{check, normalise, text};
+use super::{GeminiFraming, Protocol, StreamConverter};
 
 const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
 const MODEL: &str = "client-model";
@@ -43,38 +44,6 @@ fn recordings(from: Protocol) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Replaces generated ids with `<prefix>*` and `"created":N` with 0.
-fn normalise(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    'outer: while !rest.is_empty() {
-        for prefix in ["chatcmpl-", "msg_", "call_", "toolu_"] {
-            if let Some(after) = rest.strip_prefix(prefix)
-                && after.len() >= ids::TAIL_LEN
-                && after.as_bytes()[..ids::TAIL_LEN]
-                    .iter()
-                    .all(u8::is_ascii_hexdigit)
-            {
-                out.push_str(prefix);
-                out.push('*');
-                rest = &after[ids::TAIL_LEN..];
-                continue 'outer;
-            }
-        }
-        if let Some(after) = rest.strip_prefix("\"created\":") {
-            out.push_str("\"created\":0");
-            rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
-            continue;
-        }
-        let mut chars = rest.chars();
-        if let Some(c) = chars.next() {
-            out.push(c);
-        }
-        rest = chars.as_str();
-    }
-    out
-}
-
 fn convert(from: Protocol, to: Protocol, framing: GeminiFraming, pieces: &[&[u8]]) -> Vec<u8> {
     let mut c = StreamConverter::new(from, to, MODEL, framing);
     let mut out = Vec::new();
@@ -84,220 +53,6 @@ fn convert(from: Protocol, to: Protocol, framing: GeminiFraming, pieces: &[&[u8]
     c.finish(&mut out);
     c.finish(&mut out);
     out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).expect("client output is UTF-8")
-}
-
-// ------------------------------------------------------------ invariants
-
-fn check_anthropic(out: &str, ctx: &str, failed: bool) {
-    let events = decode_all(out.as_bytes());
-    assert!(!events.is_empty(), "{ctx}: empty Anthropic stream");
-    let mut open: Option<u64> = None;
-    let mut next = 0;
-    let mut deltas = 0;
-    for (i, ev) in events.iter().enumerate() {
-        let v: Value =
-            serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{ctx}: bad JSON {e}"));
-        let ty = v["type"].as_str().unwrap_or_default();
-        assert_eq!(
-            ev.event.as_deref(),
-            Some(ty),
-            "{ctx}: event name matches type"
-        );
-        if i == 0 && ty != "error" {
-            assert_eq!(ty, "message_start", "{ctx}: first event");
-        }
-        match ty {
-            "message_start" => assert_eq!(i, 0, "{ctx}: message_start only first"),
-            "content_block_start" => {
-                assert_eq!(open, None, "{ctx}: block opened while another is open");
-                assert_eq!(
-                    v["index"].as_u64(),
-                    Some(next),
-                    "{ctx}: consecutive indices"
-                );
-                open = Some(next);
-                next += 1;
-            }
-            "content_block_delta" => {
-                assert_eq!(v["index"].as_u64(), open, "{ctx}: delta to the open block")
-            }
-            "content_block_stop" => {
-                assert_eq!(v["index"].as_u64(), open, "{ctx}: stop of the open block");
-                open = None;
-            }
-            "message_delta" => {
-                assert_eq!(open, None, "{ctx}: blocks closed before message_delta");
-                assert!(
-                    v["delta"]["stop_reason"].is_string(),
-                    "{ctx}: stop_reason set"
-                );
-                deltas += 1;
-            }
-            "message_stop" | "error" => {
-                assert_eq!(i, events.len() - 1, "{ctx}: {ty} is last");
-            }
-            "ping" => {}
-            other => panic!("{ctx}: unexpected event {other}"),
-        }
-    }
-    let last = events
-        .last()
-        .and_then(|e| e.event.clone())
-        .unwrap_or_default();
-    if failed {
-        assert!(
-            last == "error" || last == "message_stop",
-            "{ctx}: ends with error"
-        );
-    } else {
-        assert_eq!(last, "message_stop", "{ctx}: ends with message_stop");
-        assert_eq!(deltas, 1, "{ctx}: one message_delta");
-    }
-}
-
-/// `strict` adds the rules only converted streams can promise (a
-/// passthrough keeps the upstream's own chunking).
-fn check_openai(out: &str, ctx: &str, failed: bool, strict: bool) {
-    assert!(out.ends_with("data: [DONE]\n\n"), "{ctx}: ends with [DONE]");
-    assert_eq!(
-        out.matches("[DONE]").count(),
-        1,
-        "{ctx}: exactly one [DONE]"
-    );
-    let events = decode_all(out.as_bytes());
-    let mut id: Option<String> = None;
-    let mut finishes = 0;
-    let mut tool_indices: Vec<u64> = Vec::new();
-    let chunks = &events[..events.len().saturating_sub(1)];
-    for (i, ev) in chunks.iter().enumerate() {
-        let v: Value =
-            serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{ctx}: bad JSON {e}"));
-        if v.get("error").is_some() {
-            assert!(failed, "{ctx}: unexpected error chunk");
-            assert_eq!(i, chunks.len() - 1, "{ctx}: error is the last chunk");
-            continue;
-        }
-        let finish = &v["choices"][0]["finish_reason"];
-        if !finish.is_null() {
-            finishes += 1;
-        }
-        let this = v["id"].as_str().unwrap_or_default().to_string();
-        if !strict {
-            continue;
-        }
-        assert_eq!(
-            id.get_or_insert_with(|| this.clone()),
-            &this,
-            "{ctx}: one id per stream"
-        );
-        if i == 0 {
-            assert_eq!(
-                v["choices"][0]["delta"]["role"], "assistant",
-                "{ctx}: role first"
-            );
-        }
-        if !finish.is_null() {
-            assert!(v.get("usage").is_some(), "{ctx}: usage on the final chunk");
-        } else {
-            assert!(
-                v.get("usage").is_none(),
-                "{ctx}: usage only on the final chunk"
-            );
-        }
-        for tc in v["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let idx = tc["index"].as_u64().unwrap_or(u64::MAX);
-            if tc.get("id").is_some() {
-                assert_eq!(idx, tool_indices.len() as u64, "{ctx}: tool indices from 0");
-                tool_indices.push(idx);
-            } else {
-                assert!(
-                    tool_indices.contains(&idx),
-                    "{ctx}: args for a started call"
-                );
-            }
-        }
-    }
-    if !failed && strict {
-        assert_eq!(finishes, 1, "{ctx}: one finish chunk");
-    } else if !failed {
-        assert!(finishes >= 1, "{ctx}: a finish chunk");
-    }
-}
-
-fn check_gemini_elements(elements: &[Value], ctx: &str, failed: bool, strict: bool) {
-    for (i, v) in elements.iter().enumerate() {
-        if v.get("error").is_some() {
-            assert!(
-                failed && i == elements.len() - 1,
-                "{ctx}: error only last on failure"
-            );
-            continue;
-        }
-        let reason = &v["candidates"][0]["finishReason"];
-        assert_ne!(reason, "TOOL_CALLS", "{ctx}: invalid Gemini enum");
-        for p in v["candidates"][0]["content"]["parts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if let (Some(fc), true) = (p.get("functionCall"), strict) {
-                assert!(fc["args"].is_object(), "{ctx}: whole functionCall args");
-            }
-        }
-    }
-    if !failed {
-        let finishes = elements
-            .iter()
-            .filter(|v| v["candidates"][0].get("finishReason").is_some())
-            .count();
-        assert!(finishes >= 1, "{ctx}: a finishReason");
-    }
-}
-
-fn check_gemini_sse(out: &str, ctx: &str, failed: bool, strict: bool) {
-    let elements: Vec<Value> = decode_all(out.as_bytes())
-        .iter()
-        .map(|e| {
-            serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{ctx}: bad JSON {err}"))
-        })
-        .collect();
-    check_gemini_elements(&elements, ctx, failed, strict);
-}
-
-fn check_gemini_array(out: &str, ctx: &str, failed: bool, strict: bool) {
-    let v: Value = serde_json::from_str(out)
-        .unwrap_or_else(|e| panic!("{ctx}: not a JSON array ({e}): {out}"));
-    let elements = v
-        .as_array()
-        .unwrap_or_else(|| panic!("{ctx}: not an array"));
-    check_gemini_elements(elements, ctx, failed, strict);
-}
-
-fn check(
-    from: Protocol,
-    to: Protocol,
-    framing: GeminiFraming,
-    out: &[u8],
-    ctx: &str,
-    failed: bool,
-) {
-    let out = text(out);
-    match (to, framing) {
-        (Protocol::OpenAi, _) => check_openai(&out, ctx, failed, from != to),
-        (Protocol::Anthropic, _) => check_anthropic(&out, ctx, failed),
-        (Protocol::Gemini, GeminiFraming::Sse) => check_gemini_sse(&out, ctx, failed, from != to),
-        (Protocol::Gemini, GeminiFraming::JsonArray) => {
-            check_gemini_array(&out, ctx, failed, from != to)
-        }
-    }
 }
 
 fn framings(to: Protocol) -> &'static [GeminiFraming] {
@@ -526,4 +281,136 @@ fn keepalive_is_protocol_appropriate() {
     )
     .keepalive(&mut out);
     assert_eq!(out, b": keep-alive\n\n");
+}
+
+/// Found by the stream_convert fuzz target: an Anthropic upstream's
+/// malformed block sequence used to reach the client as is.
+#[test]
+fn anthropic_passthrough_repairs_block_order() {
+    let ev = |ty: &str, body: &str| format!("event: {ty}\ndata: {body}\n\n");
+    let upstream = [
+        ev("ping", r#"{"type":"ping"}"#),
+        ev(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}"#,
+        ),
+        // No index: cannot be balanced.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","content_block":{"type":"text","text":""}}"#,
+        ),
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        ),
+        // Block 0 is never stopped before block 1 starts.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}"#,
+        ),
+        // Out of sequence.
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":5,"content_block":{"type":"text","text":""}}"#,
+        ),
+        ev(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":5,"delta":{"type":"text_delta","text":"x"}}"#,
+        ),
+        // A type that would break out of the `event:` line.
+        ev("x", r#"{"type":"a\nevent: message_stop"}"#),
+        // No content_block_stop and no message_delta before message_stop.
+        ev("message_stop", r#"{"type":"message_stop"}"#),
+    ]
+    .concat();
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &[upstream.as_bytes()],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &out,
+        "repaired",
+        false,
+    );
+    let names: Vec<String> = decode_all(&out)
+        .into_iter()
+        .filter_map(|e| e.event)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+}
+
+/// Found by the stream_convert fuzz target: an upstream that started the
+/// same block index twice made two OpenAI tool calls share one index.
+#[test]
+fn openai_tool_indices_stay_unique_when_an_upstream_restarts_a_block() {
+    let start = |i: u32, id: &str| {
+        format!(
+            "event: content_block_start\ndata: {{\"type\":\"content_block_start\",\"index\":{i},\"content_block\":{{\"type\":\"tool_use\",\"id\":\"{id}\",\"name\":\"f\",\"input\":{{}}}}}}\n\n"
+        )
+    };
+    let upstream = [
+        start(1, "toolu_a"),
+        start(1, "toolu_b"),
+        start(2, "toolu_c"),
+    ]
+    .concat();
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::OpenAi,
+        GeminiFraming::Sse,
+        &[upstream.as_bytes()],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::OpenAi,
+        GeminiFraming::Sse,
+        &out,
+        "restarted block",
+        // The upstream never ends its stream: the client is told.
+        true,
+    );
+    let indices: Vec<u64> = decode_all(&out)
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter_map(|v| v["choices"][0]["delta"]["tool_calls"][0]["index"].as_u64())
+        .collect();
+    assert_eq!(indices, [0, 1, 2]);
+}
+
+/// Found by the stream_convert fuzz target: a message_delta without a
+/// stop reason was relayed, and clients read the stop reason there.
+#[test]
+fn anthropic_passthrough_message_delta_always_has_a_stop_reason() {
+    let upstream = b"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{},\"usage\":{\"output_tokens\":7}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let out = convert(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &[upstream],
+    );
+    check(
+        Protocol::Anthropic,
+        Protocol::Anthropic,
+        GeminiFraming::Sse,
+        &out,
+        "delta without stop_reason",
+        false,
+    );
+    assert!(text(&out).contains(r#""output_tokens":7"#), "usage kept");
 }

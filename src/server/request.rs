@@ -190,6 +190,7 @@ pub fn parse_head(
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut chunked = false;
+    let mut transfer_encoding = false;
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
@@ -198,10 +199,7 @@ pub fn parse_head(
             .map_err(|_| RequestError::BadRequest("header value is not valid UTF-8"))?;
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n: u64 = value
-                .trim()
-                .parse()
-                .map_err(|_| RequestError::BadRequest("invalid Content-Length"))?;
+            let n = parse_content_length(value)?;
             if content_length.is_some_and(|old| old != n) {
                 return Err(RequestError::BadRequest(
                     "conflicting Content-Length headers",
@@ -209,8 +207,12 @@ pub fn parse_head(
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            transfer_encoding = true;
             for coding in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
                 if coding.eq_ignore_ascii_case("chunked") {
+                    if chunked {
+                        return Err(RequestError::BadRequest("chunked applied twice"));
+                    }
                     chunked = true;
                 } else {
                     return Err(RequestError::UnsupportedEncoding);
@@ -232,7 +234,14 @@ pub fn parse_head(
         fields.push((span(text, name), span(text, value)));
     }
     // Both framings at once is the classic request-smuggling vector
-    // (RFC 9112 §6.3): refuse rather than guess.
+    // (RFC 9112 §6.3): refuse rather than guess. So is a
+    // Transfer-Encoding that names no coding (`Transfer-Encoding: `),
+    // which one reader ignores and another takes for chunked.
+    if transfer_encoding && !chunked {
+        return Err(RequestError::BadRequest(
+            "Transfer-Encoding without chunked",
+        ));
+    }
     let framing = match (chunked, content_length) {
         (true, Some(_)) => {
             return Err(RequestError::BadRequest(
@@ -262,6 +271,19 @@ pub fn parse_head(
         },
         len,
     ))
+}
+
+/// `Content-Length = 1*DIGIT` (RFC 9110 §8.6). `u64::from_str` alone
+/// would also take a sign (`+5`), which a proxy in front may read
+/// differently: a request-smuggling seam.
+fn parse_content_length(value: &str) -> Result<u64, RequestError> {
+    let digits = value.trim();
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(RequestError::BadRequest("invalid Content-Length"));
+    }
+    digits
+        .parse()
+        .map_err(|_| RequestError::BadRequest("invalid Content-Length"))
 }
 
 /// A complete request as handed to a [`super::Handler`].
@@ -502,7 +524,11 @@ impl ChunkedDecoder {
                 let size_text = std::str::from_utf8(size_text)
                     .map_err(|_| RequestError::BadRequest("invalid chunk size"))?
                     .trim();
-                if size_text.is_empty() || size_text.len() > 16 {
+                // `chunk-size = 1*HEXDIG`: no sign, which `from_str_radix` takes.
+                if size_text.is_empty()
+                    || size_text.len() > 16
+                    || !size_text.bytes().all(|b| b.is_ascii_hexdigit())
+                {
                     return Err(RequestError::BadRequest("invalid chunk size"));
                 }
                 let size = usize::from_str_radix(size_text, 16)
@@ -577,6 +603,51 @@ mod tests {
             head(raw).unwrap_err(),
             RequestError::BadRequest(_)
         ));
+    }
+
+    #[test]
+    fn signed_content_length_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+        ] {
+            assert_eq!(
+                head(raw).unwrap_err(),
+                RequestError::BadRequest("invalid Content-Length")
+            );
+        }
+        let ok = head(b"POST / HTTP/1.1\r\nContent-Length:  007 \r\n\r\n").unwrap();
+        let ParseStatus::Complete(h, _) = ok else {
+            panic!("partial")
+        };
+        assert_eq!(h.framing, BodyFraming::Length(7));
+    }
+
+    #[test]
+    fn empty_or_repeated_transfer_encoding_is_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(raw).unwrap_err(), RequestError::BadRequest(_)),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
+
+    #[test]
+    fn signed_chunk_size_is_refused() {
+        let mut d = ChunkedDecoder::new(100);
+        let mut out = Vec::new();
+        assert_eq!(
+            d.feed(b"+5\r\nhello\r\n0\r\n\r\n", &mut out).unwrap_err(),
+            RequestError::BadRequest("invalid chunk size")
+        );
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Runs every fuzz target (or those named as arguments) for a bounded time
+# each, on stable Rust without a sanitizer, and fails if any target finds
+# a crash, a timeout or an allocation over its budget.
+#
+#   SECONDS_PER_TARGET=30 fuzz/run.sh            # all targets, 30 s each
+#   SECONDS_PER_TARGET=600 fuzz/run.sh sse_decode
+#
+# New inputs go to fuzz/target/corpus/<target>/ (ignored by git), read
+# together with the committed seeds in fuzz/corpus/<target>/; crashes are
+# written to fuzz/artifacts/<target>/. A crash worth keeping becomes
+# fuzz/regressions/<target>/<short-name>, which `cargo test` replays.
+# RUSTC_BOOTSTRAP=1 SANITIZER=address runs under AddressSanitizer.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+seconds=${SECONDS_PER_TARGET:-30}
+sanitizer=${SANITIZER:-none}
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+if [ "$#" -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo fuzz list)
+fi
+
+# One build for all targets, so that the timed runs below only fuzz.
+cargo fuzz build --sanitizer "$sanitizer"
+
+mkdir -p fuzz/target/logs
+failed=()
+for target in "${targets[@]}"; do
+    scratch="fuzz/target/corpus/$target"
+    log="fuzz/target/logs/$target.log"
+    mkdir -p "$scratch"
+    echo "== $target: ${seconds}s (log: $log)"
+    if cargo fuzz run --sanitizer "$sanitizer" "$target" "$scratch" "fuzz/corpus/$target" -- \
+        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        >"$log" 2>&1; then
+        grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" || true
+    else
+        failed+=("$target")
+        tail -n 40 "$log" >&2
+    fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "fuzz targets that failed: ${failed[*]}" >&2
+    exit 1
+fi
+echo "all ${#targets[@]} targets ran ${seconds}s each without a finding"

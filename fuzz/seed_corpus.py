@@ -1,0 +1,272 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/ from the golden fixtures, the
+recorded streams, the config examples and hand-written SDK request heads.
+
+Re-run after adding fixtures: `python3 fuzz/seed_corpus.py`. Files are named
+after what they are; fuzz runs add hash-named files only to a scratch
+corpus (see fuzz/run.sh), so these stay few and readable.
+"""
+import glob
+import json
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIX = os.path.join(ROOT, "tests", "fixtures")
+OUT = os.path.join(ROOT, "fuzz", "corpus")
+
+
+def put(target, name, data):
+    d = os.path.join(OUT, target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+# ------------------------------------------------------------- conversions
+PROTOS = ["openai", "anthropic", "gemini"]
+for proto in PROTOS:
+    seen = {}
+    for path in sorted(glob.glob(os.path.join(FIX, f"{proto}_to_*", "*.json"))):
+        if path.endswith(".expected.json"):
+            continue
+        data = read(path)
+        seen.setdefault(data, os.path.basename(path))
+    # The other protocols' converted outputs are good inputs too: what a
+    # converted request looks like is what clients of that protocol send.
+    for path in sorted(glob.glob(os.path.join(FIX, f"*_to_{proto}", "*.expected.json"))):
+        data = read(path)
+        tag = os.path.basename(os.path.dirname(path)).split("_to_")[0]
+        seen.setdefault(data, f"from_{tag}-{os.path.basename(path)}")
+    for data, name in seen.items():
+        put(f"convert_{proto}", name, data)
+    put(f"convert_{proto}", "empty_object.json", "{}")
+    put(f"convert_{proto}", "not_an_object.json", "[1,2,3]")
+    put(f"convert_{proto}", "deep_nesting.json", '{"a":' * 120 + "1" + "}" * 120)
+    put(
+        f"convert_{proto}",
+        "wrong_types.json",
+        '{"model":"m","stream":true,"messages":{"role":7},"contents":"x",'
+        '"tools":[null,{"type":"function","function":{"name":null,"parameters":[]}}],'
+        '"max_tokens":-1e308,"temperature":"hot","system":[{"type":"text"}]}',
+    )
+put(
+    "convert_openai",
+    "stream_usage_tools.json",
+    json.dumps(
+        {
+            "model": "gpt-4o",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{\"a\":1}"},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+            ],
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"a": {"type": "integer", "format": "int32"}},
+                            "$schema": "http://json-schema.org/draft-07/schema#",
+                            "additionalProperties": False,
+                        },
+                    },
+                }
+            ],
+            "tool_choice": "required",
+            "response_format": {"type": "json_object"},
+        }
+    ),
+)
+
+# ----------------------------------------------------------------- streams
+STREAMS = os.path.join(FIX, "streams")
+for proto in PROTOS:
+    for path in sorted(glob.glob(os.path.join(STREAMS, proto, "*.sse"))):
+        put("sse_decode", f"{proto}-{os.path.basename(path)}", read(path))
+SSE_EDGES = {
+    "crlf_and_comments.sse": b"event: message_start\r\ndata: {\"x\":\"\xc3\xa9\"}\r\n\r\n: ping\r\n\r\n",
+    "bare_cr_bom.sse": b"\xef\xbb\xbfdata: one\r\rdata: two\rdata\n\n: c\nid: 7\nretry: 9\ndata: last",
+    "multiline_data.sse": b"event: x\n\nevent: y\ndata:  two spaces\ndata:\ndata: third\n\n\n\n",
+    "split_utf8.sse": b"data: \xe2\x82\n\ndata: \xac\n\n",
+    "done_marker.sse": b"data: {\"choices\":[]}\n\ndata: [DONE]\n\n",
+}
+for name, data in SSE_EDGES.items():
+    put("sse_decode", name, data)
+
+# stream_convert: control byte (from, to, framing, fail) + read-size byte.
+for fi, proto in enumerate(PROTOS):
+    for path in sorted(glob.glob(os.path.join(STREAMS, proto, "*.sse"))):
+        stem = os.path.basename(path)[:-4]
+        data = read(path)
+        variants = [(0, 0, "sse"), (1, 0, "sse"), (2, 0, "sse"), (2, 1, "array")]
+        for n, (ti, fr, fname) in enumerate(variants):
+            fail = (n + fi) % 2
+            control = fi + 3 * ti + 9 * fr + 18 * fail
+            seed = (37 * n + 11 * fi) % 256
+            name = f"{proto}_to_{PROTOS[ti]}-{fname}-{stem}{'-fail' if fail else ''}"
+            put("stream_convert", name, bytes([control, seed]) + data)
+put("stream_convert", "anthropic_upstream_error", bytes([1 + 3 * 0, 5]) +
+    b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n')
+put("stream_convert", "openai_garbage_to_anthropic", bytes([0 + 3 * 1, 200]) +
+    b'data: {not json\n\ndata: [1,2]\n\ndata: {"choices":[{"delta":{"tool_calls":[{"index":5,"function":{"arguments":"{"}}]}}]}\n\n')
+put("stream_convert", "gemini_wrapped_to_gemini_array", bytes([2 + 3 * 2 + 9, 3]) +
+    b'data: {"response":{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}]}}\r\n\r\n')
+
+# ------------------------------------------------------------------ config
+put("config_yaml", "feature-guide-config.yaml", read(os.path.join(FIX, "feature-guide-config.yaml")))
+put("config_yaml", "packaging-config.yaml", read(os.path.join(ROOT, "packaging", "config.yaml")))
+put("config_yaml", "empty.yaml", "")
+put("config_yaml", "comments_only.yaml", "# nothing\n# here\n")
+put("config_yaml", "unknown_key.yaml", "host: 127.0.0.1\nport: 3000\nbogus: 1\n")
+put("config_yaml", "wrong_types.yaml", "port: [1, 2]\nworkers: -3\ncache: yes\nlimits: {max_body_bytes: 1e99}\n")
+put(
+    "config_yaml",
+    "billion_laughs.yaml",
+    "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n"
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+    "e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n"
+    "f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+    "g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]\n"
+    "h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]\n"
+    "i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]\n",
+)
+put("config_yaml", "deep_nesting.yaml", "[" * 200 + "]" * 200 + "\n")
+put("config_yaml", "merge_keys.yaml", "base: &b {enabled: true, port: 9090}\nmetrics:\n  <<: *b\n  port: 9091\n")
+put("config_yaml", "two_documents.yaml", "host: 0.0.0.0\n---\nhost: 127.0.0.1\n")
+put("config_yaml", "tabs_and_flow.yaml", "model_providers: [mock,\n\topenai-custom]\nlog: {level: debug, format: json}\n")
+
+# ------------------------------------------------------------------- route
+ROUTES = [
+    "POST /v1/chat/completions", "POST /chat/completions", "GET /v1/models",
+    "POST /v1/messages", "POST /v1/messages/count_tokens", "GET /v1beta/models",
+    "GET /v1beta/models/gemini-2.5-pro", "POST /v1beta/models/gemini-2.5-flash:generateContent",
+    "POST /v1beta/models/gemini-2.5-flash:streamGenerateContent",
+    "POST /v1/models/models/x:generateContent", "GET /health", "GET /metrics",
+    "GET /dashboard", "GET /dashboard/summary.json", "GET /cache/stats",
+    "DELETE /cache/clear", "PUT /cache/enable", "PUT /cache/disable",
+    "OPTIONS /v1/messages", "POST /kiro-api/v1/messages",
+    "POST /claude-kiro-oauth/v1/messages", "POST /gemini-cli-oauth/v1beta/models/m:generateContent",
+    "GET /mock", "POST /openai-custom/v1/chat/completions/", "GET /v1beta/models/:generateContent",
+    "HEAD /health//", "GET /QWEN-API/v1/models", "POST /v1beta/models/a:b:streamGenerateContent",
+]
+for i, r in enumerate(ROUTES):
+    put("route", f"{i:02}-" + r.replace("/", "_").replace(" ", "_").replace(":", "_")[:60], r)
+
+# ------------------------------------------------------------------- heads
+def body_of(proto, case):
+    return read(os.path.join(FIX, f"{proto}_to_{'anthropic' if proto != 'anthropic' else 'openai'}", case))
+
+OPENAI_BODY = body_of("openai", "tools_roundtrip.request.json")
+ANTHROPIC_BODY = body_of("anthropic", "tools_roundtrip.request.json")
+GEMINI_BODY = body_of("gemini", "tools_roundtrip.request.json")
+
+
+def head(lines, body=b""):
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+put("http_head", "openai_python_sdk", head([
+    "POST /v1/chat/completions HTTP/1.1", "Host: localhost:3000",
+    "Accept-Encoding: gzip, deflate", "Connection: keep-alive", "Accept: application/json",
+    "Content-Type: application/json", "User-Agent: OpenAI/Python 1.54.4",
+    "X-Stainless-Lang: python", "X-Stainless-Package-Version: 1.54.4",
+    "X-Stainless-OS: Linux", "X-Stainless-Arch: x64", "X-Stainless-Runtime: CPython",
+    "X-Stainless-Runtime-Version: 3.11.7", "Authorization: Bearer sk-test",
+    "X-Stainless-Async: false", "x-stainless-retry-count: 0", "x-stainless-read-timeout: 600",
+    f"Content-Length: {len(OPENAI_BODY)}",
+], OPENAI_BODY))
+put("http_head", "anthropic_python_sdk", head([
+    "POST /v1/messages HTTP/1.1", "Host: localhost:3000",
+    "accept-encoding: gzip, deflate", "connection: keep-alive", "accept: application/json",
+    "content-type: application/json", "user-agent: Anthropic/Python 0.40.0",
+    "x-stainless-lang: python", "x-stainless-package-version: 0.40.0", "x-stainless-os: Linux",
+    "x-stainless-arch: x64", "x-stainless-runtime: CPython", "x-stainless-runtime-version: 3.11.7",
+    "x-stainless-async: false", "anthropic-version: 2023-06-01", "x-api-key: sk-ant-test",
+    "anthropic-beta: prompt-caching-2024-07-31", "x-stainless-retry-count: 0",
+    "x-stainless-timeout: 600", f"content-length: {len(ANTHROPIC_BODY)}",
+], ANTHROPIC_BODY))
+put("http_head", "google_genai_python_sdk_stream", head([
+    "POST /v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse HTTP/1.1",
+    "Host: localhost:3000", "Accept-Encoding: gzip, deflate", "Connection: keep-alive",
+    "Accept: */*", "Content-Type: application/json", "x-goog-api-key: test-key",
+    "user-agent: google-genai-sdk/1.20.0 gl-python/3.11.7",
+    "x-goog-api-client: google-genai-sdk/1.20.0 gl-python/3.11.7",
+    f"Content-Length: {len(GEMINI_BODY)}",
+], GEMINI_BODY))
+put("http_head", "gemini_key_in_query", head([
+    "POST /gemini-cli-oauth/v1beta/models/gemini-2.5-pro:generateContent?key=a%20b+c&x HTTP/1.1",
+    "Host: 127.0.0.1", "Content-Length: 2"], b"{}"))
+put("http_head", "curl_models_get", head([
+    "GET /v1/models HTTP/1.1", "Host: localhost:3000", "User-Agent: curl/8.5.0",
+    "Accept: */*", "Authorization: Bearer k"]))
+put("http_head", "chunked_post_pipelined", head([
+    "POST /v1/messages HTTP/1.1", "Host: x", "Transfer-Encoding: chunked",
+    "x-api-key: k"], b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\n")
+    + head(["GET /health HTTP/1.1", "Host: x"]) + head(["GET /metrics HTTP/1.1", "Host: x", "Connection: close"]))
+put("http_head", "expect_continue", head([
+    "POST /v1/chat/completions HTTP/1.1", "Host: x", "Expect: 100-continue",
+    "Content-Length: 5"], b"hello"))
+put("http_head", "http10_keep_alive", head(["GET /health HTTP/1.0", "Connection: keep-alive"]) + head(["GET / HTTP/1.0"]))
+put("http_head", "bare_lf", b"GET /health HTTP/1.1\nHost: x\n\nGET /v1/models HTTP/1.1\n\n")
+put("http_head", "both_framings", head(["POST / HTTP/1.1", "Content-Length: 3", "Transfer-Encoding: chunked"], b"abc"))
+put("http_head", "duplicate_content_length", head(["POST / HTTP/1.1", "Content-Length: 3", "Content-Length: 3"], b"abcGET / HTTP/1.1\r\n\r\n"))
+put("http_head", "conflicting_content_length", head(["POST / HTTP/1.1", "Content-Length: 3", "Content-Length: 4"], b"abcd"))
+put("http_head", "huge_content_length", head(["POST /v1/messages HTTP/1.1", "Content-Length: 100000000000"]))
+put("http_head", "signed_content_length", head(["POST /v1/messages HTTP/1.1", "Content-Length: +3"], b"abc"))
+put("http_head", "gzip_transfer_encoding", head(["POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked"], b"0\r\n\r\n"))
+put("http_head", "absolute_form_target", head(["GET http://example.com/v1/models HTTP/1.1", "Host: example.com"]))
+put("http_head", "http2_preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+put("http_head", "non_utf8_header", b"GET / HTTP/1.1\r\nX-Bin: \xff\xfe\r\n\r\n")
+put("http_head", "many_headers", head(["GET / HTTP/1.1"] + [f"X-{i}: v" for i in range(110)]))
+put("http_head", "partial_head", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
+put("http_head", "unsupported_expect", head(["POST / HTTP/1.1", "Expect: 200-ok", "Content-Length: 1"], b"x"))
+put("http_head", "websocket_upgrade", head([
+    "GET /v1/realtime HTTP/1.1", "Host: x", "Upgrade: websocket", "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]))
+
+# ----------------------------------------------------------------- chunked
+CHUNKED = {
+    "wikipedia_with_ext_and_trailer": b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nTrailer: x\r\n\r\nNEXT",
+    "bare_lf": b"3\nabc\n0\n\n",
+    "upper_hex": b"A\r\n0123456789\r\n0\r\n\r\n",
+    "leading_zeros": b"0005\r\nhello\r\n000\r\n\r\n",
+    "huge_size": b"ffffffffffffffff\r\n",
+    "overflowing_size": b"fffffffffffffffff0\r\n",
+    "signed_size": b"+5\r\nhello\r\n0\r\n\r\n",
+    "spaces_around_size": b" 5 \r\nhello\r\n0\r\n\r\n",
+    "data_longer_than_size": b"3\r\nabcd\r\n0\r\n\r\n",
+    "missing_terminator": b"5\r\nhello\r\n",
+    "empty_body": b"0\r\n\r\n",
+    "many_trailers": b"0\r\n" + b"X-T: 1\r\n" * 20 + b"\r\n",
+    "long_extension": b"1;" + b"e" * 5000 + b"\r\nx\r\n0\r\n\r\n",
+    "json_body_in_chunks": b"7\r\n{\"model\r\n9\r\n\":\"gpt\"}\r\n0\r\n\r\n",
+}
+for name, data in CHUNKED.items():
+    put("chunked_body", name, data)
+
+for t in sorted(os.listdir(OUT)):
+    print(f"{t}: {len(os.listdir(os.path.join(OUT, t)))} files")

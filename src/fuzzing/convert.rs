@@ -1,0 +1,116 @@
+//! `convert_openai`, `convert_anthropic`, `convert_gemini`: a client
+//! request body (or an upstream answer) of one protocol, converted into
+//! every protocol.
+
+use serde_json::Value;
+
+use crate::protocol::{
+    Protocol, convert_request, convert_response, count_tokens, inspect, relay_error, usage,
+};
+
+const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const MODEL: &str = "fuzz-model";
+
+pub fn convert_openai(data: &[u8]) {
+    super::on_worker_stack(|| body(Protocol::OpenAi, data));
+}
+
+pub fn convert_anthropic(data: &[u8]) {
+    super::on_worker_stack(|| body(Protocol::Anthropic, data));
+}
+
+pub fn convert_gemini(data: &[u8]) {
+    super::on_worker_stack(|| body(Protocol::Gemini, data));
+}
+
+/// The bytes as a request and as an answer of protocol `from`, as the
+/// gateway handles them.
+fn body(from: Protocol, data: &[u8]) {
+    let info = inspect(from, data);
+    let value = serde_json::from_slice::<Value>(data);
+    if let Ok(info) = &info {
+        // `inspect` skips the values it does not need without decoding
+        // them, so a lone surrogate escape (`"\udc00"`) or a number out of
+        // f64 range (`1e999`) passes it; the gateway then answers 400 when
+        // it builds the tree. Any other difference is a bug.
+        if let Err(e) = &value {
+            let e = e.to_string();
+            assert!(
+                e.contains("unicode code point") || e.contains("number out of range"),
+                "inspect accepted invalid JSON: {e}"
+            );
+            return;
+        }
+        let value = value.as_ref().expect("checked above");
+        assert!(value.is_object(), "inspect accepted a non-object");
+        if from != Protocol::Gemini {
+            assert_eq!(
+                info.model.as_deref(),
+                value.get("model").and_then(Value::as_str)
+            );
+        }
+    }
+    for to in ALL {
+        // Upstream error bodies are relayed from raw bytes.
+        let status = 400 + (data.len() % 200) as u16;
+        let relayed = relay_error(to, from, status, data);
+        let relayed: Value = serde_json::from_slice(&relayed).expect("relayed error is JSON");
+        assert!(relayed.is_object(), "relayed error is an object");
+    }
+    let Ok(value) = value else { return };
+    if from == Protocol::Anthropic {
+        let _ = count_tokens(&value);
+    }
+    if let Ok(info) = info {
+        for to in ALL {
+            for stream in [info.stream, !info.stream] {
+                request(from, to, &value, stream);
+            }
+        }
+    }
+    for to in ALL {
+        response(from, to, &value);
+    }
+}
+
+fn request(from: Protocol, to: Protocol, body: &Value, stream: bool) {
+    let Ok(out) = convert_request(from, to, body, MODEL, stream) else {
+        return;
+    };
+    let ctx = format!("{} -> {} request", from.name(), to.name());
+    let bytes = serde_json::to_vec(&out).expect("serialisable");
+    let info = inspect(to, &bytes).unwrap_or_else(|e| panic!("{ctx}: {}", e.message));
+    if to != Protocol::Gemini {
+        assert_eq!(info.model.as_deref(), Some(MODEL), "{ctx}: model");
+        assert_eq!(info.stream, stream, "{ctx}: stream flag");
+    }
+    if from == to {
+        // Same-family requests pass through unvalidated, by design.
+        return;
+    }
+    // The converted request is one the target protocol's parser takes.
+    let reparsed: Value = serde_json::from_slice(&bytes).expect("re-parses as JSON");
+    for back in ALL {
+        if let Err(e) = convert_request(to, back, &reparsed, MODEL, stream) {
+            panic!("{ctx} does not re-parse as {}: {}", back.name(), e.message);
+        }
+    }
+}
+
+fn response(from: Protocol, to: Protocol, body: &Value) {
+    let Ok(out) = convert_response(from, to, body, MODEL) else {
+        return;
+    };
+    let ctx = format!("{} -> {} response", from.name(), to.name());
+    let _ = usage(to, &out);
+    if from == to {
+        return;
+    }
+    let bytes = serde_json::to_vec(&out).expect("serialisable");
+    let reparsed: Value = serde_json::from_slice(&bytes).expect("re-parses as JSON");
+    for back in ALL {
+        if let Err(e) = convert_response(to, back, &reparsed, MODEL) {
+            panic!("{ctx} does not re-parse as {}: {}", back.name(), e.message);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `stream_convert`: arbitrary upstream bytes through a stream converter.
+
+use serde_json::Value;
+
+use crate::protocol::sse::decode_all;
+use crate::protocol::stream_check::{check, normalise, text};
+use crate::protocol::{GeminiFraming, Protocol, StreamConverter};
+
+const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const MODEL: &str = "client-model";
+
+/// Feeds `data` in pieces of the sizes `sizes` cycles through.
+fn convert(
+    from: Protocol,
+    to: Protocol,
+    framing: GeminiFraming,
+    data: &[u8],
+    sizes: &[usize],
+) -> Vec<u8> {
+    let mut c = StreamConverter::new(from, to, MODEL, framing);
+    let mut out = Vec::new();
+    let mut rest = data;
+    for &n in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (piece, tail) = rest.split_at(n.clamp(1, rest.len()));
+        c.feed(piece, &mut out);
+        rest = tail;
+    }
+    c.finish(&mut out);
+    c.finish(&mut out);
+    let _ = c.usage();
+    out
+}
+
+/// Whether the upstream itself sent an in-band error, which the client
+/// may see as the last event.
+fn upstream_error(data: &[u8]) -> bool {
+    decode_all(data).iter().any(|ev| {
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return false;
+        };
+        let v = v.get("response").filter(|r| r.is_object()).unwrap_or(&v);
+        v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error")
+    })
+}
+
+/// Input: one control byte (upstream family, client protocol, Gemini
+/// framing, whether the upstream fails), one byte steering the read
+/// sizes, then the upstream's SSE bytes.
+pub fn stream_convert(data: &[u8]) {
+    let [control, seed, ref upstream @ ..] = *data else {
+        return;
+    };
+    let from = ALL[usize::from(control) % 3];
+    let to = ALL[usize::from(control / 3) % 3];
+    let framing = if (control / 9) % 2 == 1 {
+        GeminiFraming::JsonArray
+    } else {
+        GeminiFraming::Sse
+    };
+    let fails = (control / 18) % 2 == 1;
+    let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
+    let sent_error = upstream_error(upstream);
+
+    let whole = convert(from, to, framing, upstream, &[upstream.len()]);
+    // A stream the upstream did not end itself is reported as cut off.
+    let cut_off = {
+        let mut c = StreamConverter::new(from, to, MODEL, framing);
+        let mut sink = Vec::new();
+        c.feed(upstream, &mut sink);
+        c.finish(&mut sink);
+        c.was_cut_off()
+    };
+    check(from, to, framing, &whole, &ctx, sent_error || cut_off);
+    let sizes = [
+        1 + usize::from(seed % 64),
+        1 + usize::from(seed / 64),
+        1 + usize::from(seed.rotate_left(3) % 17),
+    ];
+    let split = convert(from, to, framing, upstream, &sizes);
+    assert_eq!(
+        normalise(&text(&split)),
+        normalise(&text(&whole)),
+        "{ctx}: split read sizes {sizes:?}"
+    );
+
+    if fails {
+        let cut = super::cuts(upstream)[0];
+        let mut c = StreamConverter::new(from, to, MODEL, framing);
+        let mut out = Vec::new();
+        c.feed(&upstream[..cut], &mut out);
+        c.fail(502, "upstream broke", &mut out);
+        c.finish(&mut out);
+        let end = out.len();
+        c.fail(502, "again", &mut out);
+        c.feed(b"data: {}\n\n", &mut out);
+        c.keepalive(&mut out);
+        assert_eq!(out.len(), end, "{ctx}: nothing after the end");
+        let errors = text(&out).matches("upstream broke").count();
+        assert!(errors <= 1, "{ctx}: one error");
+        check(
+            from,
+            to,
+            framing,
+            &out,
+            &format!("{ctx} failed at {cut}"),
+            errors == 1 || sent_error,
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Framing invariants of client streams, shared by the stream tests and
+//! the `stream_convert` fuzz target (so both check exactly the same rules).
+//!
+//! Each checker panics with `ctx` in the message when the client bytes
+//! break a rule of the client protocol; `failed` says the stream was ended
+//! by `StreamConverter::fail`, which allows a terminal in-band error.
+
+use serde_json::Value;
+
+use super::sse::decode_all;
+use super::{GeminiFraming, Protocol, ids};
+
+/// Replaces generated ids with `<prefix>*` and `"created":N` with 0.
+pub fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    'outer: while !rest.is_empty() {
+        for prefix in ["chatcmpl-", "msg_", "call_", "toolu_"] {
+            if let Some(after) = rest.strip_prefix(prefix)
+                && after.len() >= ids::TAIL_LEN
+                && after.as_bytes()[..ids::TAIL_LEN]
+                    .iter()
+                    .all(u8::is_ascii_hexdigit)
+            {
+                out.push_str(prefix);
+                out.push('*');
+                rest = &after[ids::TAIL_LEN..];
+                continue 'outer;
+            }
+        }
+        if let Some(after) = rest.strip_prefix("\"created\":") {
+            out.push_str("\"created\":0");
+            rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+            continue;
+        }
+        let mut chars = rest.chars();
+        if let Some(c) = chars.next() {
+            out.push(c);
+        }
+        rest = chars.as_str();
+    }
+    out
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).expect("client output is UTF-8")
+}
+
+/// `strict`: a converted stream (the converter wrote every event); a
+/// passthrough may relay event types newer than this code, which the
+/// Anthropic API asks clients to ignore.
+fn check_anthropic(out: &str, ctx: &str, failed: bool, strict: bool) {
+    let events = decode_all(out.as_bytes());
+    assert!(!events.is_empty(), "{ctx}: empty Anthropic stream");
+    let mut open: Option<u64> = None;
+    let mut next = 0;
+    let mut deltas = 0;
+    for (i, ev) in events.iter().enumerate() {
+        let v: Value =
+            serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{ctx}: bad JSON {e}"));
+        let ty = v["type"].as_str().unwrap_or_default();
+        assert_eq!(
+            ev.event.as_deref(),
+            Some(ty),
+            "{ctx}: event name matches type"
+        );
+        if i == 0 && ty != "error" {
+            assert_eq!(ty, "message_start", "{ctx}: first event");
+        }
+        match ty {
+            "message_start" => assert_eq!(i, 0, "{ctx}: message_start only first"),
+            "content_block_start" => {
+                assert_eq!(open, None, "{ctx}: block opened while another is open");
+                assert_eq!(
+                    v["index"].as_u64(),
+                    Some(next),
+                    "{ctx}: consecutive indices"
+                );
+                open = Some(next);
+                next += 1;
+            }
+            "content_block_delta" => {
+                assert_eq!(v["index"].as_u64(), open, "{ctx}: delta to the open block")
+            }
+            "content_block_stop" => {
+                assert_eq!(v["index"].as_u64(), open, "{ctx}: stop of the open block");
+                open = None;
+            }
+            "message_delta" => {
+                assert_eq!(open, None, "{ctx}: blocks closed before message_delta");
+                assert!(
+                    v["delta"]["stop_reason"].is_string(),
+                    "{ctx}: stop_reason set"
+                );
+                deltas += 1;
+            }
+            "message_stop" | "error" => {
+                assert_eq!(i, events.len() - 1, "{ctx}: {ty} is last");
+            }
+            "ping" => {}
+            other => assert!(!strict, "{ctx}: unexpected event {other}"),
+        }
+    }
+    let last = events
+        .last()
+        .and_then(|e| e.event.clone())
+        .unwrap_or_default();
+    if failed {
+        assert!(
+            last == "error" || last == "message_stop",
+            "{ctx}: ends with error"
+        );
+    } else {
+        assert_eq!(last, "message_stop", "{ctx}: ends with message_stop");
+        assert_eq!(deltas, 1, "{ctx}: one message_delta");
+    }
+}
+
+/// `strict` adds the rules only converted streams can promise (a
+/// passthrough keeps the upstream's own chunking).
+fn check_openai(out: &str, ctx: &str, failed: bool, strict: bool) {
+    assert!(out.ends_with("data: [DONE]\n\n"), "{ctx}: ends with [DONE]");
+    assert_eq!(
+        out.matches("[DONE]").count(),
+        1,
+        "{ctx}: exactly one [DONE]"
+    );
+    let events = decode_all(out.as_bytes());
+    let mut id: Option<String> = None;
+    let mut finishes = 0;
+    let mut tool_indices: Vec<u64> = Vec::new();
+    let chunks = &events[..events.len().saturating_sub(1)];
+    for (i, ev) in chunks.iter().enumerate() {
+        let v: Value =
+            serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{ctx}: bad JSON {e}"));
+        if v.get("error").is_some() {
+            assert!(failed, "{ctx}: unexpected error chunk");
+            assert_eq!(i, chunks.len() - 1, "{ctx}: error is the last chunk");
+            continue;
+        }
+        let finish = &v["choices"][0]["finish_reason"];
+        if !finish.is_null() {
+            finishes += 1;
+        }
+        let this = v["id"].as_str().unwrap_or_default().to_string();
+        if !strict {
+            continue;
+        }
+        assert_eq!(
+            id.get_or_insert_with(|| this.clone()),
+            &this,
+            "{ctx}: one id per stream"
+        );
+        if i == 0 {
+            assert_eq!(
+                v["choices"][0]["delta"]["role"], "assistant",
+                "{ctx}: role first"
+            );
+        }
+        if !finish.is_null() {
+            assert!(v.get("usage").is_some(), "{ctx}: usage on the final chunk");
+        } else {
+            assert!(
+                v.get("usage").is_none(),
+                "{ctx}: usage only on the final chunk"
+            );
+        }
+        for tc in v["choices"][0]["delta"]["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let idx = tc["index"].as_u64().unwrap_or(u64::MAX);
+            if tc.get("id").is_some() {
+                assert_eq!(idx, tool_indices.len() as u64, "{ctx}: tool indices from 0");
+                tool_indices.push(idx);
+            } else {
+                assert!(
+                    tool_indices.contains(&idx),
+                    "{ctx}: args for a started call"
+                );
+            }
+        }
+    }
+    if !failed && strict {
+        assert_eq!(finishes, 1, "{ctx}: one finish chunk");
+    } else if !failed {
+        assert!(finishes >= 1, "{ctx}: a finish chunk");
+    }
+}
+
+fn check_gemini_elements(elements: &[Value], ctx: &str, failed: bool, strict: bool) {
+    for (i, v) in elements.iter().enumerate() {
+        if v.get("error").is_some() {
+            assert!(
+                failed && i == elements.len() - 1,
+                "{ctx}: error only last on failure"
+            );
+            continue;
+        }
+        let reason = &v["candidates"][0]["finishReason"];
+        assert_ne!(reason, "TOOL_CALLS", "{ctx}: invalid Gemini enum");
+        for p in v["candidates"][0]["content"]["parts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(fc), true) = (p.get("functionCall"), strict) {
+                assert!(fc["args"].is_object(), "{ctx}: whole functionCall args");
+            }
+        }
+    }
+    if !failed {
+        let finishes = elements
+            .iter()
+            .filter(|v| v["candidates"][0].get("finishReason").is_some())
+            .count();
+        assert!(finishes >= 1, "{ctx}: a finishReason");
+    }
+}
+
+fn check_gemini_sse(out: &str, ctx: &str, failed: bool, strict: bool) {
+    let elements: Vec<Value> = decode_all(out.as_bytes())
+        .iter()
+        .map(|e| {
+            serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{ctx}: bad JSON {err}"))
+        })
+        .collect();
+    check_gemini_elements(&elements, ctx, failed, strict);
+}
+
+fn check_gemini_array(out: &str, ctx: &str, failed: bool, strict: bool) {
+    let v: Value = serde_json::from_str(out)
+        .unwrap_or_else(|e| panic!("{ctx}: not a JSON array ({e}): {out}"));
+    let elements = v
+        .as_array()
+        .unwrap_or_else(|| panic!("{ctx}: not an array"));
+    check_gemini_elements(elements, ctx, failed, strict);
+}
+
+/// Checks `out`, the bytes a `from` → `to` stream wrote to its client.
+pub fn check(
+    from: Protocol,
+    to: Protocol,
+    framing: GeminiFraming,
+    out: &[u8],
+    ctx: &str,
+    failed: bool,
+) {
+    let out = text(out);
+    match (to, framing) {
+        (Protocol::OpenAi, _) => check_openai(&out, ctx, failed, from != to),
+        (Protocol::Anthropic, _) => check_anthropic(&out, ctx, failed, from != to),
+        (Protocol::Gemini, GeminiFraming::Sse) => check_gemini_sse(&out, ctx, failed, from != to),
+        (Protocol::Gemini, GeminiFraming::JsonArray) => {
+            check_gemini_array(&out, ctx, failed, from != to)
+        }
+    }
+}
