@@ -101,6 +101,11 @@ fi
 step "promtool: rules, rule tests, Grafana queries"
 "$VENV/bin/python" tests/promql_check.py
 
+# ---- fuzzing smoke: every target for a few seconds ---------------------------------
+# (cargo test above already replayed every corpus file and regression input.)
+step "fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
+SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" fuzz/run.sh
+
 # ---- end-to-end tests with the official SDKs -------------------------------------
 step "pytest tests/python"
 AIPROXY_BIN="$ROOT/target/release/aiproxy" \
