@@ -30,7 +30,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -304,10 +304,8 @@ pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_duration: Family<RouteLabels, LatencyHistogram>,
-    /// The two HTTP series of each (route, method, status), found with one
-    /// cheap lookup instead of two SipHash lookups in the families.
-    http_handles:
-        RwLock<HashMap<HttpKey, (Counter, LatencyHistogram), BuildHasherDefault<SmallKeyHasher>>>,
+    /// Identifies this registry in the per-thread handle caches.
+    id: u64,
     http_active: Gauge,
     provider_requests: Family<ProviderRequestLabels, Counter>,
     provider_errors: Family<ErrorLabels, Counter>,
@@ -366,6 +364,43 @@ impl std::hash::Hasher for SmallKeyHasher {
     fn write_u16(&mut self, n: u16) {
         self.write_u64(u64::from(n));
     }
+}
+
+static NEXT_METRICS_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The prompt and completion token counters of one (provider, model).
+type TokenCounters = (Counter, Counter);
+
+/// Handles at most this many distinct keys per thread and map, then
+/// starts over: the maps cache, they do not account.
+const LOCAL_CAPACITY: usize = 256;
+
+/// Series handles cached per worker thread: a request's counters are
+/// reached without taking any lock (the families' and the label folders'
+/// locks, shared by all workers, were most of the cost of metering).
+#[derive(Default)]
+struct Local {
+    /// The [`Metrics::id`] these handles belong to.
+    owner: u64,
+    http: HashMap<HttpKey, (Counter, LatencyHistogram), BuildHasherDefault<SmallKeyHasher>>,
+    /// (provider, hash of model and instance) → the raw texts (compared on
+    /// use, so a hash collision cannot mix series) and the counter.
+    requests: HashMap<(usize, u64), (String, String, Counter), BuildHasherDefault<SmallKeyHasher>>,
+    /// (provider, hash of model) → the model and its prompt/completion counters.
+    tokens: HashMap<(usize, u64), (String, TokenCounters), BuildHasherDefault<SmallKeyHasher>>,
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Local> = std::cell::RefCell::new(Local::default());
+}
+
+/// A per-thread hash of label texts (SipHash with this thread's keys).
+fn local_hash(parts: &[&str]) -> u64 {
+    use std::hash::BuildHasher;
+    thread_local! {
+        static KEYS: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
+    }
+    KEYS.with(|keys| keys.hash_one(parts))
 }
 
 /// Keeps `aiproxy_http_active_requests` raised while alive: created by
@@ -542,7 +577,7 @@ impl Metrics {
             registry,
             http_requests,
             http_duration,
-            http_handles: RwLock::default(),
+            id: NEXT_METRICS_ID.fetch_add(1, Ordering::Relaxed),
             http_active,
             provider_requests,
             provider_errors,
@@ -591,13 +626,12 @@ impl Metrics {
         let method = fold::method(method);
         let status = fold::status(status);
         let key: HttpKey = (route.as_ptr() as usize, method.as_ptr() as usize, status);
-        let known = {
-            let map = self.http_handles.read().unwrap_or_else(|e| e.into_inner());
-            map.get(&key).map(|(counter, histogram)| {
+        let known = self.local(|local| {
+            local.http.get(&key).map(|(counter, histogram)| {
                 counter.inc();
                 histogram.observe(duration);
             })
-        };
+        });
         if known.is_none() {
             let counter = self
                 .http_requests
@@ -613,8 +647,7 @@ impl Metrics {
                 .clone();
             counter.inc();
             histogram.observe(duration);
-            let mut map = self.http_handles.write().unwrap_or_else(|e| e.into_inner());
-            map.insert(key, (counter, histogram));
+            self.local(|local| local.http.insert(key, (counter, histogram)));
         }
         self.http_latency.observe(duration);
         self.http_total.fetch_add(1, Ordering::Relaxed);
@@ -640,13 +673,29 @@ impl Metrics {
     /// `model` is folded (see [`MetricsOptions::max_models`]), `instance`
     /// is the instance id.
     pub fn provider_request(&self, provider: ProviderKind, model: &str, instance: &str) {
-        self.provider_requests
-            .get_or_create(&ProviderRequestLabels {
-                provider: provider.name(),
-                model: self.models.fold(model),
-                instance: self.instance_ids.fold(instance),
-            })
-            .inc();
+        let slot = (provider_index(provider), local_hash(&[model, instance]));
+        let known = self.local(|local| {
+            local
+                .requests
+                .get(&slot)
+                .and_then(|(m, i, counter)| (m == model && i == instance).then(|| counter.inc()))
+        });
+        if known.is_none() {
+            let counter = self
+                .provider_requests
+                .get_or_create(&ProviderRequestLabels {
+                    provider: provider.name(),
+                    model: self.models.fold(model),
+                    instance: self.instance_ids.fold(instance),
+                })
+                .clone();
+            counter.inc();
+            self.local(|local| {
+                local
+                    .requests
+                    .insert(slot, (model.to_owned(), instance.to_owned(), counter))
+            });
+        }
         self.stats(provider)
             .requests
             .fetch_add(1, Ordering::Relaxed);
@@ -684,23 +733,40 @@ impl Metrics {
         if prompt == 0 && completion == 0 {
             return;
         }
-        let model = self.models.fold(model);
         let stats = self.stats(provider);
-        for (kind, n, total) in [
-            ("prompt", prompt, &stats.prompt_tokens),
-            ("completion", completion, &stats.completion_tokens),
-        ] {
-            if n == 0 {
-                continue;
+        stats.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
+        stats
+            .completion_tokens
+            .fetch_add(completion, Ordering::Relaxed);
+        let slot = (provider_index(provider), local_hash(&[model]));
+        let add = |(p, c): &TokenCounters| {
+            if prompt > 0 {
+                p.inc_by(prompt);
             }
-            self.provider_tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider.name(),
-                    model: Arc::clone(&model),
-                    r#type: kind,
-                })
-                .inc_by(n);
-            total.fetch_add(n, Ordering::Relaxed);
+            if completion > 0 {
+                c.inc_by(completion);
+            }
+        };
+        let known = self.local(|local| {
+            local
+                .tokens
+                .get(&slot)
+                .and_then(|(m, pair)| (m == model).then(|| add(pair)))
+        });
+        if known.is_none() {
+            let folded = self.models.fold(model);
+            let counter = |kind: &'static str| {
+                self.provider_tokens
+                    .get_or_create(&TokenLabels {
+                        provider: provider.name(),
+                        model: Arc::clone(&folded),
+                        r#type: kind,
+                    })
+                    .clone()
+            };
+            let pair = (counter("prompt"), counter("completion"));
+            add(&pair);
+            self.local(|local| local.tokens.insert(slot, (model.to_owned(), pair)));
         }
     }
 
@@ -834,6 +900,26 @@ impl Metrics {
     }
 
     // ---- Internals ------------------------------------------------------
+
+    /// Runs `f` on this thread's handle cache for this registry.
+    fn local<R>(&self, f: impl FnOnce(&mut Local) -> R) -> R {
+        LOCAL.with(|cell| {
+            let mut local = cell.borrow_mut();
+            let full = local
+                .http
+                .len()
+                .max(local.requests.len())
+                .max(local.tokens.len())
+                >= LOCAL_CAPACITY;
+            if local.owner != self.id || full {
+                *local = Local {
+                    owner: self.id,
+                    ..Local::default()
+                };
+            }
+            f(&mut local)
+        })
+    }
 
     fn stats(&self, provider: ProviderKind) -> &ProviderStats {
         &self.providers[provider_index(provider)]
