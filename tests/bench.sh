@@ -104,11 +104,16 @@ for conns in 1 16 64 256; do
 done
 echo "proxy RSS after load: $(rss_kib "$PX_PID") KiB (peak $(hwm_kib "$PX_PID") KiB)"
 
-# Metrics overhead: the same forwarding with metrics off.
-start --model-provider openai-custom --openai-api-key bench \
-      --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --cache-enabled=false --metrics-enabled=false
-measured "http://127.0.0.1:$PORT/v1/chat/completions" 64 "$PID" "metrics off, 64 conns"
-kill "$PID"; wait "$PID" 2>/dev/null || true
+# Metrics overhead: fresh proxies with metrics on and off, alternating,
+# three times each (one pair alone is within run-to-run noise).
+for round in 1 2 3; do
+  for metrics in true false; do
+    start --model-provider openai-custom --openai-api-key bench \
+          --openai-base-url "http://127.0.0.1:$UP_PORT/v1" --cache-enabled=false --metrics-enabled=$metrics
+    measured "http://127.0.0.1:$PORT/v1/chat/completions" 64 "$PID" "metrics $metrics (round $round), 64 conns"
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+  done
+done
 
 # Cache hits: the same request over and over with the cache on.
 start --model-provider openai-custom --openai-api-key bench \
