@@ -119,6 +119,22 @@ pub struct ModelInfo {
     pub display_name: Option<String>,
 }
 
+impl ModelInfo {
+    /// Entries for `ids`, all owned by `owned_by`, without display names.
+    pub fn list<S: Into<String>>(
+        ids: impl IntoIterator<Item = S>,
+        owned_by: &str,
+    ) -> Vec<ModelInfo> {
+        ids.into_iter()
+            .map(|id| ModelInfo {
+                id: id.into(),
+                owned_by: owned_by.to_owned(),
+                display_name: None,
+            })
+            .collect()
+    }
+}
+
 /// Validates `body` as a JSON object in protocol `proto` and extracts the
 /// model and stream flag without building a `Value` tree.
 pub fn inspect(proto: Protocol, body: &[u8]) -> Result<RequestInfo, ConvertError> {

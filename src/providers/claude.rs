@@ -99,14 +99,7 @@ impl Provider for Claude {
                 .unwrap_or_default(),
             None => FALLBACK_MODELS.iter().map(|s| (*s).to_owned()).collect(),
         };
-        Ok(ids
-            .into_iter()
-            .map(|id| ModelInfo {
-                id,
-                owned_by: "anthropic".into(),
-                display_name: None,
-            })
-            .collect())
+        Ok(ModelInfo::list(ids, "anthropic"))
     }
 }
 

@@ -473,14 +473,7 @@ impl Provider for GeminiCli {
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
-        Ok(MODELS
-            .iter()
-            .map(|id| ModelInfo {
-                id: (*id).to_owned(),
-                owned_by: "google".into(),
-                display_name: None,
-            })
-            .collect())
+        Ok(ModelInfo::list(MODELS.iter().copied(), "google"))
     }
 
     fn status(&self) -> Option<Value> {

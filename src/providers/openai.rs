@@ -74,17 +74,7 @@ impl Provider for OpenAi {
             .map_err(|e| UpstreamError::Connect(format!("model list is not JSON: {e}")))?;
         Ok(body["data"]
             .as_array()
-            .map(|models| {
-                models
-                    .iter()
-                    .filter_map(|m| m["id"].as_str())
-                    .map(|id| ModelInfo {
-                        id: id.to_owned(),
-                        owned_by: "openai".into(),
-                        display_name: None,
-                    })
-                    .collect()
-            })
+            .map(|models| ModelInfo::list(models.iter().filter_map(|m| m["id"].as_str()), "openai"))
             .unwrap_or_default())
     }
 }

@@ -485,14 +485,7 @@ impl Provider for Qwen {
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
-        Ok(MODELS
-            .iter()
-            .map(|id| ModelInfo {
-                id: (*id).to_owned(),
-                owned_by: "qwen".into(),
-                display_name: None,
-            })
-            .collect())
+        Ok(ModelInfo::list(MODELS.iter().copied(), "qwen"))
     }
 
     fn status(&self) -> Option<Value> {

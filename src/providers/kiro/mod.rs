@@ -416,14 +416,7 @@ impl Provider for Kiro {
                 ids.push(m.clone());
             }
         }
-        Ok(ids
-            .into_iter()
-            .map(|id| ModelInfo {
-                id,
-                owned_by: "anthropic".into(),
-                display_name: None,
-            })
-            .collect())
+        Ok(ModelInfo::list(ids, "anthropic"))
     }
 
     fn status(&self) -> Option<Value> {
