@@ -41,6 +41,7 @@ fi
 command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redis cache tier
 command -v promtool >/dev/null 2>&1 || need prometheus          # test_metrics.py: promtool
 command -v chromium >/dev/null 2>&1 || need chromium            # test_dashboard.py: headless
+command -v lintian >/dev/null 2>&1 || need lintian              # tests/package.sh: the .deb
 # Later stages: add further tools here with the same checks.
 if [ "${#missing[@]}" -gt 0 ]; then
     step "apt-get install ${missing[*]}"
@@ -96,6 +97,10 @@ if [ -f man/aiproxy.1 ]; then
     warnings=$(groff -ww -z -man man/aiproxy.1 2>&1 >/dev/null || true)
     [ -z "$warnings" ] || die "groff -ww -z -man man/aiproxy.1:"$'\n'"$warnings"
 fi
+
+# ---- Debian package ----------------------------------------------------------------
+step "Debian package: build, lintian, install, purge"
+tests/package.sh
 
 # ---- Prometheus alert rules and the Grafana dashboard's queries --------------------
 step "promtool: rules, rule tests, Grafana queries"
