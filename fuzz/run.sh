@@ -5,9 +5,13 @@
 #
 #   SECONDS_PER_TARGET=30 fuzz/run.sh            # all targets, 30 s each
 #   SECONDS_PER_TARGET=600 fuzz/run.sh sse_decode
+#   RUNS_PER_TARGET=40000 fuzz/run.sh            # the reproducible smoke
 #
-# New inputs go to fuzz/target/corpus/<target>/ (ignored by git), read
-# together with the committed seeds in fuzz/corpus/<target>/; crashes are
+# A timed run explores: new inputs go to fuzz/target/corpus/<target>/
+# (ignored by git), read together with the committed seeds in
+# fuzz/corpus/<target>/. RUNS_PER_TARGET instead runs a fixed number of
+# inputs from a fixed seed over the committed seeds only, so the same
+# commit gives the same verdict on every machine (what CI wants). Crashes are
 # written to fuzz/artifacts/<target>/. A crash worth keeping becomes
 # fuzz/regressions/<target>/<short-name>, which `cargo test` replays.
 # RUSTC_BOOTSTRAP=1 SANITIZER=address runs under AddressSanitizer.
@@ -15,6 +19,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds=${SECONDS_PER_TARGET:-30}
+runs=${RUNS_PER_TARGET:-}
 sanitizer=${SANITIZER:-none}
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -33,12 +38,20 @@ cargo fuzz build --sanitizer "$sanitizer"
 mkdir -p fuzz/target/logs
 failed=()
 for target in "${targets[@]}"; do
-    scratch="fuzz/target/corpus/$target"
     log="fuzz/target/logs/$target.log"
+    if [ -n "$runs" ]; then
+        scratch="fuzz/target/smoke/$target"
+        rm -rf "$scratch"
+        budget=(-runs="$runs" -seed=1)
+        echo "== $target: $runs inputs from seed 1 (log: $log)"
+    else
+        scratch="fuzz/target/corpus/$target"
+        budget=(-max_total_time="$seconds")
+        echo "== $target: ${seconds}s (log: $log)"
+    fi
     mkdir -p "$scratch"
-    echo "== $target: ${seconds}s (log: $log)"
     if cargo fuzz run --sanitizer "$sanitizer" "$target" "$scratch" "fuzz/corpus/$target" -- \
-        -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+        "${budget[@]}" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
         >"$log" 2>&1; then
         grep -E '^(#[0-9]+ +DONE|stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" || true
     else
@@ -51,4 +64,8 @@ if [ "${#failed[@]}" -gt 0 ]; then
     echo "fuzz targets that failed: ${failed[*]}" >&2
     exit 1
 fi
-echo "all ${#targets[@]} targets ran ${seconds}s each without a finding"
+if [ -n "$runs" ]; then
+    echo "all ${#targets[@]} targets ran $runs inputs each without a finding"
+else
+    echo "all ${#targets[@]} targets ran ${seconds}s each without a finding"
+fi

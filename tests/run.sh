@@ -106,10 +106,12 @@ tests/package.sh
 step "promtool: rules, rule tests, Grafana queries"
 "$VENV/bin/python" tests/promql_check.py
 
-# ---- fuzzing smoke: every target for a few seconds ---------------------------------
+# ---- fuzzing smoke: a fixed number of inputs per target ----------------------------
 # (cargo test above already replayed every corpus file and regression input.)
-step "fuzz smoke (${FUZZ_SECONDS:-15} s per target)"
-SECONDS_PER_TARGET="${FUZZ_SECONDS:-15}" fuzz/run.sh
+# Fixed seed and count, so a verdict here is reproducible; exploring for new
+# findings is `SECONDS_PER_TARGET=600 fuzz/run.sh`, run outside CI.
+step "fuzz smoke (${FUZZ_RUNS:-50000} inputs per target)"
+RUNS_PER_TARGET="${FUZZ_RUNS:-50000}" fuzz/run.sh
 
 # ---- end-to-end tests with the official SDKs -------------------------------------
 step "pytest tests/python"
