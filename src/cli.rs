@@ -209,6 +209,11 @@ pub struct Cli {
     #[argh(option, arg_name = "duration")]
     pub upstream_idle_timeout: Option<String>,
 
+    /// upstream silence after which a stream gets a keep-alive; 0 turns
+    /// them off (default 15s)
+    #[argh(option, arg_name = "duration")]
+    pub stream_keepalive: Option<String>,
+
     /// drain time for in-flight requests after SIGTERM (default 30s)
     #[argh(option, arg_name = "duration")]
     pub shutdown_timeout: Option<String>,

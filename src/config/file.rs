@@ -209,6 +209,8 @@ pub struct UpstreamSection {
     pub max_retries: Option<Scalar>,
     /// `base_delay` (duration).
     pub base_delay: Option<Scalar>,
+    /// `stream_keepalive` (duration, 0 = off).
+    pub stream_keepalive: Option<Scalar>,
 }
 
 /// `log:` section.

@@ -132,6 +132,7 @@ pub const KEYS: &[Key] = &[
     key("upstream.idle_timeout", "--upstream-idle-timeout"),
     key("upstream.max_retries", "--request-max-retries"),
     key("upstream.base_delay", "--request-base-delay"),
+    key("upstream.stream_keepalive", "--stream-keepalive"),
     key("shutdown_timeout", "--shutdown-timeout"),
     key("log.level", "--log-level"),
     key("log.format", "--log-format"),

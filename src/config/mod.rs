@@ -60,6 +60,10 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest silence between two reads of an upstream (streamed) body.
 pub const DEFAULT_UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Upstream silence after which a stream gets a keep-alive (Anthropic
+/// `ping`, an SSE comment otherwise), well under the 60 s read timeout of
+/// nginx and most load balancers.
+pub const DEFAULT_STREAM_KEEPALIVE: Duration = Duration::from_secs(15);
 /// Bounded drain time after SIGTERM/SIGINT.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of a failed upstream attempt (connect error, 429, 5xx).
@@ -189,6 +193,9 @@ pub struct Upstream {
     pub max_retries: u32,
     /// `--request-base-delay`.
     pub base_delay: Duration,
+    /// `--stream-keepalive`: upstream silence after which a stream gets a
+    /// keep-alive; zero turns them off.
+    pub stream_keepalive: Duration,
 }
 
 /// openai-custom settings (`openai:`).
@@ -409,6 +416,7 @@ impl Default for Config {
                 idle_timeout: DEFAULT_UPSTREAM_IDLE_TIMEOUT,
                 max_retries: DEFAULT_REQUEST_MAX_RETRIES,
                 base_delay: DEFAULT_REQUEST_BASE_DELAY,
+                stream_keepalive: DEFAULT_STREAM_KEEPALIVE,
             },
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             log: LogConfig {
@@ -545,6 +553,7 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("upstream.idle_timeout", cli.upstream_idle_timeout.clone()),
         ("upstream.max_retries", cli.request_max_retries.clone()),
         ("upstream.base_delay", cli.request_base_delay.clone()),
+        ("upstream.stream_keepalive", cli.stream_keepalive.clone()),
         ("shutdown_timeout", cli.shutdown_timeout.clone()),
         ("log.level", cli.log_level.clone()),
         ("log.format", cli.log_format.clone()),
@@ -927,6 +936,7 @@ impl Resolver {
                 parse::integer(t, 0, 100).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
             }),
             base_delay: self.duration("upstream.base_delay", DEFAULT_REQUEST_BASE_DELAY),
+            stream_keepalive: self.duration("upstream.stream_keepalive", DEFAULT_STREAM_KEEPALIVE),
         };
         let shutdown_timeout = self.duration("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT);
         let log = LogConfig {

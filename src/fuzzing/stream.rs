@@ -9,29 +9,38 @@ use crate::protocol::{GeminiFraming, Protocol, StreamConverter};
 const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
 const MODEL: &str = "client-model";
 
-/// Feeds `data` in pieces of the sizes `sizes` cycles through.
+/// Feeds `data` in pieces of the sizes `sizes` cycles through, with a
+/// keep-alive after each piece as after upstream silence. Returns the
+/// client bytes without and with the keep-alives.
 fn convert(
     from: Protocol,
     to: Protocol,
     framing: GeminiFraming,
     data: &[u8],
     sizes: &[usize],
-) -> Vec<u8> {
+) -> (Vec<u8>, Vec<u8>) {
     let mut c = StreamConverter::new(from, to, MODEL, framing);
-    let mut out = Vec::new();
+    let (mut plain, mut kept_alive) = (Vec::new(), Vec::new());
+    let mut piece_out = Vec::new();
     let mut rest = data;
     for &n in sizes.iter().cycle() {
         if rest.is_empty() {
             break;
         }
         let (piece, tail) = rest.split_at(n.clamp(1, rest.len()));
-        c.feed(piece, &mut out);
+        c.feed(piece, &mut piece_out);
+        plain.extend_from_slice(&piece_out);
+        kept_alive.extend_from_slice(&piece_out);
+        piece_out.clear();
+        c.keepalive(&mut kept_alive);
         rest = tail;
     }
-    c.finish(&mut out);
-    c.finish(&mut out);
+    c.finish(&mut piece_out);
+    c.finish(&mut piece_out);
+    plain.extend_from_slice(&piece_out);
+    kept_alive.extend_from_slice(&piece_out);
     let _ = c.usage();
-    out
+    (plain, kept_alive)
 }
 
 /// Whether the upstream itself sent an in-band error, which the client
@@ -64,7 +73,7 @@ pub fn stream_convert(data: &[u8]) {
     let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
     let sent_error = upstream_error(upstream);
 
-    let whole = convert(from, to, framing, upstream, &[upstream.len()]);
+    let (whole, _) = convert(from, to, framing, upstream, &[upstream.len()]);
     // A stream the upstream did not end itself is reported as cut off.
     let cut_off = {
         let mut c = StreamConverter::new(from, to, MODEL, framing);
@@ -79,7 +88,15 @@ pub fn stream_convert(data: &[u8]) {
         1 + usize::from(seed / 64),
         1 + usize::from(seed.rotate_left(3) % 17),
     ];
-    let split = convert(from, to, framing, upstream, &sizes);
+    let (split, kept_alive) = convert(from, to, framing, upstream, &sizes);
+    check(
+        from,
+        to,
+        framing,
+        &kept_alive,
+        &format!("{ctx} split with keep-alives"),
+        sent_error || cut_off,
+    );
     assert_eq!(
         normalise(&text(&split)),
         normalise(&text(&whole)),

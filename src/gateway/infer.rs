@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 
 use super::{CORS_ORIGIN, Failure, Gateway, State, route_model};
@@ -50,6 +51,40 @@ impl<R: Read> Read for Backstop<R> {
         }
         self.inner.read(buf)
     }
+}
+
+/// Upstream stream bytes in the order read; an empty chunk is the end.
+type Chunks = Receiver<io::Result<Vec<u8>>>;
+
+/// Stack of a stream reader thread: it only reads (TLS included) and sends.
+const PUMP_STACK_BYTES: usize = 128 * 1024;
+
+/// Reads `upstream` on a thread of its own, so that the worker can send
+/// keep-alives while the upstream is silent (a blocking read cannot be
+/// interrupted, and a ureq read timeout ends the body). The channel holds
+/// a few chunks: a slow client slows the upstream read, not memory. When
+/// the worker leaves, the next send fails and dropping `upstream` closes
+/// the upstream connection.
+fn pump(mut upstream: impl Read + Send + 'static) -> io::Result<Chunks> {
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    thread::Builder::new()
+        .name("aiproxy-stream".into())
+        .stack_size(PUMP_STACK_BYTES)
+        .spawn(move || {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let read = match upstream.read(&mut buf) {
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let last = !matches!(&read, Ok(chunk) if !chunk.is_empty());
+                if tx.send(read).is_err() || last {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
 }
 
 /// What the route says about an inference request.
@@ -321,16 +356,44 @@ impl Gateway {
         let Ok(mut writer) = out.start_stream(200, &headers) else {
             return Ok(());
         };
-        let mut upstream = Backstop {
+        let upstream = Backstop {
             inner: resp.body,
             deadline: started + UPSTREAM_TOTAL_TIMEOUT,
         };
-        let mut buf = vec![0u8; 16 * 1024];
         let mut pending = Vec::with_capacity(4096);
+        let Ok(chunks) = pump(upstream) else {
+            converter.fail(
+                503,
+                "no thread left to read the upstream stream",
+                &mut pending,
+            );
+            if writer.send(&pending).is_ok() {
+                let _ = writer.finish();
+            }
+            return Ok(());
+        };
+        // Zero turns keep-alives off: wait for the next chunk as long as it takes.
+        let keepalive = match state.config.upstream.stream_keepalive {
+            d if d.is_zero() => UPSTREAM_TOTAL_TIMEOUT,
+            d => d,
+        };
         let mut first_byte = true;
         loop {
-            match upstream.read(&mut buf) {
-                Ok(0) => {
+            let read = match chunks.recv_timeout(keepalive) {
+                Ok(read) => read,
+                Err(RecvTimeoutError::Timeout) => {
+                    converter.keepalive(&mut pending);
+                    if writer.send(&pending).is_err() {
+                        out.log.note = Some("client_disconnected".into());
+                        return Ok(());
+                    }
+                    pending.clear();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("stream reader ended")),
+            };
+            match read {
+                Ok(chunk) if chunk.is_empty() => {
                     converter.finish(&mut pending);
                     if converter.was_cut_off() {
                         // The connection ended before the upstream's own end.
@@ -338,14 +401,14 @@ impl Gateway {
                     }
                     break;
                 }
-                Ok(n) => {
+                Ok(chunk) => {
                     if first_byte {
                         first_byte = false;
                         if let Some(m) = &self.metrics {
                             m.time_to_first_token(p.kind, started.elapsed());
                         }
                     }
-                    converter.feed(&buf[..n], &mut pending);
+                    converter.feed(&chunk, &mut pending);
                     if !pending.is_empty() {
                         if writer.send(&pending).is_err() {
                             // The client left: dropping `upstream` closes the
@@ -356,7 +419,6 @@ impl Gateway {
                         pending.clear();
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     let (status, message, kind) = if e.kind() == io::ErrorKind::TimedOut {
                         (

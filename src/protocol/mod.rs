@@ -373,6 +373,8 @@ pub struct StreamConverter {
     events: Vec<sse::SseEvent>,
     done: bool,
     cut_off: bool,
+    /// Client bytes were produced: for Anthropic, `message_start` is out.
+    began: bool,
     anthropic_client: bool,
     framing: Option<GeminiFraming>,
 }
@@ -387,6 +389,7 @@ impl StreamConverter {
             events: Vec::new(),
             done: false,
             cut_off: false,
+            began: false,
             anthropic_client: to == Protocol::Anthropic,
             framing: (to == Protocol::Gemini).then_some(framing),
         }
@@ -397,8 +400,10 @@ impl StreamConverter {
         if self.done {
             return;
         }
+        let before = out.len();
         self.sse.feed(chunk, &mut self.events);
         self.drain_events(out);
+        self.began |= out.len() > before;
     }
 
     fn drain_events(&mut self, out: &mut Vec<u8>) {
@@ -412,20 +417,30 @@ impl StreamConverter {
     /// Kiro's binary event stream or a unary answer replayed as a stream).
     pub fn feed_event(&mut self, event: &Value, out: &mut Vec<u8>) {
         if !self.done {
+            let before = out.len();
             self.mode.value(event, &mut self.usage, out);
+            self.began |= out.len() > before;
         }
     }
 
-    /// A keep-alive the client protocol tolerates anywhere, for the caller
-    /// to send after a long upstream silence: Anthropic `ping`, an SSE
-    /// comment otherwise; nothing for Gemini array framing.
+    /// A keep-alive the client protocol tolerates, for the caller to send
+    /// after a long upstream silence: Anthropic `ping` (once `message_start`
+    /// is out: clients may expect it first), an SSE comment for OpenAI, a
+    /// blank line for Gemini (google-genai fails on SSE comments but skips
+    /// blank lines, and JSON ignores whitespace).
+    /// Nothing once the upstream signalled its end.
     pub fn keepalive(&self, out: &mut Vec<u8>) {
-        if self.done {
+        if self.done || self.mode.upstream_ended() {
             return;
         }
         if self.anthropic_client {
+            if !self.began {
+                return;
+            }
             out.extend_from_slice(b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
-        } else if self.framing != Some(GeminiFraming::JsonArray) {
+        } else if self.framing.is_some() {
+            out.push(b'\n');
+        } else {
             out.extend_from_slice(b": keep-alive\n\n");
         }
     }

@@ -11,7 +11,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::sse::decode_all;
 use super::stream_check::{check, normalise, text};
@@ -255,32 +255,44 @@ fn usage_is_tracked() {
 
 #[test]
 fn keepalive_is_protocol_appropriate() {
-    let mut out = Vec::new();
-    StreamConverter::new(
-        Protocol::OpenAi,
-        Protocol::Anthropic,
-        MODEL,
-        GeminiFraming::Sse,
-    )
-    .keepalive(&mut out);
-    assert_eq!(out, b"event: ping\ndata: {\"type\":\"ping\"}\n\n");
-    out.clear();
-    StreamConverter::new(
-        Protocol::OpenAi,
-        Protocol::Gemini,
-        MODEL,
-        GeminiFraming::JsonArray,
-    )
-    .keepalive(&mut out);
-    assert!(out.is_empty());
-    StreamConverter::new(
-        Protocol::Gemini,
-        Protocol::OpenAi,
-        MODEL,
-        GeminiFraming::Sse,
-    )
-    .keepalive(&mut out);
-    assert_eq!(out, b": keep-alive\n\n");
+    let chunk = |text: &str| {
+        format!(
+            "data: {}\n\n",
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}]})
+        )
+    };
+    let keepalive_after = |to: Protocol, framing: GeminiFraming, upstream: &str| {
+        let mut c = StreamConverter::new(Protocol::OpenAi, to, MODEL, framing);
+        let mut out = Vec::new();
+        c.feed(upstream.as_bytes(), &mut out);
+        let before = out.len();
+        c.keepalive(&mut out);
+        String::from_utf8(out.split_off(before)).unwrap()
+    };
+    let sse = GeminiFraming::Sse;
+    // Anthropic clients may expect message_start first: no ping before it.
+    assert_eq!(keepalive_after(Protocol::Anthropic, sse, ""), "");
+    assert_eq!(
+        keepalive_after(Protocol::Anthropic, sse, &chunk("a")),
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n"
+    );
+    assert_eq!(
+        keepalive_after(Protocol::OpenAi, sse, ""),
+        ": keep-alive\n\n"
+    );
+    // google-genai fails on SSE comments; a blank line is skipped, and is
+    // JSON whitespace in the array form.
+    assert_eq!(keepalive_after(Protocol::Gemini, sse, &chunk("a")), "\n");
+    assert_eq!(
+        keepalive_after(Protocol::Gemini, GeminiFraming::JsonArray, &chunk("a")),
+        "\n"
+    );
+    // Nothing once the upstream said it is done.
+    assert_eq!(
+        keepalive_after(Protocol::OpenAi, sse, "data: [DONE]\n\n"),
+        ""
+    );
 }
 
 /// Found by the stream_convert fuzz target: an Anthropic upstream's

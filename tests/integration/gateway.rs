@@ -238,6 +238,59 @@ fn stalled_stream_ends_with_an_in_band_error() {
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
 }
 
+/// A stream that goes silent for a while gets keep-alives in the client's
+/// protocol (Anthropic `ping`, an SSE comment for OpenAI), and the answer
+/// around them is unchanged.
+#[test]
+fn silent_upstream_stream_gets_keepalives() {
+    let up = MockUpstream::start(|_, _| {
+        let mut events = openai_stream(&["a", "b"], Duration::ZERO);
+        events[1].0 = Duration::from_millis(900);
+        Reply::Sse(events)
+    });
+    let p = openai_proxy(&up, |c| {
+        c.upstream.stream_keepalive = Duration::from_millis(200)
+    });
+    let stream = |path: &str, body: &str| {
+        let mut s = connect(p.addr());
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let resp = read_response(&mut s);
+        assert_eq!(resp.status, 200);
+        resp.text()
+    };
+
+    let openai = stream("/v1/chat/completions", CHAT_STREAM);
+    assert!(openai.matches(": keep-alive\n\n").count() >= 2, "{openai}");
+    assert!(openai.contains(r#""content":"b""#), "{openai}");
+    assert!(openai.ends_with("data: [DONE]\n\n"), "{openai}");
+
+    let anthropic = stream(
+        "/v1/messages",
+        r#"{"model":"gpt-test","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+    );
+    assert!(
+        anthropic.starts_with("event: message_start\n"),
+        "{anthropic}"
+    );
+    assert!(
+        anthropic
+            .matches("event: ping\ndata: {\"type\":\"ping\"}\n\n")
+            .count()
+            >= 2,
+        "{anthropic}"
+    );
+    assert!(anthropic.contains(r#""text":"b""#), "{anthropic}");
+    assert!(
+        anthropic.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+        "{anthropic}"
+    );
+}
+
 #[test]
 fn client_disconnect_mid_stream_closes_the_upstream_request() {
     let up = MockUpstream::start(|_, _| {

@@ -21,7 +21,15 @@ import time
 
 import pytest
 
-from support import API_KEY, PROVIDERS, WEATHER_SCHEMA, expected_tool_args
+from support import (
+    API_KEY,
+    PROVIDERS,
+    WEATHER_SCHEMA,
+    anthropic_client,
+    expected_tool_args,
+    gemini_client,
+    openai_client,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,3 +210,42 @@ def test_client_disconnect_stops_the_upstream_stream(gw, upstreams, nonce, provi
         time.sleep(0.05)  # bounded wait for the gateway to notice the hang-up
     assert up.aborted, "the upstream stream kept running after the client left"
     assert time.monotonic() - started < 4
+
+
+def test_keepalives_during_upstream_silence_are_invisible_to_sdks(start_gateway):
+    """``--stream-keepalive`` shorter than the gap between upstream chunks:
+    the raw bytes carry Anthropic ``ping`` events and SSE comments between
+    the chunks, and the official SDKs stream the same text as they get
+    unstreamed."""
+    g = start_gateway("--model-provider", "mock", "--mock-chunk-delay", "100ms",
+                      "--stream-keepalive", "30ms")
+    prompt = "keep me alive"
+    say = [{"role": "user", "content": prompt}]
+    auth = {"Authorization": "Bearer none"}
+
+    raw = g.request("POST", "/v1/messages", headers=auth, body={
+        "model": "m", "max_tokens": 50, "stream": True, "messages": say}, timeout=30).body
+    events = sse_events(raw)
+    assert events[0]["event"] == "message_start" and events[-1]["event"] == "message_stop"
+    pings = [e for e in events if e["event"] == "ping"]
+    assert len(pings) >= 2, [e["event"] for e in events]
+    assert all(json.loads(e["data"]) == {"type": "ping"} for e in pings)
+    assert b"\n: keep-alive\n\n" in g.request("POST", "/v1/chat/completions", headers=auth, body={
+        "model": "m", "stream": True, "messages": say}, timeout=30).body
+
+    claude = anthropic_client(g, key="none")
+    with claude.messages.stream(model="m", max_tokens=50, messages=say) as s:
+        streamed = s.get_final_text()
+    unary = claude.messages.create(model="m", max_tokens=50, messages=say).content[0].text
+    assert streamed == unary
+
+    oai = openai_client(g, key="none")
+    streamed = "".join(c.choices[0].delta.content or ""
+                       for c in oai.chat.completions.create(model="m", stream=True, messages=say)
+                       if c.choices)
+    assert streamed == oai.chat.completions.create(model="m", messages=say).choices[0].message.content
+
+    gem = gemini_client(g, key="none")
+    streamed = "".join(r.text or "" for r in gem.models.generate_content_stream(
+        model="m", contents=prompt))
+    assert streamed == gem.models.generate_content(model="m", contents=prompt).text
