@@ -104,6 +104,14 @@ for conns in 1 16 64 256; do
 done
 echo "proxy RSS after load: $(rss_kib "$PX_PID") KiB (peak $(hwm_kib "$PX_PID") KiB)"
 
+# Streamed answers, each read to its end (the mock sends ~20 events with
+# no delay): the cost of the per-stream reader thread and SSE conversion.
+STREAM_BODY='{"model":"mock-small","stream":true,"messages":[{"role":"user","content":"Say hello to the benchmark"}]}'
+for conns in 1 16; do
+  BODY=$STREAM_BODY measured "http://127.0.0.1:$UP_PORT/v1/chat/completions" "$conns" "$UP_PID" "streamed, direct to mock, $conns conns"
+  BODY=$STREAM_BODY measured "http://127.0.0.1:$PX_PORT/v1/chat/completions" "$conns" "$PX_PID" "streamed through aiproxy, $conns conns"
+done
+
 # Metrics overhead: fresh proxies with metrics on and off, alternating,
 # three times each (one pair alone is within run-to-run noise).
 for round in 1 2 3; do
