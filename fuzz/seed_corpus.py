@@ -9,6 +9,7 @@ corpus (see fuzz/run.sh), so these stay few and readable.
 import glob
 import json
 import os
+import zlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests", "fixtures")
@@ -267,6 +268,61 @@ CHUNKED = {
 }
 for name, data in CHUNKED.items():
     put("chunked_body", name, data)
+
+# ------------------------------------------------------- AWS event stream
+def es_header(name, type_, value=b""):
+    n = name.encode()
+    return bytes([len(n)]) + n + bytes([type_]) + value
+
+
+def es_string(name, text):
+    v = text.encode()
+    return es_header(name, 7, len(v).to_bytes(2, "big") + v)
+
+
+def es_message(headers, payload):
+    h = b"".join(headers)
+    total = 16 + len(h) + len(payload)
+    prelude = total.to_bytes(4, "big") + len(h).to_bytes(4, "big")
+    prelude += zlib.crc32(prelude).to_bytes(4, "big")
+    body = prelude + h + payload
+    return body + zlib.crc32(body).to_bytes(4, "big")
+
+
+def es_event(kind, payload):
+    return es_message([es_string(":message-type", "event"), es_string(":event-type", kind),
+                       es_string(":content-type", "application/json")],
+                      json.dumps(payload).encode())
+
+
+KIRO_ANSWER = b"".join([
+    es_event("assistantResponseEvent", {"content": "Hello"}),
+    es_event("assistantResponseEvent", {"content": ", world"}),
+    es_event("toolUseEvent", {"name": "get_weather", "toolUseId": "t1", "input": "{\"city\""}),
+    es_event("toolUseEvent", {"name": "get_weather", "toolUseId": "t1", "input": ":\"Paris\"}",
+                              "stop": True}),
+    es_event("meteringEvent", {"unit": "credit", "usage": 0.02}),
+])
+EVERY_TYPE = es_message([
+    es_header("t", 0), es_header("f", 1), es_header("b", 2, b"\xfe"),
+    es_header("s", 3, (-300).to_bytes(2, "big", signed=True)),
+    es_header("i", 4, (70000).to_bytes(4, "big")),
+    es_header("l", 5, (-5_000_000_000).to_bytes(8, "big", signed=True)),
+    es_header("by", 6, b"\x00\x03\x00\x01\xff"), es_string("st", "h\u00e9llo"),
+    es_header("ts", 8, (1_700_000_000_000).to_bytes(8, "big")),
+    es_header("u", 9, bytes(range(16)))], b"{}")
+EXCEPTION = es_message([es_string(":message-type", "exception"),
+                        es_string(":exception-type", "ValidationException")],
+                       b'{"message":"Input is too long."}')
+# The first byte is the target's control byte: bit 0 repairs CRCs.
+put("aws_eventstream", "kiro_answer", b"\x00" + KIRO_ANSWER)
+put("aws_eventstream", "kiro_answer_truncated", b"\x02" + KIRO_ANSWER[:-7])
+put("aws_eventstream", "every_header_type", b"\x04" + EVERY_TYPE)
+put("aws_eventstream", "exception", b"\x06" + EXCEPTION)
+put("aws_eventstream", "aws_empty_message", b"\x08" + es_message([], b""))
+put("aws_eventstream", "bad_message_crc", b"\x0a" + KIRO_ANSWER[:-1] + b"\x00")
+put("aws_eventstream", "crcs_repaired_unknown_type", b"\x01" + es_message([es_header("x", 42)], b""))
+put("aws_eventstream", "crcs_repaired_header_overrun", b"\x03" + es_message([b"\x09abc"], b""))
 
 for t in sorted(os.listdir(OUT)):
     print(f"{t}: {len(os.listdir(os.path.join(OUT, t)))} files")

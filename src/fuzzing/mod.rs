@@ -15,6 +15,7 @@
 
 mod config;
 mod convert;
+mod eventstream;
 mod http;
 mod route;
 mod sse;
@@ -71,6 +72,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "stream_convert",
         run: stream::stream_convert,
+        alloc_budget: json_budget,
+    },
+    Target {
+        name: "aws_eventstream",
+        run: eventstream::aws_eventstream,
         alloc_budget: json_budget,
     },
     Target {

@@ -162,6 +162,10 @@ impl std::error::Error for DecodeError {}
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Start of the first unconsumed byte in `buf`: messages are taken by
+    /// moving it, and the consumed front is dropped once per feed, so a
+    /// read holding many small messages costs linear, not quadratic, time.
+    pos: usize,
     /// Set after the first error; the stream is out of step for good.
     failed: Option<DecodeError>,
 }
@@ -181,6 +185,8 @@ impl Decoder {
     /// Appends received bytes. Nothing is buffered after an error.
     pub fn feed(&mut self, bytes: &[u8]) {
         if self.failed.is_none() {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
             self.buf.extend_from_slice(bytes);
         }
     }
@@ -188,7 +194,7 @@ impl Decoder {
     /// Bytes of an unfinished message are buffered (a truncated stream
     /// if the input has ended).
     pub fn has_partial(&self) -> bool {
-        self.failed.is_none() && !self.buf.is_empty()
+        self.failed.is_none() && self.pos < self.buf.len()
     }
 
     /// The next complete message, `Ok(None)` when more bytes are needed,
@@ -202,6 +208,7 @@ impl Decoder {
             Ok(m) => Ok(m),
             Err(e) => {
                 self.buf = Vec::new();
+                self.pos = 0;
                 self.failed = Some(e.clone());
                 Err(e)
             }
@@ -209,13 +216,14 @@ impl Decoder {
     }
 
     fn try_next(&mut self) -> Result<Option<Message>, DecodeError> {
-        if self.buf.len() < PRELUDE_BYTES {
+        let buf = &self.buf[self.pos..];
+        if buf.len() < PRELUDE_BYTES {
             return Ok(None);
         }
-        let total = be32(&self.buf, 0);
-        let headers_len = be32(&self.buf, 4);
-        let actual = crc32(&self.buf[..8]);
-        let expected = be32(&self.buf, 8);
+        let total = be32(buf, 0);
+        let headers_len = be32(buf, 4);
+        let actual = crc32(&buf[..8]);
+        let expected = be32(buf, 8);
         if actual != expected {
             return Err(DecodeError::PreludeCrc { expected, actual });
         }
@@ -230,17 +238,17 @@ impl Decoder {
         if headers > MAX_HEADERS_BYTES || headers > total_len - MIN_MESSAGE_BYTES {
             return Err(DecodeError::BadHeadersLength(headers_len));
         }
-        if self.buf.len() < total_len {
+        if buf.len() < total_len {
             return Ok(None);
         }
-        let actual = crc32(&self.buf[..total_len - 4]);
-        let expected = be32(&self.buf, total_len - 4);
+        let actual = crc32(&buf[..total_len - 4]);
+        let expected = be32(buf, total_len - 4);
         if actual != expected {
             return Err(DecodeError::MessageCrc { expected, actual });
         }
-        let parsed = parse_headers(&self.buf[PRELUDE_BYTES..PRELUDE_BYTES + headers])?;
-        let payload = self.buf[PRELUDE_BYTES + headers..total_len - 4].to_vec();
-        self.buf.drain(..total_len);
+        let parsed = parse_headers(&buf[PRELUDE_BYTES..PRELUDE_BYTES + headers])?;
+        let payload = buf[PRELUDE_BYTES + headers..total_len - 4].to_vec();
+        self.pos += total_len;
         Ok(Some(Message {
             headers: parsed,
             payload,
@@ -436,6 +444,22 @@ mod tests {
         d.feed(&bytes);
         let m = d.next_message().unwrap().unwrap();
         assert!(m.headers.is_empty() && m.payload.is_empty());
+        assert!(!d.has_partial());
+    }
+
+    /// A read holding many messages is consumed by offset: 50,000 of them
+    /// in one feed decode in linear time, with a partial one left over.
+    #[test]
+    fn many_messages_in_one_read() {
+        let one = event("assistantResponseEvent", r#"{"content":"x"}"#);
+        let mut bytes = one.repeat(50_000);
+        bytes.extend_from_slice(&one[..5]);
+        let mut d = Decoder::new();
+        d.feed(&bytes);
+        assert_eq!(drain(&mut d).unwrap().len(), 50_000);
+        assert!(d.has_partial());
+        d.feed(&one[5..]);
+        assert_eq!(drain(&mut d).unwrap().len(), 1);
         assert!(!d.has_partial());
     }
 
