@@ -488,18 +488,21 @@ impl Config {
     pub fn load(cli: &Cli, env: &[(String, String)]) -> Result<Config, ConfigError> {
         let mut layer = Layer::default();
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let config_file = cli.config.clone().or_else(|| env::config_file(env));
         if let Some(path) = &config_file {
             match FileConfig::read(path) {
                 Ok(file) => {
-                    for (key, value) in file.settings() {
+                    let settings = file.settings();
+                    warnings.extend(exposed_secrets(path, settings.iter().map(|(k, _)| *k)));
+                    for (key, value) in settings {
                         layer.set(key, value, Source::File(path.clone()));
                     }
                 }
                 Err(err) => problems.push(format!("{path}: {err}")),
             }
         }
-        let warnings = env::apply(env, &mut layer);
+        warnings.extend(env::apply(env, &mut layer));
         apply_flags(cli, &mut layer);
         let mut resolver = Resolver { layer, problems };
         let mut config = resolver.resolve();
@@ -512,6 +515,32 @@ impl Config {
         config.warnings = warnings;
         Ok(config)
     }
+}
+
+/// Config keys whose values are credentials.
+fn is_secret(key: &str) -> bool {
+    key == "api_key"
+        || key.ends_with(".api_key")
+        || key.ends_with("password")
+        || key.ends_with("secret")
+}
+
+/// A warning when the config file holds credentials and every user of
+/// the host may read it. Not an error: the package installs the file
+/// 0640 root:aiproxy, and refusing to start over a mode would turn a
+/// hardening hint into an outage.
+fn exposed_secrets<'a>(path: &str, keys: impl Iterator<Item = &'a str>) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let secrets: Vec<&str> = keys.filter(|k| is_secret(k)).collect();
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    if secrets.is_empty() || mode & 0o004 == 0 {
+        return None;
+    }
+    Some(format!(
+        "{path} holds credentials ({}) and every user can read it (mode {:03o}); chmod 600 or 640",
+        secrets.join(", "),
+        mode & 0o777
+    ))
 }
 
 /// Puts the flags that were given into `layer`, named by their flag.
@@ -1476,6 +1505,40 @@ mod tests {
             "{:?}",
             config.warnings
         );
+    }
+
+    #[test]
+    fn world_readable_config_with_credentials_is_a_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &str, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let load_file = |path: &str| {
+            let mut cli = flags(&[]);
+            cli.config = Some(path.to_owned());
+            Config::load(&cli, &[]).unwrap().warnings
+        };
+        let with_key = file("openai:\n  api_key: sk-canary-7f3a\nredis:\n  password: pw-canary\n");
+        chmod(&with_key, 0o644);
+        let warnings = load_file(&with_key);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("openai.api_key, redis.password"),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("mode 644"), "{warnings:?}");
+        assert!(
+            !warnings[0].contains("canary"),
+            "the values stay out: {warnings:?}"
+        );
+        chmod(&with_key, 0o640);
+        assert!(
+            load_file(&with_key).is_empty(),
+            "group-readable is how the package installs it"
+        );
+        let without_key = file("port: 3001\n");
+        chmod(&without_key, 0o644);
+        assert!(load_file(&without_key).is_empty());
     }
 
     #[test]
