@@ -33,7 +33,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 OPENAI_MODELS = ["gpt-upstream-large", "gpt-upstream-mini"]
 # A last user message containing this makes either upstream answer with a
@@ -65,10 +65,11 @@ def _words(text: str) -> list[str]:
     return text.split()
 
 
-def _example_args(schema: dict, prefix: str) -> dict:
-    """Arguments for a tool call, derived from the tool's JSON schema."""
-    out = {}
-    for prop, sub in (schema or {}).get("properties", {}).items():
+def example_args(schema: dict | None, string: Callable[[str], str]) -> dict:
+    """Arguments for a tool call, derived from the tool's JSON schema;
+    ``string(prop)`` gives the value of a string property."""
+    out: dict[str, Any] = {}
+    for prop, sub in ((schema or {}).get("properties") or {}).items():
         kind = str(sub.get("type", "string")).lower()
         if sub.get("enum"):
             out[prop] = sub["enum"][0]
@@ -81,7 +82,7 @@ def _example_args(schema: dict, prefix: str) -> dict:
         elif kind == "object":
             out[prop] = {}
         else:
-            out[prop] = f"{prefix}-{prop}"
+            out[prop] = string(prop)
     return out
 
 
@@ -407,7 +408,7 @@ class OpenAIUpstream(MockUpstream):
                 chosen = [next((t for t in tools if t["function"]["name"] == wanted), tools[0])]
             for k, tool in enumerate(chosen):
                 fn = tool["function"]
-                args = json.dumps(_example_args(fn.get("parameters") or {}, "openai"))
+                args = json.dumps(example_args(fn.get("parameters"), lambda p: f"openai-{p}"))
                 tool_calls.append({"id": f"call_up{n:06d}_{k}", "name": fn["name"],
                                    "arguments": args})
             finish = "tool_calls"
@@ -633,7 +634,7 @@ class AnthropicUpstream(MockUpstream):
             for k, tool in enumerate(chosen):
                 blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}_{k}",
                                "name": tool["name"],
-                               "input": _example_args(tool["input_schema"], "claude")})
+                               "input": example_args(tool["input_schema"], lambda p: f"claude-{p}")})
             stop = "tool_use"
         else:
             if results:

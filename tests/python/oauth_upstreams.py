@@ -53,7 +53,7 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from mock_upstreams import MockUpstream, Recorded, _split3
+from mock_upstreams import MockUpstream, Recorded, _split3, example_args
 
 GEMINI_CLI_CLIENT_ID_PREFIX = "681255809395-"
 QWEN_CLIENT_ID = "f0304373b74a44d2b584a3fb70ca9e56"
@@ -62,23 +62,8 @@ HOLD_TIMEOUT = 10.0
 
 
 def schema_args(schema: dict | None) -> dict:
-    """Arguments for a call of a tool, derived from its JSON schema."""
-    out: dict[str, Any] = {}
-    for prop, sub in ((schema or {}).get("properties") or {}).items():
-        kind = str(sub.get("type", "string")).lower()
-        if sub.get("enum"):
-            out[prop] = sub["enum"][0]
-        elif kind in ("integer", "number"):
-            out[prop] = 3
-        elif kind == "boolean":
-            out[prop] = True
-        elif kind == "array":
-            out[prop] = []
-        elif kind == "object":
-            out[prop] = {}
-        else:
-            out[prop] = "Paris"
-    return out
+    """Arguments for a call of a tool: every string is ``"Paris"``."""
+    return example_args(schema, lambda _prop: "Paris")
 
 
 def find_none(v: Any, path: str = "$") -> str | None:
