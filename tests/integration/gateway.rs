@@ -224,14 +224,7 @@ fn stalled_stream_ends_with_an_in_band_error() {
     let p = openai_proxy(&up, |c| {
         c.upstream.idle_timeout = Duration::from_millis(300)
     });
-    let mut s = connect(p.addr());
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{CHAT_STREAM}",
-        CHAT_STREAM.len()
-    )
-    .unwrap();
-    let resp = read_response(&mut s);
+    let resp = post_json(p.addr(), "/v1/chat/completions", "", CHAT_STREAM);
     assert_eq!(resp.status, 200);
     let text = resp.text();
     assert!(text.contains("\"error\""), "{text}");
@@ -252,14 +245,7 @@ fn silent_upstream_stream_gets_keepalives() {
         c.upstream.stream_keepalive = Duration::from_millis(200)
     });
     let stream = |path: &str, body: &str| {
-        let mut s = connect(p.addr());
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let resp = read_response(&mut s);
+        let resp = post_json(p.addr(), path, "", body);
         assert_eq!(resp.status, 200);
         resp.text()
     };
