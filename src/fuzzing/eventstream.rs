@@ -72,16 +72,7 @@ pub fn aws_eventstream(data: &[u8]) {
     let stream = &stream[..];
 
     let whole = decode(&[stream]);
-    let [a, b] = super::cuts(stream);
-    assert_eq!(
-        decode(&[&stream[..a], &stream[a..b], &stream[b..]]),
-        whole,
-        "split at {a},{b}"
-    );
-    if stream.len() <= 1024 {
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(decode(&bytes), whole, "byte by byte");
-    }
+    super::assert_split_invariant(stream, &whole, decode);
 
     let mut at = 0;
     for m in &whole.messages {

@@ -115,6 +115,25 @@ fn on_worker_stack<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     })
 }
 
+/// Asserts that `decode` gives `whole` however `data` is split into
+/// reads: at the two cuts derived from it, and byte by byte when small.
+fn assert_split_invariant<T: PartialEq + std::fmt::Debug>(
+    data: &[u8],
+    whole: &T,
+    decode: impl Fn(&[&[u8]]) -> T,
+) {
+    let [a, b] = cuts(data);
+    assert_eq!(
+        &decode(&[&data[..a], &data[a..b], &data[b..]]),
+        whole,
+        "split at {a},{b}"
+    );
+    if data.len() <= 1024 {
+        let bytes: Vec<&[u8]> = data.chunks(1).collect();
+        assert_eq!(&decode(&bytes), whole, "byte by byte");
+    }
+}
+
 /// Up to two cut points in `0..=len`, derived from the bytes of `data`
 /// so that the fuzzer can steer them.
 fn cuts(data: &[u8]) -> [usize; 2] {

@@ -37,15 +37,6 @@ pub fn sse_decode(data: &[u8]) {
             assert!(!name.contains(['\r', '\n']), "line break in a name");
         }
     }
-    let [a, b] = super::cuts(data);
-    assert_eq!(
-        decode(&[&data[..a], &data[a..b], &data[b..]]),
-        whole,
-        "split at {a},{b}"
-    );
-    if data.len() <= 1024 {
-        let bytes: Vec<&[u8]> = data.chunks(1).collect();
-        assert_eq!(decode(&bytes), whole, "byte by byte");
-    }
+    super::assert_split_invariant(data, &whole, decode);
     assert_eq!(decode_all(&encode(&whole)), whole, "re-encoded events");
 }
