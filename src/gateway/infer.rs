@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 
+use super::readers::Readers;
 use super::{CORS_ORIGIN, Failure, Gateway, State, route_model};
 use crate::cache::{Entry, Fetched, Key, Outcome};
 use crate::config::LogLevel;
@@ -56,34 +57,27 @@ impl<R: Read> Read for Backstop<R> {
 /// Upstream stream bytes in the order read; an empty chunk is the end.
 type Chunks = Receiver<io::Result<Vec<u8>>>;
 
-/// Stack of a stream reader thread: it only reads (TLS included) and sends.
-const PUMP_STACK_BYTES: usize = 128 * 1024;
-
-/// Reads `upstream` on a thread of its own, so that the worker can send
-/// keep-alives while the upstream is silent (a blocking read cannot be
-/// interrupted, and a ureq read timeout ends the body). The channel holds
-/// a few chunks: a slow client slows the upstream read, not memory. When
-/// the worker leaves, the next send fails and dropping `upstream` closes
-/// the upstream connection.
-fn pump(mut upstream: impl Read + Send + 'static) -> io::Result<Chunks> {
+/// Reads `upstream` on a reader thread, so that the worker can send
+/// keep-alives while the upstream is silent. The channel holds a few
+/// chunks: a slow client slows the upstream read, not memory. When the
+/// worker leaves, the next send fails and dropping `upstream` closes the
+/// upstream connection.
+fn pump(readers: &Readers, mut upstream: impl Read + Send + 'static) -> io::Result<Chunks> {
     let (tx, rx) = crossbeam_channel::bounded(4);
-    thread::Builder::new()
-        .name("aiproxy-stream".into())
-        .stack_size(PUMP_STACK_BYTES)
-        .spawn(move || {
-            let mut buf = vec![0u8; 16 * 1024];
-            loop {
-                let read = match upstream.read(&mut buf) {
-                    Ok(n) => Ok(buf[..n].to_vec()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => Err(e),
-                };
-                let last = !matches!(&read, Ok(chunk) if !chunk.is_empty());
-                if tx.send(read).is_err() || last {
-                    return;
-                }
+    readers.run(move || {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = match upstream.read(&mut buf) {
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let last = !matches!(&read, Ok(chunk) if !chunk.is_empty());
+            if tx.send(read).is_err() || last {
+                return;
             }
-        })?;
+        }
+    })?;
     Ok(rx)
 }
 
@@ -361,7 +355,7 @@ impl Gateway {
             deadline: started + UPSTREAM_TOTAL_TIMEOUT,
         };
         let mut pending = Vec::with_capacity(4096);
-        let Ok(chunks) = pump(upstream) else {
+        let Ok(chunks) = pump(&self.readers, upstream) else {
             converter.fail(
                 503,
                 "no thread left to read the upstream stream",

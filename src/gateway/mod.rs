@@ -9,6 +9,7 @@
 
 mod infer;
 mod ops;
+mod readers;
 
 pub use ops::MetricsOnly;
 
@@ -36,6 +37,8 @@ pub struct Gateway {
     draining: AtomicBool,
     /// Redis errors already reported to the metrics.
     redis_errors_seen: AtomicU64,
+    /// Threads reading streamed upstream bodies.
+    readers: readers::Readers,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -116,6 +119,7 @@ impl Gateway {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             redis_errors_seen: AtomicU64::new(0),
+            readers: readers::Readers::new(),
         })
     }
 
