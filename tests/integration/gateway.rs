@@ -214,13 +214,18 @@ fn stream_events_keep_their_pacing_through_the_proxy() {
     assert_eq!(seen.matches("data: [DONE]").count(), 1);
 }
 
+/// An upstream streaming "a", then "b" after `pause`.
+fn pausing_stream(pause: Duration) -> MockUpstream {
+    MockUpstream::start(move |_, _| {
+        let mut events = openai_stream(&["a", "b"], Duration::ZERO);
+        events[1].0 = pause;
+        Reply::Sse(events)
+    })
+}
+
 #[test]
 fn stalled_stream_ends_with_an_in_band_error() {
-    let up = MockUpstream::start(|_, _| {
-        let mut events = openai_stream(&["a", "b"], Duration::ZERO);
-        events[1].0 = Duration::from_secs(3);
-        Reply::Sse(events)
-    });
+    let up = pausing_stream(Duration::from_secs(3));
     let p = openai_proxy(&up, |c| {
         c.upstream.idle_timeout = Duration::from_millis(300)
     });
@@ -236,11 +241,7 @@ fn stalled_stream_ends_with_an_in_band_error() {
 /// around them is unchanged.
 #[test]
 fn silent_upstream_stream_gets_keepalives() {
-    let up = MockUpstream::start(|_, _| {
-        let mut events = openai_stream(&["a", "b"], Duration::ZERO);
-        events[1].0 = Duration::from_millis(900);
-        Reply::Sse(events)
-    });
+    let up = pausing_stream(Duration::from_millis(900));
     let p = openai_proxy(&up, |c| {
         c.upstream.stream_keepalive = Duration::from_millis(200)
     });

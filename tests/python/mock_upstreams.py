@@ -291,7 +291,8 @@ def _read_chunked(rfile) -> bytes:
 # ---------------------------------------------------------------------------
 
 
-def _openai_text(content: Any) -> str:
+def openai_text(content: Any) -> str:
+    """The text of an OpenAI message content: a string or text parts."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -395,13 +396,13 @@ class OpenAIUpstream(MockUpstream):
         choice = body.get("tool_choice", "auto")
         last = messages[-1]
         n = self._next_id()
-        prompt_words = sum(len(_words(_openai_text(m.get("content")))) for m in messages)
+        prompt_words = sum(len(_words(openai_text(m.get("content")))) for m in messages)
         tool_calls: list[dict] = []
         words: list[str] = []
         finish = "stop"
         if tools and choice != "none" and last.get("role") != "tool":
             wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
-            if MULTI_TOOL_TRIGGER in _openai_text(last.get("content")):
+            if MULTI_TOOL_TRIGGER in openai_text(last.get("content")):
                 chosen = tools  # every tool, after a short text
                 words = ["Calling", "tools."]
             else:
@@ -414,11 +415,11 @@ class OpenAIUpstream(MockUpstream):
             finish = "tool_calls"
         else:
             if last.get("role") == "tool":
-                text = "openai tool result: " + _openai_text(last.get("content"))
+                text = "openai tool result: " + openai_text(last.get("content"))
             else:
                 user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-                text = "openai says: " + _openai_text(user.get("content"))
-                system = "\n".join(_openai_text(m.get("content")) for m in messages
+                text = "openai says: " + openai_text(user.get("content"))
+                system = "\n".join(openai_text(m.get("content")) for m in messages
                                    if m.get("role") in ("system", "developer"))
                 if system:
                     text += f" [system: {system}]"

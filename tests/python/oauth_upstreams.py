@@ -53,7 +53,7 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from mock_upstreams import MockUpstream, Recorded, _split3, example_args
+from mock_upstreams import MockUpstream, Recorded, _split3, example_args, openai_text
 
 GEMINI_CLI_CLIENT_ID_PREFIX = "681255809395-"
 QWEN_CLIENT_ID = "f0304373b74a44d2b584a3fb70ca9e56"
@@ -430,14 +430,6 @@ class KiroUpstream(OAuthUpstream):
 # ---------------------------------------------------------------------------
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return ""
-
-
 class QwenUpstream(OAuthUpstream):
     """Qwen's OpenAI-compatible chat API (portal.qwen.ai/v1)."""
 
@@ -491,7 +483,7 @@ class QwenUpstream(OAuthUpstream):
         n = self._next_id()
         calls: list[dict] = []
         if last.get("role") == "tool":
-            text = f"{self.label} tool result: {_text(last.get('content'))}"
+            text = f"{self.label} tool result: {openai_text(last.get('content'))}"
         elif real:
             text = self.PREAMBLE
             if any(t["name"] == self.EXT for t in tools):
@@ -501,7 +493,7 @@ class QwenUpstream(OAuthUpstream):
                           "arguments": json.dumps(schema_args(fn.get("parameters")))})
         else:
             user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-            text = f"{self.label} says: {_text(user.get('content'))}"
+            text = f"{self.label} says: {openai_text(user.get('content'))}"
         finish = "tool_calls" if calls else "stop"
         usage = {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}
         cid = f"chatcmpl-qwen{n:04d}"
