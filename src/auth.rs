@@ -2,33 +2,38 @@
 //! matches one of the configured keys in constant time.
 
 use crate::config::Secret;
-use crate::server::Request;
+use crate::server::{Head, Request};
 
-/// The key a request presents, from the first of: `Authorization: Bearer`,
-/// `x-api-key`, `x-goog-api-key`, `?key=` — the conventions of the OpenAI,
-/// Anthropic and Gemini SDKs and of Gemini REST.
-pub fn presented_key(req: &Request) -> Option<String> {
-    if let Some(value) = req.header("authorization")
-        && let Some(token) = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
+/// The key a request presents, from the first of: `Authorization: Bearer`
+/// (scheme in any case, RFC 9110 §11.1), `x-api-key`, `x-goog-api-key`,
+/// `?key=` — the conventions of the OpenAI, Anthropic and Gemini SDKs and
+/// of Gemini REST.
+pub fn presented_key(head: &Head) -> Option<String> {
+    if let Some(value) = head.header("authorization")
+        && let Some((scheme, token)) = value.trim_start().split_once(' ')
+        && scheme.eq_ignore_ascii_case("bearer")
     {
         return Some(token.trim().to_owned());
     }
     for name in ["x-api-key", "x-goog-api-key"] {
-        if let Some(value) = req.header(name) {
+        if let Some(value) = head.header(name) {
             return Some(value.trim().to_owned());
         }
     }
-    req.query_param("key").map(|k| k.into_owned())
+    head.query_param("key").map(|k| k.into_owned())
 }
 
 /// Whether `req` may pass: no keys configured, or a matching key presented.
 pub fn authorized(req: &Request, keys: &[Secret]) -> bool {
+    authorized_head(&req.head, keys)
+}
+
+/// Whether a request with this head may pass (see [`authorized`]).
+pub fn authorized_head(head: &Head, keys: &[Secret]) -> bool {
     if keys.is_empty() {
         return true;
     }
-    let Some(presented) = presented_key(req) else {
+    let Some(presented) = presented_key(head) else {
         return false;
     };
     // Every configured key is compared, so timing reveals neither which

@@ -69,6 +69,11 @@ pub struct Cli {
     #[argh(switch)]
     pub insecure_no_auth: Option<bool>,
 
+    /// browser origins allowed to call the gateway, comma list (default:
+    /// none, so no CORS headers are sent)
+    #[argh(option, arg_name = "origins")]
+    pub cors_origins: Option<String>,
+
     /// response cache on or off; takes an optional true|false (default true)
     #[argh(switch)]
     pub cache_enabled: Option<bool>,
@@ -196,6 +201,20 @@ pub struct Cli {
     /// how long an idle keep-alive connection stays open (default 60s)
     #[argh(option, arg_name = "duration")]
     pub idle_timeout: Option<String>,
+
+    /// time allowed to write one response part to a slow client; past it
+    /// the connection is closed (default 60s)
+    #[argh(option, arg_name = "duration")]
+    pub send_timeout: Option<String>,
+
+    /// longest a request waits for a free worker before 503 (default 30s)
+    #[argh(option, arg_name = "duration")]
+    pub queue_timeout: Option<String>,
+
+    /// most client connections open at once; at the bound the oldest idle
+    /// ones are closed (default 10000, lowered to fit ulimit -n)
+    #[argh(option, arg_name = "n")]
+    pub max_connections: Option<String>,
 
     /// upstream connect timeout (default 10s)
     #[argh(option, arg_name = "duration")]

@@ -26,7 +26,7 @@ pub mod providers;
 pub mod routing;
 pub mod server;
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,22 +95,25 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     let config = Arc::new(config);
     let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&config))?);
     let listener =
-        TcpListener::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
+        server::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
     let settings = server::Settings {
         workers: config.workers,
         queue_capacity: config.workers,
+        queue_timeout: config.limits.queue_timeout,
         max_body_bytes: config.limits.max_body_bytes,
         max_header_bytes: config.limits.max_header_bytes,
         max_headers: config.limits.max_headers,
         header_timeout: config.limits.header_timeout,
         body_timeout: config.limits.body_timeout,
         idle_timeout: config.limits.idle_timeout,
+        send_timeout: config.limits.send_timeout,
+        max_connections: connection_bound(&config),
         worker_stack_bytes: WORKER_STACK_BYTES,
     };
     let metrics_server = match config.metrics.port.filter(|_| config.metrics.enabled) {
         Some(port) => {
             let addr = SocketAddr::new(config.listen.ip(), port);
-            let listener = TcpListener::bind(addr).map_err(|source| Error::Io {
+            let listener = server::bind(addr).map_err(|source| Error::Io {
                 op: "bind --metrics-port",
                 source,
             })?;
@@ -142,6 +145,26 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         gateway,
         shutdown_timeout: config.shutdown_timeout,
     })
+}
+
+/// `--max-connections`, lowered so that client connections cannot use up
+/// the file descriptors that upstream calls, the cache and logs need: one
+/// per worker plus a margin stays free.
+fn connection_bound(config: &Config) -> usize {
+    let wanted = config.limits.max_connections;
+    let Some(files) = server::open_files_limit() else {
+        return wanted;
+    };
+    let files = usize::try_from(files).unwrap_or(usize::MAX);
+    let reserve = config.workers.min(files / 2) + 32;
+    let fits = files.saturating_sub(reserve).max(16);
+    if fits < wanted {
+        log::info(&format!(
+            "--max-connections {wanted} lowered to {fits} to fit the open-files limit \
+             ({files}; raise it with ulimit -n or LimitNOFILE=)"
+        ));
+    }
+    wanted.min(fits)
 }
 
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.

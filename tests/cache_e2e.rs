@@ -206,7 +206,7 @@ impl Proxy {
         let auth = if auth { AUTH } else { "" };
         support::roundtrip(
             self.addr,
-            format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n").as_bytes(),
         )
     }
 

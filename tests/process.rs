@@ -33,7 +33,7 @@ impl Gateway {
             .unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let gateway = Gateway { child, addr, log };
-        gateway.wait_until(|g| g.status("GET /health HTTP/1.1\r\nHost: t\r\n\r\n") == 200);
+        gateway.wait_until(|g| g.status("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n") == 200);
         gateway
     }
 
@@ -70,7 +70,7 @@ impl Gateway {
     fn chat(&self, key: &str) -> u16 {
         let body = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
         self.status(&format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {key}\r\n\
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {key}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         ))
@@ -116,7 +116,7 @@ fn sighup_reloads_the_api_keys_without_a_restart() {
     gateway.wait_until(|g| g.log_contains("configuration reloaded"));
     assert_eq!(gateway.chat("new-key"), 200);
     assert_eq!(gateway.chat("old-key"), 401);
-    kept.write_all(b"GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut answer = String::new();
     kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -193,6 +193,12 @@ pub struct LimitsSection {
     pub body_timeout: Option<Scalar>,
     /// `idle_timeout` (duration).
     pub idle_timeout: Option<Scalar>,
+    /// `send_timeout` (duration).
+    pub send_timeout: Option<Scalar>,
+    /// `queue_timeout` (duration).
+    pub queue_timeout: Option<Scalar>,
+    /// `max_connections`.
+    pub max_connections: Option<Scalar>,
 }
 
 /// `upstream:` section.
@@ -359,6 +365,8 @@ pub struct FileConfig {
     pub api_key: Option<List<true>>,
     /// `insecure_no_auth`.
     pub insecure_no_auth: Option<Scalar>,
+    /// `cors_origins`: a list, or a comma-separated string.
+    pub cors_origins: Option<List>,
     /// `model_providers`: a list, or a comma-separated string.
     pub model_providers: Option<List>,
     /// `model_routes`: model name (or prefix ending in `*`) → provider.

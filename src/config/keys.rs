@@ -108,6 +108,10 @@ pub const KEYS: &[Key] = &[
     key("insecure_no_auth", "--insecure-no-auth"),
     Key {
         kind: Kind::List,
+        ..key("cors_origins", "--cors-origins")
+    },
+    Key {
+        kind: Kind::List,
         ..key("model_providers", "--model-provider")
     },
     Key {
@@ -127,6 +131,9 @@ pub const KEYS: &[Key] = &[
     key("limits.header_timeout", "--header-timeout"),
     key("limits.body_timeout", "--body-timeout"),
     key("limits.idle_timeout", "--idle-timeout"),
+    key("limits.send_timeout", "--send-timeout"),
+    key("limits.queue_timeout", "--queue-timeout"),
+    key("limits.max_connections", "--max-connections"),
     key("upstream.connect_timeout", "--upstream-connect-timeout"),
     key("upstream.timeout", "--upstream-timeout"),
     key("upstream.idle_timeout", "--upstream-idle-timeout"),

@@ -54,6 +54,13 @@ pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an idle keep-alive connection is kept open.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed to write one response part to a slow reader (nginx's
+/// `send_timeout` default).
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest a complete request waits for a free worker before 503.
+pub const DEFAULT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most client connections open at once (lowered to fit `ulimit -n`).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Upstream TCP/TLS connect timeout.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Upstream time to first byte of the response.
@@ -178,6 +185,12 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// `--idle-timeout`, default [`DEFAULT_IDLE_TIMEOUT`].
     pub idle_timeout: Duration,
+    /// `--send-timeout`, default [`DEFAULT_SEND_TIMEOUT`].
+    pub send_timeout: Duration,
+    /// `--queue-timeout`, default [`DEFAULT_QUEUE_TIMEOUT`].
+    pub queue_timeout: Duration,
+    /// `--max-connections`, default [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
 /// How upstream providers are called (`upstream:`).
@@ -314,6 +327,9 @@ pub struct Config {
     pub api_keys: Vec<Secret>,
     /// `--insecure-no-auth`: allow a non-loopback listener without keys.
     pub insecure_no_auth: bool,
+    /// `--cors-origins`: browser origins allowed to call the gateway;
+    /// empty means no CORS headers at all.
+    pub cors_origins: Vec<String>,
     /// Enabled providers; the first one is the default. Never empty.
     pub model_providers: Vec<ProviderKind>,
     /// `model_routes:` model name → provider; a key ending in `*` is a
@@ -364,6 +380,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT),
             api_keys: Vec::new(),
+            cors_origins: Vec::new(),
             insecure_no_auth: false,
             model_providers: vec![ProviderKind::Mock],
             model_routes: BTreeMap::new(),
@@ -409,6 +426,9 @@ impl Default for Config {
                 header_timeout: DEFAULT_HEADER_TIMEOUT,
                 body_timeout: DEFAULT_BODY_TIMEOUT,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                send_timeout: DEFAULT_SEND_TIMEOUT,
+                queue_timeout: DEFAULT_QUEUE_TIMEOUT,
+                max_connections: DEFAULT_MAX_CONNECTIONS,
             },
             upstream: Upstream {
                 connect_timeout: DEFAULT_UPSTREAM_CONNECT_TIMEOUT,
@@ -574,6 +594,10 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("limits.header_timeout", cli.header_timeout.clone()),
         ("limits.body_timeout", cli.body_timeout.clone()),
         ("limits.idle_timeout", cli.idle_timeout.clone()),
+        ("limits.send_timeout", cli.send_timeout.clone()),
+        ("limits.queue_timeout", cli.queue_timeout.clone()),
+        ("limits.max_connections", cli.max_connections.clone()),
+        ("cors_origins", cli.cors_origins.clone()),
         (
             "upstream.connect_timeout",
             cli.upstream_connect_timeout.clone(),
@@ -918,6 +942,10 @@ impl Resolver {
             .map(|(keys, _)| keys.into_iter().map(Secret::new).collect())
             .unwrap_or_default();
         let insecure_no_auth = self.boolean("insecure_no_auth");
+        let cors_origins = self
+            .list("cors_origins")
+            .map(|(origins, _)| origins)
+            .unwrap_or_default();
         let model_providers = self.providers();
         let model_routes = self.routes(&model_providers);
         let openai = OpenAiConfig {
@@ -955,6 +983,9 @@ impl Resolver {
             header_timeout: self.timeout("limits.header_timeout", DEFAULT_HEADER_TIMEOUT),
             body_timeout: self.timeout("limits.body_timeout", DEFAULT_BODY_TIMEOUT),
             idle_timeout: self.timeout("limits.idle_timeout", DEFAULT_IDLE_TIMEOUT),
+            send_timeout: self.timeout("limits.send_timeout", DEFAULT_SEND_TIMEOUT),
+            queue_timeout: self.timeout("limits.queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+            max_connections: self.size("limits.max_connections", DEFAULT_MAX_CONNECTIONS, 1 << 20),
         };
         let upstream = Upstream {
             connect_timeout: self
@@ -1051,6 +1082,7 @@ impl Resolver {
             listen,
             api_keys,
             insecure_no_auth,
+            cors_origins,
             model_providers,
             model_routes,
             openai,

@@ -1,12 +1,9 @@
 //! `http_head` and `chunked_body`: the request reader of our own server.
 
-use std::io;
-use std::time::{Duration, Instant};
-
 use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS};
 use crate::routing::{route, split_provider_prefix};
 use crate::server::request::{
-    BodyFraming, ChunkedDecoder, Head, ParseStatus, RequestError, parse_head, read_body,
+    BodyFraming, BodyReader, ChunkedDecoder, Head, ParseStatus, RequestError, parse_head,
 };
 
 /// Requests handled on one connection before the target stops.
@@ -28,9 +25,9 @@ fn limits(len: usize) -> [(usize, usize, usize); 3] {
 }
 
 pub fn head_budget(len: usize) -> usize {
-    // `read_body` may size a body by its (bounded) Content-Length before
-    // the bytes arrive: one body at the largest limit, plus the buffers.
-    2 * DEFAULT_MAX_BODY_BYTES + (1 << 20) + 64 * len
+    // A body buffer grows with the bytes that arrived, never with the
+    // declared length: the budget depends on the input only.
+    (1 << 20) + 64 * len
 }
 
 pub fn chunked_budget(len: usize) -> usize {
@@ -64,16 +61,18 @@ fn connection(data: &[u8], max_header_bytes: usize, max_headers: usize, max_body
         let _ = route(head.method(), path);
 
         let prefix = &buf[len..];
-        let mut leftover = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(3600);
-        let body = read_body(
-            &mut io::empty(),
-            head.framing,
-            prefix,
-            max_body,
-            deadline,
-            &mut leftover,
-        );
+        let body = BodyReader::new(head.framing, max_body).and_then(|mut reader| {
+            let used = reader.feed(prefix)?;
+            if reader.is_complete() {
+                Ok((reader.into_body(), prefix[used..].to_vec()))
+            } else {
+                Err(RequestError::Timeout)
+            }
+        });
+        let (body, leftover) = match body {
+            Ok((body, leftover)) => (Ok(body), leftover),
+            Err(e) => (Err(e), Vec::new()),
+        };
         match (head.framing, body) {
             (BodyFraming::Empty, Ok(body)) => {
                 assert!(body.is_empty());

@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 
 use super::readers::Readers;
-use super::{CORS_ORIGIN, Failure, Gateway, State, route_model};
+use super::{Failure, Gateway, State, route_model};
 use crate::cache::{Entry, Fetched, Key, Outcome};
 use crate::config::LogLevel;
 use crate::log::{self, Field};
@@ -35,6 +35,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// give up after 10 minutes). Checked here per read: ureq's own global
 /// timeout cost ~11,000 instructions per request.
 const UPSTREAM_TOTAL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How often a stream relayed while the server drains checks the drain deadline.
+const DRAIN_POLL: Duration = Duration::from_millis(200);
 
 /// An upstream body that fails with `TimedOut` once its deadline passed.
 struct Backstop<R> {
@@ -227,7 +229,6 @@ impl Gateway {
         let mut headers = vec![
             ("Content-Type", entry.content_type.as_str()),
             ("X-Cache", x_cache),
-            CORS_ORIGIN,
         ];
         if let Some(r) = entry.retry_after.as_deref() {
             headers.push(("Retry-After", r));
@@ -321,7 +322,7 @@ impl Gateway {
         if resp.status >= 400 {
             let entry = relay_error(p, resp);
             out.log.note = Some(format!("upstream_status={}", entry.status));
-            let mut headers = vec![("Content-Type", "application/json"), CORS_ORIGIN];
+            let mut headers = vec![("Content-Type", "application/json")];
             if let Some(r) = entry.retry_after.as_deref() {
                 headers.push(("Retry-After", r));
             }
@@ -345,7 +346,6 @@ impl Gateway {
             ("Cache-Control", "no-cache"),
             ("X-Accel-Buffering", "no"),
             ("X-Cache", "BYPASS"),
-            CORS_ORIGIN,
         ];
         let Ok(mut writer) = out.start_stream(200, &headers) else {
             return Ok(());
@@ -372,9 +372,24 @@ impl Gateway {
             d => d,
         };
         let mut first_byte = true;
+        let mut out_note = None;
         loop {
-            let read = match chunks.recv_timeout(keepalive) {
+            if writer.must_end() {
+                // The drain deadline passed: end the stream in the client's
+                // protocol, so it sees an error rather than a cut.
+                converter.fail(503, "server shutting down", &mut pending);
+                out_note = Some("cut_at_drain_deadline");
+                break;
+            }
+            // While draining, wake often enough to notice the deadline.
+            let wait = if writer.is_stopping() {
+                keepalive.min(DRAIN_POLL)
+            } else {
+                keepalive
+            };
+            let read = match chunks.recv_timeout(wait) {
                 Ok(read) => read,
+                Err(RecvTimeoutError::Timeout) if wait < keepalive => continue,
                 Err(RecvTimeoutError::Timeout) => {
                     converter.keepalive(&mut pending);
                     if writer.send(&pending).is_err() {
@@ -442,8 +457,10 @@ impl Gateway {
             let _ = writer.finish();
         }
         out.log.note = Some(format!(
-            "cache=BYPASS tokens_in={} tokens_out={}",
-            usage.prompt, usage.completion
+            "cache=BYPASS tokens_in={} tokens_out={}{}",
+            usage.prompt,
+            usage.completion,
+            out_note.map(|n| format!(" {n}")).unwrap_or_default()
         ));
         Ok(())
     }

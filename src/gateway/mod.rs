@@ -7,6 +7,7 @@
 //! attempt) and the load balancer (`Registry::pick`) each plug into one
 //! place; `ops` answers the operational endpoints.
 
+mod guard;
 mod infer;
 mod ops;
 mod readers;
@@ -17,7 +18,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::auth;
 use crate::cache::{self, Cache};
 use crate::config::{Config, LogLevel};
 use crate::log::{self, Field};
@@ -25,9 +25,7 @@ use crate::metrics::{Metrics, MetricsOptions};
 use crate::protocol::{self, Protocol};
 use crate::providers::{ProviderKind, Registry};
 use crate::routing::{self, Route};
-use crate::server::{Handler, Request, Responder, ResponseState};
-
-const CORS_ORIGIN: (&str, &str) = ("Access-Control-Allow-Origin", "*");
+use crate::server::{Handler, Head, Rejection, Request, Responder, ResponseState};
 
 /// The gateway: a [`Handler`] over the provider registry.
 pub struct Gateway {
@@ -184,11 +182,21 @@ impl Gateway {
         let (prefix, path) = routing::split_provider_prefix(req.path());
         let route = routing::route(req.method(), path);
         out.log.route = route.template();
-        let proto = client_protocol(&route, req);
+        if let Some(origin) = guard::allowed_origin(&state.config.cors_origins, &req.head) {
+            out.add_header("Access-Control-Allow-Origin", origin.to_owned());
+            out.add_header("Vary", "Origin".to_owned());
+        }
+        if let Err(refusal) = guard::check(state, &req.head) {
+            if let Some(allow) = refusal.allow {
+                out.add_header("Allow", allow.to_owned());
+            }
+            return Err((refusal.proto, refusal.failure));
+        }
+        let proto = client_protocol(&route, &req.head);
         // Routes answered without authentication.
         match route {
             Route::Preflight => {
-                ops::preflight(req, out);
+                ops::preflight(state, req, out);
                 return Ok(());
             }
             Route::Health => {
@@ -207,27 +215,7 @@ impl Gateway {
                 self.dashboard_summary(state, out);
                 return Ok(());
             }
-            Route::NotFound => {
-                let message = format!("no route for {} {}", req.method(), req.path());
-                return Err((proto, Failure::new(404, message)));
-            }
-            Route::MethodNotAllowed(allowed) => {
-                let body = protocol::error_body(proto, 405, &format!("use {allowed} for {path}"));
-                let _ = out.send_json(405, &[("Allow", allowed), CORS_ORIGIN], &body);
-                return Ok(());
-            }
             _ => {}
-        }
-        if !auth::authorized(req, &state.config.api_keys) {
-            let message = "Unauthorized: API key is invalid or missing. Send it as \
-                           `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`.";
-            return Err((proto, Failure::new(401, message)));
-        }
-        if let Some(kind) = prefix
-            && !state.registry.is_enabled(kind)
-        {
-            let message = format!("Provider {kind} is not enabled on this gateway.");
-            return Err((proto, Failure::new(400, message)));
         }
         let result = match route {
             Route::OpenAiChat | Route::AnthropicMessages => {
@@ -278,6 +266,25 @@ impl Gateway {
 }
 
 impl Handler for Gateway {
+    fn screen(&self, head: &Head, _peer: std::net::SocketAddr) -> Option<Rejection> {
+        let state = self.current();
+        let cors = guard::allowed_origin(&state.config.cors_origins, head);
+        if self.draining.load(Ordering::Relaxed) {
+            // Health checks learn of the drain from a 503, not a refused
+            // connection; everything else gets the server's own 503.
+            let (_, path) = routing::split_provider_prefix(head.path());
+            return (routing::route(head.method(), path) == Route::Health).then(|| Rejection {
+                status: 503,
+                headers: vec![("Content-Type", "application/json".to_owned())],
+                body: br#"{"status":"draining"}"#.to_vec(),
+                route: Route::Health.template(),
+            });
+        }
+        guard::check(&state, head)
+            .err()
+            .map(|refusal| guard::rejection(&refusal, cors))
+    }
+
     fn handle(&self, req: &Request, out: &mut Responder<'_>) {
         let _active = self.metrics.as_ref().map(|m| m.active_guard());
         if let Err((proto, failure)) = self.dispatch(req, out) {
@@ -286,7 +293,7 @@ impl Handler for Gateway {
             }
             out.log.note.get_or_insert_with(|| failure.message.clone());
             let body = protocol::error_body(proto, failure.status, &failure.message);
-            let _ = out.send_json(failure.status, &[CORS_ORIGIN], &body);
+            let _ = out.send_json(failure.status, &[], &body);
         }
     }
 
@@ -296,26 +303,63 @@ impl Handler for Gateway {
         } else {
             out.log.route
         };
+        self.log_exchange(
+            req.method(),
+            route,
+            out.logged_status(),
+            out.bytes(),
+            elapsed,
+            &out.log,
+        );
+    }
+
+    fn log_rejected(&self, head: &Head, rejection: &Rejection) {
+        let note = crate::server::LogFields {
+            note: Some("refused before the body".into()),
+            ..Default::default()
+        };
+        self.log_exchange(
+            head.method(),
+            rejection.route,
+            rejection.status,
+            rejection.body.len() as u64,
+            Duration::ZERO,
+            &note,
+        );
+    }
+}
+
+impl Gateway {
+    fn log_exchange(
+        &self,
+        method: &str,
+        route: &'static str,
+        status: u16,
+        bytes: u64,
+        elapsed: Duration,
+        facts: &crate::server::LogFields,
+    ) {
         if let Some(m) = &self.metrics {
-            m.http_request(route, req.method(), out.status(), elapsed);
+            m.http_request(route, method, status, elapsed);
         }
         if !log::enabled(LogLevel::Info) {
             return;
         }
+        let method = guard::echo(method);
         let mut fields = vec![
-            ("method", Field::Str(req.method())),
+            ("method", Field::Str(&method)),
             ("route", Field::Str(route)),
-            ("status", Field::Num(u64::from(out.status()))),
+            ("status", Field::Num(u64::from(status))),
             ("duration", Field::Secs(elapsed.as_secs_f64())),
-            ("bytes", Field::Num(out.bytes())),
+            ("bytes", Field::Num(bytes)),
         ];
-        if let Some(p) = out.log.provider {
+        if let Some(p) = facts.provider {
             fields.push(("provider", Field::Str(p)));
         }
-        if let Some(m) = out.log.model.as_deref() {
+        if let Some(m) = facts.model.as_deref() {
             fields.push(("model", Field::Str(m)));
         }
-        if let Some(n) = out.log.note.as_deref() {
+        if let Some(n) = facts.note.as_deref() {
             fields.push(("note", Field::Str(n)));
         }
         log::event(LogLevel::Info, "request", &fields);
@@ -324,7 +368,7 @@ impl Handler for Gateway {
 
 /// The protocol a client speaks, from the route and, for the ambiguous
 /// `GET /v1/models`, from the headers its SDK sends.
-fn client_protocol(route: &Route, req: &Request) -> Protocol {
+fn client_protocol(route: &Route, req: &Head) -> Protocol {
     match route {
         Route::AnthropicMessages | Route::AnthropicCountTokens => Protocol::Anthropic,
         Route::GeminiListModels | Route::GeminiGenerate { .. } => Protocol::Gemini,

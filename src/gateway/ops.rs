@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{CORS_ORIGIN, Failure, Gateway, State};
+use super::{Failure, Gateway, State};
 use crate::log;
 use crate::metrics::{DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML};
 use crate::protocol::{self, ModelInfo, Protocol};
@@ -14,24 +14,26 @@ use crate::providers::ProviderKind;
 use crate::server::response::rfc3339;
 use crate::server::{Request, Responder};
 
-const CORS_ALLOW_HEADERS: &str = "Content-Type, Authorization, x-api-key, x-goog-api-key, \
-     anthropic-version, anthropic-beta, Model-Provider, Cache-Control, X-Requested-With, Accept, Origin";
-
 const METRICS_OFF: &[u8] = b"metrics are disabled (--metrics-enabled=false)\n";
 
-pub(super) fn preflight(req: &Request, out: &mut Responder<'_>) {
-    let allow_headers = req
-        .header("access-control-request-headers")
-        .unwrap_or(CORS_ALLOW_HEADERS);
+/// A CORS preflight. Origins not in `--cors-origins` get no CORS headers,
+/// so the browser refuses the real request; allowed ones get a fixed list
+/// of request headers (the SDKs' own), never an echo of what was asked.
+/// `OPTIONS *` (asterisk form) asks about the server as a whole.
+pub(super) fn preflight(state: &State, req: &Request, out: &mut Responder<'_>) {
+    let methods = "GET, POST, PUT, DELETE, OPTIONS";
+    if super::guard::allowed_origin(&state.config.cors_origins, &req.head).is_none() {
+        let _ = out.send(204, &[("Allow", methods)], b"");
+        return;
+    }
     let _ = out.send(
         204,
         &[
-            CORS_ORIGIN,
+            ("Access-Control-Allow-Methods", methods),
             (
-                "Access-Control-Allow-Methods",
-                "GET, POST, PUT, DELETE, PATCH, OPTIONS",
+                "Access-Control-Allow-Headers",
+                super::guard::CORS_ALLOW_HEADERS,
             ),
-            ("Access-Control-Allow-Headers", allow_headers),
             ("Access-Control-Max-Age", "86400"),
         ],
         b"",
@@ -75,7 +77,7 @@ impl Gateway {
             "providers": providers,
         });
         let status = if draining { 503 } else { 200 };
-        let _ = out.send_json(status, &[CORS_ORIGIN], body.to_string().as_bytes());
+        let _ = out.send_json(status, &[], body.to_string().as_bytes());
     }
 
     /// Brings the cache figures that only the cache knows (size, Redis
@@ -136,7 +138,7 @@ impl Gateway {
 
 pub(super) fn cache_stats(state: &State, out: &mut Responder<'_>) {
     let body = serde_json::to_vec(&state.cache.stats()).unwrap_or_default();
-    let _ = out.send_json(200, &[CORS_ORIGIN], &body);
+    let _ = out.send_json(200, &[], &body);
 }
 
 pub(super) fn cache_clear(state: &State, out: &mut Responder<'_>) {
@@ -150,7 +152,7 @@ pub(super) fn cache_clear(state: &State, out: &mut Responder<'_>) {
     ));
     let body =
         json!({"cleared": true, "entries": cleared.entries, "redis_keys": cleared.redis_keys});
-    let _ = out.send_json(200, &[CORS_ORIGIN], body.to_string().as_bytes());
+    let _ = out.send_json(200, &[], body.to_string().as_bytes());
 }
 
 pub(super) fn cache_switch(state: &State, out: &mut Responder<'_>, on: bool) {
@@ -160,22 +162,14 @@ pub(super) fn cache_switch(state: &State, out: &mut Responder<'_>, on: bool) {
     } else {
         "cache disabled"
     });
-    let _ = out.send_json(
-        200,
-        &[CORS_ORIGIN],
-        json!({"enabled": on}).to_string().as_bytes(),
-    );
+    let _ = out.send_json(200, &[], json!({"enabled": on}).to_string().as_bytes());
 }
 
 pub(super) fn count_tokens(req: &Request, out: &mut Responder<'_>) -> Result<(), Failure> {
     let value: Value = serde_json::from_slice(&req.body)
         .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
     let n = protocol::count_tokens(&value);
-    let _ = out.send_json(
-        200,
-        &[CORS_ORIGIN],
-        json!({"input_tokens": n}).to_string().as_bytes(),
-    );
+    let _ = out.send_json(200, &[], json!({"input_tokens": n}).to_string().as_bytes());
     Ok(())
 }
 
@@ -204,7 +198,7 @@ pub(super) fn list_models(
     proto: Protocol,
 ) -> Result<(), Failure> {
     let body = protocol::models_list(proto, &collect_models(state, prefix));
-    let _ = out.send_json(200, &[CORS_ORIGIN], body.to_string().as_bytes());
+    let _ = out.send_json(200, &[], body.to_string().as_bytes());
     Ok(())
 }
 
@@ -229,7 +223,7 @@ pub(super) fn get_model(
         Protocol::Gemini => list["models"][0].clone(),
         Protocol::OpenAi | Protocol::Anthropic => list["data"][0].clone(),
     };
-    let _ = out.send_json(200, &[CORS_ORIGIN], one.to_string().as_bytes());
+    let _ = out.send_json(200, &[], one.to_string().as_bytes());
     Ok(())
 }
 

@@ -1,13 +1,12 @@
 //! Request heads and bodies: parsing and limits.
 //!
 //! The head is parsed by `httparse` from bytes the poller has already
-//! buffered; the body is read by the worker with a deadline and a size cap
-//! that is checked *before* anything is allocated, for `Content-Length`
-//! and chunked bodies alike (the tiny_http failure that motivated this
-//! module: a huge declared length must never become a huge allocation).
+//! buffered; the body is collected by the poller as it arrives, with a size
+//! cap checked *before* anything is allocated, for `Content-Length` and
+//! chunked bodies alike (the tiny_http failure that motivated this module:
+//! a huge declared length must never become a huge allocation).
 
 use std::borrow::Cow;
-use std::io::{self, Read};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -107,6 +106,15 @@ impl Head {
         self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
+    }
+
+    /// First query parameter named `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
+        let query = self.query()?;
+        query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then(|| percent_decode(v))
+        })
     }
 }
 
@@ -317,11 +325,7 @@ impl Request {
 
     /// First query parameter named `name`, percent-decoded.
     pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        let query = self.head.query()?;
-        query.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then(|| percent_decode(v))
-        })
+        self.head.query_param(name)
     }
 }
 
@@ -354,85 +358,80 @@ pub fn percent_decode(s: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// Reads a body with a size cap and a deadline.
+/// Collects one request body from bytes as they arrive, in any pieces.
 ///
-/// `prefix` holds body bytes that arrived with the head; any bytes beyond
-/// this request's body are returned in `leftover` for the next pipelined
-/// request. The stream must already have a read timeout set; `deadline`
-/// bounds the whole body.
-pub fn read_body(
-    stream: &mut impl Read,
-    framing: BodyFraming,
-    prefix: &[u8],
-    limit: usize,
-    deadline: Instant,
-    leftover: &mut Vec<u8>,
-) -> Result<Vec<u8>, RequestError> {
-    match framing {
-        BodyFraming::Empty => {
-            leftover.extend_from_slice(prefix);
-            Ok(Vec::new())
-        }
-        BodyFraming::Length(n) => {
-            if n > limit as u64 {
-                return Err(RequestError::BodyTooLarge);
-            }
-            let n = n as usize;
-            let mut body = Vec::with_capacity(n);
-            let take = prefix.len().min(n);
-            body.extend_from_slice(&prefix[..take]);
-            leftover.extend_from_slice(&prefix[take..]);
-            // Read straight into the body: it was sized by the (already
-            // bounded) Content-Length, so no scratch buffer is needed.
-            let mut filled = body.len();
-            body.resize(n, 0);
-            while filled < n {
-                filled += read_some(stream, &mut body[filled..], deadline)?;
-            }
-            Ok(body)
-        }
-        BodyFraming::Chunked => {
-            let mut decoder = ChunkedDecoder::new(limit);
-            let mut body = Vec::new();
-            let mut consumed = decoder.feed(prefix, &mut body)?;
-            let mut chunk = [0u8; 16 * 1024];
-            while !decoder.is_done() {
-                let got = read_some(stream, &mut chunk, deadline)?;
-                consumed = decoder.feed(&chunk[..got], &mut body)?;
-                if decoder.is_done() {
-                    leftover.extend_from_slice(&chunk[consumed..got]);
-                    return Ok(body);
-                }
-            }
-            leftover.extend_from_slice(&prefix[consumed..]);
-            Ok(body)
-        }
-    }
+/// The buffer grows with the bytes received, never from the declared
+/// length: a `Content-Length` alone costs nothing, so a client that
+/// announces large bodies and sends none cannot make the server reserve
+/// memory for them.
+#[derive(Debug)]
+pub struct BodyReader {
+    kind: BodyKind,
+    body: Vec<u8>,
 }
 
-fn read_some(
-    stream: &mut impl Read,
-    buf: &mut [u8],
-    deadline: Instant,
-) -> Result<usize, RequestError> {
-    loop {
-        if Instant::now() >= deadline {
-            return Err(RequestError::Timeout);
-        }
-        match stream.read(buf) {
-            Ok(0) => return Err(RequestError::Disconnected),
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(RequestError::Timeout);
+#[derive(Debug)]
+enum BodyKind {
+    Length { remaining: usize },
+    Chunked(ChunkedDecoder),
+}
+
+/// First reservation for a body: one read's worth, whatever was declared.
+const INITIAL_BODY_CAPACITY: usize = 16 * 1024;
+
+impl BodyReader {
+    /// A reader for a body framed as `framing`, refusing more than `limit`
+    /// bytes; a declared length over the limit is refused at once.
+    pub fn new(framing: BodyFraming, limit: usize) -> Result<Self, RequestError> {
+        let kind = match framing {
+            BodyFraming::Empty => BodyKind::Length { remaining: 0 },
+            BodyFraming::Length(n) if n > limit as u64 => return Err(RequestError::BodyTooLarge),
+            BodyFraming::Length(n) => BodyKind::Length {
+                remaining: n as usize,
+            },
+            BodyFraming::Chunked => BodyKind::Chunked(ChunkedDecoder::new(limit)),
+        };
+        Ok(Self {
+            kind,
+            body: Vec::new(),
+        })
+    }
+
+    /// Takes body bytes from `input`; returns how many it consumed, which
+    /// is less than `input.len()` only once the body is complete (the rest
+    /// belongs to the next request).
+    pub fn feed(&mut self, input: &[u8]) -> Result<usize, RequestError> {
+        match &mut self.kind {
+            BodyKind::Length { remaining } => {
+                let take = (*remaining).min(input.len());
+                if self.body.capacity() == 0 && take > 0 {
+                    self.body
+                        .reserve_exact((*remaining).min(INITIAL_BODY_CAPACITY.max(take)));
+                }
+                self.body.extend_from_slice(&input[..take]);
+                *remaining -= take;
+                Ok(take)
             }
-            Err(_) => return Err(RequestError::Disconnected),
+            BodyKind::Chunked(decoder) => decoder.feed(input, &mut self.body),
         }
+    }
+
+    /// Whether the whole body has arrived.
+    pub fn is_complete(&self) -> bool {
+        match &self.kind {
+            BodyKind::Length { remaining } => *remaining == 0,
+            BodyKind::Chunked(decoder) => decoder.is_done(),
+        }
+    }
+
+    /// Bytes of body received so far.
+    pub fn received(&self) -> usize {
+        self.body.len()
+    }
+
+    /// The body.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
     }
 }
 
@@ -660,18 +659,21 @@ mod tests {
 
     #[test]
     fn huge_content_length_is_rejected_without_allocating() {
-        let mut left = Vec::new();
-        let deadline = Instant::now() + std::time::Duration::from_secs(1);
-        let err = read_body(
-            &mut io::empty(),
-            BodyFraming::Length(100_000_000_000),
-            b"",
-            1024,
-            deadline,
-            &mut left,
-        )
-        .unwrap_err();
+        let err = BodyReader::new(BodyFraming::Length(100_000_000_000), 1024).unwrap_err();
         assert_eq!(err, RequestError::BodyTooLarge);
+    }
+
+    #[test]
+    fn declared_length_reserves_nothing_before_bytes_arrive() {
+        let mut r = BodyReader::new(BodyFraming::Length(10 << 20), 10 << 20).unwrap();
+        assert_eq!(r.body.capacity(), 0);
+        r.feed(b"abc").unwrap();
+        assert!(
+            r.body.capacity() <= INITIAL_BODY_CAPACITY,
+            "{}",
+            r.body.capacity()
+        );
+        assert!(!r.is_complete());
     }
 
     #[test]
@@ -702,20 +704,12 @@ mod tests {
     }
 
     #[test]
-    fn read_body_keeps_pipelined_bytes() {
-        let mut left = Vec::new();
-        let deadline = Instant::now() + std::time::Duration::from_secs(1);
-        let body = read_body(
-            &mut io::empty(),
-            BodyFraming::Length(3),
-            b"abcGET /",
-            100,
-            deadline,
-            &mut left,
-        )
-        .unwrap();
-        assert_eq!(body, b"abc");
-        assert_eq!(left, b"GET /");
+    fn body_reader_leaves_pipelined_bytes() {
+        let mut r = BodyReader::new(BodyFraming::Length(3), 100).unwrap();
+        let used = r.feed(b"abcGET /").unwrap();
+        assert_eq!(used, 3);
+        assert!(r.is_complete());
+        assert_eq!(r.into_body(), b"abc");
     }
 
     #[test]

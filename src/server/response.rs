@@ -1,15 +1,20 @@
 //! Writing responses: whole bodies with `Content-Length`, streams as
-//! chunked transfer coding with one flush per event.
+//! chunked transfer coding (HTTP/1.1) or delimited by close (HTTP/1.0),
+//! with one flush per event.
 //!
-//! Each write goes out as a single `write_all` of a fully framed buffer,
-//! so with `TCP_NODELAY` an SSE event leaves the machine when it is
-//! produced, not when a buffer fills.
+//! Each write goes out as a single fully framed buffer, so with
+//! `TCP_NODELAY` an SSE event leaves the machine when it is produced, not
+//! when a buffer fills. Every write has a total deadline (`send_timeout`),
+//! not a per-syscall one: a client that reads one byte a second cannot
+//! stretch it. The first failed or late write marks the response broken;
+//! the server then closes the connection at once, so a cut-off response is
+//! never followed by another one on the same wire.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Facts about one exchange, filled in by the handler for the access log.
 #[derive(Debug, Default, Clone)]
@@ -33,17 +38,37 @@ pub enum ResponseState {
     Streaming,
     /// Response complete.
     Done,
+    /// A write failed or missed its deadline: the client is gone or
+    /// stuck, and the connection will be closed.
+    Broken,
+}
+
+/// Status logged for a response the client went away from before it was
+/// complete, as nginx logs it.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// How the server is stopping, as a response sees it.
+pub(crate) struct Drain<'a> {
+    /// Draining has begun: answer with `Connection: close`.
+    pub stopping: &'a AtomicBool,
+    /// The drain deadline passed: streams should end now.
+    pub cut: &'a AtomicBool,
 }
 
 /// Writes the one response to one request.
 pub struct Responder<'a> {
     stream: &'a mut TcpStream,
-    stopping: &'a AtomicBool,
+    drain: Drain<'a>,
     state: ResponseState,
     keep_alive: bool,
     head_only: bool,
+    http10: bool,
+    send_timeout: Duration,
     status: u16,
+    /// Body bytes the client was given (written to the socket).
     bytes: u64,
+    /// Header fields added to whatever response is written.
+    added: Vec<(&'static str, String)>,
     /// Access-log facts set by the handler.
     pub log: LogFields,
 }
@@ -51,18 +76,23 @@ pub struct Responder<'a> {
 impl<'a> Responder<'a> {
     pub(crate) fn new(
         stream: &'a mut TcpStream,
-        stopping: &'a AtomicBool,
+        drain: Drain<'a>,
         keep_alive: bool,
         head_only: bool,
+        http10: bool,
+        send_timeout: Duration,
     ) -> Self {
         Self {
             stream,
-            stopping,
+            drain,
             state: ResponseState::Pending,
             keep_alive,
             head_only,
+            http10,
+            send_timeout,
             status: 0,
             bytes: 0,
+            added: Vec::new(),
             log: LogFields::default(),
         }
     }
@@ -72,7 +102,16 @@ impl<'a> Responder<'a> {
         self.status
     }
 
-    /// Body bytes written.
+    /// The status for the access log and metrics: the one sent, or 499
+    /// when the client went away before the response was complete.
+    pub fn logged_status(&self) -> u16 {
+        match self.state {
+            ResponseState::Broken => CLIENT_CLOSED,
+            _ => self.status,
+        }
+    }
+
+    /// Body bytes written to the client.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
@@ -87,9 +126,26 @@ impl<'a> Responder<'a> {
         self.keep_alive && self.state == ResponseState::Done
     }
 
+    /// Adds a header field to the response, whichever part of the handler
+    /// ends up writing it (CORS, `Vary`, `Allow`).
+    pub fn add_header(&mut self, name: &'static str, value: String) {
+        self.added.push((name, value));
+    }
+
     /// Makes the server close the connection after this response.
     pub fn close_after(&mut self) {
         self.keep_alive = false;
+    }
+
+    /// Whether the server's drain deadline has passed: a long stream
+    /// should end now, with an in-band error, rather than be cut mid-event.
+    pub fn must_end(&self) -> bool {
+        self.drain.cut.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server is draining (shorter waits are in order).
+    pub fn is_stopping(&self) -> bool {
+        self.drain.stopping.load(Ordering::Relaxed)
     }
 
     /// Sends a whole response.
@@ -97,14 +153,20 @@ impl<'a> Responder<'a> {
         if self.state != ResponseState::Pending {
             return Err(io::Error::other("response already started"));
         }
+        // 1xx, 204 and 304 carry no body and no Content-Length (RFC 9110 §8.6).
+        let bodiless = matches!(status, 100..=199 | 204 | 304);
         let mut buf = Vec::with_capacity(256 + body.len());
-        self.write_head(&mut buf, status, headers, Some(body.len()));
-        if !self.head_only {
+        self.write_head(&mut buf, status, headers, (!bodiless).then_some(body.len()));
+        let head_len = buf.len();
+        if !self.head_only && !bodiless {
             buf.extend_from_slice(body);
         }
-        self.state = ResponseState::Done;
-        self.bytes = body.len() as u64;
-        self.stream.write_all(&buf)
+        let written = self.write(&buf);
+        self.bytes = written.saturating_sub(head_len) as u64;
+        if self.state != ResponseState::Broken {
+            self.state = ResponseState::Done;
+        }
+        self.result()
     }
 
     /// Sends a JSON body.
@@ -120,8 +182,10 @@ impl<'a> Responder<'a> {
         self.send(status, &headers, body)
     }
 
-    /// Starts a chunked (streamed) response; write events with
-    /// [`ChunkWriter::send`] and end it with [`ChunkWriter::finish`].
+    /// Starts a streamed response; write events with [`ChunkWriter::send`]
+    /// and end it with [`ChunkWriter::finish`]. HTTP/1.0 clients get the
+    /// body delimited by closing the connection, since they cannot read
+    /// chunked coding.
     pub fn start_stream(
         &mut self,
         status: u16,
@@ -130,14 +194,45 @@ impl<'a> Responder<'a> {
         if self.state != ResponseState::Pending {
             return Err(io::Error::other("response already started"));
         }
+        if self.http10 {
+            self.keep_alive = false;
+        }
         let mut buf = Vec::with_capacity(256);
         self.write_head(&mut buf, status, headers, None);
         self.state = ResponseState::Streaming;
-        self.stream.write_all(&buf)?;
+        self.write(&buf);
+        self.result()?;
         Ok(ChunkWriter {
             responder: self,
             buf: Vec::with_capacity(1024),
         })
+    }
+
+    fn result(&self) -> io::Result<()> {
+        if self.state == ResponseState::Broken {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "client went away or stopped reading",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes all of `buf` within the send timeout; returns the bytes
+    /// written. On failure the response is marked broken.
+    fn write(&mut self, buf: &[u8]) -> usize {
+        if self.state == ResponseState::Broken {
+            return 0;
+        }
+        match write_all_by(self.stream, buf, Instant::now() + self.send_timeout) {
+            Ok(()) => buf.len(),
+            Err(written) => {
+                self.state = ResponseState::Broken;
+                self.keep_alive = false;
+                written
+            }
+        }
     }
 
     fn write_head(
@@ -155,7 +250,8 @@ impl<'a> Responder<'a> {
         buf.extend_from_slice(b"\r\nDate: ");
         with_http_date(|d| buf.extend_from_slice(d.as_bytes()));
         buf.extend_from_slice(b"\r\nServer: aiproxy\r\n");
-        for (name, value) in headers {
+        let added = self.added.iter().map(|(n, v)| (*n, v.as_str()));
+        for (name, value) in headers.iter().copied().chain(added) {
             // Header values come from our own code, but a value copied from
             // upstream must never be able to inject a second header.
             if value.bytes().any(|b| b == b'\r' || b == b'\n') {
@@ -166,25 +262,57 @@ impl<'a> Responder<'a> {
             buf.extend_from_slice(value.as_bytes());
             buf.extend_from_slice(b"\r\n");
         }
+        let bodiless = matches!(status, 100..=199 | 204 | 304);
         match len {
             Some(n) => {
                 buf.extend_from_slice(b"Content-Length: ");
                 buf.extend_from_slice(n.to_string().as_bytes());
                 buf.extend_from_slice(b"\r\n");
             }
-            None if !self.head_only => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-            None => {}
+            None if bodiless || self.head_only || self.http10 => {}
+            None => buf.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         // A server that is draining tells every client it is closing.
-        if self.stopping.load(Ordering::Relaxed) {
+        if self.drain.stopping.load(Ordering::Relaxed) {
             self.keep_alive = false;
         }
-        if !self.keep_alive || len.is_none() && self.head_only {
+        // A HEAD answer to a stream has no length to delimit it either.
+        if len.is_none() && self.head_only && !bodiless {
             self.keep_alive = false;
+        }
+        if !self.keep_alive {
             buf.extend_from_slice(b"Connection: close\r\n");
+        } else if self.http10 {
+            // HTTP/1.0 closes unless told otherwise (RFC 9112 §9.3).
+            buf.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         buf.extend_from_slice(b"\r\n");
     }
+}
+
+/// Writes all of `buf` before `deadline`. The socket is blocking; its
+/// timeout is set to what is left before each write after the first
+/// partial one, so the deadline bounds the whole buffer. On failure,
+/// returns how many bytes did go out.
+fn write_all_by(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result<(), usize> {
+    let mut written = 0;
+    let mut first = true;
+    while written < buf.len() {
+        if !first {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+                return Err(written);
+            }
+        }
+        first = false;
+        match stream.write(&buf[written..]) {
+            Ok(0) => return Err(written),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(written),
+        }
+    }
+    Ok(())
 }
 
 /// The body writer of a streamed response.
@@ -198,24 +326,50 @@ impl ChunkWriter<'_, '_> {
     /// An error means the client is gone: stop producing.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() || self.responder.head_only {
-            return Ok(());
+            return self.responder.result();
         }
         self.buf.clear();
-        self.buf
-            .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        let framed = !self.responder.http10;
+        if framed {
+            self.buf
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        let prefix = self.buf.len();
         self.buf.extend_from_slice(data);
-        self.buf.extend_from_slice(b"\r\n");
-        self.responder.bytes += data.len() as u64;
-        self.responder.stream.write_all(&self.buf)
+        if framed {
+            self.buf.extend_from_slice(b"\r\n");
+        }
+        let buf = std::mem::take(&mut self.buf);
+        let written = self.responder.write(&buf);
+        self.responder.bytes += written.saturating_sub(prefix).min(data.len()) as u64;
+        self.buf = buf;
+        self.responder.result()
     }
 
-    /// Ends the body with the terminating chunk.
+    /// Whether the server's drain deadline has passed (see
+    /// [`Responder::must_end`]).
+    pub fn must_end(&self) -> bool {
+        self.responder.must_end()
+    }
+
+    /// Whether the server is draining.
+    pub fn is_stopping(&self) -> bool {
+        self.responder.is_stopping()
+    }
+
+    /// Ends the body: the terminating chunk, or nothing for HTTP/1.0,
+    /// whose body ends when the connection closes.
     pub fn finish(self) -> io::Result<()> {
-        self.responder.state = ResponseState::Done;
-        if self.responder.head_only {
-            return Ok(());
+        if self.responder.state == ResponseState::Broken {
+            return self.responder.result();
         }
-        self.responder.stream.write_all(b"0\r\n\r\n")
+        if !self.responder.head_only && !self.responder.http10 {
+            self.responder.write(b"0\r\n\r\n");
+        }
+        if self.responder.state != ResponseState::Broken {
+            self.responder.state = ResponseState::Done;
+        }
+        self.responder.result()
     }
 }
 
@@ -233,6 +387,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         413 => "Content Too Large",
         415 => "Unsupported Media Type",
+        417 => "Expectation Failed",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -258,15 +413,41 @@ pub fn simple_error(status: u16, message: &str, extra: &str) -> Vec<u8> {
             "invalid_request_error"
         }
     );
-    let mut out = format!(
-        "HTTP/1.1 {status} {}\r\nServer: aiproxy\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-        reason(status),
-        body.len()
-    )
-    .into_bytes();
+    let mut out = Vec::with_capacity(256 + body.len());
+    closing_head(&mut out, status, body.len());
+    out.extend_from_slice(b"Content-Type: application/json\r\n");
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body.as_bytes());
     out
+}
+
+/// A whole response that closes the connection: status, headers (values
+/// with CR or LF are dropped) and body.
+pub fn closing_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256 + body.len());
+    closing_head(&mut out, status, body.len());
+    for (name, value) in headers {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// Status line, `Date`, `Server`, `Content-Length` and `Connection: close`.
+fn closing_head(out: &mut Vec<u8>, status: u16, len: usize) {
+    out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\nDate: ", reason(status)).as_bytes());
+    with_http_date(|d| out.extend_from_slice(d.as_bytes()));
+    out.extend_from_slice(
+        format!("\r\nServer: aiproxy\r\nContent-Length: {len}\r\nConnection: close\r\n").as_bytes(),
+    );
 }
 
 fn json_string(s: &str) -> String {
@@ -350,7 +531,7 @@ mod tests {
     #[test]
     fn simple_error_is_a_complete_response() {
         let raw = String::from_utf8(simple_error(503, "busy", "Retry-After: 1\r\n")).unwrap();
-        assert!(raw.starts_with("HTTP/1.1 503 Service Unavailable\r\n"));
+        assert!(raw.starts_with("HTTP/1.1 503 Service Unavailable\r\nDate: "));
         assert!(raw.contains("Retry-After: 1\r\n"));
         let (_, body) = raw.split_once("\r\n\r\n").unwrap();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();

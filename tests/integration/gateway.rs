@@ -181,7 +181,7 @@ fn stream_events_keep_their_pacing_through_the_proxy() {
     let mut s = connect(p.addr());
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
         CHAT_STREAM.len()
     )
     .unwrap();
@@ -288,7 +288,7 @@ fn client_disconnect_mid_stream_closes_the_upstream_request() {
     let mut s = connect(p.addr());
     write!(
         s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
         CHAT_STREAM.len()
     )
     .unwrap();
@@ -435,13 +435,27 @@ fn health_reports_providers_without_secrets() {
 }
 
 #[test]
-fn cors_preflight_allows_every_sdk_header() {
-    let p = Proxy(Some(aiproxy::start(base_config()).unwrap()));
-    let resp = roundtrip(
-        p.addr(),
-        b"OPTIONS /v1/messages HTTP/1.1\r\nHost: t\r\nOrigin: http://app\r\nAccess-Control-Request-Method: POST\r\nConnection: close\r\n\r\n",
-    );
+fn cors_preflight_allows_sdk_headers_only_for_listed_origins() {
+    const PREFLIGHT: &[u8] =
+        b"OPTIONS /v1/messages HTTP/1.1\r\nHost: localhost\r\nOrigin: http://app\r\n\
+        Access-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: x-evil\r\n\
+        Connection: close\r\n\r\n";
+    let closed = Proxy(Some(aiproxy::start(base_config()).unwrap()));
+    let resp = roundtrip(closed.addr(), PREFLIGHT);
     assert_eq!(resp.status, 204);
+    assert_eq!(resp.header("access-control-allow-origin"), None);
+    assert_eq!(resp.header("access-control-allow-headers"), None);
+
+    let mut config = base_config();
+    config.cors_origins = vec!["http://app".into()];
+    let open = Proxy(Some(aiproxy::start(config).unwrap()));
+    let resp = roundtrip(open.addr(), PREFLIGHT);
+    assert_eq!(resp.status, 204);
+    assert_eq!(
+        resp.header("access-control-allow-origin"),
+        Some("http://app")
+    );
+    assert_eq!(resp.header("content-length"), None, "204 has no length");
     let allowed = resp
         .header("access-control-allow-headers")
         .unwrap()
@@ -455,4 +469,8 @@ fn cors_preflight_allows_every_sdk_header() {
     ] {
         assert!(allowed.contains(h), "{h} missing from {allowed}");
     }
+    assert!(
+        !allowed.contains("x-evil"),
+        "requested headers echoed: {allowed}"
+    );
 }

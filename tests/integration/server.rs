@@ -72,12 +72,11 @@ impl TestServer {
             workers: 4,
             queue_capacity: 4,
             max_body_bytes: 1024 * 1024,
-            max_header_bytes: 32 * 1024,
-            max_headers: 100,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             worker_stack_bytes: 256 * 1024,
+            ..Settings::default()
         };
         tweak(&mut settings);
         let (release, release_rx) = crossbeam_channel::unbounded();
@@ -117,7 +116,7 @@ fn huge_content_length_is_rejected_with_413_and_flat_memory() {
     let before = rss_kib();
     let resp = roundtrip(
         t.addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100000000000\r\n\r\nabc",
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000000000\r\n\r\nabc",
     );
     assert_eq!(resp.status, 413);
     assert!(
@@ -133,7 +132,7 @@ fn chunked_body_over_the_limit_is_rejected_with_413() {
     let t = TestServer::start(|s| s.max_body_bytes = 10);
     let resp = roundtrip(
         t.addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n01234567\r\n8\r\n89abcdef\r\n0\r\n\r\n",
     );
     assert_eq!(resp.status, 413);
 }
@@ -143,7 +142,7 @@ fn chunked_body_within_the_limit_is_decoded() {
     let t = TestServer::start(|_| {});
     let resp = roundtrip(
         t.addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
     );
     assert_eq!(resp.status, 200);
     assert_eq!(resp.body, b"hello world");
@@ -166,7 +165,7 @@ fn megabyte_header_line_gets_431() {
 #[test]
 fn too_many_header_fields_get_431() {
     let t = TestServer::start(|_| {});
-    let mut raw = String::from("GET / HTTP/1.1\r\nHost: t\r\n");
+    let mut raw = String::from("GET / HTTP/1.1\r\nHost: localhost\r\n");
     for i in 0..150 {
         raw.push_str(&format!("X-F{i}: v\r\n"));
     }
@@ -178,7 +177,9 @@ fn too_many_header_fields_get_431() {
 fn slow_header_client_is_closed_at_the_deadline() {
     let t = TestServer::start(|s| s.header_timeout = Duration::from_millis(500));
     let mut stream = connect(t.addr);
-    stream.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n").unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
     let started = Instant::now();
     let resp = read_response(&mut stream);
     assert_eq!(resp.status, 408);
@@ -220,14 +221,14 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let mut stream = connect(t.addr);
     stream
         .write_all(
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none\
-              POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo",
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\none\
+              POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n\r\ntwo",
         )
         .unwrap();
     assert_eq!(read_response(&mut stream).body, b"one");
     assert_eq!(read_response(&mut stream).body, b"two");
     stream
-        .write_all(b"GET /x HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut stream).body, b"ok");
 }
@@ -238,7 +239,7 @@ fn expect_100_continue_is_honoured() {
     let mut stream = connect(t.addr);
     stream
         .write_all(
-            b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
         )
         .unwrap();
     assert_eq!(read_response(&mut stream).status, 100);
@@ -252,7 +253,7 @@ fn oversized_expect_100_continue_gets_413_without_continue() {
     let t = TestServer::start(|s| s.max_body_bytes = 10);
     let resp = roundtrip(
         t.addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n",
     );
     assert_eq!(resp.status, 413);
 }
@@ -265,14 +266,14 @@ fn full_queue_answers_503_with_retry_after() {
     });
     let mut first = connect(t.addr);
     first
-        .write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     t.entered
         .recv_timeout(Duration::from_secs(5))
         .expect("first request reached the worker");
     let mut queued = connect(t.addr);
     queued
-        .write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     // The queued request occupies the only queue slot once the poller saw it;
     // retry the third until the poller has dispatched the second.
@@ -296,7 +297,7 @@ fn sse_events_arrive_when_they_are_produced() {
     let t = TestServer::start(|_| {});
     let mut stream = connect(t.addr);
     stream
-        .write_all(b"GET /sse HTTP/1.1\r\nHost: t\r\n\r\n")
+        .write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut arrivals = Vec::new();
     let mut seen = Vec::new();
@@ -320,27 +321,42 @@ fn sse_events_arrive_when_they_are_produced() {
 }
 
 #[test]
-fn shutdown_lets_in_flight_requests_finish_and_stops_accepting() {
+fn shutdown_drains_in_flight_answers_new_requests_503_then_stops() {
     let mut t = TestServer::start(|_| {});
     let mut busy = connect(t.addr);
-    busy.write_all(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+    busy.write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     t.entered.recv_timeout(Duration::from_secs(5)).unwrap();
     let server = t.server.take().unwrap();
     let release = t.release.clone();
     let stopper = thread::spawn(move || server.shutdown(Duration::from_secs(5)));
-    // Wait until the listener is gone, then let the request finish.
+    // While draining the listener stays open, so that a health check sees
+    // 503 rather than a refused connection; nothing new is started.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while std::net::TcpStream::connect(t.addr).is_ok() {
-        assert!(Instant::now() < deadline, "still accepting after shutdown");
+    let refused = loop {
+        let resp = get(t.addr, "/");
+        if resp.status == 503 || Instant::now() > deadline {
+            break resp;
+        }
         thread::sleep(Duration::from_millis(10));
-    }
+    };
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert_eq!(refused.header("connection"), Some("close"));
     release.send(()).unwrap();
     let resp = read_response(&mut busy);
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("connection"), Some("close"));
     assert!(stopper.join().unwrap(), "drained in time");
-    assert!(t.handler.served.load(Ordering::SeqCst) >= 1);
+    assert!(
+        std::net::TcpStream::connect(t.addr).is_err(),
+        "still accepting after shutdown returned"
+    );
+    assert_eq!(
+        t.handler.served.load(Ordering::SeqCst),
+        1,
+        "a request that arrived while draining reached the handler"
+    );
 }
 
 #[test]
@@ -348,7 +364,7 @@ fn conflicting_framing_is_refused() {
     let t = TestServer::start(|_| {});
     let resp = roundtrip(
         t.addr,
-        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     );
     assert_eq!(resp.status, 400);
 }

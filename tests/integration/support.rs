@@ -120,7 +120,7 @@ pub fn roundtrip(addr: SocketAddr, raw: &[u8]) -> Response {
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     roundtrip(
         addr,
-        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
     )
 }
 
@@ -129,7 +129,7 @@ pub fn post_json(addr: SocketAddr, path: &str, headers: &str, body: &str) -> Res
     roundtrip(
         addr,
         format!(
-            "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n{headers}\r\n{body}",
             body.len()
         )

@@ -1,0 +1,672 @@
+//! The poller thread: accepts, reads heads and bodies, writes its own
+//! short answers, enforces deadlines and the connection bound, and hands
+//! complete requests to the workers. Nothing here blocks: every socket the
+//! poller touches is non-blocking, and an answer that does not fit in the
+//! socket buffer waits in the connection's output for writability.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+
+use super::request::{self, BodyFraming, BodyReader, Head, ParseStatus, RequestError};
+use super::response;
+use super::{Job, Returned, Shared, WorkerPool};
+
+const LISTENER: Token = Token(0);
+pub(super) const WAKER: Token = Token(1);
+const FIRST_CONN: usize = 2;
+
+/// How often deadlines are checked when nothing else happens.
+const TICK: Duration = Duration::from_millis(100);
+/// Pause before retrying `accept` after EMFILE/ENFILE and similar errors
+/// when no idle connection can be closed to make room.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long input is drained after an answer that ends the connection.
+const LINGER: Duration = Duration::from_secs(1);
+/// Idle connections closed at once when file descriptors run out.
+const EVICT_BATCH: usize = 16;
+/// At most one resource warning per this interval; the rest are counted.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts a connection as open for as long as it exists.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A client connection and what the poller knows of it.
+pub(super) struct Conn {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    /// Input received and not yet consumed.
+    buf: Vec<u8>,
+    /// Output the poller still has to write (its own answers, `100 Continue`).
+    pub(super) out: Vec<u8>,
+    phase: Phase,
+    /// When the current phase times out.
+    deadline: Instant,
+    /// `buf` was searched for the end of a head up to here.
+    scanned: usize,
+    /// The write side was shut down (lingering close under way).
+    write_shut: bool,
+    _open: OpenGuard,
+}
+
+enum Phase {
+    /// Between requests (keep-alive).
+    Idle,
+    /// Part of a head has arrived.
+    Head,
+    /// The head was accepted; its body is arriving.
+    Body(Box<Pending>),
+    /// An answer that ends the connection is written or being written;
+    /// input is drained until EOF or the deadline, then the socket closes.
+    Closing,
+}
+
+/// A request whose head was accepted and whose body is arriving.
+struct Pending {
+    head: Head,
+    reader: BodyReader,
+    received: Instant,
+}
+
+/// Rate-limits one kind of warning.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn warn(&mut self, message: &str) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_INTERVAL)
+        {
+            self.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut self.suppressed);
+        self.last = Some(now);
+        if suppressed > 0 {
+            crate::log::warn(&format!(
+                "{message} ({suppressed} more since the last warning)"
+            ));
+        } else {
+            crate::log::warn(message);
+        }
+    }
+}
+
+pub(super) struct Poller {
+    pool: WorkerPool,
+    /// Scratch space for non-blocking reads, allocated once.
+    scratch: Box<[u8]>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    jobs: Option<Sender<Job>>,
+    returns: Receiver<Returned>,
+    shared: Arc<Shared>,
+    accept_retry_at: Option<Instant>,
+    accept_warnings: Throttle,
+    stop_begun: bool,
+}
+
+impl Poller {
+    pub(super) fn new(
+        poll: Poll,
+        listener: TcpListener,
+        pool: WorkerPool,
+        jobs: Sender<Job>,
+        returns: Receiver<Returned>,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            LISTENER,
+            Interest::READABLE,
+        )?;
+        Ok(Self {
+            pool,
+            scratch: vec![0u8; 16 * 1024].into_boxed_slice(),
+            poll,
+            listener: Some(listener),
+            conns: Vec::new(),
+            free: Vec::new(),
+            jobs: Some(jobs),
+            returns,
+            shared,
+            accept_retry_at: None,
+            accept_warnings: Throttle::default(),
+            stop_begun: false,
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    crate::log::error(&format!("poll failed: {e}"));
+                    thread::sleep(TICK);
+                }
+                continue;
+            }
+            if self.shared.exit.load(Ordering::SeqCst) {
+                return;
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept_all(),
+                    WAKER => {}
+                    Token(t) => self.on_ready(t - FIRST_CONN),
+                }
+            }
+            while let Ok(returned) = self.returns.try_recv() {
+                self.adopt(returned);
+            }
+            if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
+                self.accept_retry_at = None;
+                self.accept_all();
+            }
+            if self.shared.stopping.load(Ordering::Relaxed) && !self.stop_begun {
+                self.stop_begun = true;
+                self.close_idle();
+            }
+            let now = Instant::now();
+            if now.duration_since(last_sweep) >= TICK {
+                last_sweep = now;
+                self.sweep(now);
+            }
+        }
+    }
+
+    fn close_idle(&mut self) {
+        for slot in 0..self.conns.len() {
+            if matches!(self.conns[slot].as_ref(), Some(c) if matches!(c.phase, Phase::Idle)) {
+                self.close(slot);
+            }
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.on_accepted(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS…: the pending connection stays
+                    // queued in the kernel. Make room by closing the oldest
+                    // idle keep-alive connections (nginx does the same),
+                    // else retry after a pause instead of spinning.
+                    let closed = self.evict_idle(EVICT_BATCH);
+                    self.accept_warnings.warn(&format!(
+                        "accept failed: {e}; closed {closed} idle connections"
+                    ));
+                    if closed == 0 {
+                        self.accept_retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let guard = OpenGuard::new(&self.shared.open);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let _ = stream.set_nodelay(true);
+        let max = self.shared.settings.max_connections;
+        if self.shared.open.load(Ordering::Relaxed) > max && self.evict_idle(1) == 0 {
+            // Every connection is busy: say so rather than queue without end.
+            self.accept_warnings.warn(&format!(
+                "{max} connections open (--max-connections), none idle: answering 503"
+            ));
+            let answer = response::simple_error(
+                503,
+                "too many connections, retry shortly",
+                "Retry-After: 1\r\n",
+            );
+            let _ = (&stream).write(&answer);
+            let _ = stream.shutdown(Shutdown::Write);
+            return;
+        }
+        let conn = Conn {
+            stream,
+            peer,
+            buf: Vec::new(),
+            out: Vec::new(),
+            phase: Phase::Idle,
+            deadline: Instant::now() + self.shared.settings.header_timeout,
+            scanned: 0,
+            write_shut: false,
+            _open: guard,
+        };
+        if let Some(slot) = self.insert(conn) {
+            // A fresh connection may already carry its request.
+            self.on_ready(slot);
+        }
+    }
+
+    /// Closes up to `n` idle keep-alive connections, oldest first.
+    fn evict_idle(&mut self, n: usize) -> usize {
+        let mut closed = 0;
+        while closed < n {
+            let oldest = self
+                .conns
+                .iter()
+                .enumerate()
+                .filter_map(|(slot, c)| match c {
+                    Some(c) if matches!(c.phase, Phase::Idle) => Some((c.deadline, slot)),
+                    _ => None,
+                })
+                .min();
+            let Some((_, slot)) = oldest else { break };
+            self.close(slot);
+            closed += 1;
+        }
+        closed
+    }
+
+    /// Takes back a connection from a worker.
+    fn adopt(&mut self, returned: Returned) {
+        let now = Instant::now();
+        match returned {
+            Returned::KeepAlive(mut conn) => {
+                if self.shared.stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                conn.scanned = 0;
+                if conn.buf.is_empty() {
+                    conn.phase = Phase::Idle;
+                    conn.deadline = now + self.shared.settings.idle_timeout;
+                } else {
+                    conn.phase = Phase::Head;
+                    conn.deadline = now + self.shared.settings.header_timeout;
+                }
+                let pipelined = !conn.buf.is_empty();
+                if let Some(slot) = self.insert(conn)
+                    && pipelined
+                {
+                    self.advance(slot);
+                }
+            }
+            Returned::Linger(mut conn) => {
+                conn.phase = Phase::Closing;
+                conn.buf = Vec::new();
+                conn.deadline = now + LINGER;
+                let _ = conn.stream.shutdown(Shutdown::Write);
+                conn.write_shut = true;
+                self.insert(conn);
+            }
+        }
+    }
+
+    fn insert(&mut self, conn: Conn) -> Option<usize> {
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.conns.push(None);
+                self.conns.len() - 1
+            }
+        };
+        let fd = conn.stream.as_raw_fd();
+        // Edge-triggered; writable events matter only while `out` holds
+        // bytes, and cost nothing otherwise.
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut SourceFd(&fd),
+                Token(slot + FIRST_CONN),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            self.free.push(slot);
+            return None;
+        }
+        self.conns[slot] = Some(conn);
+        Some(slot)
+    }
+
+    /// The socket is readable or writable (or both, or closed).
+    fn on_ready(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if flush(conn).is_err() {
+            self.close(slot);
+            return;
+        }
+        if matches!(conn.phase, Phase::Closing) {
+            self.drain_closing(slot);
+            return;
+        }
+        loop {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close(slot);
+                    return;
+                }
+                Ok(n) => {
+                    conn.buf.extend_from_slice(&self.scratch[..n]);
+                    if !self.advance(slot) {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(slot);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and discards input of a closing connection; closes it at EOF.
+    fn drain_closing(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if conn.out.is_empty() && !conn.write_shut {
+            let _ = conn.stream.shutdown(Shutdown::Write);
+            conn.write_shut = true;
+        }
+        loop {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        if conn.out.is_empty() {
+            self.close(slot);
+        }
+    }
+
+    /// Moves a connection on with the input it has; false once it left
+    /// its slot or must not be read further.
+    fn advance(&mut self, slot: usize) -> bool {
+        loop {
+            let settings = &self.shared.settings;
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return false;
+            };
+            match &mut conn.phase {
+                Phase::Closing => return false,
+                Phase::Body(pending) => {
+                    let used = match pending.reader.feed(&conn.buf) {
+                        Ok(used) => used,
+                        Err(err) => {
+                            self.refuse(slot, &err);
+                            return false;
+                        }
+                    };
+                    conn.buf.drain(..used);
+                    if !pending.reader.is_complete() {
+                        return true;
+                    }
+                    self.dispatch(slot);
+                    return false;
+                }
+                Phase::Idle | Phase::Head => {
+                    if conn.buf.is_empty() {
+                        return true;
+                    }
+                    if matches!(conn.phase, Phase::Idle) {
+                        conn.phase = Phase::Head;
+                        conn.deadline = Instant::now() + settings.header_timeout;
+                    }
+                    // Parse only once the bytes could hold a complete head,
+                    // so a head sent a byte at a time costs linear time.
+                    let from = conn.scanned.saturating_sub(3);
+                    conn.scanned = conn.buf.len();
+                    if conn.buf.len() <= settings.max_header_bytes
+                        && !may_end_head(&conn.buf[from..])
+                    {
+                        return true;
+                    }
+                    match request::parse_head(
+                        &conn.buf,
+                        settings.max_header_bytes,
+                        settings.max_headers,
+                    ) {
+                        Ok(ParseStatus::Partial) => return true,
+                        Ok(ParseStatus::Complete(head, len)) => {
+                            conn.buf.drain(..len);
+                            conn.scanned = 0;
+                            if !self.accept_head(slot, head) {
+                                return false;
+                            }
+                        }
+                        Err(err) => {
+                            self.refuse(slot, &err);
+                            return false;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Screens a complete head; starts reading its body if it passes.
+    fn accept_head(&mut self, slot: usize, head: Head) -> bool {
+        let settings = &self.shared.settings;
+        let head_only = head.method() == "HEAD";
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        if let Some(rejection) = self.shared.handler.screen(&head, conn.peer) {
+            self.shared.handler.log_rejected(&head, &rejection);
+            self.answer_and_close(slot, rejection.to_bytes(head_only));
+            return false;
+        }
+        if self.shared.stopping.load(Ordering::Relaxed) || self.jobs.is_none() {
+            // Draining: still accepting, so that health checks see 503
+            // rather than a refused connection, but starting nothing new.
+            let answer = response::simple_error(
+                503,
+                "server is shutting down, retry on another instance",
+                "Retry-After: 1\r\n",
+            );
+            self.answer_and_close(slot, answer);
+            return false;
+        }
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
+        };
+        let reader = match BodyReader::new(head.framing, settings.max_body_bytes) {
+            Ok(reader) => reader,
+            Err(err) => {
+                self.refuse(slot, &err);
+                return false;
+            }
+        };
+        // `100 Continue` only to a request that passed screening, fits the
+        // limit and whose body is not already on its way; never to HTTP/1.0
+        // (RFC 9110 §10.1.1).
+        if head.expect_continue
+            && head.minor_version >= 1
+            && conn.buf.is_empty()
+            && !reader.is_complete()
+        {
+            conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            if flush(conn).is_err() {
+                self.close(slot);
+                return false;
+            }
+        }
+        let now = Instant::now();
+        conn.deadline = now + settings.body_timeout;
+        conn.phase = Phase::Body(Box::new(Pending {
+            head,
+            reader,
+            received: now,
+        }));
+        true
+    }
+
+    /// Hands a complete request to the workers, or answers 503.
+    fn dispatch(&mut self, slot: usize) {
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        let Phase::Body(pending) = std::mem::replace(&mut conn.phase, Phase::Idle) else {
+            return;
+        };
+        let Some(jobs) = self.jobs.as_ref() else {
+            return;
+        };
+        let Pending {
+            head,
+            reader,
+            received,
+        } = *pending;
+        self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.pool.grow_for(jobs.len() + 1);
+        let job = Job {
+            conn,
+            chunked: head.framing == BodyFraming::Chunked,
+            head,
+            body: reader.into_body(),
+            received,
+            queued: Instant::now(),
+        };
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = jobs.try_send(job) {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            let answer =
+                response::simple_error(503, "server busy, retry shortly", "Retry-After: 1\r\n");
+            if let Some(slot) = self.insert(job.conn) {
+                self.answer_and_close(slot, answer);
+            }
+        }
+    }
+
+    /// Answers a request that could not be read, and closes.
+    fn refuse(&mut self, slot: usize, err: &RequestError) {
+        let (status, why) = err.status();
+        self.answer_and_close(slot, response::simple_error(status, why, ""));
+    }
+
+    /// Queues `answer`, then closes the connection without resetting the
+    /// answer away: the write side is shut once the answer is out and the
+    /// input drained for a moment.
+    fn answer_and_close(&mut self, slot: usize, answer: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.out.extend_from_slice(&answer);
+        conn.buf = Vec::new();
+        conn.phase = Phase::Closing;
+        conn.deadline = Instant::now() + LINGER;
+        if flush(conn).is_err() {
+            self.close(slot);
+            return;
+        }
+        self.drain_closing(slot);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        for slot in 0..self.conns.len() {
+            let Some(conn) = self.conns[slot].as_ref() else {
+                continue;
+            };
+            if now < conn.deadline {
+                continue;
+            }
+            match conn.phase {
+                Phase::Idle | Phase::Closing => self.close(slot),
+                Phase::Head => {
+                    let answer =
+                        response::simple_error(408, "request head not received in time", "");
+                    self.answer_and_close(slot, answer);
+                }
+                Phase::Body(_) => self.refuse(slot, &RequestError::Timeout),
+            }
+        }
+    }
+
+    fn take(&mut self, slot: usize) -> Option<Conn> {
+        let conn = self.conns.get_mut(slot)?.take()?;
+        let _ = self
+            .poll
+            .registry()
+            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+        self.free.push(slot);
+        Some(conn)
+    }
+
+    fn close(&mut self, slot: usize) {
+        drop(self.take(slot));
+    }
+}
+
+/// Writes as much of the pending output as the socket takes now.
+fn flush(conn: &mut Conn) -> io::Result<()> {
+    while !conn.out.is_empty() {
+        match conn.stream.write(&conn.out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                conn.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `bytes` contain the blank line that ends a head (CRLF or bare
+/// LF line endings).
+fn may_end_head(bytes: &[u8]) -> bool {
+    bytes.windows(2).any(|w| w == b"\n\n" || w == b"\n\r")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_can_only_end_at_a_blank_line() {
+        assert!(!may_end_head(b"GET / HTTP/1.1\r\nHost: x\r"));
+        assert!(may_end_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(may_end_head(b"x\n\n"));
+    }
+}
