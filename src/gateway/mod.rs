@@ -13,11 +13,12 @@ mod readers;
 
 pub use ops::MetricsOnly;
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::cache::{self, Cache};
 use crate::config::{Config, LogLevel};
 use crate::log::{self, Field};
@@ -64,16 +65,21 @@ impl Failure {
     }
 }
 
+/// Longest client-chosen text (a path, a method, a model name) echoed into
+/// an error message or a log line.
+pub(super) const MAX_ECHO_BYTES: usize = 256;
+
 /// The cache settings a configuration asks for.
-fn cache_settings(config: &Config) -> cache::Settings {
+pub(crate) fn cache_settings(config: &Config) -> cache::Settings {
     let max_bytes =
         usize::try_from(config.cache.max_size_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cache::Settings {
         enabled: config.cache.enabled,
         max_bytes,
         ttl: config.cache.ttl,
-        max_entry_bytes: (max_bytes / 16).max(1),
-        shards: cache::Settings::shards_for_workers(config.workers),
+        max_entry_bytes: (max_bytes / cache::MAX_ENTRY_SHARE).max(1),
+        shards: cache::Settings::shards_for(max_bytes, cores),
         coalesce_timeout: config.upstream.timeout,
         redis: config.redis.as_ref().map(|r| cache::RedisSettings {
             password: r.password.clone(),
@@ -99,12 +105,10 @@ impl Gateway {
         let metrics = config.metrics.enabled.then(|| {
             Metrics::with_options(MetricsOptions {
                 providers: config.model_providers.clone(),
-                known_models: config
-                    .model_routes
-                    .keys()
-                    .filter(|k| !k.ends_with('*'))
-                    .cloned()
-                    .collect(),
+                known_models: known_models(&config, &registry),
+                // Only the known names: metrics are served without a key,
+                // and a model name is the client's to choose.
+                max_models: 0,
                 redis: config.redis.is_some(),
                 ..MetricsOptions::default()
             })
@@ -144,6 +148,9 @@ impl Gateway {
         } else {
             build_cache(&config)
         };
+        if let Some(m) = &self.metrics {
+            m.add_known_models(&known_models(&config, &registry));
+        }
         let fresh = Arc::new(State {
             config,
             registry,
@@ -181,10 +188,11 @@ impl Gateway {
     fn dispatch(&self, req: &Request, out: &mut Responder<'_>) -> Result<(), (Protocol, Failure)> {
         let state = self.current();
         let state = &*state;
-        let (prefix, path) = routing::split_provider_prefix(req.path());
-        let route = routing::route(req.method(), path);
+        let config = &state.config;
+        let (prefix, route) = routing::resolve(req.method(), req.path());
         out.log.route = route.template();
         let proto = client_protocol(&route, req);
+        let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
         // Routes answered without authentication.
         match route {
             Route::Preflight => {
@@ -192,7 +200,7 @@ impl Gateway {
                 return Ok(());
             }
             Route::Health => {
-                self.health(state, out);
+                self.health(state, out, access != Access::Denied);
                 return Ok(());
             }
             Route::Metrics => {
@@ -208,20 +216,36 @@ impl Gateway {
                 return Ok(());
             }
             Route::NotFound => {
-                let message = format!("no route for {} {}", req.method(), req.path());
+                let message = format!(
+                    "no route for {} {}",
+                    echo(req.method(), MAX_ECHO_BYTES),
+                    echo(req.path(), MAX_ECHO_BYTES)
+                );
                 return Err((proto, Failure::new(404, message)));
             }
             Route::MethodNotAllowed(allowed) => {
-                let body = protocol::error_body(proto, 405, &format!("use {allowed} for {path}"));
+                let message = format!("use {allowed} for {}", echo(req.path(), MAX_ECHO_BYTES));
+                let body = protocol::error_body(proto, 405, &message);
                 let _ = out.send_json(405, &[("Allow", allowed), CORS_ORIGIN], &body);
                 return Ok(());
             }
             _ => {}
         }
-        if !auth::authorized(req, &state.config.api_keys) {
+        if access == Access::Denied {
             let message = "Unauthorized: API key is invalid or missing. Send it as \
                            `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`.";
             return Err((proto, Failure::new(401, message)));
+        }
+        if matches!(route, Route::CacheClear | Route::CacheSwitch(_)) && access != Access::Admin {
+            // Reached without a key only when client keys are not required.
+            let status = if auth::presented_key(&req.head).is_some() {
+                403
+            } else {
+                401
+            };
+            let message = "Forbidden: this endpoint changes the gateway for every client and \
+                           needs an admin key (--admin-api-key).";
+            return Err((proto, Failure::new(status, message)));
         }
         if let Some(kind) = prefix
             && !state.registry.is_enabled(kind)
@@ -302,8 +326,9 @@ impl Handler for Gateway {
         if !log::enabled(LogLevel::Info) {
             return;
         }
+        let method = echo(req.method(), MAX_ECHO_BYTES);
         let mut fields = vec![
-            ("method", Field::Str(req.method())),
+            ("method", Field::Str(&method)),
             ("route", Field::Str(route)),
             ("status", Field::Num(u64::from(out.status()))),
             ("duration", Field::Secs(elapsed.as_secs_f64())),
@@ -342,6 +367,58 @@ fn client_protocol(route: &Route, req: &Request) -> Protocol {
             }
         }
     }
+}
+
+/// `raw`, a string the client chose, made fit to quote in an error message
+/// or a log line: at most about `max` bytes (cut with `...`), printable
+/// ASCII kept and everything else escaped (`\u{1b}`, `\u{e9}`), so
+/// neither a 32 KB path nor control characters reach a log.
+pub(super) fn echo(raw: &str, max: usize) -> Cow<'_, str> {
+    let plain = |c: char| (c.is_ascii_graphic() && c != '\\') || c == ' ';
+    if raw.len() <= max && raw.chars().all(plain) {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = String::with_capacity(max.min(raw.len()) + 16);
+    for c in raw.chars() {
+        if out.len() >= max {
+            out.push_str("...");
+            break;
+        }
+        if plain(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Model names that get a metrics label of their own: the configured
+/// routes and the built-in model lists of the enabled providers. The
+/// lists of openai-custom and claude-custom come from their upstream and
+/// are not fetched for this; route their models in `model_routes` to give
+/// them a label.
+fn known_models(config: &Config, registry: &Registry) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .model_routes
+        .keys()
+        .filter(|k| !k.ends_with('*'))
+        .cloned()
+        .collect();
+    for &kind in registry.enabled() {
+        if matches!(
+            kind,
+            ProviderKind::OpenAiCustom | ProviderKind::ClaudeCustom
+        ) {
+            continue;
+        }
+        for instance in registry.instances(kind) {
+            if let Ok(models) = instance.provider.models() {
+                names.extend(models.into_iter().map(|m| m.id));
+            }
+        }
+    }
+    names
 }
 
 /// The provider `model_routes` assigns to `model`: an exact key first,
@@ -401,7 +478,48 @@ mod tests {
         let s = cache_settings(&config);
         assert_eq!(s.max_bytes, 2 << 20);
         assert_eq!(s.max_entry_bytes, (2 << 20) / 16);
-        assert!(s.shards >= 200 && s.shards.is_power_of_two());
+        assert!(s.shards.is_power_of_two() && s.shards <= 32, "{}", s.shards);
         assert!(s.redis.is_none());
+    }
+
+    #[test]
+    fn shards_follow_capacity_and_cores_not_workers() {
+        use cache::Settings;
+        assert_eq!(Settings::shards_for(1 << 20, 2), 8);
+        assert_eq!(Settings::shards_for(1 << 20, 64), 16, "1 MB: 64 KB a shard");
+        assert_eq!(Settings::shards_for(100 << 20, 64), 64);
+        assert_eq!(Settings::shards_for(100 << 20, 3), 8);
+        assert_eq!(Settings::shards_for(1000, 8), 1);
+    }
+
+    #[test]
+    fn a_one_megabyte_cache_fills_with_fifty_kilobyte_answers() {
+        let mut config = Config::default();
+        config.cache.max_size_mb = 1;
+        let cache = Cache::new(cache_settings(&config));
+        let body = vec![b'x'; 50 * 1024];
+        let mut weight = 0;
+        for i in 0..40 {
+            let request = format!(r#"{{"messages":[{{"role":"user","content":"{i}"}}]}}"#);
+            let key = cache::Key::new(
+                ProviderKind::Mock,
+                "m",
+                Protocol::OpenAi,
+                request.as_bytes(),
+            )
+            .unwrap();
+            let entry = cache::Entry::new(200, "application/json", body.clone());
+            weight = entry.weight(&key);
+            cache.put(key, entry);
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.refused, 0, "{stats:?}");
+        assert!(stats.bytes <= stats.capacity_bytes, "{stats:?}");
+        assert!(
+            stats.bytes + weight as u64 > stats.capacity_bytes,
+            "full: no room for one more answer: {stats:?}"
+        );
+        assert_eq!(stats.entries, stats.capacity_bytes / weight as u64);
+        assert_eq!(stats.evictions, 40 - stats.entries, "{stats:?}");
     }
 }

@@ -99,6 +99,18 @@ impl LabelFolder {
         value
     }
 
+    /// Gives `known` values a label of their own, outside the budget (the
+    /// models of a reloaded configuration).
+    pub fn know<S: AsRef<str>>(&self, known: &[S]) {
+        let mut learned = self.learned.write().unwrap_or_else(|e| e.into_inner());
+        for k in known {
+            let k = k.as_ref();
+            if acceptable(k) && !learned.set.contains(k) {
+                learned.set.insert(Arc::from(k));
+            }
+        }
+    }
+
     /// Number of distinct values that have a label of their own.
     pub fn len(&self) -> usize {
         self.learned
