@@ -429,7 +429,9 @@ fn a_one_megabyte_cache_fills_with_fifty_kilobyte_answers() {
     assert_eq!(proxy.stats()["refused"], 2);
     let metrics = proxy.call("GET", "/metrics", false).text();
     assert!(
-        metrics.lines().any(|l| l == "aiproxy_cache_refused_total 2"),
+        metrics
+            .lines()
+            .any(|l| l == "aiproxy_cache_refused_total 2"),
         "{metrics}"
     );
 }

@@ -1415,6 +1415,62 @@ mod tests {
     }
 
     #[test]
+    fn admin_keys_and_cache_scope() {
+        let config = load(
+            Some("admin_api_key: [a1, a2]\ncache: {scope: per_key}\n"),
+            &[],
+            &[],
+        )
+        .unwrap();
+        let admins: Vec<&str> = config.admin_api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(admins, ["a1", "a2"]);
+        assert_eq!(config.cache.scope, CacheScope::PerKey);
+        let config = load(None, &[("AIPROXY_ADMIN_API_KEY", "e1,e2")], &[]).unwrap();
+        assert_eq!(config.admin_api_keys.len(), 2);
+        assert_eq!(config.cache.scope, CacheScope::Shared, "the default");
+        let config = load(
+            None,
+            &[],
+            &["--admin-api-key", "f", "--cache-scope=per_key"],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.admin_api_keys.len(), config.cache.scope),
+            (1, CacheScope::PerKey)
+        );
+        assert!(file_problem("cache: {scope: per-user}").contains("not one of shared, per_key"));
+        assert!(
+            problem(Some("host: 0.0.0.0\nadmin_api_key: a"), &[], &[]).starts_with("refusing"),
+            "an admin key alone leaves inference open"
+        );
+        assert!(is_secret("admin_api_key"));
+    }
+
+    #[test]
+    fn the_metrics_port_may_not_be_the_main_port() {
+        assert!(file_problem("port: 3100\nmetrics: {port: 3100}").contains("metrics.port: 3100"));
+        assert!(load(Some("port: 0\nmetrics: {port: 0}"), &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn a_listener_is_judged_by_the_address_given() {
+        let open = Config::default();
+        assert!(!open.leaves_listener_open("127.0.0.1:1".parse().unwrap()));
+        assert!(open.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
+        assert!(open.leaves_listener_open("[::]:1".parse().unwrap()));
+        let keyed = Config {
+            api_keys: vec![Secret::new("k")],
+            ..Config::default()
+        };
+        assert!(!keyed.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
+        let insecure = Config {
+            insecure_no_auth: true,
+            ..Config::default()
+        };
+        assert!(!insecure.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
+    }
+
+    #[test]
     fn api_keys_drop_empty_entries() {
         let config = load(None, &[], &["--api-key", "a,,b, "]).unwrap();
         let keys: Vec<&str> = config.api_keys.iter().map(Secret::expose).collect();

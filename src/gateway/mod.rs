@@ -128,7 +128,8 @@ impl Gateway {
     }
 
     /// Applies a reloaded configuration: keys, providers, routes, upstream
-    /// settings, cache settings and logging. The cache keeps its contents
+    /// settings and cache settings (the caller applies logging once this
+    /// succeeded). The cache keeps its contents
     /// unless its size, TTL or Redis settings changed. The listen address,
     /// the worker count and switching metrics on or off need a restart;
     /// the caller reports those.

@@ -143,6 +143,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn known_values_added_later_keep_their_own_label() {
+        let folder = LabelFolder::new(0, ["a"]);
+        assert_eq!(&*folder.fold("b"), OTHER);
+        folder.know(&["b", "bad value"]);
+        assert_eq!(&*folder.fold("b"), "b");
+        assert_eq!(&*folder.fold("a"), "a");
+        assert_eq!(&*folder.fold("bad value"), OTHER);
+        assert_eq!(&*folder.fold("c"), OTHER, "no budget for the unknown");
+    }
+
+    #[test]
     fn methods_fold_to_a_known_set() {
         assert_eq!(method("GET"), "GET");
         assert_eq!(method("post"), "POST");
