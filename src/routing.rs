@@ -48,6 +48,12 @@ pub enum Route {
 }
 
 impl Route {
+    /// Whether the route changes the gateway for every client, and so
+    /// needs an admin key when `--admin-api-key` is set.
+    pub fn needs_admin(&self) -> bool {
+        matches!(self, Self::CacheClear | Self::CacheSwitch(_))
+    }
+
     /// The route template, a bounded label for logs and metrics.
     pub fn template(&self) -> &'static str {
         match self {

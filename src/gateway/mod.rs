@@ -237,7 +237,7 @@ impl Gateway {
                            `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`.";
             return Err((proto, Failure::new(401, message)));
         }
-        if matches!(route, Route::CacheClear | Route::CacheSwitch(_)) && access != Access::Admin {
+        if route.needs_admin() && access != Access::Admin {
             // Reached without a key only when client keys are not required.
             let status = if auth::presented_key(&req.head).is_some() {
                 403
