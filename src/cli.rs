@@ -64,6 +64,12 @@ pub struct Cli {
     #[argh(option, arg_name = "keys")]
     pub api_key: Option<String>,
 
+    /// keys for the admin endpoints (/cache/clear, /cache/enable,
+    /// /cache/disable); comma list; an admin key is also a client key
+    /// (default: none, which lets every client key use them)
+    #[argh(option, arg_name = "keys")]
+    pub admin_api_key: Option<String>,
+
     /// allow listening on a non-loopback address without --api-key
     /// (default false)
     #[argh(switch)]
@@ -85,6 +91,11 @@ pub struct Cli {
     /// seconds a cached answer stays valid (default 300)
     #[argh(option, arg_name = "seconds")]
     pub cache_ttl: Option<String>,
+
+    /// who shares a cached answer: shared (every client key) or per_key
+    /// (each client key has its own answers) (default shared)
+    #[argh(option, arg_name = "scope")]
+    pub cache_scope: Option<String>,
 
     /// shared Redis server, a second cache tier for every node: host:port
     /// or redis:// URL (default: none)

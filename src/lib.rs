@@ -53,7 +53,9 @@ impl Handle {
     }
 
     /// Re-reads the configuration with `load` and applies it; on failure
-    /// the running configuration stays and the error is logged.
+    /// the running configuration stays, logging included, and the error
+    /// is logged. A configuration that would leave the running listener
+    /// (which a reload does not move) without authentication is refused.
     pub fn reload(&self, load: &mut impl FnMut() -> Result<Config, Error>) {
         let fresh = match load() {
             Ok(config) => config,
@@ -64,13 +66,25 @@ impl Handle {
                 return;
             }
         };
+        let listening = self.addr();
+        if fresh.leaves_listener_open(listening) {
+            log::error(&format!(
+                "reload refused, keeping the running configuration: the listener on \
+                 {listening} is not loopback and the new configuration sets no api_key \
+                 (nor insecure_no_auth); a reload never moves the listener"
+            ));
+            return;
+        }
         let running = self.gateway.config();
         if fresh.listen != running.listen || fresh.workers != running.workers {
             log::warn("reload: the listen address and --workers change only after a restart");
         }
-        log::configure(fresh.log.level, fresh.log.format);
+        let (level, format) = (fresh.log.level, fresh.log.format);
         match self.gateway.reload(Arc::new(fresh)) {
-            Ok(()) => log::info("configuration reloaded"),
+            Ok(()) => {
+                log::configure(level, format);
+                log::info("configuration reloaded");
+            }
             Err(e) => log::error(&format!(
                 "reload failed, keeping the running configuration: {e}"
             )),
@@ -87,6 +101,16 @@ impl Handle {
         }
         self.server.shutdown(self.shutdown_timeout)
     }
+}
+
+/// Checks what [`start`] checks short of binding the listeners: builds the
+/// providers (reading their credential files) and the cache. Returns the
+/// warnings start would log. `Config::load` already applied the rules
+/// across keys, such as a key for a non-loopback listener.
+pub fn check(config: &Config) -> Result<Vec<String>, Error> {
+    providers::Registry::from_config(config)?;
+    let (_, warning) = cache::Cache::with_warning(gateway::cache_settings(config));
+    Ok(warning.into_iter().collect())
 }
 
 /// Starts the gateway on background threads.

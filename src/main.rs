@@ -50,8 +50,19 @@ fn main() -> ExitCode {
         ));
     }
     if cli.check_config == Some(true) {
-        println!("configuration OK");
-        return ExitCode::SUCCESS;
+        return match aiproxy::check(&config) {
+            Ok(warnings) => {
+                for warning in &warnings {
+                    aiproxy::log::warn(warning);
+                }
+                println!("configuration OK");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("aiproxy: {err}");
+                ExitCode::from(err.exit_code())
+            }
+        };
     }
     let reload = move || Config::load(&cli, &env).map_err(aiproxy::Error::from);
     match aiproxy::run(config, reload) {

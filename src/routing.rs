@@ -48,6 +48,12 @@ pub enum Route {
 }
 
 impl Route {
+    /// Whether the route changes the gateway for every client, and so
+    /// needs an admin key when `--admin-api-key` is set.
+    pub fn needs_admin(&self) -> bool {
+        matches!(self, Self::CacheClear | Self::CacheSwitch(_))
+    }
+
     /// The route template, a bounded label for logs and metrics.
     pub fn template(&self) -> &'static str {
         match self {
@@ -90,12 +96,45 @@ pub fn split_provider_prefix(path: &str) -> (Option<ProviderKind>, &str) {
     }
 }
 
-/// Routes a method and a path (after the provider prefix was removed).
-pub fn route(method: &str, path: &str) -> Route {
-    let path = match path.strip_suffix('/') {
+/// Routes a request path, provider prefix included: the provider the
+/// prefix names and the route of the rest. A prefix selects a provider
+/// for the inference and model routes only; in front of the gateway's
+/// own endpoints (`/mock/health`, `/kiro-api/metrics`) it routes nowhere.
+pub fn resolve(method: &str, path: &str) -> (Option<ProviderKind>, Route) {
+    let (prefix, rest) = split_provider_prefix(path);
+    if prefix.is_some() && is_operational(rest) {
+        return (prefix, Route::NotFound);
+    }
+    (prefix, route(method, rest))
+}
+
+/// Whether `path` is one of the gateway's own endpoints, which belong to
+/// no provider.
+fn is_operational(path: &str) -> bool {
+    matches!(
+        trim_slash(path),
+        "/health"
+            | "/metrics"
+            | "/dashboard"
+            | "/dashboard/summary.json"
+            | "/cache/stats"
+            | "/cache/clear"
+            | "/cache/enable"
+            | "/cache/disable"
+    )
+}
+
+/// `path` without one trailing slash (`/` stays `/`).
+fn trim_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
         Some(p) if !p.is_empty() => p,
         _ => path,
-    };
+    }
+}
+
+/// Routes a method and a path (after the provider prefix was removed).
+pub fn route(method: &str, path: &str) -> Route {
+    let path = trim_slash(path);
     if method == "OPTIONS" {
         return Route::Preflight;
     }
@@ -228,5 +267,28 @@ mod tests {
             (Some(ProviderKind::Mock), "/")
         );
         assert_eq!(split_provider_prefix("/v1/models"), (None, "/v1/models"));
+    }
+
+    #[test]
+    fn provider_prefixes_reach_only_provider_routes() {
+        for path in [
+            "/mock/health",
+            "/kiro-api/metrics",
+            "/mock/dashboard/",
+            "/qwen-api/dashboard/summary.json",
+            "/mock/cache/clear",
+        ] {
+            assert_eq!(resolve("GET", path).1, Route::NotFound, "{path}");
+            assert_eq!(resolve("DELETE", path).1, Route::NotFound, "{path}");
+        }
+        assert_eq!(
+            resolve("POST", "/mock/v1/chat/completions"),
+            (Some(ProviderKind::Mock), Route::OpenAiChat)
+        );
+        assert_eq!(
+            resolve("GET", "/kiro-api/v1/models"),
+            (Some(ProviderKind::KiroApi), Route::ListModels)
+        );
+        assert_eq!(resolve("GET", "/health"), (None, Route::Health));
     }
 }

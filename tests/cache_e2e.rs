@@ -31,7 +31,8 @@ const KEY: &str = "e2e-secret";
 const AUTH: &str = "Authorization: Bearer e2e-secret\r\n";
 
 /// An OpenAI-compatible upstream that counts chat completion calls.
-/// Prompts containing `slow` take 500 ms; `fail` gets a 400.
+/// Prompts containing `slow` take 500 ms; `fail` gets a 400; `big N`
+/// gets an answer of N KiB.
 struct Upstream {
     addr: SocketAddr,
     calls: Arc<AtomicU64>,
@@ -95,6 +96,17 @@ fn serve(stream: TcpStream, calls: &AtomicU64) {
             thread::sleep(Duration::from_millis(500));
         }
         let model = request["model"].as_str().unwrap_or("m").to_owned();
+        let content = match prompt.split_once("big ") {
+            Some((_, rest)) => {
+                let kib: usize = rest
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(1);
+                "x".repeat(kib * 1024)
+            }
+            None => format!("answer #{n}"),
+        };
         let (status, payload) = if prompt.contains("fail") {
             (
                 400,
@@ -122,7 +134,7 @@ fn serve(stream: TcpStream, calls: &AtomicU64) {
                 200,
                 json!({"id": format!("chatcmpl-{n}"), "object": "chat.completion",
                 "created": 1_700_000_000 + n, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("answer #{n}")}, "finish_reason": "stop"}],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}),
             )
         };
@@ -192,21 +204,28 @@ impl Proxy {
     }
 
     fn chat(&self, prompt: &str, extra_headers: &str) -> Response {
+        self.chat_as(KEY, prompt, extra_headers)
+    }
+
+    fn chat_as(&self, key: &str, prompt: &str, extra_headers: &str) -> Response {
         let body = json!({"model": "gpt-4o-mini", "temperature": 0,
             "messages": [{"role": "user", "content": prompt}]});
         support::post_json(
             self.addr,
             "/v1/chat/completions",
-            &format!("{AUTH}{extra_headers}"),
+            &format!("Authorization: Bearer {key}\r\n{extra_headers}"),
             &body.to_string(),
         )
     }
 
     fn call(&self, method: &str, path: &str, auth: bool) -> Response {
-        let auth = if auth { AUTH } else { "" };
+        self.call_with(method, path, if auth { AUTH } else { "" })
+    }
+
+    fn call_with(&self, method: &str, path: &str, headers: &str) -> Response {
         support::roundtrip(
             self.addr,
-            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n").as_bytes(),
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n{headers}\r\n").as_bytes(),
         )
     }
 
@@ -331,7 +350,8 @@ fn management_endpoints_need_auth_and_work() {
             "hit_ratio",
             "hits",
             "misses",
-            "redis"
+            "redis",
+            "refused"
         ]
     );
     assert_eq!(
@@ -376,6 +396,99 @@ fn memory_stays_within_the_bound_under_a_flood() {
         "{stats}"
     );
     assert!(stats["evictions"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn a_one_megabyte_cache_fills_with_fifty_kilobyte_answers() {
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream, &["--cache-max-size", "1"]);
+    for i in 0..40 {
+        let r = proxy.chat(&format!("big 50 #{i}"), "");
+        assert_eq!((r.status, x_cache(&r)), (200, "MISS"), "{i}");
+        assert!(r.body.len() > 50 * 1024);
+    }
+    let stats = proxy.stats();
+    let n = |k: &str| stats[k].as_u64().unwrap();
+    let weight = n("bytes") / n("entries");
+    assert_eq!(n("refused"), 0, "{stats}");
+    assert!(n("bytes") <= n("capacity_bytes"), "{stats}");
+    assert!(
+        n("bytes") + weight > n("capacity_bytes"),
+        "full, no room for another answer: {stats}"
+    );
+    assert!(n("entries") >= 19, "{stats}");
+    assert_eq!(n("evictions"), 40 - n("entries"), "{stats}");
+    // The latest answers are the ones kept.
+    assert_eq!(x_cache(&proxy.chat("big 50 #39", "")), "HIT");
+    assert_eq!(x_cache(&proxy.chat("big 50 #0", "")), "MISS");
+
+    // More than 1/16 of the capacity: served, not stored, counted.
+    let huge = proxy.chat("big 100 huge", "");
+    assert_eq!((huge.status, x_cache(&huge)), (200, "MISS"));
+    assert_eq!(x_cache(&proxy.chat("big 100 huge", "")), "MISS");
+    assert_eq!(proxy.stats()["refused"], 2);
+    let metrics = proxy.call("GET", "/metrics", false).text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "aiproxy_cache_refused_total 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn admin_endpoints_need_an_admin_key_when_one_is_set() {
+    let upstream = Upstream::start();
+    let proxy = Proxy::start(&upstream, &["--admin-api-key", "admin-1,admin-2"]);
+    let admin = "Authorization: Bearer admin-2\r\n";
+    for (method, path) in [
+        ("DELETE", "/cache/clear"),
+        ("PUT", "/cache/enable"),
+        ("PUT", "/cache/disable"),
+    ] {
+        let client = proxy.call(method, path, true);
+        assert_eq!(client.status, 403, "{method} {path}: {}", client.text());
+        assert_eq!(client.json()["error"]["type"], "permission_error");
+        assert_eq!(proxy.call(method, path, false).status, 401);
+    }
+    // The refusal speaks the client's protocol.
+    let anthropic = proxy.call_with(
+        "DELETE",
+        "/cache/clear",
+        &format!("{AUTH}anthropic-version: 2023-06-01\r\n"),
+    );
+    assert_eq!(
+        (anthropic.status, anthropic.json()["type"].as_str()),
+        (403, Some("error"))
+    );
+    assert_eq!(proxy.stats()["enabled"], true, "nothing changed");
+    // An admin key opens them, and is a client key too.
+    assert_eq!(proxy.call_with("PUT", "/cache/disable", admin).status, 200);
+    assert_eq!(proxy.stats()["enabled"], false);
+    assert_eq!(proxy.call_with("PUT", "/cache/enable", admin).status, 200);
+    assert_eq!(proxy.call_with("DELETE", "/cache/clear", admin).status, 200);
+    assert_eq!(proxy.chat_as("admin-1", "hi", "").status, 200);
+    assert_eq!(proxy.call_with("GET", "/cache/stats", admin).status, 200);
+}
+
+#[test]
+fn per_key_scope_keeps_one_keys_answers_from_another() {
+    let upstream = Upstream::start();
+    let per_key = Proxy::start(
+        &upstream,
+        &["--admin-api-key", "other-key", "--cache-scope", "per_key"],
+    );
+    assert_eq!(x_cache(&per_key.chat("private", "")), "MISS");
+    assert_eq!(x_cache(&per_key.chat("private", "")), "HIT");
+    let other = per_key.chat_as("other-key", "private", "");
+    assert_eq!((other.status, x_cache(&other)), (200, "MISS"));
+    assert_eq!(x_cache(&per_key.chat_as("other-key", "private", "")), "HIT");
+    assert_eq!(upstream.calls(), 2);
+
+    // The default, shared: one key's answer is another's hit.
+    let shared = Proxy::start(&upstream, &["--admin-api-key", "other-key"]);
+    assert_eq!(x_cache(&shared.chat("public", "")), "MISS");
+    assert_eq!(x_cache(&shared.chat_as("other-key", "public", "")), "HIT");
 }
 
 #[test]

@@ -135,9 +135,14 @@ fn feature_guide_config_checks_ok() {
     let path = fixture("feature-guide-config.yaml");
     // The guide enables openai-custom and claude-custom but, rightly, keeps
     // their keys out of the file; they come from the environment.
+    // Its OAuth providers read their logins from the home directory, as
+    // start does: without them the check fails like start would.
+    let home = oauth_home();
+    let home = home.to_str().unwrap();
     let keys = [
         ("AIPROXY_OPENAI_API_KEY", "sk-test"),
         ("AIPROXY_CLAUDE_API_KEY", "ck-test"),
+        ("HOME", home),
     ];
     let out = run_env(&["--config", &path, "--check-config"], &keys);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -158,9 +163,17 @@ fn feature_guide_config_checks_ok() {
 
     let via_env = run_env(
         &["--check-config"],
-        &[("AIPROXY_CONFIG", &path), keys[0], keys[1]],
+        &[("AIPROXY_CONFIG", &path), keys[0], keys[1], keys[2]],
     );
     assert_eq!(via_env.status.code(), Some(0), "{}", stderr(&via_env));
+
+    let no_logins = run_env(&["--config", &path, "--check-config"], &keys[..2]);
+    assert_eq!(no_logins.status.code(), Some(2));
+    assert!(
+        stderr(&no_logins).contains(".gemini/oauth_creds.json"),
+        "{}",
+        stderr(&no_logins)
+    );
 
     let out = run(&["--config", &path, "--check-config"]);
     assert_eq!(out.status.code(), Some(2));
@@ -169,6 +182,54 @@ fn feature_guide_config_checks_ok() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A home directory holding a Gemini CLI, Kiro IDE and Qwen Code login.
+fn oauth_home() -> PathBuf {
+    let home = temp_config("").with_extension("home");
+    for (file, json) in [
+        (
+            ".gemini/oauth_creds.json",
+            r#"{"access_token":"a","refresh_token":"r","expiry_date":1}"#,
+        ),
+        (
+            ".aws/sso/cache/kiro-auth-token.json",
+            r#"{"accessToken":"a","refreshToken":"r","expiresAt":"2020-01-01T00:00:00Z","authMethod":"social","region":"us-east-1"}"#,
+        ),
+        (
+            ".qwen/oauth_creds.json",
+            r#"{"access_token":"a","refresh_token":"r","expiry_date":1}"#,
+        ),
+    ] {
+        let path = home.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, json).unwrap();
+    }
+    home
+}
+
+#[test]
+fn check_config_fails_where_start_would_fail() {
+    // A provider whose login file is missing cannot start; the check used
+    // to approve it because it never built the providers.
+    let out = run(&[
+        "--model-provider",
+        "gemini-cli",
+        "--gemini-oauth-creds-file",
+        "/nonexistent/oauth_creds.json",
+        "--check-config",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.starts_with("aiproxy: ") && err.contains("/nonexistent/oauth_creds.json"),
+        "{err}"
+    );
+    // The metrics port on the main port cannot be bound twice.
+    let out = run(&["--port", "3999", "--metrics-port", "3999", "--check-config"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("metrics.port"), "{}", stderr(&out));
 }
 
 #[test]

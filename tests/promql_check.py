@@ -39,6 +39,7 @@ METRICS = {
     "aiproxy_cache_hits_total",
     "aiproxy_cache_misses_total",
     "aiproxy_cache_size_bytes",
+    "aiproxy_cache_refused_total",
     "aiproxy_cache_redis_up",
     "aiproxy_cache_redis_errors_total",
     "aiproxy_websocket_connections",

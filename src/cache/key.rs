@@ -42,6 +42,29 @@ pub const IGNORED_FIELDS: &[&str] = &[
 /// Redis entries stop matching instead of being misread.
 const CANONICAL_VERSION: &str = "aiproxy-cache-key/1";
 
+/// The cache partition of the client key a request presented (`None`: no
+/// key), for [`Key::scoped`]: a domain-separated SHA-256 in hex, so
+/// neither memory nor Redis ever holds a client key.
+pub fn scope_of(client_key: Option<&str>) -> String {
+    let Some(client_key) = client_key else {
+        return "anonymous".to_owned();
+    };
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"aiproxy-cache-scope/1\0");
+    ctx.update(client_key.as_bytes());
+    hex(ctx.finish().as_ref())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
+}
+
 /// The identity of a cacheable request.
 #[derive(Clone)]
 pub struct Key {
@@ -62,6 +85,29 @@ impl Key {
     /// Numbers are compared as written after parsing: `1` and `1.0` are
     /// different keys (a miss, never a wrong hit).
     pub fn new(provider: ProviderKind, model: &str, client: Protocol, body: &[u8]) -> Option<Key> {
+        Self::build(provider, model, client, None, body)
+    }
+
+    /// [`Key::new`] within a partition of the cache (`cache.scope:
+    /// per_key`): keys of different scopes never match. `scope` comes from
+    /// [`scope_of`].
+    pub fn scoped(
+        provider: ProviderKind,
+        model: &str,
+        client: Protocol,
+        scope: &str,
+        body: &[u8],
+    ) -> Option<Key> {
+        Self::build(provider, model, client, Some(scope), body)
+    }
+
+    fn build(
+        provider: ProviderKind,
+        model: &str,
+        client: Protocol,
+        scope: Option<&str>,
+        body: &[u8],
+    ) -> Option<Key> {
         let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
             return None;
         };
@@ -70,7 +116,10 @@ impl Key {
         }
         let mut out = Vec::with_capacity(body.len() + 64);
         out.push(b'[');
-        for part in [CANONICAL_VERSION, provider.name(), model, client.name()] {
+        // A scoped key has one string more before the body object, so it
+        // can never equal a shared one.
+        let parts = [CANONICAL_VERSION, provider.name(), model, client.name()];
+        for part in parts.into_iter().chain(scope) {
             write_string(&mut out, part);
             out.push(b',');
         }
@@ -113,13 +162,7 @@ impl Key {
 
     /// The digest as 64 lower-case hex digits (the Redis key suffix).
     pub fn hex(&self) -> String {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut s = String::with_capacity(64);
-        for b in self.hash {
-            s.push(char::from(HEX[usize::from(b >> 4)]));
-            s.push(char::from(HEX[usize::from(b & 15)]));
-        }
-        s
+        hex(&self.hash)
     }
 
     /// The canonical request bytes the digest was computed from.
@@ -283,6 +326,30 @@ mod tests {
         let digest = ring::digest::digest(&ring::digest::SHA256, k.canonical());
         assert_eq!(k.hash().as_slice(), digest.as_ref());
         assert_eq!(k.hex().len(), 64);
+    }
+
+    #[test]
+    fn scoped_keys_never_match_another_scope_or_the_shared_key() {
+        let scoped = |scope: &str| {
+            Key::scoped(
+                ProviderKind::Mock,
+                "m",
+                Protocol::OpenAi,
+                scope,
+                BASE.as_bytes(),
+            )
+            .unwrap()
+        };
+        let (a, b) = (scope_of(Some("key-a")), scope_of(Some("key-b")));
+        assert_eq!(a, scope_of(Some("key-a")), "stable across calls and nodes");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains("key-a"));
+        assert_eq!(scoped(&a), scoped(&a));
+        assert_ne!(scoped(&a), scoped(&b));
+        assert_ne!(scoped(&scope_of(None)), scoped(&a));
+        let shared = Key::new(ProviderKind::Mock, "m", Protocol::OpenAi, BASE.as_bytes()).unwrap();
+        assert_ne!(scoped(&a), shared);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-pub use key::{IGNORED_FIELDS, Key};
+pub use key::{IGNORED_FIELDS, Key, scope_of};
 pub use sharded::ShardedLru;
 
 use crate::config::Secret;
@@ -52,6 +52,14 @@ pub const DEFAULT_REDIS_POOL_SIZE: usize = 8;
 pub const DEFAULT_REDIS_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 /// Longest back-off between Redis retries.
 pub const DEFAULT_REDIS_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// One answer may take at most this share of the memory tier (1/16): a
+/// 1 MB cache still stores 64 KB answers, and no single answer can flush
+/// more than a sixteenth of the cache.
+pub const MAX_ENTRY_SHARE: usize = 16;
+/// Smallest average shard worth having: a small cache needs no spreading.
+pub const MIN_SHARD_BYTES: usize = 64 * 1024;
+/// Most memory shards: every eviction looks at each shard's oldest entry.
+pub const MAX_SHARDS: usize = 64;
 /// Bookkeeping bytes charged per entry on top of key and body: the `Arc`,
 /// the LRU node and map slot, the `Entry` fields.
 pub const ENTRY_OVERHEAD_BYTES: usize = 160;
@@ -67,11 +75,12 @@ pub struct Settings {
     pub max_bytes: usize,
     /// `--cache-ttl`, default [`DEFAULT_TTL`]. Zero stores nothing.
     pub ttl: Duration,
-    /// Largest single entry, default `max_bytes / 16`; also capped at one
-    /// shard's share so one answer can never empty the cache.
+    /// Largest single entry, default `max_bytes / MAX_ENTRY_SHARE`, so one
+    /// answer can never empty the cache. Heavier answers are refused and
+    /// counted ([`Stats::refused`]).
     pub max_entry_bytes: usize,
-    /// Memory shards, rounded up to a power of two; use
-    /// [`Settings::shards_for_workers`].
+    /// Memory shards (lock spreading only: the byte bound is shared),
+    /// rounded up to a power of two; use [`Settings::shards_for`].
     pub shards: usize,
     /// How long a coalesced request waits for the leader's answer before
     /// fetching itself; the upstream timeout is the natural value.
@@ -86,7 +95,7 @@ impl Default for Settings {
             enabled: true,
             max_bytes: DEFAULT_MAX_BYTES,
             ttl: DEFAULT_TTL,
-            max_entry_bytes: DEFAULT_MAX_BYTES / 16,
+            max_entry_bytes: DEFAULT_MAX_BYTES / MAX_ENTRY_SHARE,
             shards: 16,
             coalesce_timeout: Duration::from_secs(120),
             redis: None,
@@ -95,13 +104,17 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Shards for a pool of `workers`: the power of two ≥ 2 × workers,
-    /// between 16 and 1024.
-    pub fn shards_for_workers(workers: usize) -> usize {
-        workers
-            .saturating_mul(2)
-            .clamp(16, 1024)
-            .next_power_of_two()
+    /// Shards for a memory tier of `max_bytes` on `cores` cores: four per
+    /// core, so that lookups on different cores rarely meet on one lock,
+    /// but no more than [`MAX_SHARDS`] and no smaller than
+    /// [`MIN_SHARD_BYTES`] on average. A power of two.
+    pub fn shards_for(max_bytes: usize, cores: usize) -> usize {
+        let n = cores
+            .saturating_mul(4)
+            .min(MAX_SHARDS)
+            .min(max_bytes / MIN_SHARD_BYTES)
+            .max(1);
+        1 << n.ilog2()
     }
 }
 
@@ -238,6 +251,9 @@ pub struct Stats {
     pub evictions: u64,
     /// Memory entries dropped at their TTL.
     pub expirations: u64,
+    /// Answers not stored because they were larger than one entry may be
+    /// (1/16 of the capacity).
+    pub refused: u64,
     /// Lookups answered by another request's concurrent fetch.
     pub coalesced: u64,
     /// The Redis tier.
@@ -264,6 +280,8 @@ pub struct Cache {
     hits: AtomicU64,
     misses: AtomicU64,
     coalesced: AtomicU64,
+    /// [`ShardedLru::refused`] as last handed out by [`Cache::take_refused`].
+    refused_taken: AtomicU64,
 }
 
 impl Cache {
@@ -297,6 +315,7 @@ impl Cache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
+            refused_taken: AtomicU64::new(0),
         };
         (cache, warning)
     }
@@ -320,6 +339,13 @@ impl Cache {
     /// Bytes held by the memory tier.
     pub fn size_bytes(&self) -> usize {
         self.memory.bytes()
+    }
+
+    /// Answers refused since the previous call, for a metrics counter that
+    /// outlives this cache (a reload may replace it).
+    pub fn take_refused(&self) -> u64 {
+        let total = self.memory.refused();
+        total.saturating_sub(self.refused_taken.swap(total, Ordering::Relaxed))
     }
 
     /// Looks `key` up in memory, then Redis (filling memory on a Redis
@@ -502,6 +528,7 @@ impl Cache {
             },
             evictions: self.memory.evictions(),
             expirations: self.memory.expirations(),
+            refused: self.memory.refused(),
             coalesced,
             redis,
         }

@@ -10,13 +10,17 @@
 //! is dropped after the lock is released.
 //!
 //! The bound is in bytes because answers range from a few hundred bytes
-//! to megabytes: each shard owns `capacity / shards` bytes and evicts from
-//! its own LRU tail, so the total never exceeds the capacity. One entry
-//! may not exceed `max_entry_bytes` (capped at a shard's capacity), so a
-//! single huge answer empties at most one shard, never the cache.
+//! to megabytes, and it is one budget for the whole cache, not a share
+//! per shard: with per-shard budgets a cache of many small shards could
+//! hold no answer bigger than a shard, and the hash decides which shards
+//! fill. An insert first reserves its bytes, making room by removing the
+//! least recently used entry of the whole cache (the oldest of the shards'
+//! LRU tails, one lock at a time), so the total never exceeds the
+//! capacity. One entry may not exceed `max_entry_bytes`; heavier ones are
+//! refused and counted, so a single huge answer cannot flush the cache.
 //! Expiry is checked on read with an injected `now`, so tests need no
-//! sleeps; an expired entry met at the LRU tail while making room counts
-//! as an expiration, not an eviction.
+//! sleeps; an expired entry met while making room counts as an
+//! expiration, not an eviction.
 
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -29,6 +33,8 @@ struct Slot<V> {
     value: V,
     weight: usize,
     expires: Instant,
+    /// Last insert or hit: the shards' tails are compared by it.
+    used: Instant,
 }
 
 struct Shard<K: Hash + Eq, V> {
@@ -40,21 +46,21 @@ struct Shard<K: Hash + Eq, V> {
 pub struct ShardedLru<K: Hash + Eq, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     hasher: RandomState,
-    shard_capacity: usize,
+    capacity: usize,
     max_entry: usize,
     bytes: AtomicUsize,
     entries: AtomicUsize,
     evictions: AtomicU64,
     expirations: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
     /// A cache of at most `capacity_bytes` over `shards` shards (rounded up
     /// to a power of two, at least 1), refusing entries heavier than
-    /// `max_entry_bytes` or than one shard's share.
+    /// `max_entry_bytes` (or than the whole capacity).
     pub fn new(capacity_bytes: usize, shards: usize, max_entry_bytes: usize) -> Self {
         let n = shards.max(1).next_power_of_two();
-        let shard_capacity = capacity_bytes / n;
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
@@ -66,12 +72,13 @@ impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
         Self {
             shards,
             hasher: RandomState::new(),
-            shard_capacity,
-            max_entry: max_entry_bytes.min(shard_capacity),
+            capacity: capacity_bytes,
+            max_entry: max_entry_bytes.min(capacity_bytes),
             bytes: AtomicUsize::new(0),
             entries: AtomicUsize::new(0),
             evictions: AtomicU64::new(0),
             expirations: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
@@ -93,8 +100,9 @@ impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
     /// expired at `now` is removed, counted and not returned.
     pub fn get(&self, key: &K, now: Instant) -> Option<V> {
         let mut shard = self.lock(self.shard_of(key));
-        let slot = shard.lru.get(key)?;
+        let slot = shard.lru.get_mut(key)?;
         if slot.expires > now {
+            slot.used = now;
             return Some(slot.value.clone());
         }
         let expired = shard.lru.pop(key);
@@ -109,44 +117,91 @@ impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
     }
 
     /// Stores `value` as `weight` bytes until `expires`, replacing any
-    /// previous value of `key` and evicting least recently used entries of
-    /// the shard until it fits. Returns false (and stores nothing) when the
-    /// entry is heavier than the per-entry cap.
+    /// previous value of `key` and removing the least recently used
+    /// entries of the cache until it fits. Returns false (and stores
+    /// nothing) when the entry is heavier than the per-entry cap, which is
+    /// counted as refused.
     pub fn insert(&self, key: K, value: V, weight: usize, expires: Instant, now: Instant) -> bool {
         if weight > self.max_entry {
+            self.refused.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let mut removed = Vec::new();
-        let mut shard = self.lock(self.shard_of(&key));
-        if let Some(old) = shard.lru.pop(&key) {
-            shard.bytes -= old.weight;
-            self.forget(old.weight);
-            removed.push(old);
-        }
-        while shard.bytes + weight > self.shard_capacity {
-            let Some((_, old)) = shard.lru.pop_lru() else {
-                break;
-            };
-            shard.bytes -= old.weight;
-            self.forget(old.weight);
-            if old.expires <= now {
-                self.expirations.fetch_add(1, Ordering::Relaxed);
-            } else {
-                self.evictions.fetch_add(1, Ordering::Relaxed);
+        let index = self.shard_of(&key);
+        let old = {
+            let mut shard = self.lock(index);
+            let old = shard.lru.pop(&key);
+            if let Some(old) = &old {
+                shard.bytes -= old.weight;
+                self.forget(old.weight);
             }
-            removed.push(old);
+            old
+        };
+        drop(old);
+        // Reserve first, so that the total never exceeds the capacity,
+        // even while other inserts are under way.
+        while self
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                (b + weight <= self.capacity).then_some(b + weight)
+            })
+            .is_err()
+        {
+            if !self.remove_oldest(now) {
+                // Only reservations of inserts in progress are left.
+                return false;
+            }
         }
+        let slot = Slot {
+            value,
+            weight,
+            expires,
+            used: now,
+        };
+        let mut shard = self.lock(index);
         shard.bytes += weight;
-        shard.lru.push(
-            key,
-            Slot {
-                value,
-                weight,
-                expires,
-            },
-        );
-        self.bytes.fetch_add(weight, Ordering::Relaxed);
-        self.entries.fetch_add(1, Ordering::Relaxed);
+        // A concurrent insert of the same key may have landed meanwhile.
+        let replaced = shard.lru.push(key, slot);
+        if let Some((_, old)) = &replaced {
+            shard.bytes -= old.weight;
+            self.bytes.fetch_sub(old.weight, Ordering::Relaxed);
+        } else {
+            self.entries.fetch_add(1, Ordering::Relaxed);
+        }
+        drop(shard);
+        drop(replaced);
+        true
+    }
+
+    /// Removes the least recently used entry of the whole cache: the
+    /// oldest of the shards' LRU tails. False when every shard is empty.
+    fn remove_oldest(&self, now: Instant) -> bool {
+        let mut oldest: Option<(usize, Instant)> = None;
+        for index in 0..self.shards.len() {
+            let shard = self.lock(index);
+            if let Some((_, slot)) = shard.lru.peek_lru()
+                && oldest.is_none_or(|(_, used)| slot.used < used)
+            {
+                oldest = Some((index, slot.used));
+            }
+        }
+        let Some((index, _)) = oldest else {
+            return false;
+        };
+        let mut shard = self.lock(index);
+        // The tail may have changed since it was looked at; any tail of an
+        // old shard will do, and an empty one means another insert made
+        // room meanwhile.
+        let removed = shard.lru.pop_lru();
+        if let Some((_, slot)) = &removed {
+            shard.bytes -= slot.weight;
+            self.forget(slot.weight);
+            let counter = if slot.expires <= now {
+                &self.expirations
+            } else {
+                &self.evictions
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         drop(shard);
         drop(removed);
         true
@@ -187,9 +242,9 @@ impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    /// The byte bound: shard capacity × shards (at most the requested one).
+    /// The byte bound.
     pub fn capacity(&self) -> usize {
-        self.shard_capacity * self.shards.len()
+        self.capacity
     }
 
     /// The effective per-entry cap.
@@ -210,6 +265,11 @@ impl<K: Hash + Eq, V: Clone> ShardedLru<K, V> {
     /// Entries dropped because their TTL had passed.
     pub fn expirations(&self) -> u64 {
         self.expirations.load(Ordering::Relaxed)
+    }
+
+    /// Entries not stored because they were heavier than the per-entry cap.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// Entries per shard, for distribution checks.
@@ -263,16 +323,58 @@ mod tests {
     }
 
     #[test]
-    fn oversized_entries_are_refused() {
-        // The per-entry cap is min(max_entry_bytes, shard capacity).
-        let lru: ShardedLru<u32, u32> = ShardedLru::new(1000, 2, 10_000);
-        assert_eq!(lru.max_entry_bytes(), 500);
+    fn oversized_entries_are_refused_and_counted() {
+        // The per-entry cap is min(max_entry_bytes, capacity), whatever
+        // the shard count.
+        let lru: ShardedLru<u32, u32> = ShardedLru::new(1000, 64, 10_000);
+        assert_eq!(lru.max_entry_bytes(), 1000);
         let now = Instant::now();
-        assert!(lru.insert(1, 1, 100, now + HOUR, now));
-        assert!(!lru.insert(2, 2, 501, now + HOUR, now));
-        assert_eq!(lru.len(), 1);
+        assert!(
+            lru.insert(1, 1, 900, now + HOUR, now),
+            "one shard of 64 holds it"
+        );
+        assert!(!lru.insert(2, 2, 1001, now + HOUR, now));
+        assert_eq!((lru.len(), lru.refused()), (1, 1));
         let capped: ShardedLru<u32, u32> = ShardedLru::new(1000, 1, 50);
         assert!(!capped.insert(1, 1, 51, now + HOUR, now));
+        assert_eq!(capped.refused(), 1);
+    }
+
+    #[test]
+    fn the_least_recently_used_entry_of_any_shard_goes_first() {
+        let lru: ShardedLru<u32, u32> = ShardedLru::new(300, 16, 100);
+        let t = |s: u64| Instant::now() + Duration::from_secs(s);
+        for k in 0..3 {
+            assert!(lru.insert(k, k, 100, t(1000), t(u64::from(k))));
+        }
+        // 0 is touched last, so 1 is the oldest wherever it lives.
+        assert_eq!(lru.get(&0, t(10)), Some(0));
+        assert!(lru.insert(3, 3, 100, t(1000), t(11)));
+        assert_eq!(lru.get(&1, t(12)), None);
+        assert!(lru.get(&0, t(12)).is_some() && lru.get(&2, t(12)).is_some());
+        assert_eq!((lru.len(), lru.bytes(), lru.evictions()), (3, 300, 1));
+    }
+
+    #[test]
+    fn concurrent_inserts_never_exceed_the_capacity() {
+        let lru: Arc<ShardedLru<u64, u64>> = Arc::new(ShardedLru::new(10_000, 8, 1000));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let lru = Arc::clone(&lru);
+                std::thread::spawn(move || {
+                    let now = Instant::now();
+                    for k in 0..5_000u64 {
+                        lru.insert(t * 10_000 + k, k, 100 + (k as usize % 900), now + HOUR, now);
+                        assert!(lru.bytes() <= lru.capacity());
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(lru.bytes() <= 10_000 && lru.bytes() > 10_000 - 2000);
+        assert_eq!(lru.shard_lens().iter().sum::<usize>(), lru.len());
     }
 
     #[test]

@@ -115,6 +115,9 @@ fn zero_ttl_and_oversized_entries_are_not_stored() {
     let cache = small_cache();
     cache.put(k.clone(), Entry::new(200, "text/plain", vec![0; 1 << 17]));
     assert!(cache.get(&k).is_none(), "over max_entry_bytes");
+    assert_eq!(cache.stats().refused, 1);
+    assert_eq!(cache.take_refused(), 1);
+    assert_eq!(cache.take_refused(), 0, "handed out once");
 }
 
 #[test]
@@ -155,6 +158,7 @@ fn stats_serialise_to_the_spec_shape() {
         "evictions",
         "expirations",
         "coalesced",
+        "refused",
         "redis",
     ];
     expected.sort_unstable();

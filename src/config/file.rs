@@ -291,6 +291,8 @@ pub struct CacheSection {
     pub max_size_mb: Option<Scalar>,
     /// `ttl_seconds`.
     pub ttl_seconds: Option<Scalar>,
+    /// `scope`: `shared` or `per_key`.
+    pub scope: Option<Scalar>,
 }
 
 /// `redis:` section (not available in this release).
@@ -363,6 +365,8 @@ pub struct FileConfig {
     pub port: Option<Scalar>,
     /// `api_key`: one key, a list, or a comma-separated string.
     pub api_key: Option<List<true>>,
+    /// `admin_api_key`: keys for the admin endpoints, like `api_key`.
+    pub admin_api_key: Option<List<true>>,
     /// `insecure_no_auth`.
     pub insecure_no_auth: Option<Scalar>,
     /// `cors_origins`: a list, or a comma-separated string.

@@ -105,6 +105,10 @@ pub const KEYS: &[Key] = &[
         kind: Kind::List,
         ..key("api_key", "--api-key")
     },
+    Key {
+        kind: Kind::List,
+        ..key("admin_api_key", "--admin-api-key")
+    },
     key("insecure_no_auth", "--insecure-no-auth"),
     Key {
         kind: Kind::List,
@@ -168,6 +172,7 @@ pub const KEYS: &[Key] = &[
     key("cache.enabled", "--cache-enabled"),
     key("cache.max_size_mb", "--cache-max-size"),
     key("cache.ttl_seconds", "--cache-ttl"),
+    key("cache.scope", "--cache-scope"),
     key("redis.addr", "--redis-addr"),
     key("redis.password", "--redis-password"),
     key("redis.db", "--redis-db"),

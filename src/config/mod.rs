@@ -286,6 +286,18 @@ pub struct QwenConfig {
     pub ext_tool: bool,
 }
 
+/// Who shares a cached answer (`cache.scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheScope {
+    /// One cache for every client key (default): the most hits, but a
+    /// key holder can tell from `X-Cache: HIT` that someone asked the
+    /// same question before.
+    Shared,
+    /// Answers are cached per client key: no key learns anything about
+    /// another's requests, at the cost of hits across keys.
+    PerKey,
+}
+
 /// Response cache settings (`cache:`).
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
@@ -295,6 +307,8 @@ pub struct CacheConfig {
     pub max_size_mb: u64,
     /// `--cache-ttl`: how long an answer stays valid.
     pub ttl: Duration,
+    /// `--cache-scope`, default [`CacheScope::Shared`].
+    pub scope: CacheScope,
 }
 
 /// Shared Redis cache tier (`redis:`); present only when `redis.addr` is set.
@@ -325,6 +339,10 @@ pub struct Config {
     /// Keys clients must present; empty means no auth (loopback only
     /// unless `insecure_no_auth`).
     pub api_keys: Vec<Secret>,
+    /// `--admin-api-key`: keys for the endpoints that change the gateway
+    /// for everyone (`/cache/clear`, `/cache/enable|disable`); empty
+    /// means any client key may use them.
+    pub admin_api_keys: Vec<Secret>,
     /// `--insecure-no-auth`: allow a non-loopback listener without keys.
     pub insecure_no_auth: bool,
     /// `--cors-origins`: browser origins allowed to call the gateway;
@@ -380,6 +398,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT),
             api_keys: Vec::new(),
+            admin_api_keys: Vec::new(),
             cors_origins: Vec::new(),
             insecure_no_auth: false,
             model_providers: vec![ProviderKind::Mock],
@@ -448,6 +467,7 @@ impl Default for Config {
                 enabled: true,
                 max_size_mb: DEFAULT_CACHE_MAX_SIZE_MB,
                 ttl: DEFAULT_CACHE_TTL,
+                scope: CacheScope::Shared,
             },
             redis: None,
             metrics: MetricsConfig {
@@ -499,6 +519,14 @@ impl From<ConfigError> for crate::Error {
 }
 
 impl Config {
+    /// Whether serving on `listen` with this configuration would leave a
+    /// non-loopback listener without authentication. Checked at load
+    /// against the configured address and on reload against the running
+    /// one, which a reload cannot move.
+    pub fn leaves_listener_open(&self, listen: SocketAddr) -> bool {
+        !listen.ip().is_loopback() && self.api_keys.is_empty() && !self.insecure_no_auth
+    }
+
     /// Builds the configuration from built-in defaults < the config file
     /// (`--config`, else `AIPROXY_CONFIG`) < the `AIPROXY_*` environment
     /// `env` < the flags in `cli`, and validates it once.
@@ -539,10 +567,7 @@ impl Config {
 
 /// Config keys whose values are credentials.
 fn is_secret(key: &str) -> bool {
-    key == "api_key"
-        || key.ends_with(".api_key")
-        || key.ends_with("password")
-        || key.ends_with("secret")
+    key.ends_with("api_key") || key.ends_with("password") || key.ends_with("secret")
 }
 
 /// A warning when the config file holds credentials and every user of
@@ -570,6 +595,7 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("host", cli.host.clone()),
         ("port", cli.port.clone()),
         ("api_key", cli.api_key.clone()),
+        ("admin_api_key", cli.admin_api_key.clone()),
         ("insecure_no_auth", switch(cli.insecure_no_auth)),
         ("model_providers", cli.model_provider.clone()),
         ("openai.api_key", cli.openai_api_key.clone()),
@@ -614,6 +640,7 @@ fn apply_flags(cli: &Cli, layer: &mut Layer) {
         ("cache.enabled", switch(cli.cache_enabled)),
         ("cache.max_size_mb", cli.cache_max_size.clone()),
         ("cache.ttl_seconds", cli.cache_ttl.clone()),
+        ("cache.scope", cli.cache_scope.clone()),
         ("redis.addr", cli.redis_addr.clone()),
         ("redis.password", cli.redis_password.clone()),
         ("redis.db", cli.redis_db.clone()),
@@ -696,6 +723,13 @@ impl Resolver {
 
     fn boolean(&mut self, path: &str) -> bool {
         self.value(path, false, parse::boolean)
+    }
+
+    /// A list of keys (`api_key`, `admin_api_key`); empty items dropped.
+    fn keys(&mut self, path: &str) -> Vec<Secret> {
+        self.list(path)
+            .map(|(keys, _)| keys.into_iter().map(Secret::new).collect())
+            .unwrap_or_default()
     }
 
     fn secret(&mut self, path: &str) -> Option<Secret> {
@@ -937,10 +971,8 @@ impl Resolver {
         let host = self.value("host", DEFAULT_HOST, parse::host);
         let port = self.value("port", DEFAULT_PORT, parse::port);
         let listen = SocketAddr::new(host, port);
-        let api_keys: Vec<Secret> = self
-            .list("api_key")
-            .map(|(keys, _)| keys.into_iter().map(Secret::new).collect())
-            .unwrap_or_default();
+        let api_keys = self.keys("api_key");
+        let admin_api_keys = self.keys("admin_api_key");
         let insecure_no_auth = self.boolean("insecure_no_auth");
         let cors_origins = self
             .list("cors_origins")
@@ -1028,6 +1060,15 @@ impl Resolver {
             ttl: self.value("cache.ttl_seconds", DEFAULT_CACHE_TTL, |t| {
                 parse::integer(t, 0, 365 * 24 * 3600).map(Duration::from_secs)
             }),
+            scope: self.value("cache.scope", CacheScope::Shared, |t| match parse::one_of(
+                t,
+                &["shared", "per_key"],
+            )?
+            .as_str()
+            {
+                "per_key" => Ok(CacheScope::PerKey),
+                _ => Ok(CacheScope::Shared),
+            }),
         };
         let redis_addr = self.value("redis.addr", None, |t| {
             let t = t.trim();
@@ -1051,9 +1092,9 @@ impl Resolver {
         let pending_features = self.pending();
 
         // Rules across keys.
-        if !host.is_loopback() && api_keys.is_empty() && !insecure_no_auth {
+        if metrics.port.is_some_and(|p| p != 0 && p == port) {
             self.problems.push(format!(
-                "refusing to listen on {listen} without --api-key; pass --insecure-no-auth to allow"
+                "metrics.port: {port} is the main port too; choose another port or leave it unset"
             ));
         }
         for (kind, has_key, flag, path) in [
@@ -1078,9 +1119,10 @@ impl Resolver {
             }
         }
 
-        Config {
+        let config = Config {
             listen,
             api_keys,
+            admin_api_keys,
             insecure_no_auth,
             cors_origins,
             model_providers,
@@ -1102,7 +1144,13 @@ impl Resolver {
             config_file: None,
             pending_features,
             warnings: Vec::new(),
+        };
+        if config.leaves_listener_open(listen) {
+            self.problems.push(format!(
+                "refusing to listen on {listen} without --api-key; pass --insecure-no-auth to allow"
+            ));
         }
+        config
     }
 }
 
@@ -1396,6 +1444,62 @@ mod tests {
             load(None, &[], &["--host", "127.0.0.2"]).is_ok(),
             "all of 127/8 is loopback"
         );
+    }
+
+    #[test]
+    fn admin_keys_and_cache_scope() {
+        let config = load(
+            Some("admin_api_key: [a1, a2]\ncache: {scope: per_key}\n"),
+            &[],
+            &[],
+        )
+        .unwrap();
+        let admins: Vec<&str> = config.admin_api_keys.iter().map(Secret::expose).collect();
+        assert_eq!(admins, ["a1", "a2"]);
+        assert_eq!(config.cache.scope, CacheScope::PerKey);
+        let config = load(None, &[("AIPROXY_ADMIN_API_KEY", "e1,e2")], &[]).unwrap();
+        assert_eq!(config.admin_api_keys.len(), 2);
+        assert_eq!(config.cache.scope, CacheScope::Shared, "the default");
+        let config = load(
+            None,
+            &[],
+            &["--admin-api-key", "f", "--cache-scope=per_key"],
+        )
+        .unwrap();
+        assert_eq!(
+            (config.admin_api_keys.len(), config.cache.scope),
+            (1, CacheScope::PerKey)
+        );
+        assert!(file_problem("cache: {scope: per-user}").contains("not one of shared, per_key"));
+        assert!(
+            problem(Some("host: 0.0.0.0\nadmin_api_key: a"), &[], &[]).starts_with("refusing"),
+            "an admin key alone leaves inference open"
+        );
+        assert!(is_secret("admin_api_key"));
+    }
+
+    #[test]
+    fn the_metrics_port_may_not_be_the_main_port() {
+        assert!(file_problem("port: 3100\nmetrics: {port: 3100}").contains("metrics.port: 3100"));
+        assert!(load(Some("port: 0\nmetrics: {port: 0}"), &[], &[]).is_ok());
+    }
+
+    #[test]
+    fn a_listener_is_judged_by_the_address_given() {
+        let open = Config::default();
+        assert!(!open.leaves_listener_open("127.0.0.1:1".parse().unwrap()));
+        assert!(open.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
+        assert!(open.leaves_listener_open("[::]:1".parse().unwrap()));
+        let keyed = Config {
+            api_keys: vec![Secret::new("k")],
+            ..Config::default()
+        };
+        assert!(!keyed.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
+        let insecure = Config {
+            insecure_no_auth: true,
+            ..Config::default()
+        };
+        assert!(!insecure.leaves_listener_open("0.0.0.0:1".parse().unwrap()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `route`: `METHOD path` → provider prefix and route.
 
 use crate::providers::ProviderKind;
-use crate::routing::{Route, route as route_of, split_provider_prefix};
+use crate::routing::{Route, resolve, route as route_of, split_provider_prefix};
 
 /// Input: `METHOD /path` (a path alone is a GET).
 pub fn route(data: &[u8]) {
@@ -38,6 +38,25 @@ pub fn route(data: &[u8]) {
                 split_provider_prefix(&prefixed),
                 (Some(kind), rest),
                 "every provider prefix comes off"
+            );
+            let (prefix, routed) = resolve(method, &prefixed);
+            assert_eq!(prefix, Some(kind));
+            assert!(
+                routed == got || routed == Route::NotFound,
+                "a prefix routes like the bare path, or nowhere"
+            );
+            assert!(
+                !matches!(
+                    routed,
+                    Route::Health
+                        | Route::Metrics
+                        | Route::Dashboard
+                        | Route::DashboardSummary
+                        | Route::CacheStats
+                        | Route::CacheClear
+                        | Route::CacheSwitch(_)
+                ),
+                "a prefix never reaches an operational route"
             );
         }
     }

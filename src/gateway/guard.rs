@@ -4,17 +4,19 @@
 //! unauthenticated client cannot make it read, buffer or wait for a
 //! body), and the handler asks again for callers that bypass the server.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
-use crate::auth;
+use crate::auth::{self, Access};
 use crate::protocol::{self, Protocol};
 use crate::routing::{self, Route};
 use crate::server::{Head, Rejection};
 
 use super::{Failure, State};
 
-/// Longest piece of a client-chosen string echoed in an error message.
-const ECHO_LIMIT: usize = 128;
+/// Longest client-chosen text (a path, a method, a model name) echoed into
+/// an error message or a log line.
+pub(super) const MAX_ECHO_BYTES: usize = 256;
 
 /// Headers a browser may send cross-origin (the SDKs' own, no others).
 pub(super) const CORS_ALLOW_HEADERS: &str = "Content-Type, Authorization, x-api-key, \
@@ -32,8 +34,7 @@ pub(super) struct Refusal {
 
 /// Checks a head against the running configuration.
 pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
-    let (prefix, path) = routing::split_provider_prefix(head.path());
-    let route = routing::route(head.method(), path);
+    let (prefix, route) = routing::resolve(head.method(), head.path());
     let proto = super::client_protocol(&route, head);
     let refuse = |status: u16, message: String| {
         Err(Box::new(Refusal {
@@ -56,7 +57,7 @@ pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
             format!(
                 "Host {} is not served without an API key: use localhost or an IP address, \
                  or configure --api-key",
-                echo(host)
+                echo(host, MAX_ECHO_BYTES)
             ),
         );
     }
@@ -64,13 +65,20 @@ pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
         Route::NotFound => {
             return refuse(
                 404,
-                format!("no route for {} {}", echo(head.method()), echo(head.path())),
+                format!(
+                    "no route for {} {}",
+                    echo(head.method(), MAX_ECHO_BYTES),
+                    echo(head.path(), MAX_ECHO_BYTES)
+                ),
             );
         }
         Route::MethodNotAllowed(allowed) => {
             return Err(Box::new(Refusal {
                 proto,
-                failure: Failure::new(405, format!("use {allowed} for {}", echo(path))),
+                failure: Failure::new(
+                    405,
+                    format!("use {allowed} for {}", echo(head.path(), MAX_ECHO_BYTES)),
+                ),
                 route: route.template(),
                 allow: Some(allowed),
             }));
@@ -79,11 +87,26 @@ pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
         Route::DashboardSummary => return Ok(()),
         _ => {}
     }
-    if !auth::authorized_head(head, &config.api_keys) {
+    let access = auth::access(head, &config.api_keys, &config.admin_api_keys);
+    if access == Access::Denied {
         return refuse(
             401,
             "Unauthorized: API key is invalid or missing. Send it as \
              `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`."
+                .into(),
+        );
+    }
+    if route.needs_admin() && access != Access::Admin {
+        // Reached without a key only when client keys are not required.
+        let status = if auth::presented_key(head).is_some() {
+            403
+        } else {
+            401
+        };
+        return refuse(
+            status,
+            "Forbidden: this endpoint changes the gateway for every client and needs an \
+             admin key (--admin-api-key)."
                 .into(),
         );
     }
@@ -181,18 +204,28 @@ fn is_local_host(host: &str) -> bool {
         })
 }
 
-/// A client-chosen string, bounded and with control characters replaced,
-/// fit to quote in an error message or a log line.
-pub(super) fn echo(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .take(ECHO_LIMIT)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if text.chars().nth(ECHO_LIMIT).is_some() {
-        out.push('…');
+/// `raw`, a string the client chose, made fit to quote in an error message
+/// or a log line: at most about `max` bytes (cut with `...`), printable
+/// ASCII kept and everything else escaped (`\u{1b}`, `\u{e9}`), so
+/// neither a 32 KB path nor control characters reach a log.
+pub(super) fn echo(raw: &str, max: usize) -> Cow<'_, str> {
+    let plain = |c: char| (c.is_ascii_graphic() && c != '\\') || c == ' ';
+    if raw.len() <= max && raw.chars().all(plain) {
+        return Cow::Borrowed(raw);
     }
-    out
+    let mut out = String::with_capacity(max.min(raw.len()) + 16);
+    for c in raw.chars() {
+        if out.len() >= max {
+            out.push_str("...");
+            break;
+        }
+        if plain(c) {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -238,7 +271,7 @@ mod tests {
     #[test]
     fn echoed_text_is_bounded_and_printable() {
         let long = "a".repeat(10_000);
-        assert_eq!(echo(&long).chars().count(), ECHO_LIMIT + 1);
-        assert_eq!(echo("a\u{1b}[31mb\n"), "a?[31mb?");
+        assert!(echo(&long, MAX_ECHO_BYTES).len() <= MAX_ECHO_BYTES + 3);
+        assert_eq!(echo("a\u{1b}b", MAX_ECHO_BYTES), "a\\u{1b}b");
     }
 }

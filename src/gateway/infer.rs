@@ -15,8 +15,9 @@ use serde_json::Value;
 
 use super::readers::Readers;
 use super::{Failure, Gateway, State, route_model};
-use crate::cache::{Entry, Fetched, Key, Outcome};
-use crate::config::LogLevel;
+use crate::auth;
+use crate::cache::{self, Entry, Fetched, Key, Outcome};
+use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
 use crate::metrics::ErrorKind;
 use crate::protocol::{self, GeminiFraming, Protocol, StreamConverter};
@@ -199,7 +200,13 @@ impl Gateway {
         let key = if bypass {
             None
         } else {
-            Key::new(p.kind, &p.model, p.client, p.client_body)
+            match state.config.cache.scope {
+                CacheScope::Shared => Key::new(p.kind, &p.model, p.client, p.client_body),
+                CacheScope::PerKey => {
+                    let scope = cache::scope_of(auth::presented_key(&req.head).as_deref());
+                    Key::scoped(p.kind, &p.model, p.client, &scope, p.client_body)
+                }
+            }
         };
         let (entry, outcome) = match key {
             Some(key) => state
@@ -215,6 +222,7 @@ impl Gateway {
             }
             if outcome == Outcome::Miss {
                 m.set_cache_size_bytes(state.cache.size_bytes() as u64);
+                m.cache_refused(state.cache.take_refused());
             }
         }
         let x_cache = match outcome {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::auth::{self, Access};
 use crate::cache::{self, Cache};
 use crate::config::{Config, LogLevel};
 use crate::log::{self, Field};
@@ -63,15 +64,16 @@ impl Failure {
 }
 
 /// The cache settings a configuration asks for.
-fn cache_settings(config: &Config) -> cache::Settings {
+pub(crate) fn cache_settings(config: &Config) -> cache::Settings {
     let max_bytes =
         usize::try_from(config.cache.max_size_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     cache::Settings {
         enabled: config.cache.enabled,
         max_bytes,
         ttl: config.cache.ttl,
-        max_entry_bytes: (max_bytes / 16).max(1),
-        shards: cache::Settings::shards_for_workers(config.workers),
+        max_entry_bytes: (max_bytes / cache::MAX_ENTRY_SHARE).max(1),
+        shards: cache::Settings::shards_for(max_bytes, cores),
         coalesce_timeout: config.upstream.timeout,
         redis: config.redis.as_ref().map(|r| cache::RedisSettings {
             password: r.password.clone(),
@@ -97,12 +99,10 @@ impl Gateway {
         let metrics = config.metrics.enabled.then(|| {
             Metrics::with_options(MetricsOptions {
                 providers: config.model_providers.clone(),
-                known_models: config
-                    .model_routes
-                    .keys()
-                    .filter(|k| !k.ends_with('*'))
-                    .cloned()
-                    .collect(),
+                known_models: known_models(&config, &registry),
+                // Only the known names: metrics are served without a key,
+                // and a model name is the client's to choose.
+                max_models: 0,
                 redis: config.redis.is_some(),
                 ..MetricsOptions::default()
             })
@@ -122,7 +122,8 @@ impl Gateway {
     }
 
     /// Applies a reloaded configuration: keys, providers, routes, upstream
-    /// settings, cache settings and logging. The cache keeps its contents
+    /// settings and cache settings (the caller applies logging once this
+    /// succeeded). The cache keeps its contents
     /// unless its size, TTL or Redis settings changed. The listen address,
     /// the worker count and switching metrics on or off need a restart;
     /// the caller reports those.
@@ -142,6 +143,9 @@ impl Gateway {
         } else {
             build_cache(&config)
         };
+        if let Some(m) = &self.metrics {
+            m.add_known_models(&known_models(&config, &registry));
+        }
         let fresh = Arc::new(State {
             config,
             registry,
@@ -179,10 +183,10 @@ impl Gateway {
     fn dispatch(&self, req: &Request, out: &mut Responder<'_>) -> Result<(), (Protocol, Failure)> {
         let state = self.current();
         let state = &*state;
-        let (prefix, path) = routing::split_provider_prefix(req.path());
-        let route = routing::route(req.method(), path);
+        let config = &state.config;
+        let (prefix, route) = routing::resolve(req.method(), req.path());
         out.log.route = route.template();
-        if let Some(origin) = guard::allowed_origin(&state.config.cors_origins, &req.head) {
+        if let Some(origin) = guard::allowed_origin(&config.cors_origins, &req.head) {
             out.add_header("Access-Control-Allow-Origin", origin.to_owned());
             out.add_header("Vary", "Origin".to_owned());
         }
@@ -193,6 +197,7 @@ impl Gateway {
             return Err((refusal.proto, refusal.failure));
         }
         let proto = client_protocol(&route, &req.head);
+        let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
         // Routes answered without authentication.
         match route {
             Route::Preflight => {
@@ -200,7 +205,7 @@ impl Gateway {
                 return Ok(());
             }
             Route::Health => {
-                self.health(state, out);
+                self.health(state, out, access != Access::Denied);
                 return Ok(());
             }
             Route::Metrics => {
@@ -345,7 +350,7 @@ impl Gateway {
         if !log::enabled(LogLevel::Info) {
             return;
         }
-        let method = guard::echo(method);
+        let method = guard::echo(method, guard::MAX_ECHO_BYTES);
         let mut fields = vec![
             ("method", Field::Str(&method)),
             ("route", Field::Str(route)),
@@ -386,6 +391,34 @@ fn client_protocol(route: &Route, req: &Head) -> Protocol {
             }
         }
     }
+}
+
+/// Model names that get a metrics label of their own: the configured
+/// routes and the built-in model lists of the enabled providers. The
+/// lists of openai-custom and claude-custom come from their upstream and
+/// are not fetched for this; route their models in `model_routes` to give
+/// them a label.
+fn known_models(config: &Config, registry: &Registry) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .model_routes
+        .keys()
+        .filter(|k| !k.ends_with('*'))
+        .cloned()
+        .collect();
+    for &kind in registry.enabled() {
+        if matches!(
+            kind,
+            ProviderKind::OpenAiCustom | ProviderKind::ClaudeCustom
+        ) {
+            continue;
+        }
+        for instance in registry.instances(kind) {
+            if let Ok(models) = instance.provider.models() {
+                names.extend(models.into_iter().map(|m| m.id));
+            }
+        }
+    }
+    names
 }
 
 /// The provider `model_routes` assigns to `model`: an exact key first,
@@ -445,7 +478,48 @@ mod tests {
         let s = cache_settings(&config);
         assert_eq!(s.max_bytes, 2 << 20);
         assert_eq!(s.max_entry_bytes, (2 << 20) / 16);
-        assert!(s.shards >= 200 && s.shards.is_power_of_two());
+        assert!(s.shards.is_power_of_two() && s.shards <= 32, "{}", s.shards);
         assert!(s.redis.is_none());
+    }
+
+    #[test]
+    fn shards_follow_capacity_and_cores_not_workers() {
+        use cache::Settings;
+        assert_eq!(Settings::shards_for(1 << 20, 2), 8);
+        assert_eq!(Settings::shards_for(1 << 20, 64), 16, "1 MB: 64 KB a shard");
+        assert_eq!(Settings::shards_for(100 << 20, 64), 64);
+        assert_eq!(Settings::shards_for(100 << 20, 3), 8);
+        assert_eq!(Settings::shards_for(1000, 8), 1);
+    }
+
+    #[test]
+    fn a_one_megabyte_cache_fills_with_fifty_kilobyte_answers() {
+        let mut config = Config::default();
+        config.cache.max_size_mb = 1;
+        let cache = Cache::new(cache_settings(&config));
+        let body = vec![b'x'; 50 * 1024];
+        let mut weight = 0;
+        for i in 0..40 {
+            let request = format!(r#"{{"messages":[{{"role":"user","content":"{i}"}}]}}"#);
+            let key = cache::Key::new(
+                ProviderKind::Mock,
+                "m",
+                Protocol::OpenAi,
+                request.as_bytes(),
+            )
+            .unwrap();
+            let entry = cache::Entry::new(200, "application/json", body.clone());
+            weight = entry.weight(&key);
+            cache.put(key, entry);
+        }
+        let stats = cache.stats();
+        assert_eq!(stats.refused, 0, "{stats:?}");
+        assert!(stats.bytes <= stats.capacity_bytes, "{stats:?}");
+        assert!(
+            stats.bytes + weight as u64 > stats.capacity_bytes,
+            "full: no room for one more answer: {stats:?}"
+        );
+        assert_eq!(stats.entries, stats.capacity_bytes / weight as u64);
+        assert_eq!(stats.evictions, 40 - stats.entries, "{stats:?}");
     }
 }

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::guard::{MAX_ECHO_BYTES, echo};
 use super::{Failure, Gateway, State};
 use crate::log;
 use crate::metrics::{DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML};
@@ -41,8 +42,20 @@ pub(super) fn preflight(state: &State, req: &Request, out: &mut Responder<'_>) {
 }
 
 impl Gateway {
-    pub(super) fn health(&self, state: &State, out: &mut Responder<'_>) {
+    /// `GET /health`: status and readiness for anyone; the providers,
+    /// their counters and credential status (file paths, refreshes, last
+    /// errors) only for a request that may use the gateway (`detailed`).
+    pub(super) fn health(&self, state: &State, out: &mut Responder<'_>, detailed: bool) {
         let draining = self.draining.load(Ordering::Relaxed);
+        let status = if draining { 503 } else { 200 };
+        if !detailed {
+            let body = json!({
+                "status": if draining { "draining" } else { "healthy" },
+                "ready": !draining,
+            });
+            let _ = out.send_json(status, &[], body.to_string().as_bytes());
+            return;
+        }
         let millis = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -70,13 +83,13 @@ impl Gateway {
             .collect();
         let body = json!({
             "status": if draining { "draining" } else { "healthy" },
+            "ready": !draining,
             "timestamp": rfc3339(millis),
             "provider": state.registry.default_kind().name(),
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_seconds": self.started.elapsed().as_secs(),
             "providers": providers,
         });
-        let status = if draining { 503 } else { 200 };
         let _ = out.send_json(status, &[], body.to_string().as_bytes());
     }
 
@@ -85,6 +98,7 @@ impl Gateway {
     fn refresh_cache_metrics(&self, state: &State) {
         let Some(m) = &self.metrics else { return };
         m.set_cache_size_bytes(state.cache.size_bytes() as u64);
+        m.cache_refused(state.cache.take_refused());
         if state.config.redis.is_some() {
             let redis = state.cache.stats().redis;
             m.set_cache_redis_up(redis.connected);
@@ -215,7 +229,10 @@ pub(super) fn get_model(
         .ok_or_else(|| {
             Failure::new(
                 404,
-                format!("model {id} is not offered by any enabled provider"),
+                format!(
+                    "model {} is not offered by any enabled provider",
+                    echo(id, MAX_ECHO_BYTES)
+                ),
             )
         })?;
     let list = protocol::models_list(proto, std::slice::from_ref(&found));

@@ -99,6 +99,18 @@ impl LabelFolder {
         value
     }
 
+    /// Gives `known` values a label of their own, outside the budget (the
+    /// models of a reloaded configuration).
+    pub fn know<S: AsRef<str>>(&self, known: &[S]) {
+        let mut learned = self.learned.write().unwrap_or_else(|e| e.into_inner());
+        for k in known {
+            let k = k.as_ref();
+            if acceptable(k) && !learned.set.contains(k) {
+                learned.set.insert(Arc::from(k));
+            }
+        }
+    }
+
     /// Number of distinct values that have a label of their own.
     pub fn len(&self) -> usize {
         self.learned
@@ -129,6 +141,17 @@ fn acceptable(raw: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_values_added_later_keep_their_own_label() {
+        let folder = LabelFolder::new(0, ["a"]);
+        assert_eq!(&*folder.fold("b"), OTHER);
+        folder.know(&["b", "bad value"]);
+        assert_eq!(&*folder.fold("b"), "b");
+        assert_eq!(&*folder.fold("a"), "a");
+        assert_eq!(&*folder.fold("bad value"), OTHER);
+        assert_eq!(&*folder.fold("c"), OTHER, "no budget for the unknown");
+    }
 
     #[test]
     fn methods_fold_to_a_known_set() {

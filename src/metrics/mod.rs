@@ -315,6 +315,7 @@ pub struct Metrics {
     cache_hits: Counter,
     cache_misses: Counter,
     cache_size: Gauge,
+    cache_refused: Counter,
     redis: Option<Redis>,
     websocket: Option<Gauge>,
     instances: Option<Family<InstanceLabels, Gauge>>,
@@ -524,6 +525,12 @@ impl Metrics {
             Unit::Bytes,
             cache_size.clone(),
         );
+        let cache_refused = Counter::default();
+        registry.register(
+            "cache_refused",
+            "Answers not stored because one answer may take at most 1/16 of the cache",
+            cache_refused.clone(),
+        );
         let redis = options.redis.then(|| {
             let up = Gauge::default();
             registry.register(
@@ -587,6 +594,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             cache_size,
+            cache_refused,
             redis,
             websocket,
             instances,
@@ -701,6 +709,12 @@ impl Metrics {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Gives `models` a label of their own from now on, outside the
+    /// [`MetricsOptions::max_models`] budget (after a reload).
+    pub fn add_known_models(&self, models: &[String]) {
+        self.models.know(models);
+    }
+
     /// Records one failed upstream call (at most one per
     /// [`Metrics::provider_request`]).
     pub fn provider_error(&self, provider: ProviderKind, kind: ErrorKind) {
@@ -786,6 +800,13 @@ impl Metrics {
     pub fn set_cache_size_bytes(&self, bytes: u64) {
         self.cache_size
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Answers the cache refused to store (too large), since the last call.
+    pub fn cache_refused(&self, n: u64) {
+        if n > 0 {
+            self.cache_refused.inc_by(n);
+        }
     }
 
     /// Whether Redis answers (no-op unless [`MetricsOptions::redis`]).

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::process::Command;
 
 /// Every family name as it appears in `# TYPE` lines.
-const CORE_NAMES: [&str; 12] = [
+const CORE_NAMES: [&str; 13] = [
     "aiproxy_build_info",
     "aiproxy_http_requests_total",
     "aiproxy_http_request_duration_seconds",
@@ -17,6 +17,7 @@ const CORE_NAMES: [&str; 12] = [
     "aiproxy_cache_hits_total",
     "aiproxy_cache_misses_total",
     "aiproxy_cache_size_bytes",
+    "aiproxy_cache_refused_total",
 ];
 const FEATURE_NAMES: [&str; 5] = [
     "aiproxy_websocket_connections",

@@ -3,7 +3,8 @@ selection and CORS.
 
 * Auth all four ways (``Authorization: Bearer``, ``x-api-key``,
   ``x-goog-api-key``, ``?key=``): the right key passes, a wrong or missing
-  key is 401 in the protocol of the route; ``/health`` needs no key.
+  key is 401 in the protocol of the route; ``/health`` needs no key (its
+  detail does).
 * Provider selection: path prefix, ``Model-Provider`` header (any case),
   default provider (the first of ``--model-provider``), prefix beats header;
   AIClient-2-API's long ids (``openai-qwen-oauth``, ``claude-kiro-oauth``,
@@ -83,10 +84,17 @@ def test_bearer_scheme_must_be_bearer(gw):
     assert r.status == 401
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_bearer_scheme_is_case_insensitive(gw, scheme):
+    r = gw.request("GET", "/v1/models", headers={"Authorization": f"{scheme} {API_KEY}"})
+    assert r.status == 200, r.text
+
+
 def test_health_needs_no_key(gw):
     r = gw.request("GET", "/health")
     assert r.status == 200
-    body = r.json()
+    assert r.json() == {"status": "healthy", "ready": True}, "no detail without a key"
+    body = gw.request("GET", "/health", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert body["status"] == "healthy"
     assert body["provider"] == "mock"
 
@@ -116,7 +124,8 @@ def test_default_provider_is_first_enabled(gw, upstreams, nonce):
 def test_default_provider_follows_flag_order(start_gateway, upstreams, nonce):
     g = start_gateway(*provider_args(upstreams.openai, upstreams.claude,
                                      "claude-custom,mock,openai-custom"))
-    assert g.request("GET", "/health").json()["provider"] == "claude-custom"
+    health = g.request("GET", "/health", headers={"Authorization": f"Bearer {API_KEY}"})
+    assert health.json()["provider"] == "claude-custom"
     m = anthropic_client(g).messages.create(
         model="claude-x", max_tokens=50, messages=[{"role": "user", "content": f"hi {nonce}"}])
     assert m.content[0].text.startswith(f"claude says: hi {nonce}")

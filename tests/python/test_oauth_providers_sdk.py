@@ -458,7 +458,7 @@ def test_expired_token_is_refreshed_once_and_saved(start_oauth, provider):
     leftovers = [p.name for p in o.creds.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == [], "no temporary file left beside the credentials"
 
-    health = o.gw.request("GET", "/health")
+    health = o.gw.request("GET", "/health", headers={"Authorization": f"Bearer {API_KEY}"})
     assert health.status == 200
     cred = health.json()["providers"][0]["instances"][0]["credentials"]
     assert cred["state"] == "valid" and cred["refreshes"] == 1
