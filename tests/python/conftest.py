@@ -77,6 +77,7 @@ def start_gateway(request):
 def session_gateway(upstream_servers):
     openai_up, claude_up = upstream_servers
     g = Gateway(["--api-key", API_KEY, *provider_args(openai_up, claude_up),
+                 "--cors-origins", "http://localhost:5173,http://example.test,http://x.test",
                  "--log-level", "info"], "session-gateway")
     yield g
     g.assert_running()

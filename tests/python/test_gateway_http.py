@@ -234,7 +234,28 @@ def test_cors_header_on_normal_answers(gw, nonce):
     r = gw.request("POST", "/v1/chat/completions", body=chat_body(nonce),
                    headers={"Authorization": f"Bearer {API_KEY}", "Origin": "http://x.test"})
     assert r.status == 200
-    assert r.headers.get("access-control-allow-origin") in ("*", "http://x.test")
+    assert r.headers.get("access-control-allow-origin") == "http://x.test"
+    assert r.headers.get("vary") == "Origin"
+
+
+def test_origins_not_listed_get_no_cors_headers(gw, nonce):
+    r = gw.request("OPTIONS", "/v1/messages", headers={
+        "Origin": "http://evil.test", "Access-Control-Request-Method": "POST"})
+    assert r.status == 204
+    assert "access-control-allow-origin" not in r.headers
+    assert "access-control-allow-headers" not in r.headers
+    r = gw.request("POST", "/v1/chat/completions", body=chat_body(nonce),
+                   headers={"Authorization": f"Bearer {API_KEY}", "Origin": "http://evil.test"})
+    assert r.status == 200
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_a_simple_cross_site_request_is_refused_without_reading_it(gw, nonce):
+    """A page can send text/plain without a preflight; inference insists on JSON."""
+    r = gw.request("POST", "/v1/chat/completions", body=chat_body(nonce),
+                   headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "text/plain"})
+    assert r.status == 415
+    assert "application/json" in r.json()["error"]["message"]
 
 
 # ---- model lists: one path, three shapes; Gemini routes also under /v1 ------
@@ -277,3 +298,16 @@ def test_retrieve_one_model(gw):
     assert a.id == "mock-small" and a.type == "model"
     with pytest.raises(openai.NotFoundError):
         openai_client(gw, "mock").models.retrieve("gpt-nonexistent")
+
+
+def test_without_a_key_only_names_dns_cannot_rebind_are_served(start_gateway, nonce):
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends its own name."""
+    g = start_gateway("--model-provider", "mock")
+    r = g.request("POST", "/v1/chat/completions", body=chat_body(nonce),
+                  headers={"Host": "evil.example:%d" % g.port})
+    assert r.status == 403
+    assert "Host" in r.json()["error"]["message"]
+    for host in ("localhost", "127.0.0.1", "api.localhost"):
+        r = g.request("POST", "/v1/chat/completions", body=chat_body(nonce),
+                      headers={"Host": f"{host}:{g.port}"})
+        assert r.status == 200, (host, r.body)
