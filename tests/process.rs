@@ -14,19 +14,34 @@ struct Gateway {
 
 impl Gateway {
     fn start(config: &std::path::Path) -> Gateway {
+        Self::start_with_open_files(config, None)
+    }
+
+    /// Starts the binary, under `ulimit -n open_files` when given.
+    fn start_with_open_files(config: &std::path::Path, open_files: Option<u32>) -> Gateway {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let log = config.with_extension("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_aiproxy"))
-            .args([
-                "--config",
-                config.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-            ])
+        let bin = env!("CARGO_BIN_EXE_aiproxy");
+        let args = [
+            "--config".to_owned(),
+            config.to_str().unwrap().to_owned(),
+            "--port".to_owned(),
+            port.to_string(),
+        ];
+        let mut command = match open_files {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), bin]);
+                c
+            }
+        };
+        let child = command
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -159,5 +174,63 @@ fn sigterm_drains_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Reads one response with a `Content-Length` body, leaving the
+/// connection open; returns its status.
+fn read_one(stream: &mut TcpStream) -> u16 {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).unwrap_or(0) == 0 {
+            return 0;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let len: usize = head
+        .split("content-length:")
+        .nth(1)
+        .and_then(|rest| rest.split("\r\n").next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn keep_alive_clients_under_a_low_open_files_limit_do_not_lock_new_ones_out() {
+    let path = config_file("nofile", "model_providers: [mock]\nworkers: 4\n");
+    let gateway = Gateway::start_with_open_files(&path, Some(64));
+    assert!(
+        gateway.log_contains("lowered to"),
+        "the connection bound was not fitted to ulimit -n"
+    );
+    // More keep-alive clients than file descriptors: each got its answer
+    // and idles. The oldest make room for the newest.
+    let mut idle = Vec::new();
+    for _ in 0..120 {
+        let mut s = TcpStream::connect(gateway.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_one(&mut s), 200, "client {} kept out", idle.len());
+        idle.push(s);
+    }
+    assert_eq!(
+        gateway.status("GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        200
+    );
+    let log = std::fs::read_to_string(&gateway.log).unwrap();
+    let warnings = log.lines().filter(|l| l.contains("connections")).count();
+    assert!(
+        warnings <= 3,
+        "{warnings} warnings about connections:\n{log}"
+    );
     let _ = std::fs::remove_file(&path);
 }
