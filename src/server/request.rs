@@ -373,7 +373,7 @@ fn parse_target<'a>(method: &str, target: &'a str) -> Result<Target<'a>, Request
     if authority.contains('@') {
         return bad("request target must not carry userinfo");
     }
-    if !split_authority(authority).is_some_and(|(name, _)| !name.is_empty()) {
+    if split_authority(authority).is_none_or(|(name, _)| name.is_empty()) {
         return bad("invalid host in the request target");
     }
     let (path, query) = match tail.split_once('?') {

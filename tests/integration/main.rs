@@ -1,6 +1,7 @@
 //! One integration-test binary: real sockets on loopback, port 0.
 
 mod gateway;
+mod http_grammar;
 mod server;
 mod support;
 mod upstream;
