@@ -657,17 +657,17 @@ enum ChunkState {
 }
 
 /// Longest chunk-size line (size and extensions, CRLF not counted).
-pub const MAX_CHUNK_LINE: usize = 4096;
+const MAX_CHUNK_LINE: usize = 4096;
 /// Most chunk-extension bytes accepted in one body. Nothing aiproxy
 /// serves uses extensions; the bound only has to let odd clients through.
-pub const MAX_CHUNK_EXTENSIONS: usize = 64 * 1024;
+const MAX_CHUNK_EXTENSIONS: usize = 64 * 1024;
 /// Framing bytes (chunk-size lines and CRLFs) accepted per data byte,
 /// beyond [`MAX_FRAMING_SLACK`]: one-byte chunks (`1\r\nx\r\n`, five
 /// framing bytes for one of data) still pass; a megabyte of data wrapped
 /// in gigabytes of leading zeros or extensions does not.
-pub const MAX_FRAMING_PER_BYTE: usize = 8;
+const MAX_FRAMING_PER_BYTE: usize = 8;
 /// Framing bytes accepted whatever the data.
-pub const MAX_FRAMING_SLACK: usize = 64 * 1024;
+const MAX_FRAMING_SLACK: usize = 64 * 1024;
 /// Trailer limits of [`ChunkedDecoder::new`], the default head limits;
 /// [`ChunkedDecoder::trailer_limits`] sets the configured ones.
 const DEFAULT_TRAILER_BYTES: usize = 32 * 1024;
@@ -721,17 +721,17 @@ impl ChunkedDecoder {
                     };
                 }
                 ChunkState::DataCr | ChunkState::DataLf => {
-                    let expected = if self.state == ChunkState::DataCr {
+                    let (due, next) = if self.state == ChunkState::DataCr {
                         (b'\r', ChunkState::DataLf)
                     } else {
                         (b'\n', ChunkState::Size)
                     };
-                    if input[i] != expected.0 {
+                    if input[i] != due {
                         return Err(RequestError::BadRequest("chunk data not followed by CRLF"));
                     }
                     i += 1;
                     self.count_framing(1)?;
-                    self.state = expected.1;
+                    self.state = next;
                 }
                 ChunkState::Size | ChunkState::Trailer => {
                     let byte = input[i];
@@ -814,9 +814,10 @@ impl ChunkedDecoder {
         if self.extensions > MAX_CHUNK_EXTENSIONS {
             return Err(RequestError::BadRequest("chunk extensions too long"));
         }
-        let size = size_text.iter().fold(0u64, |n, &b| {
-            (n << 4) | u64::from((b as char).to_digit(16).unwrap_or(0))
-        });
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or(RequestError::BadRequest("invalid chunk size"))?;
         if size == 0 {
             return Ok(ChunkState::Trailer);
         }
