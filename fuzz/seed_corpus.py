@@ -232,22 +232,43 @@ put("http_head", "expect_continue", head([
     "POST /v1/chat/completions HTTP/1.1", "Host: x", "Expect: 100-continue",
     "Content-Length: 5"], b"hello"))
 put("http_head", "http10_keep_alive", head(["GET /health HTTP/1.0", "Connection: keep-alive"]) + head(["GET / HTTP/1.0"]))
-put("http_head", "bare_lf", b"GET /health HTTP/1.1\nHost: x\n\nGET /v1/models HTTP/1.1\n\n")
-put("http_head", "both_framings", head(["POST / HTTP/1.1", "Content-Length: 3", "Transfer-Encoding: chunked"], b"abc"))
-put("http_head", "duplicate_content_length", head(["POST / HTTP/1.1", "Content-Length: 3", "Content-Length: 3"], b"abcGET / HTTP/1.1\r\n\r\n"))
-put("http_head", "conflicting_content_length", head(["POST / HTTP/1.1", "Content-Length: 3", "Content-Length: 4"], b"abcd"))
-put("http_head", "huge_content_length", head(["POST /v1/messages HTTP/1.1", "Content-Length: 100000000000"]))
-put("http_head", "signed_content_length", head(["POST /v1/messages HTTP/1.1", "Content-Length: +3"], b"abc"))
-put("http_head", "gzip_transfer_encoding", head(["POST / HTTP/1.1", "Transfer-Encoding: gzip, chunked"], b"0\r\n\r\n"))
+put("http_head", "bare_lf", b"GET /health HTTP/1.1\nHost: x\n\nGET /v1/models HTTP/1.1\nHost: x\n\n")
+put("http_head", "both_framings", head(["POST / HTTP/1.1", "Host: x", "Content-Length: 3", "Transfer-Encoding: chunked"], b"abc"))
+put("http_head", "duplicate_content_length", head(["POST / HTTP/1.1", "Host: x", "Content-Length: 3", "Content-Length: 3"], b"abcGET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+put("http_head", "conflicting_content_length", head(["POST / HTTP/1.1", "Host: x", "Content-Length: 3", "Content-Length: 4"], b"abcd"))
+put("http_head", "huge_content_length", head(["POST /v1/messages HTTP/1.1", "Host: x", "Content-Length: 100000000000"]))
+put("http_head", "signed_content_length", head(["POST /v1/messages HTTP/1.1", "Host: x", "Content-Length: +3"], b"abc"))
+put("http_head", "gzip_transfer_encoding", head(["POST / HTTP/1.1", "Host: x", "Transfer-Encoding: gzip, chunked"], b"0\r\n\r\n"))
 put("http_head", "absolute_form_target", head(["GET http://example.com/v1/models HTTP/1.1", "Host: example.com"]))
 put("http_head", "http2_preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-put("http_head", "non_utf8_header", b"GET / HTTP/1.1\r\nX-Bin: \xff\xfe\r\n\r\n")
-put("http_head", "many_headers", head(["GET / HTTP/1.1"] + [f"X-{i}: v" for i in range(110)]))
+put("http_head", "non_utf8_header", b"GET / HTTP/1.1\r\nHost: x\r\nX-Bin: \xff\xfe\r\n\r\n")
+put("http_head", "many_headers", head(["GET / HTTP/1.1", "Host: x"] + [f"X-{i}: v" for i in range(110)]))
 put("http_head", "partial_head", b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Le")
-put("http_head", "unsupported_expect", head(["POST / HTTP/1.1", "Expect: 200-ok", "Content-Length: 1"], b"x"))
+put("http_head", "unsupported_expect", head(["POST / HTTP/1.1", "Host: x", "Expect: 200-ok", "Content-Length: 1"], b"x"))
 put("http_head", "websocket_upgrade", head([
     "GET /v1/realtime HTTP/1.1", "Host: x", "Upgrade: websocket", "Connection: Upgrade",
     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"]))
+
+# RFC 9112 Host and request-target rules (issue 10).
+put("http_head", "missing_host", head(["GET /health HTTP/1.1", "Accept: */*"]))
+put("http_head", "duplicate_host", head(["GET /health HTTP/1.1", "Host: localhost", "Host: evil.example"]))
+put("http_head", "invalid_host", head(["GET /health HTTP/1.1", "Host: user@evil.example"]))
+put("http_head", "ipv6_host_with_port", head(["GET /health HTTP/1.1", "Host: [::1]:3000"]))
+put("http_head", "http10_without_host", head(["GET /health HTTP/1.0"]))
+put("http_head", "absolute_form_empty_path_with_query", head(["GET http://127.0.0.1:3000?key=k HTTP/1.1", "Host: evil.example"]))
+put("http_head", "absolute_form_userinfo", head(["GET http://localhost@evil.example/health HTTP/1.1", "Host: localhost"]))
+put("http_head", "options_asterisk", head(["OPTIONS * HTTP/1.1", "Host: x"]) + head(["GET /health HTTP/1.1", "Host: x"]))
+put("http_head", "get_asterisk", head(["GET * HTTP/1.1", "Host: x"]))
+put("http_head", "expect_list_with_unknown", head(["POST / HTTP/1.1", "Host: x", "Expect: 100-continue, foo", "Content-Length: 1"], b"x"))
+put("http_head", "http10_chunked_keep_alive", head([
+    "POST /v1/messages HTTP/1.0", "Connection: keep-alive", "Transfer-Encoding: chunked"],
+    b"5\r\nhello\r\n0\r\n\r\n") + head(["GET /health HTTP/1.0"]))
+put("http_head", "chunked_bare_lf_then_pipelined", head([
+    "POST /v1/messages HTTP/1.1", "Host: x", "Transfer-Encoding: chunked"],
+    b"5\nhello\n0\n\n") + head(["GET /admin HTTP/1.1", "Host: x"]))
+put("http_head", "chunked_trailer_smuggles_a_request", head([
+    "POST /v1/messages HTTP/1.1", "Host: x", "Transfer-Encoding: chunked"],
+    b"0\r\nX: y\r\n\r\nGET /cache/clear HTTP/1.1\r\nHost: x\r\n\r\n"))
 
 # ----------------------------------------------------------------- chunked
 CHUNKED = {
@@ -265,6 +286,36 @@ CHUNKED = {
     "many_trailers": b"0\r\n" + b"X-T: 1\r\n" * 20 + b"\r\n",
     "long_extension": b"1;" + b"e" * 5000 + b"\r\nx\r\n0\r\n\r\n",
     "json_body_in_chunks": b"7\r\n{\"model\r\n9\r\n\":\"gpt\"}\r\n0\r\n\r\n",
+    # RFC 9112 chunk grammar, each refused or accepted as the head parser
+    # would (issue 10): line ends, size, extensions, trailers, bounds.
+    "bare_cr_in_size_line": b"3\rabc\r\n0\r\n\r\n",
+    "bare_lf_after_data": b"3\r\nabc\n0\r\n\r\n",
+    "bare_cr_after_data": b"3\r\nabc\r0\r\n\r\n",
+    "bare_lf_last_chunk": b"3\r\nabc\r\n0\n\r\n",
+    "tab_after_size": b"3\t\r\nabc\r\n0\r\n\r\n",
+    "vt_before_size": b"\x0b3\r\nabc\r\n0\r\n\r\n",
+    "ff_after_size": b"3\x0c\r\nabc\r\n0\r\n\r\n",
+    "hex_prefix_size": b"0x3\r\nabc\r\n0\r\n\r\n",
+    "seventeen_digit_size": b"00000000000000003\r\nabc\r\n0\r\n\r\n",
+    "ext_bws_and_quoted_string": b"3 ; a = b ;c=\"q \\\" ;\"\r\nabc\r\n0;last\r\n\r\n",
+    "ext_nul": b"3;a\x00b\r\nabc\r\n0\r\n\r\n",
+    "ext_control_in_quoted": b"3;a=\"\x01\"\r\nabc\r\n0\r\n\r\n",
+    "ext_bare_cr_in_quoted": b"3;a=\"x\ry\"\r\nabc\r\n0\r\n\r\n",
+    "ext_unterminated_quote": b"3;a=\"abc\r\nabc\r\n0\r\n\r\n",
+    "ext_without_name": b"3;=v\r\nabc\r\n0\r\n\r\n",
+    "ext_trailing_space": b"3;a \r\nabc\r\n0\r\n\r\n",
+    "ext_line_at_limit": b"1;a=" + b"x" * 4092 + b"\r\nx\r\n0\r\n\r\n",
+    "ext_flood_on_small_chunks": (b"1;e=" + b"e" * 3000 + b"\r\nx\r\n") * 30 + b"0\r\n\r\n",
+    "leading_zero_flood": b"0000000000000001\r\nx\r\n" * 4000 + b"0\r\n\r\n",
+    "one_byte_chunks": b"1\r\nx\r\n" * 3000 + b"0\r\n\r\n",
+    "trailer_obs_fold": b"0\r\nX-T: 1\r\n 2\r\n\r\n",
+    "trailer_space_before_colon": b"0\r\nX-T : 1\r\n\r\n",
+    "trailer_without_colon": b"0\r\nX-T\r\n\r\n",
+    "trailer_nul_in_value": b"0\r\nX-T: a\x00b\r\n\r\n",
+    "trailer_non_utf8_value": b"0\r\nX-T: \xff\xfe\r\n\r\n",
+    "trailer_bare_lf": b"0\r\nX-T: 1\n\r\n",
+    "trailer_missing_final_lf": b"0\r\nX-T: 1\r\n\rGET",
+    "too_many_trailers": b"0\r\n" + b"X-T: 1\r\n" * 101 + b"\r\n",
 }
 for name, data in CHUNKED.items():
     put("chunked_body", name, data)

@@ -4,6 +4,7 @@ use crate::config::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MA
 use crate::routing::{route, split_provider_prefix};
 use crate::server::request::{
     BodyFraming, BodyReader, ChunkedDecoder, Head, ParseStatus, RequestError, parse_head,
+    split_authority,
 };
 
 /// Requests handled on one connection before the target stops.
@@ -116,8 +117,38 @@ fn check_head(buf: &[u8], head: &Head, len: usize, max_header_bytes: usize, max_
         "more headers than the limit accepted"
     );
     assert!(!head.method().is_empty(), "empty method");
-    assert!(head.path().starts_with('/'), "path is absolute");
+    if head.is_asterisk_form() {
+        assert_eq!(head.method(), "OPTIONS", "the target * is only for OPTIONS");
+        assert_eq!((head.path(), head.query()), ("*", None));
+    } else {
+        assert!(head.path().starts_with('/'), "path is absolute");
+    }
     assert!(!head.path().contains('?'), "query split off the path");
+    check_host(head);
+    for expect in head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("expect"))
+    {
+        assert!(
+            expect
+                .1
+                .split(',')
+                .map(str::trim)
+                .all(|e| e.is_empty() || e.eq_ignore_ascii_case("100-continue")),
+            "Expect: {} accepted (417 due)",
+            expect.1
+        );
+    }
+    assert!(
+        !head.expect_continue || head.minor_version == 1,
+        "100-continue on HTTP/1.0"
+    );
+    if head.minor_version == 0 && head.header("transfer-encoding").is_some() {
+        assert!(
+            !head.keep_alive,
+            "HTTP/1.0 kept open after Transfer-Encoding"
+        );
+    }
     match head.framing {
         BodyFraming::Empty => {}
         BodyFraming::Length(n) => {
@@ -154,6 +185,31 @@ fn check_head(buf: &[u8], head: &Head, len: usize, max_header_bytes: usize, max_
             );
         }
     }
+}
+
+/// RFC 9112 §3.2: one `Host` (required on HTTP/1.1), and the host the
+/// server checks (the DNS-rebinding guard) is a plain name or address.
+fn check_host(head: &Head) {
+    let fields = head
+        .headers()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+        .count();
+    assert!(fields <= 1, "more than one Host accepted");
+    if head.minor_version == 1 {
+        assert_eq!(fields, 1, "HTTP/1.1 without Host accepted");
+    }
+    let Some(host) = head.host() else {
+        assert_eq!(fields, 0, "a Host field but no host");
+        return;
+    };
+    let (name, _) = split_authority(host).expect("accepted host splits");
+    assert_eq!(head.host_name(), Some(name));
+    assert!(
+        !name
+            .bytes()
+            .any(|b| b <= b' ' || b >= 0x7f || b"@/?#[]\\\"<>`{}|^".contains(&b)),
+        "host name {name:?} accepted"
+    );
 }
 
 /// Largest buffer a body of at most `limit` bytes may grow to.
@@ -226,6 +282,7 @@ pub fn chunked_body(data: &[u8]) {
             let every: Vec<usize> = (1..data.len()).collect();
             assert_eq!(decode(data, limit, &every), whole, "byte-wise decode");
         }
+        check_grammar(data, &whole);
         if let (Ok(_), true) = (&whole.result, whole.done) {
             // What was accepted re-encodes as one chunk and decodes the same.
             let mut again = format!("{:x}\r\n", whole.body.len()).into_bytes();
@@ -239,4 +296,158 @@ pub fn chunked_body(data: &[u8]) {
             assert_eq!(round.body, whole.body);
         }
     }
+}
+
+/// The decoder's verdict matches the plain grammar, unless a limit
+/// stopped it first (limits are the decoder's own business).
+fn check_grammar(data: &[u8], decoded: &Decoded) {
+    let limited = matches!(
+        decoded.result,
+        Err(RequestError::BodyTooLarge
+            | RequestError::HeadersTooLarge
+            | RequestError::BadRequest(
+                "chunk line too long"
+                    | "chunk extensions too long"
+                    | "chunk framing out of proportion to the data"
+            ))
+    );
+    if limited {
+        return;
+    }
+    let got = match (&decoded.result, decoded.done) {
+        (Err(_), _) => Verdict::Invalid,
+        (Ok(_), false) => Verdict::Short,
+        (Ok(consumed), true) => Verdict::Body(decoded.body.clone(), *consumed),
+    };
+    assert_eq!(got, grammar(data), "decoder and grammar disagree");
+}
+
+/// What RFC 9112 §7.1 makes of a whole input.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// A complete body: its data, and the bytes it took.
+    Body(Vec<u8>, usize),
+    /// Not a chunked body, whatever follows.
+    Invalid,
+    /// A valid beginning.
+    Short,
+}
+
+/// The chunked-body grammar read plainly over the whole input, with no
+/// limits and no state machine, to check the incremental decoder against:
+/// `*chunk last-chunk trailer-section CRLF`, lines ending in CRLF only,
+/// trailer fields as the head's field lines (and UTF-8, as the head).
+fn grammar(data: &[u8]) -> Verdict {
+    let mut at = 0;
+    let mut body = Vec::new();
+    // The line starting at `at`, without its CRLF, and where the next begins.
+    let line = |at: usize| -> Result<(&[u8], usize), Verdict> {
+        let rest = &data[at..];
+        match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
+            None => Err(Verdict::Short),
+            Some(i) if rest[i] == b'\n' => Err(Verdict::Invalid),
+            Some(i) => match rest.get(i + 1) {
+                None => Err(Verdict::Short),
+                Some(b'\n') => Ok((&rest[..i], at + i + 2)),
+                Some(_) => Err(Verdict::Invalid),
+            },
+        }
+    };
+    loop {
+        let (size_line, next) = match line(at) {
+            Ok(l) => l,
+            Err(v) => return v,
+        };
+        let digits = size_line
+            .iter()
+            .take_while(|b| b.is_ascii_hexdigit())
+            .count();
+        if !(1..=16).contains(&digits) || !chunk_ext(&size_line[digits..]) {
+            return Verdict::Invalid;
+        }
+        let size = u64::from_str_radix(std::str::from_utf8(&size_line[..digits]).unwrap(), 16)
+            .expect("16 hex digits fit");
+        at = next;
+        if size == 0 {
+            break;
+        }
+        let Some(end) = usize::try_from(size).ok().and_then(|s| s.checked_add(at)) else {
+            return Verdict::Short;
+        };
+        if data.len() < end {
+            return Verdict::Short;
+        }
+        body.extend_from_slice(&data[at..end]);
+        match data.get(end..end + 2) {
+            Some(b"\r\n") => at = end + 2,
+            Some(_) => return Verdict::Invalid,
+            None if data[end..].iter().all(|&b| b == b'\r') => return Verdict::Short,
+            None => return Verdict::Invalid,
+        }
+    }
+    loop {
+        let (field, next) = match line(at) {
+            Ok(l) => l,
+            Err(v) => return v,
+        };
+        at = next;
+        if field.is_empty() {
+            return Verdict::Body(body, at);
+        }
+        let name = field.iter().take_while(|&&b| tchar(b)).count();
+        let value_ok = field[name..].strip_prefix(b":").is_some_and(|v| {
+            v.iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+        });
+        if name == 0 || !value_ok || std::str::from_utf8(field).is_err() {
+            return Verdict::Invalid;
+        }
+    }
+}
+
+fn tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// `*( BWS ";" BWS token [ BWS "=" BWS ( token / quoted-string ) ] )`.
+fn chunk_ext(s: &[u8]) -> bool {
+    let ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let vis = |b: u8| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80;
+    let skip_ws = |i: usize| i + s[i..].iter().take_while(|b| ws(b)).count();
+    let skip_token = |i: usize| i + s[i..].iter().take_while(|&&b| tchar(b)).count();
+    let mut i = 0;
+    while i < s.len() {
+        i = skip_ws(i);
+        if s.get(i) != Some(&b';') {
+            return false;
+        }
+        let name = skip_ws(i + 1);
+        i = skip_token(name);
+        if i == name {
+            return false;
+        }
+        let eq = skip_ws(i);
+        if s.get(eq) != Some(&b'=') {
+            continue;
+        }
+        let value = skip_ws(eq + 1);
+        if s.get(value) == Some(&b'"') {
+            i = value + 1;
+            loop {
+                match s.get(i) {
+                    Some(b'"') => break,
+                    Some(b'\\') if s.get(i + 1).is_some_and(|&b| vis(b)) => i += 2,
+                    Some(&b) if b != b'\\' && vis(b) => i += 1,
+                    _ => return false,
+                }
+            }
+            i += 1;
+        } else {
+            i = skip_token(value);
+            if i == value {
+                return false;
+            }
+        }
+    }
+    true
 }

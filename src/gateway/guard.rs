@@ -46,7 +46,7 @@ pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
     };
     let config = &state.config;
     if config.api_keys.is_empty()
-        && let Some(host) = head.header("host")
+        && let Some(host) = head.host()
         && !is_local_host(host)
     {
         // DNS rebinding: a page on evil.example whose name now resolves to

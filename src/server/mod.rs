@@ -175,8 +175,6 @@ struct Job {
     conn: Conn,
     head: Head,
     body: Vec<u8>,
-    /// The request arrived over chunked coding.
-    chunked: bool,
     /// When the head was complete.
     received: Instant,
     /// When it was queued.
@@ -378,7 +376,6 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
         mut conn,
         head,
         body,
-        chunked,
         received,
         queued,
     } = job;
@@ -408,10 +405,10 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
         let _ = io::Write::write_all(&mut conn.stream, &answer);
         return linger(conn);
     }
-    // A request body in chunked coding from an HTTP/1.0 client leaves the
-    // framing of anything after it in doubt: close (RFC 9112 §6.1).
+    // (An HTTP/1.0 request with a chunked body is never kept alive: the
+    // head parser says so, RFC 9112 §6.1.)
     let http10 = head.minor_version == 0;
-    let keep_alive = head.keep_alive && !(http10 && chunked);
+    let keep_alive = head.keep_alive;
     let head_only = head.method() == "HEAD";
     let req = Request {
         head,

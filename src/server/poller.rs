@@ -16,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::request::{self, BodyFraming, BodyReader, Head, ParseStatus, RequestError};
+use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
 use super::{Job, Returned, Shared, WorkerPool};
 
@@ -512,7 +512,7 @@ impl Poller {
             return false;
         };
         let reader = match BodyReader::new(head.framing, settings.max_body_bytes) {
-            Ok(reader) => reader,
+            Ok(reader) => reader.trailer_limits(settings.max_header_bytes, settings.max_headers),
             Err(err) => {
                 self.refuse(slot, &err);
                 return false;
@@ -562,7 +562,6 @@ impl Poller {
         self.pool.grow_for(jobs.len() + 1);
         let job = Job {
             conn,
-            chunked: head.framing == BodyFraming::Chunked,
             head,
             body: reader.into_body(),
             received,

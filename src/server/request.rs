@@ -8,7 +8,7 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -27,6 +27,8 @@ pub enum RequestError {
     UnsupportedVersion,
     /// `Transfer-Encoding` other than chunked → 501.
     UnsupportedEncoding,
+    /// `Expect` other than `100-continue` → 417.
+    ExpectationFailed,
     /// The client went away; nothing can be answered.
     Disconnected,
 }
@@ -41,6 +43,7 @@ impl RequestError {
             Self::Timeout => (408, "request body not received in time"),
             Self::UnsupportedVersion => (505, "HTTP version not supported"),
             Self::UnsupportedEncoding => (501, "transfer encoding not supported"),
+            Self::ExpectationFailed => (417, "only Expect: 100-continue is supported"),
             Self::Disconnected => (400, "client disconnected"),
         }
     }
@@ -68,13 +71,19 @@ pub struct Head {
     path: Range<usize>,
     query: Option<Range<usize>>,
     fields: Vec<(Range<usize>, Range<usize>)>,
+    /// The authority of an absolute-form target, else the `Host` value.
+    host: Option<Range<usize>>,
+    /// The target was `*` (`OPTIONS * HTTP/1.1`).
+    asterisk: bool,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     /// Body framing derived from the headers.
     pub framing: BodyFraming,
-    /// Whether the client wants the connection kept open.
+    /// Whether the connection may be kept open: the client wants it, and
+    /// the framing allows it (never after an HTTP/1.0 request that had a
+    /// `Transfer-Encoding`).
     pub keep_alive: bool,
-    /// `Expect: 100-continue` was sent.
+    /// `Expect: 100-continue` was sent on HTTP/1.1 (HTTP/1.0 ignores it).
     pub expect_continue: bool,
 }
 
@@ -84,9 +93,37 @@ impl Head {
         &self.text[self.method.clone()]
     }
 
-    /// Path without the query string (not percent-decoded).
+    /// Path without the query string (not percent-decoded). An
+    /// absolute-form target (`GET http://host/p?q`) yields its path (`/p`);
+    /// the asterisk form yields `*`.
     pub fn path(&self) -> &str {
         &self.text[self.path.clone()]
+    }
+
+    /// The target was `*`, which only `OPTIONS` may send: a question about
+    /// the server as a whole rather than one resource.
+    pub fn is_asterisk_form(&self) -> bool {
+        self.asterisk
+    }
+
+    /// The host the request is for, `host[:port]` as sent: the authority
+    /// of an absolute-form target, else the `Host` field (RFC 9112
+    /// §3.2.2). `None` only for HTTP/1.0 without `Host`; may be empty
+    /// (`Host:` with no value). Its syntax has been checked.
+    pub fn host(&self) -> Option<&str> {
+        self.host.clone().map(|h| &self.text[h])
+    }
+
+    /// [`Head::host`] without the port, and an IPv6 literal without its
+    /// brackets (`[::1]:3000` → `::1`), so that it parses as an
+    /// `IpAddr`. Names keep their case: compare case-insensitively.
+    pub fn host_name(&self) -> Option<&str> {
+        self.host().and_then(split_authority).map(|(name, _)| name)
+    }
+
+    /// The body is framed with `Transfer-Encoding: chunked`.
+    pub fn is_chunked(&self) -> bool {
+        self.framing == BodyFraming::Chunked
     }
 
     /// Raw query string, without `?`.
@@ -182,18 +219,10 @@ pub fn parse_head(
     }
     let text = std::str::from_utf8(&buf[..len])
         .map_err(|_| RequestError::BadRequest("request head is not valid UTF-8"))?;
-    let method = span(text, req.method.unwrap_or_default());
-    let target = req.path.unwrap_or_default();
+    let method_text = req.method.unwrap_or_default();
+    let method = span(text, method_text);
     let minor_version = req.version.unwrap_or(1);
-    if !target.starts_with('/') {
-        return Err(RequestError::BadRequest(
-            "request target must be an absolute path",
-        ));
-    }
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (span(text, p), Some(span(text, q))),
-        None => (span(text, target), None),
-    };
+    let target = parse_target(method_text, req.path.unwrap_or_default())?;
 
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
@@ -202,6 +231,7 @@ pub fn parse_head(
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expect_continue = false;
+    let mut host_field: Option<&str> = None;
     for field in req.headers.iter() {
         let value = std::str::from_utf8(field.value)
             .map_err(|_| RequestError::BadRequest("header value is not valid UTF-8"))?;
@@ -232,15 +262,34 @@ pub fn parse_head(
                 connection_keep_alive |= token.eq_ignore_ascii_case("keep-alive");
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            if value.trim().eq_ignore_ascii_case("100-continue") {
+            // `Expect = #expectation`; 100-continue is the only one
+            // defined, and anything else must not be silently ignored.
+            for expectation in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                if !expectation.eq_ignore_ascii_case("100-continue") {
+                    return Err(RequestError::ExpectationFailed);
+                }
                 expect_continue = true;
-            } else {
-                return Err(RequestError::BadRequest("unsupported Expect header"));
             }
+        } else if name.eq_ignore_ascii_case("host") {
+            // Two Host lines, or one that is no `host[:port]`, leave the
+            // target ambiguous: RFC 9112 §3.2 requires a 400.
+            if host_field.is_some() {
+                return Err(RequestError::BadRequest("more than one Host header"));
+            }
+            if split_authority(value).is_none() {
+                return Err(RequestError::BadRequest("invalid Host header"));
+            }
+            host_field = Some(value);
         }
         // httparse's slices point into `buf`, whose prefix is `text`.
         fields.push((span(text, name), span(text, value)));
     }
+    if minor_version == 1 && host_field.is_none() {
+        return Err(RequestError::BadRequest("missing Host header"));
+    }
+    // An absolute-form target names the host itself and the Host field
+    // is then ignored (RFC 9112 §3.2.2).
+    let host = target.authority.or(host_field).map(|h| span(text, h));
     // Both framings at once is the classic request-smuggling vector
     // (RFC 9112 §6.3): refuse rather than guess. So is a
     // Transfer-Encoding that names no coding (`Transfer-Encoding: `),
@@ -261,7 +310,9 @@ pub fn parse_head(
         (false, Some(n)) => BodyFraming::Length(n),
     };
     let keep_alive = if minor_version == 0 {
-        connection_keep_alive && !connection_close
+        // An HTTP/1.0 message with Transfer-Encoding has faulty framing
+        // for any 1.0 intermediary: close after it (RFC 9112 §6.1).
+        connection_keep_alive && !connection_close && !transfer_encoding
     } else {
         !connection_close
     };
@@ -269,16 +320,144 @@ pub fn parse_head(
         Head {
             text: text.to_owned(),
             method,
-            path,
-            query,
+            path: span(text, target.path),
+            query: target.query.map(|q| span(text, q)),
             fields,
+            host,
+            asterisk: target.path == "*",
             minor_version,
             framing,
             keep_alive,
-            expect_continue,
+            // HTTP/1.0 has no 100 Continue; its clients send the body anyway.
+            expect_continue: expect_continue && minor_version == 1,
         },
         len,
     ))
+}
+
+/// The parts of a request target, each a slice of the head's text.
+struct Target<'a> {
+    path: &'a str,
+    query: Option<&'a str>,
+    authority: Option<&'a str>,
+}
+
+/// Splits a request target in origin form (`/p?q`), absolute form
+/// (`http://host/p?q`) or asterisk form (`*`, with `OPTIONS` only);
+/// RFC 9112 §3.2. The authority form is for CONNECT, which a gateway
+/// does not serve.
+fn parse_target<'a>(method: &str, target: &'a str) -> Result<Target<'a>, RequestError> {
+    if target == "*" {
+        if method != "OPTIONS" {
+            return Err(RequestError::BadRequest("the target * is only for OPTIONS"));
+        }
+        return Ok(Target {
+            path: target,
+            query: None,
+            authority: None,
+        });
+    }
+    if target.starts_with('/') {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        return Ok(Target {
+            path,
+            query,
+            authority: None,
+        });
+    }
+    let bad = |why| Err(RequestError::BadRequest(why));
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return bad("request target must be an absolute path or URI");
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return bad("request target must be an http or https URI");
+    }
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    // Userinfo in an http URI is deprecated and a known way to disguise
+    // the host (RFC 9110 §4.2.4); an empty host is invalid (§4.2.1).
+    if authority.contains('@') {
+        return bad("request target must not carry userinfo");
+    }
+    if split_authority(authority).is_none_or(|(name, _)| name.is_empty()) {
+        return bad("invalid host in the request target");
+    }
+    let (path, query) = match tail.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (tail, None),
+    };
+    // An empty path means `/`; the scheme's own `//` lends one so the path
+    // stays a slice of the head.
+    let path = if path.is_empty() {
+        &target[scheme.len() + 2..scheme.len() + 3]
+    } else {
+        path
+    };
+    Ok(Target {
+        path,
+        query,
+        authority: Some(authority),
+    })
+}
+
+/// Splits an authority without userinfo, `host[:port]` (RFC 3986 §3.2),
+/// into the host, an IPv6 literal without its brackets, and the port;
+/// `None` when it is not one. The host may be empty, as in `Host:` for a
+/// target without authority.
+pub fn split_authority(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (name, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let (ip, after) = rest.split_once(']')?;
+            ip.parse::<Ipv6Addr>().ok()?;
+            if after.is_empty() {
+                (ip, None)
+            } else {
+                (ip, Some(after.strip_prefix(':')?))
+            }
+        }
+        None => {
+            let (name, port) = match authority.split_once(':') {
+                Some((n, p)) => (n, Some(p)),
+                None => (authority, None),
+            };
+            if !is_reg_name(name) {
+                return None;
+            }
+            (name, port)
+        }
+    };
+    let port = match port {
+        // `port = *DIGIT`: `host:` is a host with no port given.
+        None | Some("") => None,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse().ok()?),
+        Some(_) => return None,
+    };
+    Some((name, port))
+}
+
+/// `reg-name = *( unreserved / pct-encoded / sub-delims )`, which also
+/// covers IPv4 addresses.
+fn is_reg_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+                continue;
+            }
+            b if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=".contains(&b) => {}
+            _ => return false,
+        }
+        i += 1;
+    }
+    true
 }
 
 /// `Content-Length = 1*DIGIT` (RFC 9110 §8.6). `u64::from_str` alone
@@ -397,6 +576,15 @@ impl BodyReader {
         })
     }
 
+    /// Applies the head's limits to chunked trailers (see
+    /// [`ChunkedDecoder::trailer_limits`]).
+    pub fn trailer_limits(mut self, max_bytes: usize, max_fields: usize) -> Self {
+        if let BodyKind::Chunked(decoder) = self.kind {
+            self.kind = BodyKind::Chunked(decoder.trailer_limits(max_bytes, max_fields));
+        }
+        self
+    }
+
     /// Takes body bytes from `input`; returns how many it consumed, which
     /// is less than `input.len()` only once the body is complete (the rest
     /// belongs to the next request).
@@ -437,28 +625,61 @@ impl BodyReader {
 
 /// Incremental decoder for `Transfer-Encoding: chunked` (RFC 9112 §7.1).
 ///
-/// Sizes are checked against the limit as soon as a chunk-size line is
-/// complete, so a declared `ffffffffffff` chunk is refused without
-/// allocating it. Chunk extensions are skipped; trailers are discarded.
+/// As strict as the head parser, so that no front proxy can read a body
+/// differently (a smuggling seam): every line ends in CRLF,
+/// `chunk-size = 1*HEXDIG` with nothing around it, chunk extensions
+/// follow their grammar, data is followed by exactly CRLF, and trailer
+/// lines go through the head's field-line parser and limits before they
+/// are discarded. Sizes are checked against the limit as soon as a
+/// chunk-size line is complete, so a declared `ffffffffffff` chunk is
+/// refused without allocating it; the bytes spent on framing are bounded
+/// too, so a small body cannot come wrapped in gigabytes of extensions.
 #[derive(Debug)]
 pub struct ChunkedDecoder {
     state: ChunkState,
     limit: usize,
+    /// Data bytes declared so far.
     total: usize,
+    /// Bytes of chunk-size lines and of the CRLFs after data.
+    framing: usize,
+    /// Bytes of chunk extensions.
+    extensions: usize,
+    /// The current chunk-size or trailer line, CR included.
     line: Vec<u8>,
+    trailer_bytes: usize,
+    trailer_fields: usize,
+    max_trailer_bytes: usize,
+    max_trailer_fields: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChunkState {
     Size,
     Data(usize),
-    DataEnd,
+    /// The CR after a chunk's data is due.
+    DataCr,
+    /// The LF after a chunk's data is due.
+    DataLf,
     Trailer,
     Done,
 }
 
-/// Longest chunk-size or trailer line accepted.
+/// Longest chunk-size line (size and extensions, CRLF not counted).
 const MAX_CHUNK_LINE: usize = 4096;
+/// Most chunk-extension bytes accepted in one body. Nothing aiproxy
+/// serves uses extensions; the bound only has to let odd clients through.
+const MAX_CHUNK_EXTENSIONS: usize = 64 * 1024;
+/// Framing bytes (chunk-size lines and CRLFs) accepted per data byte,
+/// beyond [`MAX_FRAMING_SLACK`]: one-byte chunks (`1\r\nx\r\n`, five
+/// framing bytes for one of data) still pass; a megabyte of data wrapped
+/// in gigabytes of leading zeros or extensions does not.
+const MAX_FRAMING_PER_BYTE: usize = 8;
+/// Framing bytes accepted whatever the data.
+const MAX_FRAMING_SLACK: usize = 64 * 1024;
+/// Trailer limits of [`ChunkedDecoder::new`], the default head limits;
+/// [`ChunkedDecoder::trailer_limits`] sets the configured ones.
+const DEFAULT_TRAILER_BYTES: usize = 32 * 1024;
+const DEFAULT_TRAILER_FIELDS: usize = 100;
 
 impl ChunkedDecoder {
     /// A decoder that refuses bodies larger than `limit` bytes.
@@ -467,8 +688,22 @@ impl ChunkedDecoder {
             state: ChunkState::Size,
             limit,
             total: 0,
+            framing: 0,
+            extensions: 0,
             line: Vec::new(),
+            trailer_bytes: 0,
+            trailer_fields: 0,
+            max_trailer_bytes: DEFAULT_TRAILER_BYTES,
+            max_trailer_fields: DEFAULT_TRAILER_FIELDS,
         }
+    }
+
+    /// Bounds the trailer section as the head is bounded: at most
+    /// `max_bytes` bytes and `max_fields` field lines, else 431.
+    pub fn trailer_limits(mut self, max_bytes: usize, max_fields: usize) -> Self {
+        self.max_trailer_bytes = max_bytes;
+        self.max_trailer_fields = max_fields;
+        self
     }
 
     /// Whether the terminating chunk and trailers have been read.
@@ -488,64 +723,207 @@ impl ChunkedDecoder {
                     out.extend_from_slice(&input[i..i + take]);
                     i += take;
                     self.state = if take == remaining {
-                        ChunkState::DataEnd
+                        ChunkState::DataCr
                     } else {
                         ChunkState::Data(remaining - take)
                     };
                 }
-                ChunkState::Size | ChunkState::DataEnd | ChunkState::Trailer => {
+                ChunkState::DataCr | ChunkState::DataLf => {
+                    let (due, next) = if self.state == ChunkState::DataCr {
+                        (b'\r', ChunkState::DataLf)
+                    } else {
+                        (b'\n', ChunkState::Size)
+                    };
+                    if input[i] != due {
+                        return Err(RequestError::BadRequest("chunk data not followed by CRLF"));
+                    }
+                    i += 1;
+                    self.count_framing(1)?;
+                    self.state = next;
+                }
+                ChunkState::Size | ChunkState::Trailer => {
                     let byte = input[i];
                     i += 1;
-                    if byte != b'\n' {
-                        if self.line.len() >= MAX_CHUNK_LINE {
-                            return Err(RequestError::BadRequest("chunk line too long"));
-                        }
-                        self.line.push(byte);
-                        continue;
-                    }
-                    let line = std::mem::take(&mut self.line);
-                    let line = line.strip_suffix(b"\r").unwrap_or(&line);
-                    self.state = self.on_line(line)?;
+                    self.line_byte(byte)?;
                 }
             }
         }
         Ok(i)
     }
 
-    fn on_line(&mut self, line: &[u8]) -> Result<ChunkState, RequestError> {
-        match self.state {
-            ChunkState::DataEnd if line.is_empty() => Ok(ChunkState::Size),
-            ChunkState::DataEnd => Err(RequestError::BadRequest("chunk data longer than its size")),
-            ChunkState::Trailer if line.is_empty() => Ok(ChunkState::Done),
-            ChunkState::Trailer => Ok(ChunkState::Trailer),
+    /// Takes one byte of a chunk-size or trailer line; a complete line
+    /// moves the state on.
+    fn line_byte(&mut self, byte: u8) -> Result<(), RequestError> {
+        if self.state == ChunkState::Size {
+            self.count_framing(1)?;
+        } else {
+            self.trailer_bytes += 1;
+            if self.trailer_bytes > self.max_trailer_bytes {
+                return Err(RequestError::HeadersTooLarge);
+            }
+        }
+        let after_cr = self.line.last() == Some(&b'\r');
+        match byte {
+            b'\n' if after_cr => {
+                self.line.pop();
+                let line = std::mem::take(&mut self.line);
+                self.state = if self.state == ChunkState::Size {
+                    self.on_size_line(&line)?
+                } else {
+                    self.on_trailer_line(&line)?
+                };
+                // Keep the allocation for the next line.
+                self.line = line;
+                self.line.clear();
+                Ok(())
+            }
+            b'\n' => Err(RequestError::BadRequest("chunk line ends in a bare LF")),
+            _ if after_cr => Err(RequestError::BadRequest("bare CR in a chunk line")),
+            b if b != b'\r'
+                && self.state == ChunkState::Size
+                && self.line.len() >= MAX_CHUNK_LINE =>
+            {
+                Err(RequestError::BadRequest("chunk line too long"))
+            }
             _ => {
-                let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-                let size_text = std::str::from_utf8(size_text)
-                    .map_err(|_| RequestError::BadRequest("invalid chunk size"))?
-                    .trim();
-                // `chunk-size = 1*HEXDIG`: no sign, which `from_str_radix` takes.
-                if size_text.is_empty()
-                    || size_text.len() > 16
-                    || !size_text.bytes().all(|b| b.is_ascii_hexdigit())
-                {
-                    return Err(RequestError::BadRequest("invalid chunk size"));
-                }
-                let size = usize::from_str_radix(size_text, 16)
-                    .map_err(|_| RequestError::BadRequest("invalid chunk size"))?;
-                if size == 0 {
-                    return Ok(ChunkState::Trailer);
-                }
-                self.total = self
-                    .total
-                    .checked_add(size)
-                    .ok_or(RequestError::BodyTooLarge)?;
-                if self.total > self.limit {
-                    return Err(RequestError::BodyTooLarge);
-                }
-                Ok(ChunkState::Data(size))
+                self.line.push(byte);
+                Ok(())
             }
         }
     }
+
+    fn count_framing(&mut self, n: usize) -> Result<(), RequestError> {
+        self.framing += n;
+        let allowed = self
+            .total
+            .saturating_mul(MAX_FRAMING_PER_BYTE)
+            .saturating_add(MAX_FRAMING_SLACK);
+        if self.framing > allowed {
+            return Err(RequestError::BadRequest(
+                "chunk framing out of proportion to the data",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `chunk-size [ chunk-ext ]`, CRLF removed.
+    fn on_size_line(&mut self, line: &[u8]) -> Result<ChunkState, RequestError> {
+        let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        // `chunk-size = 1*HEXDIG`: no sign or space, which
+        // `from_str_radix` and `trim` would take; 16 digits fit a u64.
+        if digits == 0 || digits > 16 {
+            return Err(RequestError::BadRequest("invalid chunk size"));
+        }
+        let (size_text, ext) = line.split_at(digits);
+        if !is_chunk_ext(ext) {
+            return Err(RequestError::BadRequest("invalid chunk extension"));
+        }
+        self.extensions += ext.len();
+        if self.extensions > MAX_CHUNK_EXTENSIONS {
+            return Err(RequestError::BadRequest("chunk extensions too long"));
+        }
+        let size = std::str::from_utf8(size_text)
+            .ok()
+            .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+            .ok_or(RequestError::BadRequest("invalid chunk size"))?;
+        if size == 0 {
+            return Ok(ChunkState::Trailer);
+        }
+        let size = usize::try_from(size).map_err(|_| RequestError::BodyTooLarge)?;
+        self.total = self
+            .total
+            .checked_add(size)
+            .ok_or(RequestError::BodyTooLarge)?;
+        if self.total > self.limit {
+            return Err(RequestError::BodyTooLarge);
+        }
+        Ok(ChunkState::Data(size))
+    }
+
+    /// One trailer line, CRLF removed; the empty line ends the body.
+    fn on_trailer_line(&mut self, line: &[u8]) -> Result<ChunkState, RequestError> {
+        if line.is_empty() {
+            return Ok(ChunkState::Done);
+        }
+        self.trailer_fields += 1;
+        if self.trailer_fields > self.max_trailer_fields {
+            return Err(RequestError::HeadersTooLarge);
+        }
+        // The head's parser on this one line: token name, colon, a value
+        // of visible characters, no obs-fold. It answers Partial for a
+        // good field line, since the empty line that ends a block is not
+        // there. Values must be UTF-8, as in the head.
+        let mut field = Vec::with_capacity(line.len() + 2);
+        field.extend_from_slice(line);
+        field.extend_from_slice(b"\r\n");
+        let mut slot = [httparse::EMPTY_HEADER; 1];
+        match httparse::parse_headers(&field, &mut slot) {
+            Ok(httparse::Status::Partial) if std::str::from_utf8(line).is_ok() => {
+                Ok(ChunkState::Trailer)
+            }
+            _ => Err(RequestError::BadRequest("malformed trailer field")),
+        }
+    }
+}
+
+/// `chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )`
+/// with `chunk-ext-name = token` and `chunk-ext-val = token / quoted-string`
+/// (RFC 9112 §7.1.1). Whitespace is only allowed where BWS is, so a size
+/// followed by a space alone is refused.
+fn is_chunk_ext(mut ext: &[u8]) -> bool {
+    while !ext.is_empty() {
+        let Some(rest) = skip_bws(ext).strip_prefix(b";") else {
+            return false;
+        };
+        let rest = skip_bws(rest);
+        let name = token_len(rest);
+        if name == 0 {
+            return false;
+        }
+        ext = &rest[name..];
+        if let Some(value) = skip_bws(ext).strip_prefix(b"=") {
+            let value = skip_bws(value);
+            let len = if value.first() == Some(&b'"') {
+                quoted_string_len(value)
+            } else {
+                token_len(value)
+            };
+            if len == 0 {
+                return false;
+            }
+            ext = &value[len..];
+        }
+    }
+    true
+}
+
+fn skip_bws(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+/// Length of the `token` (`1*tchar`) that `s` starts with; 0 if none.
+fn token_len(s: &[u8]) -> usize {
+    s.iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        .count()
+}
+
+/// Length of the `quoted-string` that `s` starts with, quotes included;
+/// 0 if it is not one (unterminated, or a control byte inside).
+fn quoted_string_len(s: &[u8]) -> usize {
+    let text = |b: u8| b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+    let mut i = 1;
+    while let Some(&b) = s.get(i) {
+        match b {
+            b'"' => return i + 1,
+            b'\\' if s.get(i + 1).is_some_and(|&q| text(q)) => i += 2,
+            b'\\' => return 0,
+            b if text(b) => i += 1,
+            _ => return 0,
+        }
+    }
+    0
 }
 
 #[cfg(test)]
@@ -580,15 +958,15 @@ mod tests {
 
     #[test]
     fn oversized_head_is_rejected() {
-        let mut raw = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
         raw.extend(std::iter::repeat_n(b'a', 40 * 1024));
         assert_eq!(head(&raw).unwrap_err(), RequestError::HeadersTooLarge);
     }
 
     #[test]
     fn too_many_headers_is_rejected() {
-        let mut raw = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..101 {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..100 {
             raw.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
         }
         raw.extend_from_slice(b"\r\n");
@@ -597,26 +975,26 @@ mod tests {
 
     #[test]
     fn content_length_with_chunked_is_refused() {
-        let raw = b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(matches!(
+        let raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
             head(raw).unwrap_err(),
-            RequestError::BadRequest(_)
-        ));
+            RequestError::BadRequest("both Content-Length and Transfer-Encoding sent")
+        );
     }
 
     #[test]
     fn signed_content_length_is_refused() {
         for raw in [
-            &b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\nabc"[..],
-            b"POST / HTTP/1.1\r\nContent-Length: -0\r\n\r\n",
-            b"POST / HTTP/1.1\r\nContent-Length: \r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: \r\n\r\n",
         ] {
             assert_eq!(
                 head(raw).unwrap_err(),
                 RequestError::BadRequest("invalid Content-Length")
             );
         }
-        let ok = head(b"POST / HTTP/1.1\r\nContent-Length:  007 \r\n\r\n").unwrap();
+        let ok = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:  007 \r\n\r\n").unwrap();
         let ParseStatus::Complete(h, _) = ok else {
             panic!("partial")
         };
@@ -626,9 +1004,9 @@ mod tests {
     #[test]
     fn empty_or_repeated_transfer_encoding_is_refused() {
         for raw in [
-            &b"POST / HTTP/1.1\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc"[..],
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: ,\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
         ] {
             assert!(
                 matches!(head(raw).unwrap_err(), RequestError::BadRequest(_)),
@@ -710,6 +1088,478 @@ mod tests {
         assert_eq!(used, 3);
         assert!(r.is_complete());
         assert_eq!(r.into_body(), b"abc");
+    }
+
+    fn complete(bytes: &[u8]) -> Head {
+        match head(bytes) {
+            Ok(ParseStatus::Complete(h, _)) => h,
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn bad_request(bytes: &[u8]) -> &'static str {
+        match head(bytes) {
+            Err(RequestError::BadRequest(why)) => why,
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    #[test]
+    fn missing_host_on_http11_is_refused() {
+        assert_eq!(
+            bad_request(b"GET / HTTP/1.1\r\n\r\n"),
+            "missing Host header"
+        );
+        let h = complete(b"GET / HTTP/1.0\r\n\r\n");
+        assert_eq!(h.host(), None, "HTTP/1.0 needs no Host");
+    }
+
+    #[test]
+    fn duplicate_host_is_refused() {
+        for raw in [
+            &b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n",
+        ] {
+            assert_eq!(bad_request(raw), "more than one Host header");
+        }
+    }
+
+    #[test]
+    fn invalid_host_is_refused() {
+        for host in [
+            "a b",
+            "user@host",
+            "host/path",
+            "[::1",
+            "[not-ip]:80",
+            "[::1]80",
+            "host:port",
+            "host:+80",
+            "host:65536",
+            "a%zz",
+            "a\"b",
+        ] {
+            let raw = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            assert_eq!(bad_request(raw.as_bytes()), "invalid Host header", "{host}");
+        }
+    }
+
+    #[test]
+    fn host_and_host_name_give_the_authority_and_the_bare_name() {
+        for (host, name) in [
+            ("localhost:3000", "localhost"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("[::1]:8080", "::1"),
+            ("[::1]", "::1"),
+            ("Example.COM:", "Example.COM"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("", ""),
+        ] {
+            let h = complete(format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes());
+            assert_eq!(h.host(), Some(host));
+            assert_eq!(h.host_name(), Some(name), "{host}");
+        }
+        assert_eq!(split_authority("[::1]:8080"), Some(("::1", Some(8080))));
+        assert_eq!(split_authority("a:080"), Some(("a", Some(80))));
+    }
+
+    #[test]
+    fn absolute_form_target_is_accepted_and_its_authority_is_the_host() {
+        let h = complete(
+            b"GET http://127.0.0.1:3000/v1/models?x=1 HTTP/1.1\r\nHost: evil.example\r\n\r\n",
+        );
+        assert_eq!(h.path(), "/v1/models");
+        assert_eq!(h.query(), Some("x=1"));
+        assert_eq!(h.host(), Some("127.0.0.1:3000"));
+        assert_eq!(h.host_name(), Some("127.0.0.1"));
+        assert_eq!(h.header("host"), Some("evil.example"));
+        assert!(!h.is_asterisk_form());
+
+        let h = complete(b"GET HTTPS://[::1]?k=v HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(h.path(), "/", "an empty path is /");
+        assert_eq!(h.query(), Some("k=v"));
+        assert_eq!(h.host_name(), Some("::1"));
+        assert_eq!(complete(b"GET http://h HTTP/1.0\r\n\r\n").path(), "/");
+    }
+
+    #[test]
+    fn absolute_form_target_still_needs_a_host_field() {
+        assert_eq!(
+            bad_request(b"GET http://h/ HTTP/1.1\r\n\r\n"),
+            "missing Host header"
+        );
+    }
+
+    #[test]
+    fn absolute_form_with_userinfo_empty_host_or_other_scheme_is_refused() {
+        for target in [
+            "http://user@h/",
+            "http://user:pw@h/",
+            "http:///p",
+            "http://:80/p",
+            "ftp://h/",
+            "h:80",
+            "http:/h/",
+            "http://[::1/",
+            "http://h:x/",
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            assert!(
+                matches!(head(raw.as_bytes()), Err(RequestError::BadRequest(_))),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn asterisk_form_is_accepted_only_for_options() {
+        let h = complete(b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(h.is_asterisk_form());
+        assert_eq!(h.path(), "*");
+        assert_eq!(h.query(), None);
+        assert!(!complete(b"OPTIONS / HTTP/1.1\r\nHost: x\r\n\r\n").is_asterisk_form());
+        for method in ["GET", "POST", "options"] {
+            let raw = format!("{method} * HTTP/1.1\r\nHost: x\r\n\r\n");
+            assert_eq!(
+                bad_request(raw.as_bytes()),
+                "the target * is only for OPTIONS"
+            );
+        }
+    }
+
+    #[test]
+    fn expect_other_than_100_continue_gets_417() {
+        for value in ["200-ok", "100-continue, foo", "100-continuex"] {
+            let raw = format!("POST / HTTP/1.1\r\nHost: x\r\nExpect: {value}\r\n\r\n");
+            let err = head(raw.as_bytes()).unwrap_err();
+            assert_eq!(err, RequestError::ExpectationFailed, "{value}");
+            assert_eq!(err.status().0, 417);
+        }
+        let h = complete(b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n\r\n");
+        assert!(h.expect_continue);
+    }
+
+    #[test]
+    fn expect_100_continue_is_ignored_on_http10() {
+        let h = complete(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.expect_continue);
+    }
+
+    #[test]
+    fn http10_with_transfer_encoding_does_not_keep_alive() {
+        let h = complete(
+            b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        assert!(h.is_chunked());
+        assert!(!h.keep_alive);
+        let h = complete(b"POST / HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n");
+        assert!(!h.is_chunked());
+        assert!(h.keep_alive);
+        let h = complete(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(h.is_chunked() && h.keep_alive);
+    }
+
+    /// Decodes `raw` in one piece with a 1 MiB limit.
+    fn decode(raw: &[u8]) -> Result<(Vec<u8>, usize, bool), RequestError> {
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let n = d.feed(raw, &mut out)?;
+        Ok((out, n, d.is_done()))
+    }
+
+    fn decode_err(raw: &[u8]) -> &'static str {
+        match decode(raw) {
+            Err(RequestError::BadRequest(why)) => why,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn chunk_line_with_bare_lf_is_refused() {
+        for raw in [
+            &b"3\nabc\r\n0\r\n\r\n"[..],
+            b"3;a=b\nabc\r\n0\r\n\r\n",
+            b"3\r\nabc\r\n0\n\r\n",
+            b"3\r\nabc\r\n0\r\n\n",
+            b"3\r\nabc\r\n0\r\nX: y\n\r\n",
+        ] {
+            assert_eq!(decode_err(raw), "chunk line ends in a bare LF", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_line_with_bare_cr_is_refused() {
+        for raw in [
+            &b"3\rabc\r\n0\r\n\r\n"[..],
+            b"3;a=\"x\ry\"\r\nabc\r\n0\r\n\r\n",
+            b"3\r\r\nabc\r\n0\r\n\r\n",
+            b"0\r\nX: a\rb\r\n\r\n",
+            b"0\r\n\rX",
+        ] {
+            assert_eq!(decode_err(raw), "bare CR in a chunk line", "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_data_not_followed_by_crlf_is_refused() {
+        for raw in [
+            &b"3\r\nabcd\r\n0\r\n\r\n"[..],
+            b"3\r\nabc\n0\r\n\r\n",
+            b"3\r\nabc\r0\r\n\r\n",
+            b"3\r\nabc0\r\n\r\n",
+        ] {
+            assert_eq!(
+                decode_err(raw),
+                "chunk data not followed by CRLF",
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn whitespace_or_control_around_chunk_size_is_refused() {
+        for raw in [
+            &b" 5\r\nhello\r\n0\r\n\r\n"[..],
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5\t\r\nhello\r\n0\r\n\r\n",
+            b"\t5\r\nhello\r\n0\r\n\r\n",
+            b"\x0b5\r\nhello\r\n0\r\n\r\n",
+            b"5\x0b\r\nhello\r\n0\r\n\r\n",
+            b"5\x0c\r\nhello\r\n0\r\n\r\n",
+            b"\x0c5\r\nhello\r\n0\r\n\r\n",
+            b"5\x00\r\nhello\r\n0\r\n\r\n",
+            b"0x5\r\nhello\r\n0\r\n\r\n",
+            b"\r\n5\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    decode_err(raw),
+                    "invalid chunk size" | "invalid chunk extension"
+                ),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn more_than_16_hex_digits_is_an_invalid_chunk_size() {
+        assert_eq!(
+            decode_err(b"00000000000000005\r\nhello\r\n0\r\n\r\n"),
+            "invalid chunk size"
+        );
+        let (body, _, done) = decode(b"0000000000000005\r\nhello\r\n0\r\n\r\n").unwrap();
+        assert!(done);
+        assert_eq!(body, b"hello");
+    }
+
+    #[test]
+    fn chunk_extensions_following_the_grammar_are_accepted() {
+        for ext in [
+            &b";a"[..],
+            b";a=b",
+            b" ;a",
+            b"\t; a = b ;c",
+            b";name=\"quoted \\\" string\\\\ with ; = \xc3\xa9\"",
+            b";a=\"\";b=!#$%&'*+-.^_`|~09AZaz",
+            b";a;b;c=d",
+        ] {
+            let mut raw = b"3".to_vec();
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\nabc\r\n0");
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let (body, n, done) = decode(&raw)
+                .unwrap_or_else(|e| panic!("{:?}: {e:?}", String::from_utf8_lossy(ext)));
+            assert!(done);
+            assert_eq!(n, raw.len());
+            assert_eq!(body, b"abc");
+        }
+    }
+
+    #[test]
+    fn malformed_chunk_extensions_are_refused() {
+        for ext in [
+            &b";"[..],
+            b";a ",
+            b";a\t",
+            b"; ",
+            b";=b",
+            b";a=",
+            b";a= ",
+            b";a b",
+            b";a=b c",
+            b";a=\"unterminated",
+            b";a=\"x\"y",
+            b";a=\"\x00\"",
+            b";a=\"\x7f\"",
+            b";a=\"\\\x01\"",
+            b";a\x00",
+            b";a=b\x00",
+            b";a=\x0bb",
+            b";\x0ca",
+            b";a=\xc3\xa9",
+            b";a(b)",
+            b";a=@",
+            b"g",
+            b",a",
+        ] {
+            let mut raw = b"3".to_vec();
+            raw.extend_from_slice(ext);
+            raw.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+            assert_eq!(
+                decode_err(&raw),
+                "invalid chunk extension",
+                "{:?}",
+                String::from_utf8_lossy(ext)
+            );
+        }
+    }
+
+    #[test]
+    fn chunk_line_over_4_kib_is_refused() {
+        let mut raw = b"1;a=".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE - 4));
+        raw.extend_from_slice(b"\r\nx\r\n0\r\n\r\n");
+        assert!(
+            decode(&raw).unwrap().2,
+            "a line of exactly the limit passes"
+        );
+        let mut raw = b"1;a=".to_vec();
+        raw.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE));
+        assert_eq!(decode_err(&raw), "chunk line too long");
+    }
+
+    #[test]
+    fn chunk_extensions_are_bounded_per_body() {
+        // 3 KiB of extension on each 1 KiB chunk (little enough framing
+        // for the data): refused once the body's extensions pass 64 KiB.
+        let ext_len = 3 + 3 * 1024;
+        let mut one = b"400;e=".to_vec();
+        one.extend(std::iter::repeat_n(b'e', 3 * 1024));
+        one.extend_from_slice(b"\r\n");
+        one.extend(std::iter::repeat_n(b'x', 1024));
+        one.extend_from_slice(b"\r\n");
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let mut sent = 0;
+        let err = loop {
+            match d.feed(&one, &mut out) {
+                Ok(_) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 100, "extensions never refused");
+        };
+        assert_eq!(err, RequestError::BadRequest("chunk extensions too long"));
+        assert_eq!(sent, MAX_CHUNK_EXTENSIONS / ext_len);
+    }
+
+    #[test]
+    fn framing_out_of_proportion_to_the_data_is_refused() {
+        // Sixteen-digit sizes on one-byte chunks: 20 framing bytes each.
+        let one = b"0000000000000001\r\nx\r\n";
+        let mut d = ChunkedDecoder::new(1 << 20);
+        let mut out = Vec::new();
+        let mut sent = 0usize;
+        let err = loop {
+            match d.feed(one, &mut out) {
+                Ok(_) => sent += 1,
+                Err(e) => break e,
+            }
+            assert!(sent < 100_000, "framing never refused");
+        };
+        assert_eq!(
+            err,
+            RequestError::BadRequest("chunk framing out of proportion to the data")
+        );
+        assert!(sent * 20 > MAX_FRAMING_SLACK && sent * 20 < 2 * MAX_FRAMING_SLACK);
+        // One-byte chunks written plainly pass, whatever the length.
+        let mut raw = b"1\r\nx\r\n".repeat(100_000);
+        raw.extend_from_slice(b"0\r\n\r\n");
+        let (body, _, done) = decode(&raw).unwrap();
+        assert!(done);
+        assert_eq!(body.len(), 100_000);
+    }
+
+    #[test]
+    fn trailer_fields_are_parsed_like_header_fields_and_discarded() {
+        let raw = b"3\r\nabc\r\n0\r\nX-Checksum: 1\r\nEmpty:\r\nX-T:\t v a \r\n\r\nNEXT";
+        let (body, n, done) = decode(raw).unwrap();
+        assert!(done);
+        assert_eq!(body, b"abc");
+        assert_eq!(&raw[n..], b"NEXT");
+    }
+
+    #[test]
+    fn malformed_trailers_are_refused() {
+        for trailer in [
+            &b"X-T : 1"[..],
+            b" X-T: 1",
+            b"X-T: 1\r\n continued",
+            b"\tfolded",
+            b"No colon",
+            b": no name",
+            b"X(T): 1",
+            b"X-T: a\x00b",
+            b"X-T: a\x01b",
+            b"X-T: a\x7fb",
+            b"X-T: \xff\xfe",
+        ] {
+            let mut raw = b"0\r\n".to_vec();
+            raw.extend_from_slice(trailer);
+            raw.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(
+                decode_err(&raw),
+                "malformed trailer field",
+                "{:?}",
+                String::from_utf8_lossy(trailer)
+            );
+        }
+    }
+
+    #[test]
+    fn trailers_are_bounded_like_the_head() {
+        let many = [&b"0\r\n"[..], &b"X: 1\r\n".repeat(4), b"\r\n"].concat();
+        let mut d = ChunkedDecoder::new(100).trailer_limits(1024, 3);
+        assert_eq!(
+            d.feed(&many, &mut Vec::new()).unwrap_err(),
+            RequestError::HeadersTooLarge
+        );
+        let mut d = ChunkedDecoder::new(100).trailer_limits(1024, 4);
+        assert_eq!(d.feed(&many, &mut Vec::new()).unwrap(), many.len());
+        assert!(d.is_done());
+
+        let big = [&b"0\r\nX: "[..], &[b'v'; 100], b"\r\n\r\n"].concat();
+        let mut d = ChunkedDecoder::new(100).trailer_limits(100, 10);
+        assert_eq!(
+            d.feed(&big, &mut Vec::new()).unwrap_err(),
+            RequestError::HeadersTooLarge
+        );
+        // The default bound is the default head limit.
+        let huge = [&b"0\r\nX: "[..], &[b'v'; 40 * 1024]].concat();
+        assert_eq!(decode(&huge).unwrap_err(), RequestError::HeadersTooLarge);
+    }
+
+    #[test]
+    fn strict_chunked_body_decodes_alike_across_any_split() {
+        let raw: &[u8] =
+            b"4;a=\"q;\\\"\"\r\nWiki\r\n5 ; b = c\r\npedia\r\n0;z\r\nT: x\r\nU: \r\n\r\nNEXT";
+        let end = raw.len() - b"NEXT".len();
+        for split in 0..=end {
+            for second in split..=end {
+                let mut d = ChunkedDecoder::new(100);
+                let mut out = Vec::new();
+                assert_eq!(d.feed(&raw[..split], &mut out).unwrap(), split);
+                assert_eq!(
+                    d.feed(&raw[split..second], &mut out).unwrap(),
+                    second - split
+                );
+                let last = d.feed(&raw[second..], &mut out).unwrap();
+                assert!(d.is_done());
+                assert_eq!(out, b"Wikipedia");
+                assert_eq!(&raw[second + last..], b"NEXT");
+            }
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod gateway;
 mod hardening;
+mod http_grammar;
 mod server;
 mod support;
 mod upstream;
