@@ -22,9 +22,11 @@ pub mod gateway;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod provider_kind;
 pub mod providers;
 pub mod routing;
 pub mod server;
+pub mod time;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use std::sync::RwLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{LogFormat, LogLevel};
-use crate::server::response::rfc3339;
+use crate::time::rfc3339;
 
 static SETTINGS: RwLock<(LogLevel, LogFormat)> = RwLock::new((LogLevel::Info, LogFormat::Text));
 

@@ -1,7 +1,7 @@
 //! Request routing: (method, path) → [`Route`], plus the provider chosen
 //! by a path prefix. Pure, so it is unit-tested and fuzzed directly.
 
-use crate::providers::ProviderKind;
+use crate::provider_kind::ProviderKind;
 
 /// What a request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -31,7 +31,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::Cli;
-use crate::providers::ProviderKind;
+use crate::provider_kind::ProviderKind;
 
 pub use file::FileConfig;
 use layer::{Layer, Source, Value};

@@ -12,8 +12,8 @@ use crate::log;
 use crate::metrics::{DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML};
 use crate::protocol::{self, ModelInfo, Protocol};
 use crate::providers::ProviderKind;
-use crate::server::response::rfc3339;
 use crate::server::{Request, Responder};
+use crate::time::rfc3339;
 
 const METRICS_OFF: &[u8] = b"metrics are disabled (--metrics-enabled=false)\n";
 

@@ -31,7 +31,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Map, Value, json};
 
 use crate::log;
-use crate::server::response::rfc3339;
+use crate::time::rfc3339;
 
 /// Refresh when less than this remains (5 minutes).
 pub const REFRESH_MARGIN_MS: u64 = 5 * 60 * 1000;

@@ -29,7 +29,7 @@ use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::KiroConfig;
 use crate::log;
 use crate::protocol::{self, ModelInfo, Protocol};
-use crate::server::response::rfc3339;
+use crate::time::rfc3339;
 use response::{KiroStream, Machine, Refusal};
 
 /// Models listed by `/v1/models` (client names); any other name is
