@@ -266,7 +266,7 @@ fn now_ms() -> u64 {
 }
 
 fn iso(ms: u64) -> String {
-    aiproxy::server::response::rfc3339(ms)
+    aiproxy::time::rfc3339(ms)
 }
 
 fn temp_dir(name: &str) -> PathBuf {
