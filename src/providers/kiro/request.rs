@@ -177,8 +177,9 @@ fn clean_input(input: Value) -> Value {
     }
 }
 
-/// The thinking switch tags for an Anthropic `thinking` setting.
-fn thinking_tags(thinking: &Value) -> Option<String> {
+/// The thinking switch tags for an Anthropic `thinking` setting (adaptive
+/// thinking takes its effort from `output_config.effort`).
+fn thinking_tags(thinking: &Value, output_effort: Option<&Value>) -> Option<String> {
     match thinking["type"].as_str()? {
         "enabled" => {
             let budget = thinking["budget_tokens"]
@@ -191,6 +192,7 @@ fn thinking_tags(thinking: &Value) -> Option<String> {
         "adaptive" => {
             let effort = thinking["effort"]
                 .as_str()
+                .or_else(|| output_effort.and_then(Value::as_str))
                 .filter(|e| matches!(*e, "low" | "medium" | "high"))
                 .unwrap_or("high");
             Some(format!(
@@ -213,7 +215,8 @@ pub fn build(
         .as_object()
         .ok_or("Request body must be a JSON object")?;
     let mut system = text_of(obj.get("system").unwrap_or(&Value::Null));
-    let tags = obj.get("thinking").and_then(thinking_tags);
+    let effort = obj.get("output_config").and_then(|o| o.get("effort"));
+    let tags = obj.get("thinking").and_then(|t| thinking_tags(t, effort));
     let thinking = tags.is_some();
     if let Some(tags) = tags
         && !system.contains("<thinking_mode>")
@@ -232,12 +235,19 @@ pub fn build(
         .and_then(Value::as_array)
         .ok_or("Request has no messages")?
     {
-        let user = match m["role"].as_str() {
-            Some("user") => true,
-            Some("assistant") => false,
+        // Kiro has no system turn; an instruction from inside the
+        // conversation joins the user turn at its place, as the system
+        // prompt joins the first one.
+        let (user, content) = match m["role"].as_str() {
+            Some("user") => (true, blocks(&m["content"])),
+            Some("assistant") => (false, blocks(&m["content"])),
+            Some("system") => (true, vec![Block::Text(text_of(&m["content"]))]),
             _ => continue,
         };
-        let content = blocks(&m["content"]);
+        let content: Vec<Block> = content
+            .into_iter()
+            .filter(|b| !matches!(b, Block::Text(t) if t.is_empty()))
+            .collect();
         match turns.last_mut() {
             Some((u, prev)) if *u == user => prev.extend(content),
             _ => turns.push((user, content)),
@@ -520,6 +530,34 @@ mod tests {
         assert_eq!(
             cur["userInputMessageContext"]["tools"][0]["toolSpecification"]["name"],
             "no_tool_available"
+        );
+    }
+
+    #[test]
+    fn system_turns_join_the_user_turn_at_their_place() {
+        // As Claude Code sends them: after the prompt, string or blocks.
+        let b = kiro(json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "Agents: Explore"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "system", "content": [{"type": "text", "text": "Plan mode", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "go"}],
+            "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}));
+        let h = b["conversationState"]["history"].as_array().unwrap();
+        assert!(
+            h[0]["userInputMessage"]["content"]
+                .as_str()
+                .unwrap()
+                .ends_with("hi\nAgents: Explore"),
+            "{b}"
+        );
+        let cur = &b["conversationState"]["currentMessage"]["userInputMessage"];
+        assert_eq!(cur["content"], "Plan mode\ngo");
+        assert!(
+            h[0]["userInputMessage"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("<thinking_effort>low</thinking_effort>")
         );
     }
 
