@@ -410,7 +410,9 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     if let Some(t) = &req.temperature {
         out.insert("temperature".into(), Value::Number(t.clone()));
     }
-    if let Some(p) = &req.top_p {
+    // Current Claude models refuse `temperature` and `top_p` together;
+    // the temperature is the one clients mean.
+    if let Some(p) = req.top_p.as_ref().filter(|_| req.temperature.is_none()) {
         out.insert("top_p".into(), Value::Number(p.clone()));
     }
     if let Some(k) = &req.top_k {

@@ -117,6 +117,22 @@ pub fn dropped_fields(from: Protocol, to: Protocol, body: &Value) -> Vec<String>
         Protocol::Gemini => gemini(obj, &mut out),
         Protocol::OpenAi => {}
     }
+    if to == Protocol::Anthropic {
+        // The Anthropic emitter keeps the temperature of the two.
+        let generation = obj
+            .get("generationConfig")
+            .or_else(|| obj.get("generation_config"));
+        let sampling = match from {
+            Protocol::Gemini => generation.map(|g| (g, "generationConfig.")),
+            _ => Some((body, "")),
+        };
+        if let Some((g, path)) = sampling
+            && g.get("temperature").is_some()
+            && let Some(key) = ["top_p", "topP"].into_iter().find(|k| g.get(*k).is_some())
+        {
+            out.insert(format!("{path}{key}"));
+        }
+    }
     out.into_iter().collect()
 }
 
@@ -278,10 +294,19 @@ mod tests {
                 "tools[googleSearch]"
             ]
         );
-        let body = json!({"model": "m", "messages": [], "seed": 1, "temperature": 0});
+        assert_eq!(
+            dropped_fields(Protocol::Gemini, Protocol::Anthropic, &json!({
+                "contents": [], "generationConfig": {"temperature": 1, "topP": 0.9}})),
+            ["generationConfig.topP"]
+        );
+        let body = json!({"model": "m", "messages": [], "seed": 1, "temperature": 0, "top_p": 1});
         assert_eq!(
             dropped_fields(Protocol::OpenAi, Protocol::Gemini, &body),
             ["seed"]
+        );
+        assert_eq!(
+            dropped_fields(Protocol::OpenAi, Protocol::Anthropic, &body),
+            ["seed", "top_p"]
         );
     }
 }
