@@ -139,7 +139,11 @@ impl Answer {
                 truncated: false,
             };
         }
-        let last_user = match latest_tool_result(messages) {
+        // In an agent session the answer quotes the file read.
+        let agent = body["tools"]
+            .as_array()
+            .is_some_and(|t| read_tool(t).is_some());
+        let last_user = match latest_tool_result(messages).filter(|_| agent) {
             Some(result) => text_of(&result["content"]),
             None => last_user_text(messages),
         };

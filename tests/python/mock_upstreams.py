@@ -654,6 +654,8 @@ class AnthropicUpstream(MockUpstream):
                 elif t not in ("image", "document", "thinking", "redacted_thinking"):
                     return f"messages.{i}: unknown content block type {t!r}"
         for i, t in enumerate(body.get("tools") or []):
+            if t.get("type", "custom") != "custom":
+                continue  # a server tool (web search…): its own fields
             if not t.get("name") or not isinstance(t.get("input_schema"), dict):
                 return "tools: each tool needs name and input_schema"
             if not _valid_schema(t["input_schema"]):
