@@ -225,12 +225,12 @@ class CodeAssistUpstream(OAuthUpstream):
         answered = any("functionResponse" in p for c in contents for p in c.get("parts") or [])
         user_text = " ".join(p.get("text", "") for c in contents if c.get("role") == "user"
                              for p in c.get("parts") or [])
-        path = last_path(user_text) if reader and not answered else None
-        if path:
+        to_read = last_path(user_text) if reader and not answered else None
+        if to_read:
             # An agent session (see mock_upstreams.read_tool): read the
             # file the prompt names, once.
             parts.append({"text": self.PREAMBLE})
-            parts.append({"functionCall": {"name": reader[0], "args": {reader[1]: path}}})
+            parts.append({"functionCall": {"name": reader[0], "args": {reader[1]: to_read}}})
         elif responses:
             parts.append({"text": f"{self.label} tool result: "
                                   + " ".join(_response_text(r.get("response")) for r in responses)})
