@@ -325,10 +325,7 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     }
     // System turns before the conversation are the system prompt; later
     // ones stay where they are, as `system` messages.
-    let lead = merged
-        .iter()
-        .take_while(|m| m.role == Role::System)
-        .count();
+    let lead = merged.iter().take_while(|m| m.role == Role::System).count();
     let mut system = req.system.clone();
     for m in merged.drain(..lead) {
         system.extend(m.parts.into_iter().filter_map(|p| match p {

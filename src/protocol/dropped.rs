@@ -117,19 +117,23 @@ pub fn dropped_fields(from: Protocol, to: Protocol, body: &Value) -> Vec<String>
         Protocol::Gemini => gemini(obj, &mut out),
         Protocol::OpenAi => {}
     }
-    if to == Protocol::Anthropic {
-        // The Anthropic emitter keeps the temperature of the two.
-        let generation = obj
+    // Sampling settings the target lacks: OpenAI has no top-k, and the
+    // Anthropic emitter keeps only the temperature of temperature and top-p.
+    let sampling = match from {
+        Protocol::Gemini => obj
             .get("generationConfig")
-            .or_else(|| obj.get("generation_config"));
-        let sampling = match from {
-            Protocol::Gemini => generation.map(|g| (g, "generationConfig.")),
-            _ => Some((body, "")),
+            .or_else(|| obj.get("generation_config"))
+            .map(|g| (g, "generationConfig.")),
+        _ => Some((body, "")),
+    };
+    if let Some((g, path)) = sampling {
+        let present = |keys: [&'static str; 2]| keys.into_iter().find(|k| g.get(*k).is_some());
+        let lost = match to {
+            Protocol::OpenAi => present(["top_k", "topK"]),
+            Protocol::Anthropic if g.get("temperature").is_some() => present(["top_p", "topP"]),
+            _ => None,
         };
-        if let Some((g, path)) = sampling
-            && g.get("temperature").is_some()
-            && let Some(key) = ["top_p", "topP"].into_iter().find(|k| g.get(*k).is_some())
-        {
+        if let Some(key) = lost {
             out.insert(format!("{path}{key}"));
         }
     }
@@ -157,16 +161,28 @@ fn anthropic(obj: &serde_json::Map<String, Value>, to: Protocol, out: &mut BTree
     {
         out.insert("tool_choice.disable_parallel_tool_use".into());
     }
-    for tool in obj.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for tool in obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or("custom");
         let search = kind.starts_with("web_search") || super::gemini::builtin_tool(tool).is_some();
-        if search && to != Protocol::Gemini {
-            out.insert(format!("tools[{kind}]"));
-        } else if !search && tool.get("name").is_none() {
+        // Search converts to Gemini's; other tools need a name.
+        let converted = if search {
+            to == Protocol::Gemini
+        } else {
+            tool.get("name").is_some()
+        };
+        if !converted {
             out.insert(format!("tools[{kind}]"));
         }
         if let Some(t) = tool.as_object() {
-            for k in t.keys().filter(|k| !ANTHROPIC_TOOL_READ.contains(&k.as_str())) {
+            for k in t
+                .keys()
+                .filter(|k| !ANTHROPIC_TOOL_READ.contains(&k.as_str()))
+            {
                 out.insert(format!("tools[].{k}"));
             }
         }
@@ -204,16 +220,19 @@ fn gemini(obj: &serde_json::Map<String, Value>, out: &mut BTreeSet<String>) {
     {
         out.insert(format!("generationConfig.{k}"));
     }
-    for tool in obj.get("tools").and_then(Value::as_array).into_iter().flatten() {
+    for tool in obj
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(b) = super::gemini::builtin_tool(tool) {
             out.insert(format!("tools[{}]", b.kind));
         } else if let Some(t) = tool.as_object() {
-            for k in t.keys().filter(|k| {
-                !matches!(
-                    k.as_str(),
-                    "functionDeclarations" | "function_declarations"
-                )
-            }) {
+            for k in t
+                .keys()
+                .filter(|k| !matches!(k.as_str(), "functionDeclarations" | "function_declarations"))
+            {
                 out.insert(format!("tools[{k}]"));
             }
         }
@@ -294,10 +313,15 @@ mod tests {
                 "tools[googleSearch]"
             ]
         );
+        let sampling = json!({"contents": [],
+            "generationConfig": {"temperature": 1, "topP": 0.9, "topK": 4}});
         assert_eq!(
-            dropped_fields(Protocol::Gemini, Protocol::Anthropic, &json!({
-                "contents": [], "generationConfig": {"temperature": 1, "topP": 0.9}})),
+            dropped_fields(Protocol::Gemini, Protocol::Anthropic, &sampling),
             ["generationConfig.topP"]
+        );
+        assert_eq!(
+            dropped_fields(Protocol::Gemini, Protocol::OpenAi, &sampling),
+            ["generationConfig.topK"]
         );
         let body = json!({"model": "m", "messages": [], "seed": 1, "temperature": 0, "top_p": 1});
         assert_eq!(

@@ -328,12 +328,12 @@ pub fn read_tool(tools: &[Value]) -> Option<(&str, &str)> {
 /// The last absolute path in `text`, without the punctuation around it.
 fn last_path(text: &str) -> Option<String> {
     text.split_whitespace()
+        .rev()
         .map(|w| {
             w.trim_start_matches(|c: char| "`'\"([<".contains(c))
                 .trim_end_matches(|c: char| "`'\")]>,;:.?!".contains(c))
         })
-        .filter(|w| w.len() > 1 && w.starts_with('/'))
-        .last()
+        .find(|w| w.len() > 1 && w.starts_with('/'))
         .map(str::to_owned)
 }
 
@@ -473,8 +473,14 @@ mod tests {
             {"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"}}}}}]);
         let gemini = json!([
             {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}}}]);
-        assert_eq!(read_tool(claude.as_array().unwrap()), Some(("Read", "file_path")));
-        assert_eq!(read_tool(gemini.as_array().unwrap()), Some(("read_file", "file_path")));
+        assert_eq!(
+            read_tool(claude.as_array().unwrap()),
+            Some(("Read", "file_path"))
+        );
+        assert_eq!(
+            read_tool(gemini.as_array().unwrap()),
+            Some(("read_file", "file_path"))
+        );
         let ask = json!({"role": "user", "content": [
             {"type": "text", "text": "<context>cwd /tmp/w</context>"},
             {"type": "text", "text": "Read the file `/tmp/w/notes.txt`."}]});
@@ -482,7 +488,10 @@ mod tests {
         let a: Value = serde_json::from_slice(&call(req, false)).unwrap();
         let call0 = &a["choices"][0]["message"]["tool_calls"][0];
         assert_eq!(call0["function"]["name"], "Read");
-        assert_eq!(call0["function"]["arguments"], r#"{"file_path":"/tmp/w/notes.txt"}"#);
+        assert_eq!(
+            call0["function"]["arguments"],
+            r#"{"file_path":"/tmp/w/notes.txt"}"#
+        );
         // The result came back (followed by more user text): the answer
         // quotes it, and nothing is read again.
         let id = call0["id"].clone();
@@ -494,7 +503,8 @@ mod tests {
         assert!(text.contains("file-token-42"), "{text}");
         assert!(!text.contains("tool_calls"), "{text}");
         // No path in the prompt: a text answer, not a guess.
-        let req = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": gemini});
+        let req =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": gemini});
         let c: Value = serde_json::from_slice(&call(req, false)).unwrap();
         assert_eq!(c["choices"][0]["finish_reason"], "stop");
     }
