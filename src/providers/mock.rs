@@ -10,8 +10,9 @@
 //! Coding agents offer dozens of tools with every request, so when the
 //! tools include a file reader (see [`read_tool`]) the mock plays a short
 //! agent session instead: it reads the absolute path named in the prompt
-//! with one call of that tool, then answers with the start of the result;
-//! with no path in the prompt, it answers in text.
+//! (the last text of the last user message) with one call of that tool,
+//! then answers with the start of the result; with no path in the prompt,
+//! it answers in text.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -273,7 +274,16 @@ fn tool_to_call(body: &Value, messages: &[Value]) -> Option<(String, String)> {
         if messages.iter().any(|m| m["role"] == "tool") {
             return None;
         }
-        let path = last_path(&last_user_text(messages))?;
+        // The prompt is the last text: agents put their context first.
+        let prompt = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| match &m["content"] {
+                Value::Array(parts) => parts.iter().rev().find_map(|p| p["text"].as_str()),
+                other => other.as_str(),
+            })?;
+        let path = last_path(prompt)?;
         return Some((name.to_owned(), json!({ param: path }).to_string()));
     }
     if messages.last().is_some_and(|m| m["role"] == "tool") {

@@ -128,12 +128,22 @@ def read_tool(tools: list[tuple[str, Any]]) -> tuple[str, str] | None:
     return None
 
 
+def prompt_text(content: Any) -> str:
+    """The prompt of a user message: its last text (agents put their
+    context first), in any protocol's content shape."""
+    if isinstance(content, str):
+        return content
+    texts = [p["text"] for p in content or [] if isinstance(p, dict) and "text" in p]
+    return texts[-1] if texts else ""
+
+
 def last_path(text: str) -> str | None:
     """The last absolute path in ``text``, without the punctuation around it."""
     found = None
     for word in text.split():
-        word = word.lstrip("`'\"([<").rstrip("`'\")]>,;:.?!")
-        if len(word) > 1 and word.startswith("/"):
+        word = word.lstrip("`'\"([").rstrip("`'\")],;:.?!")
+        # ``</tag>`` is markup (Claude Code wraps context in tags), not a path.
+        if len(word) > 1 and word.startswith("/") and "<" not in word and ">" not in word:
             found = word
     return found
 
@@ -437,7 +447,7 @@ class OpenAIUpstream(MockUpstream):
         if reader and choice != "none":
             # An agent session: read the named file once, then quote it.
             user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
-            path = last_path(openai_text(user.get("content")))
+            path = last_path(prompt_text(user.get("content")))
             since = []
             for m in reversed(messages):
                 if m.get("role") == "assistant":
@@ -700,7 +710,7 @@ class AnthropicUpstream(MockUpstream):
             answered = any(b.get("type") == "tool_result" for m in msgs
                            if isinstance(m["content"], list) for b in m["content"])
             user = next((m for m in reversed(msgs) if m["role"] == "user"), {})
-            agent_path = None if answered else last_path(_claude_text(user.get("content")))
+            agent_path = None if answered else last_path(prompt_text(user.get("content")))
         if agent_path:
             blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}_0", "name": reader[0],
                            "input": {reader[1]: agent_path}})

@@ -60,6 +60,7 @@ from mock_upstreams import (
     example_args,
     last_path,
     openai_text,
+    prompt_text,
     read_tool,
 )
 
@@ -223,9 +224,9 @@ class CodeAssistUpstream(OAuthUpstream):
         reader = read_tool([(d["name"], d.get("parametersJsonSchema") or d.get("parameters"))
                             for d in decls])
         answered = any("functionResponse" in p for c in contents for p in c.get("parts") or [])
-        user_text = " ".join(p.get("text", "") for c in contents if c.get("role") == "user"
-                             for p in c.get("parts") or [])
-        to_read = last_path(user_text) if reader and not answered else None
+        user = next((c for c in reversed(contents) if c.get("role") == "user"), {})
+        prompt = prompt_text(user.get("parts"))
+        to_read = last_path(prompt) if reader and not answered else None
         if to_read:
             # An agent session (see mock_upstreams.read_tool): read the
             # file the prompt names, once.

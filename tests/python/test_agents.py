@@ -6,7 +6,8 @@ the loopback interface.
 
 For each agent and each of the providers mock (built in), claude-custom,
 openai-custom and gemini-cli (the mocks of mock_upstreams.py and
-oauth_upstreams.py), one session with a tool round trip: the prompt names a
+oauth_upstreams.py), a plain prompt answered in one request, and one
+session with a tool round trip: the prompt names a
 file in the agent's temporary working directory; the upstream (or the
 built-in mock) answers the first request, whose tools include the agent's
 file reader (Claude Code's ``Read``, Gemini CLI's ``read_file``), with one
@@ -202,14 +203,18 @@ def upstream_bodies(e: Env, provider: str, log_offset: int) -> list[dict]:
     return [r.body["request"] for r in e.code_assist.generations()]
 
 
-def run_session(e: Env, agent: str, provider: str, root: Path) -> Session:
+def run_session(e: Env, agent: str, provider: str, root: Path, read: bool) -> Session:
+    """One headless run; with ``read`` the prompt asks to read a file."""
     exe = require_agent(agent)
     workdir, home = root / "work", root / "home"
     workdir.mkdir(parents=True)
     home.mkdir()
     token = f"aiproxy-file-token-{root.name[-8:]}"
     (workdir / "notes.txt").write_text(f"{token}\n")
-    prompt = f"Read the file {workdir}/notes.txt and tell me what it says."
+    if read:
+        prompt = f"Read the file {workdir}/notes.txt and tell me what it says."
+    else:
+        prompt = f"Say hello to {token}."
     for up in (e.openai, e.claude, e.code_assist):
         up.reset()
     log_offset = len(e.gw.stderr())
@@ -233,16 +238,17 @@ def run_session(e: Env, agent: str, provider: str, root: Path) -> Session:
 
 @pytest.fixture(scope="module")
 def sessions(env, tmp_path_factory):
-    """``sessions(agent, provider)``: that session, run once per module (the
-    same-family one is every other test's reference)."""
-    done: dict[tuple[str, str], Session] = {}
+    """``sessions(agent, provider, read=True)``: that session, run once per
+    module (the same-family one is every other test's reference)."""
+    done: dict[tuple[str, str, bool], Session] = {}
 
-    def get(agent: str, provider: str) -> Session:
-        if (agent, provider) not in done:
+    def get(agent: str, provider: str, read: bool = True) -> Session:
+        key = (agent, provider, read)
+        if key not in done:
             env.gw.assert_running()
             root = tmp_path_factory.mktemp(f"{agent}-{provider}")
-            done[(agent, provider)] = run_session(env, agent, provider, root)
-        return done[(agent, provider)]
+            done[key] = run_session(env, agent, provider, root, read)
+        return done[key]
 
     return get
 
@@ -321,6 +327,25 @@ def generation(body: dict, wire: str) -> dict[str, Any]:
 
 
 # ---- the tests ---------------------------------------------------------------
+
+
+# What each upstream says to a prompt without a tool result.
+PLAIN_LABEL = {"mock": "Mock answer to", "claude-custom": "claude says:",
+               "openai-custom": "openai says:", "gemini-cli": "gemini says:"}
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("agent", list(AGENTS))
+def test_agent_answers_a_plain_prompt(sessions, agent, provider):
+    """No file named: one request, answered in text, although the agent
+    offers its file reader (the mocks must not guess a path)."""
+    s = sessions(agent, provider, read=False)
+    assert s.returncode == 0, s.describe()
+    assert PLAIN_LABEL[provider] in s.answer, s.describe()
+    if provider != "mock":  # the mock quotes the first words: Claude Code's context
+        assert s.token in s.answer, s.describe()
+    assert len(s.requests) == 1, [json.dumps(b)[:300] for b in s.requests]
+    assert tool_results(s.requests[0], WIRE[provider]) == []
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
