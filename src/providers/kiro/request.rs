@@ -203,6 +203,54 @@ fn thinking_tags(thinking: &Value, output_effort: Option<&Value>) -> Option<Stri
     }
 }
 
+/// A web search tool, which Kiro refuses: a server tool, or a client tool
+/// named so.
+fn is_web_search(t: &Value) -> bool {
+    let name = t["name"].as_str().unwrap_or_default().to_ascii_lowercase();
+    name == "web_search"
+        || name == "websearch"
+        || t["type"]
+            .as_str()
+            .is_some_and(|ty| ty.starts_with("web_search"))
+}
+
+/// Members of an Anthropic request that [`build`] reads.
+const READ: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "thinking",
+    "output_config",
+    "stream",
+];
+
+/// The members of an Anthropic body that Kiro has no equivalent for (its
+/// own limits and sampling, `metadata`, `context_management`, …), plus
+/// `cache_control` and web search tools when present, for a debug line.
+pub fn unread_fields(body: &Value) -> Vec<String> {
+    let Some(obj) = body.as_object() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = obj
+        .keys()
+        .filter(|k| !READ.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if body.to_string().contains("\"cache_control\"") {
+        out.push("cache_control".into());
+    }
+    if obj["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(is_web_search)
+    {
+        out.push("tools[web_search]".into());
+    }
+    out
+}
+
 /// Normalises an Anthropic body for Kiro. `profile_arn` is sent for
 /// social logins only.
 pub fn build(
@@ -415,13 +463,7 @@ fn tools(
         let Some(name) = t["name"].as_str().filter(|n| !n.is_empty()) else {
             continue;
         };
-        let lower = name.to_ascii_lowercase();
-        if lower == "web_search"
-            || lower == "websearch"
-            || t["type"]
-                .as_str()
-                .is_some_and(|ty| ty.starts_with("web_search"))
-        {
+        if is_web_search(t) {
             continue;
         }
         let short = short_name(name);
@@ -558,6 +600,22 @@ mod tests {
                 .as_str()
                 .unwrap()
                 .contains("<thinking_effort>low</thinking_effort>")
+        );
+    }
+
+    #[test]
+    fn names_what_kiro_drops() {
+        let body = json!({"model": "m", "max_tokens": 5, "metadata": {}, "stream": true,
+            "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+            "messages": [], "tools": [{"name": "WebSearch", "input_schema": {}}]});
+        assert_eq!(
+            unread_fields(&body),
+            [
+                "max_tokens",
+                "metadata",
+                "cache_control",
+                "tools[web_search]"
+            ]
         );
     }
 
