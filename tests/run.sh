@@ -116,8 +116,9 @@ RUNS_PER_TARGET="${FUZZ_RUNS:-50000}" fuzz/run.sh
 # ---- coding agents for tests/python/test_agents.py ---------------------------------
 # Claude Code and Gemini CLI at the versions pinned in tests/agents/package.json,
 # installed into tests/agents/node_modules when missing or when the lock file
-# changed. npm does not run Claude Code's postinstall, which puts its native
-# binary in place of the bin/claude.exe stub: run it once here.
+# changed. No package scripts run (npm 11 would skip them anyway, older npm
+# would try to compile node-pty) except Claude Code's postinstall, which puts
+# its native binary in place of the bin/claude.exe stub: run once here.
 AGENTS="$ROOT/tests/agents"
 command -v npm >/dev/null 2>&1 || die "npm not found: install Node.js 20 or later (Debian: nodejs npm)"
 agents_stamp="$AGENTS/node_modules/.lock.sha256"
@@ -126,7 +127,7 @@ if [ "$(cat "$agents_stamp" 2>/dev/null || true)" != "$agents_want" ] \
     || ! "$AGENTS/node_modules/.bin/claude" --version >/dev/null 2>&1 \
     || ! "$AGENTS/node_modules/.bin/gemini" --version >/dev/null 2>&1; then
     step "npm ci in tests/agents (Claude Code, Gemini CLI)"
-    (cd "$AGENTS" && npm ci --no-audit --no-fund --loglevel=error)
+    (cd "$AGENTS" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
     (cd "$AGENTS/node_modules/@anthropic-ai/claude-code" && node install.cjs)
     echo "$agents_want" >"$agents_stamp"
 fi
