@@ -113,6 +113,25 @@ step "promtool: rules, rule tests, Grafana queries"
 step "fuzz smoke (${FUZZ_RUNS:-50000} inputs per target)"
 RUNS_PER_TARGET="${FUZZ_RUNS:-50000}" fuzz/run.sh
 
+# ---- coding agents for tests/python/test_agents.py ---------------------------------
+# Claude Code and Gemini CLI at the versions pinned in tests/agents/package.json,
+# installed into tests/agents/node_modules when missing or when the lock file
+# changed. No package scripts run (npm 11 would skip them anyway, older npm
+# would try to compile node-pty) except Claude Code's postinstall, which puts
+# its native binary in place of the bin/claude.exe stub: run once here.
+AGENTS="$ROOT/tests/agents"
+command -v npm >/dev/null 2>&1 || die "npm not found: install Node.js 20 or later (Debian: nodejs npm)"
+agents_stamp="$AGENTS/node_modules/.lock.sha256"
+agents_want=$(sha256sum "$AGENTS/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$agents_stamp" 2>/dev/null || true)" != "$agents_want" ] \
+    || ! "$AGENTS/node_modules/.bin/claude" --version >/dev/null 2>&1 \
+    || ! "$AGENTS/node_modules/.bin/gemini" --version >/dev/null 2>&1; then
+    step "npm ci in tests/agents (Claude Code, Gemini CLI)"
+    (cd "$AGENTS" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    (cd "$AGENTS/node_modules/@anthropic-ai/claude-code" && node install.cjs)
+    echo "$agents_want" >"$agents_stamp"
+fi
+
 # ---- end-to-end tests with the official SDKs -------------------------------------
 step "pytest tests/python"
 AIPROXY_BIN="$ROOT/target/release/aiproxy" \

@@ -20,7 +20,7 @@ use crate::cache::{self, Entry, Fetched, Key, Outcome};
 use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
 use crate::metrics::ErrorKind;
-use crate::protocol::{self, GeminiFraming, Protocol, StreamConverter};
+use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
 use crate::providers::{Instance, ProviderKind, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::server::{Request, Responder};
 
@@ -141,16 +141,7 @@ impl Gateway {
             path_model,
             path_stream,
         } = call;
-        let body: &[u8] = if req.body.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &req.body
-        };
-        let info = protocol::inspect(client, body).map_err(|e| Failure::new(400, e.message))?;
-        let model = path_model
-            .or(info.model)
-            .filter(|m| !m.is_empty())
-            .ok_or_else(|| Failure::new(400, "The request has no model: set the `model` field."))?;
+        let (body, info, model) = probe(client, &req.body, path_model)?;
         let stream = info.stream || path_stream;
         out.log.model = Some(model.clone());
         let kind = select(state, prefix, req, &model)?;
@@ -166,6 +157,20 @@ impl Gateway {
                 .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
             let converted = protocol::convert_request(client, family, &value, &model, stream)
                 .map_err(|e| Failure::new(400, e.message))?;
+            if log::enabled(LogLevel::Debug) {
+                let dropped = protocol::dropped_fields(client, family, &value);
+                if !dropped.is_empty() {
+                    log::event(
+                        LogLevel::Debug,
+                        "request fields without an equivalent dropped",
+                        &[
+                            ("from", Field::Str(client.name())),
+                            ("to", Field::Str(family.name())),
+                            ("fields", Field::Str(&dropped.join(","))),
+                        ],
+                    );
+                }
+            }
             Cow::Owned(
                 serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?,
             )
@@ -542,7 +547,29 @@ impl Gateway {
 
 /// Provider choice, first match wins: path prefix, `Model-Provider`
 /// header, `model_routes`, the default provider.
-fn select(
+/// The client body as the pipeline reads it (an empty body is `{}`), what
+/// [`protocol::inspect`] found in it, and the model it asks for: the
+/// checks `count_tokens` shares with the inference routes, so that both
+/// refuse the same requests.
+pub(super) fn probe(
+    client: Protocol,
+    raw: &[u8],
+    path_model: Option<String>,
+) -> Result<(&[u8], RequestInfo, String), Failure> {
+    let body: &[u8] = if raw.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        raw
+    };
+    let info = protocol::inspect(client, body).map_err(|e| Failure::new(400, e.message))?;
+    let model = path_model
+        .or_else(|| info.model.clone())
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| Failure::new(400, "The request has no model: set the `model` field."))?;
+    Ok((body, info, model))
+}
+
+pub(super) fn select(
     state: &State,
     prefix: Option<ProviderKind>,
     req: &Request,

@@ -241,7 +241,7 @@ impl Gateway {
                 };
                 self.infer(state, req, out, call)
             }
-            Route::AnthropicCountTokens => ops::count_tokens(req, out),
+            Route::AnthropicCountTokens => ops::count_tokens(state, req, out, prefix),
             Route::ListModels | Route::GeminiListModels => {
                 ops::list_models(state, out, prefix, proto)
             }

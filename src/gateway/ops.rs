@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::guard::{MAX_ECHO_BYTES, echo};
-use super::{Failure, Gateway, State};
+use super::{Failure, Gateway, State, infer};
 use crate::log;
 use crate::metrics::{DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML};
 use crate::protocol::{self, ModelInfo, Protocol};
@@ -179,9 +179,20 @@ pub(super) fn cache_switch(state: &State, out: &mut Responder<'_>, on: bool) {
     let _ = out.send_json(200, &[], json!({"enabled": on}).to_string().as_bytes());
 }
 
-pub(super) fn count_tokens(req: &Request, out: &mut Responder<'_>) -> Result<(), Failure> {
-    let value: Value = serde_json::from_slice(&req.body)
+/// A local estimate for `/v1/messages/count_tokens`, after the checks
+/// `/v1/messages` makes: a body it would refuse is refused here too.
+pub(super) fn count_tokens(
+    state: &State,
+    req: &Request,
+    out: &mut Responder<'_>,
+    prefix: Option<ProviderKind>,
+) -> Result<(), Failure> {
+    let (body, _, model) = infer::probe(Protocol::Anthropic, &req.body, None)?;
+    infer::select(state, prefix, req, &model)?;
+    let value: Value = serde_json::from_slice(body)
         .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
+    protocol::validate_request(Protocol::Anthropic, &value)
+        .map_err(|e| Failure::new(400, e.message))?;
     let n = protocol::count_tokens(&value);
     let _ = out.send_json(200, &[], json!({"input_tokens": n}).to_string().as_bytes());
     Ok(())

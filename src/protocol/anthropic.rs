@@ -14,9 +14,9 @@ use serde_json::{Map, Value, json};
 
 use super::ConvertError;
 use super::canonical::{
-    ChatRequest, ChatResponse, Effort, FinishReason, Media, Message, Part, Reasoning, Role,
-    StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult, as_number, as_u64,
-    push_merged, result_text,
+    ChatRequest, ChatResponse, Effort, FinishReason, Media, Message, Part, Reasoning,
+    ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
+    as_number, as_u64, push_merged, result_text, system_after_results,
 };
 use super::{gemini, ids, schema};
 
@@ -100,15 +100,20 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
         let role = match m.get("role").and_then(Value::as_str) {
             Some("user") => Role::User,
             Some("assistant") => Role::Assistant,
+            Some("system") => Role::System,
             _ => {
                 return Err(bad(format!(
-                    "messages[{i}].role must be \"user\" or \"assistant\""
+                    "messages[{i}].role must be \"user\", \"assistant\" or \"system\""
                 )));
             }
         };
         let parts = match m.get("content") {
             Some(Value::String(s)) if !s.is_empty() => vec![Part::Text(s.clone())],
-            Some(Value::Array(blocks)) => blocks.iter().filter_map(parse_block).collect(),
+            Some(Value::Array(blocks)) => blocks
+                .iter()
+                .filter_map(parse_block)
+                .filter(|p| role != Role::System || matches!(p, Part::Text(_)))
+                .collect(),
             _ => Vec::new(),
         };
         if !parts.is_empty() {
@@ -179,6 +184,15 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
             _ => r,
         }
     });
+    // Structured output: `output_config.format`, or the older beta's
+    // `output_format`.
+    req.response_format = obj
+        .get("output_config")
+        .and_then(|o| o.get("format"))
+        .or_else(|| obj.get("output_format"))
+        .filter(|f| f.get("type").and_then(Value::as_str) == Some("json_schema"))
+        .and_then(|f| f.get("schema"))
+        .map(|s| ResponseFormat::JsonSchema(s.clone()));
     Ok(req)
 }
 
@@ -306,8 +320,18 @@ fn emit_block(p: &Part) -> Option<Value> {
 /// Builds an Anthropic request for `model`.
 pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     let mut merged: Vec<Message> = Vec::new();
-    for m in &req.messages {
-        push_merged(&mut merged, m.clone());
+    for m in system_after_results(&req.messages) {
+        push_merged(&mut merged, m);
+    }
+    // System turns before the conversation are the system prompt; later
+    // ones stay where they are, as `system` messages.
+    let lead = merged.iter().take_while(|m| m.role == Role::System).count();
+    let mut system = req.system.clone();
+    for m in merged.drain(..lead) {
+        system.extend(m.parts.into_iter().filter_map(|p| match p {
+            Part::Text(t) => Some(t),
+            _ => None,
+        }));
     }
     let mut messages: Vec<Value> = Vec::new();
     let last = merged.len().saturating_sub(1);
@@ -326,10 +350,10 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         if blocks.is_empty() {
             continue;
         }
-        let role = if m.role == Role::User {
-            "user"
-        } else {
-            "assistant"
+        let role = match m.role {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::System => "system",
         };
         messages.push(json!({"role": role, "content": blocks}));
     }
@@ -355,8 +379,8 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         }
     });
     out.insert("max_tokens".into(), json!(max_tokens));
-    if !req.system.is_empty() {
-        out.insert("system".into(), json!(req.system.join("\n")));
+    if !system.is_empty() {
+        out.insert("system".into(), json!(system.join("\n")));
     }
     out.insert("messages".into(), Value::Array(messages));
     if !req.tools.is_empty() {
@@ -383,7 +407,9 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     if let Some(t) = &req.temperature {
         out.insert("temperature".into(), Value::Number(t.clone()));
     }
-    if let Some(p) = &req.top_p {
+    // Current Claude models refuse `temperature` and `top_p` together;
+    // the temperature is the one clients mean.
+    if let Some(p) = req.top_p.as_ref().filter(|_| req.temperature.is_none()) {
         out.insert("top_p".into(), Value::Number(p.clone()));
     }
     if let Some(k) = &req.top_k {
@@ -399,6 +425,12 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         );
     } else if req.reasoning == Some(Reasoning::Adaptive) {
         out.insert("thinking".into(), json!({"type": "adaptive"}));
+    }
+    if let Some(ResponseFormat::JsonSchema(s)) = &req.response_format {
+        out.insert(
+            "output_config".into(),
+            json!({"format": {"type": "json_schema", "schema": s}}),
+        );
     }
     out.insert("stream".into(), json!(stream));
     Value::Object(out)
@@ -910,7 +942,60 @@ mod tests {
         assert_eq!(out["messages"][0]["content"][0]["is_error"], true);
         assert!(out.get("thinking").is_none());
         assert_eq!(out["system"], "a\nb");
-        assert!(parse_request(&json!({"messages": [{"role": "system", "content": "x"}]})).is_err());
+        assert!(parse_request(&json!({"messages": [{"role": "tool", "content": "x"}]})).is_err());
+    }
+
+    #[test]
+    fn system_turns_stay_in_place() {
+        let body = json!({"model": "m", "system": "top", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": [{"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}}, {"type": "text", "text": "b"}]},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": {}}]},
+            {"role": "system", "content": "between"},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "r"}]},
+        ]});
+        let req = parse_request(&body).unwrap();
+        assert_eq!(req.system, ["top"]);
+        assert_eq!(req.messages[1].role, Role::System);
+        assert_eq!(
+            req.messages[1].parts,
+            [Part::Text("a".into()), Part::Text("b".into())]
+        );
+        // Re-emitted for Anthropic: in place, except that the one between
+        // a call and its result waits for the result.
+        let out = emit_request(&req, "claude-x", false);
+        let roles: Vec<&str> = out["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "system", "assistant", "user", "system"]);
+        assert_eq!(out["system"], "top");
+        // Leading system turns become the system prompt.
+        let lead = parse_request(&json!({"messages": [
+            {"role": "system", "content": "s"}, {"role": "user", "content": "u"}]}))
+        .unwrap();
+        let out = emit_request(&lead, "claude-x", false);
+        assert_eq!(out["system"], "s");
+        assert_eq!(out["messages"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn structured_output_both_ways() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        for body in [
+            json!({"messages": [], "output_config": {"format": {"type": "json_schema", "schema": schema}}}),
+            json!({"messages": [], "output_format": {"type": "json_schema", "schema": schema}}),
+        ] {
+            let req = parse_request(&body).unwrap();
+            assert_eq!(
+                req.response_format,
+                Some(ResponseFormat::JsonSchema(schema.clone()))
+            );
+            let out = emit_request(&req, "claude-x", false);
+            assert_eq!(out["output_config"]["format"]["schema"], schema);
+        }
     }
 
     #[test]

@@ -40,14 +40,18 @@ pub struct ChatRequest {
     pub response_format: Option<ResponseFormat>,
 }
 
-/// Who speaks a turn. System text lives in [`ChatRequest::system`] and tool
-/// results are parts of user turns, so two roles suffice.
+/// Who speaks a turn. The system prompt lives in [`ChatRequest::system`]
+/// and tool results are parts of user turns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     /// The client / end user (also carries tool results).
     User,
     /// The model.
     Assistant,
+    /// An instruction at a point in the conversation (Anthropic's
+    /// `system` role inside `messages`); its parts are text. Emitters keep
+    /// it in place where their protocol has a system turn.
+    System,
 }
 
 /// One turn.
@@ -379,6 +383,18 @@ pub fn joined_text(parts: &[Part]) -> String {
     s
 }
 
+/// The `Text` parts, one per line (a system turn as one string).
+pub fn text_lines(parts: &[Part]) -> String {
+    let texts: Vec<&str> = parts
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    texts.join("\n")
+}
+
 /// Reads a non-negative integer; floats with no fraction count too.
 pub fn as_u64(v: Option<&Value>) -> Option<u64> {
     let v = v?;
@@ -510,6 +526,34 @@ pub fn push_merged(out: &mut Vec<Message>, msg: Message) {
     out.push(msg);
 }
 
+/// `messages` with every system turn that stands between a turn making
+/// tool calls and the turn answering them moved after the answers: OpenAI
+/// and Anthropic want results right after their calls, and the
+/// instruction still comes before the model's next turn.
+pub fn system_after_results(messages: &[Message]) -> Vec<Message> {
+    let mut out = Vec::with_capacity(messages.len());
+    let mut deferred = Vec::new();
+    let mut awaiting_results = false;
+    for m in messages {
+        match m.role {
+            Role::System if awaiting_results => deferred.push(m.clone()),
+            Role::System => out.push(m.clone()),
+            Role::Assistant => {
+                out.append(&mut deferred);
+                awaiting_results = m.parts.iter().any(|p| matches!(p, Part::ToolUse(_)));
+                out.push(m.clone());
+            }
+            Role::User => {
+                out.push(m.clone());
+                out.append(&mut deferred);
+                awaiting_results = false;
+            }
+        }
+    }
+    out.append(&mut deferred);
+    out
+}
+
 /// Splits `<thinking>…</thinking>` spans out of a text (OpenAI-family
 /// models that inline their reasoning, §3.7).
 pub fn split_thinking_tags(text: &str) -> Vec<Part> {
@@ -598,6 +642,47 @@ mod tests {
             "a\nb"
         );
         assert_eq!(result_text(Some(&json!({"k":1}))), "{\"k\":1}");
+    }
+
+    #[test]
+    fn system_turns_wait_for_tool_results() {
+        let text = |role, t: &str| Message {
+            role,
+            parts: vec![Part::Text(t.into())],
+        };
+        let call = Message {
+            role: Role::Assistant,
+            parts: vec![Part::ToolUse(ToolCall {
+                id: "c".into(),
+                name: "f".into(),
+                input: json!({}),
+            })],
+        };
+        let result = Message {
+            role: Role::User,
+            parts: vec![Part::ToolResult(ToolResult {
+                id: "c".into(),
+                content: "r".into(),
+                is_error: false,
+            })],
+        };
+        let msgs = vec![
+            text(Role::System, "s0"),
+            text(Role::User, "u"),
+            call.clone(),
+            text(Role::System, "s1"),
+            result.clone(),
+            text(Role::System, "s2"),
+        ];
+        let out = system_after_results(&msgs);
+        let order: Vec<Role> = out.iter().map(|m| m.role).collect();
+        use Role::*;
+        assert_eq!(order, [System, User, Assistant, User, System, System]);
+        assert_eq!(out[3], result);
+        assert_eq!(out[4], text(System, "s1"));
+        // A call never answered: the instruction still goes out, at the end.
+        let out = system_after_results(&[call, text(System, "s")]);
+        assert_eq!(out.len(), 2);
     }
 
     #[test]

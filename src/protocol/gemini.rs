@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use super::canonical::{
     BuiltinTool, ChatRequest, ChatResponse, Effort, FinishReason, Media, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
-    as_number, as_u64, push_merged,
+    as_number, as_u64, push_merged, text_lines,
 };
 use super::{ConvertError, GeminiFraming, errors, schema};
 
@@ -331,9 +331,16 @@ fn media_part(m: &Media) -> Value {
 
 /// Builds a Gemini request (model and stream travel in the URL).
 pub fn emit_request(req: &ChatRequest, model: &str) -> Value {
+    // Gemini has no system turn: system turns from inside the conversation
+    // join `systemInstruction`, in order, after the system prompt.
+    let mut system = req.system.clone();
     let mut merged: Vec<Message> = Vec::new();
     for m in &req.messages {
-        push_merged(&mut merged, m.clone());
+        if m.role == Role::System {
+            system.push(text_lines(&m.parts));
+        } else {
+            push_merged(&mut merged, m.clone());
+        }
     }
     let names: HashMap<&str, &str> = merged
         .iter()
@@ -379,6 +386,7 @@ pub fn emit_request(req: &ChatRequest, model: &str) -> Value {
                     }
                 }
             }
+            Role::System => {}
             Role::User => {
                 let mut results: Vec<&ToolResult> = m
                     .parts
@@ -431,11 +439,11 @@ pub fn emit_request(req: &ChatRequest, model: &str) -> Value {
     }
 
     let mut out = Map::new();
-    if contents.is_empty() && !req.system.is_empty() {
+    if contents.is_empty() && !system.is_empty() {
         // A lone system message is the prompt itself (§3.4).
-        contents.push(json!({"role": "user", "parts": [{"text": req.system.join("\n")}]}));
-    } else if !req.system.is_empty() {
-        let parts: Vec<Value> = req.system.iter().map(|t| json!({"text": t})).collect();
+        contents.push(json!({"role": "user", "parts": [{"text": system.join("\n")}]}));
+    } else if !system.is_empty() {
+        let parts: Vec<Value> = system.iter().map(|t| json!({"text": t})).collect();
         out.insert(
             "systemInstruction".into(),
             json!({"role": "user", "parts": parts}),

@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod canonical;
+mod dropped;
 mod errors;
 pub mod gemini;
 mod ids;
@@ -157,6 +158,12 @@ fn parse_request(from: Protocol, to: Protocol, body: &Value) -> Result<ChatReque
     }
 }
 
+/// Checks a `proto` request body as a conversion from it would: the
+/// errors [`convert_request`] gives for a cross-family target.
+pub fn validate_request(proto: Protocol, body: &Value) -> Result<(), ConvertError> {
+    parse_request(proto, proto, body).map(drop)
+}
+
 /// Converts a client request body from `from` to `to` for `model`.
 /// For OpenAI and Anthropic targets the output carries `model` and `stream`
 /// (and, for an OpenAI target that streams, `stream_options.include_usage`);
@@ -196,6 +203,14 @@ pub fn convert_request(
         Protocol::Anthropic => anthropic::emit_request(&req, model, stream),
         Protocol::Gemini => gemini::emit_request(&req, model),
     })
+}
+
+/// The fields of a `from` request that [`convert_request`] to `to` drops
+/// for want of an equivalent (e.g. `context_management`, `cache_control`,
+/// `tools[web_search_20250305]` for OpenAI), for a debug log line; empty
+/// when `from == to`.
+pub fn dropped_fields(from: Protocol, to: Protocol, body: &Value) -> Vec<String> {
+    dropped::dropped_fields(from, to, body)
 }
 
 fn parse_response(from: Protocol, body: &Value) -> Result<ChatResponse, ConvertError> {

@@ -16,7 +16,7 @@ use super::canonical::{
     ChatRequest, ChatResponse, Effort, FinishReason, Media, Message, Part, Reasoning,
     ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
     as_number, as_u64, joined_text, mime_from_name, parse_arguments, parse_data_uri,
-    split_thinking_tags, text_of,
+    split_thinking_tags, system_after_results, text_lines, text_of,
 };
 use super::{anthropic, gemini, ids, schema};
 
@@ -287,10 +287,13 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
         messages.push(json!({"role": "system", "content": req.system.join("\n")}));
     }
     let thinking_on = req.reasoning.is_some_and(Reasoning::enabled);
-    for m in &req.messages {
+    for m in &system_after_results(&req.messages) {
         match m.role {
             Role::Assistant => messages.push(assistant_message(&m.parts, thinking_on)),
             Role::User => user_messages(&m.parts, &mut messages),
+            Role::System => {
+                messages.push(json!({"role": "system", "content": text_lines(&m.parts)}))
+            }
         }
     }
     drop_unanswered_calls(&mut messages);

@@ -6,6 +6,13 @@
 //! call when tools are offered and `tool_choice` allows one, and streams
 //! with a configurable pause between chunks. With it, `aiproxy
 //! --model-provider mock` works on a machine with no keys and no network.
+//!
+//! Coding agents offer dozens of tools with every request, so when the
+//! tools include a file reader (see [`read_tool`]) the mock plays a short
+//! agent session instead: it reads the absolute path named in the prompt
+//! (the last text of the last user message) with one call of that tool,
+//! then answers with the start of the result; with no path in the prompt,
+//! it answers in text.
 
 use std::collections::VecDeque;
 use std::io::{self, Read};
@@ -133,12 +140,14 @@ impl Answer {
                 truncated: false,
             };
         }
-        let last_user = messages
-            .iter()
-            .rev()
-            .find(|m| m["role"] == "user")
-            .map(|m| text_of(&m["content"]))
-            .unwrap_or_default();
+        // In an agent session the answer quotes the file read.
+        let agent = body["tools"]
+            .as_array()
+            .is_some_and(|t| read_tool(t).is_some());
+        let last_user = match latest_tool_result(messages).filter(|_| agent) {
+            Some(result) => text_of(&result["content"]),
+            None => last_user_text(messages),
+        };
         let snippet: String = last_user
             .split_whitespace()
             .take(8)
@@ -253,26 +262,108 @@ impl Answer {
 }
 
 /// The tool to call, with arguments, when the request offers tools, allows
-/// a call and is not already answering one.
+/// a call and is not already answering one. A file reader among the tools
+/// is called once per conversation, for the path the prompt names.
 fn tool_to_call(body: &Value, messages: &[Value]) -> Option<(String, String)> {
     let tools = body["tools"].as_array().filter(|t| !t.is_empty())?;
     let choice = &body["tool_choice"];
-    if choice == "none" || messages.last().is_some_and(|m| m["role"] == "tool") {
+    if choice == "none" {
+        return None;
+    }
+    if let Some((name, param)) = read_tool(tools) {
+        if messages.iter().any(|m| m["role"] == "tool") {
+            return None;
+        }
+        // The prompt is the last text: agents put their context first.
+        let prompt = messages
+            .iter()
+            .rev()
+            .find(|m| m["role"] == "user")
+            .and_then(|m| match &m["content"] {
+                Value::Array(parts) => parts.iter().rev().find_map(|p| p["text"].as_str()),
+                other => other.as_str(),
+            })?;
+        let path = last_path(prompt)?;
+        return Some((name.to_owned(), json!({ param: path }).to_string()));
+    }
+    if messages.last().is_some_and(|m| m["role"] == "tool") {
         return None;
     }
     let wanted = choice["function"]["name"].as_str();
     let tool = tools
         .iter()
-        .find(|t| wanted.is_none_or(|w| t["function"]["name"] == w))
+        .find(|t| wanted.is_none_or(|w| function(t).0 == Some(w)))
         .or_else(|| tools.first())?;
-    let name = tool["function"]["name"].as_str()?.to_owned();
+    let (name, params) = function(tool);
     let mut args = serde_json::Map::new();
-    if let Some(props) = tool["function"]["parameters"]["properties"].as_object() {
+    if let Some(props) = params["properties"].as_object() {
         for (key, schema) in props {
             args.insert(key.clone(), example_value(key, schema));
         }
     }
-    Some((name, Value::Object(args).to_string()))
+    Some((name?.to_owned(), Value::Object(args).to_string()))
+}
+
+/// Name and parameter schema of a function tool, nested as in chat
+/// completions (`{"function": {…}}`) or flat as in the Responses API.
+fn function(tool: &Value) -> (Option<&str>, &Value) {
+    let f = tool.get("function").unwrap_or(tool);
+    (f["name"].as_str(), &f["parameters"])
+}
+
+/// The agents' file reader among `tools`, with its path parameter: a
+/// tool named like `Read`, `read_file` or `ReadFile` whose parameters
+/// include one named like `file_path`, `absolute_path` or `path` (Claude
+/// Code's `Read`, Gemini CLI's `read_file`).
+pub fn read_tool(tools: &[Value]) -> Option<(&str, &str)> {
+    tools.iter().find_map(|t| {
+        let (name, params) = function(t);
+        let name = name?;
+        let squashed: String = name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if !matches!(squashed.as_str(), "read" | "readfile" | "readtextfile") {
+            return None;
+        }
+        let param = params["properties"]
+            .as_object()?
+            .keys()
+            .find(|k| k.to_ascii_lowercase().contains("path"))?;
+        Some((name, param.as_str()))
+    })
+}
+
+/// The last absolute path in `text`, without the punctuation around it.
+fn last_path(text: &str) -> Option<String> {
+    text.split_whitespace()
+        .rev()
+        .map(|w| {
+            w.trim_start_matches(|c: char| "`'\"([<".contains(c))
+                .trim_end_matches(|c: char| "`'\")]>,;:.?!".contains(c))
+        })
+        .find(|w| w.len() > 1 && w.starts_with('/'))
+        .map(str::to_owned)
+}
+
+/// Text of the last user message.
+fn last_user_text(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| text_of(&m["content"]))
+        .unwrap_or_default()
+}
+
+/// The last tool result given since the model last spoke.
+fn latest_tool_result(messages: &[Value]) -> Option<&Value> {
+    messages
+        .iter()
+        .rev()
+        .take_while(|m| m["role"] != "assistant")
+        .find(|m| m["role"] == "tool")
 }
 
 fn example_value(key: &str, schema: &Value) -> Value {
@@ -381,6 +472,51 @@ mod tests {
         let none = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": tools, "tool_choice": "none"});
         let b: Value = serde_json::from_slice(&call(none, false)).unwrap();
         assert!(b["choices"][0]["message"]["tool_calls"].is_null());
+    }
+
+    #[test]
+    fn reads_the_file_the_prompt_names_once() {
+        // Claude Code's Read (chat shape) and Gemini CLI's read_file
+        // (Responses' flat shape), among other tools.
+        let claude = json!([
+            {"type": "function", "function": {"name": "Bash", "parameters": {"type": "object", "properties": {"command": {"type": "string"}}}}},
+            {"type": "function", "function": {"name": "Read", "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}, "limit": {"type": "integer"}}}}}]);
+        let gemini = json!([
+            {"type": "function", "name": "read_file", "parameters": {"type": "object", "properties": {"file_path": {"type": "string"}}}}]);
+        assert_eq!(
+            read_tool(claude.as_array().unwrap()),
+            Some(("Read", "file_path"))
+        );
+        assert_eq!(
+            read_tool(gemini.as_array().unwrap()),
+            Some(("read_file", "file_path"))
+        );
+        let ask = json!({"role": "user", "content": [
+            {"type": "text", "text": "<context>cwd /tmp/w</context>"},
+            {"type": "text", "text": "Read the file `/tmp/w/notes.txt`."}]});
+        let req = json!({"model": "m", "messages": [ask], "tools": claude});
+        let a: Value = serde_json::from_slice(&call(req, false)).unwrap();
+        let call0 = &a["choices"][0]["message"]["tool_calls"][0];
+        assert_eq!(call0["function"]["name"], "Read");
+        assert_eq!(
+            call0["function"]["arguments"],
+            r#"{"file_path":"/tmp/w/notes.txt"}"#
+        );
+        // The result came back (followed by more user text): the answer
+        // quotes it, and nothing is read again.
+        let id = call0["id"].clone();
+        let req = json!({"model": "m", "tools": claude, "messages": [ask,
+            {"role": "assistant", "content": null, "tool_calls": [call0]},
+            {"role": "tool", "tool_call_id": id, "content": "1\tfile-token-42"},
+            {"role": "user", "content": "<reminder>"}]});
+        let text = String::from_utf8(call(req, true)).unwrap();
+        assert!(text.contains("file-token-42"), "{text}");
+        assert!(!text.contains("tool_calls"), "{text}");
+        // No path in the prompt: a text answer, not a guess.
+        let req =
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": gemini});
+        let c: Value = serde_json::from_slice(&call(req, false)).unwrap();
+        assert_eq!(c["choices"][0]["finish_reason"], "stop");
     }
 
     #[test]

@@ -106,6 +106,48 @@ def _valid_schema(schema: dict) -> bool:
     return isinstance(schema, dict) and schema.get("type") == "object" and ok(schema)
 
 
+# ---- coding agents ---------------------------------------------------------
+# Claude Code and Gemini CLI offer dozens of tools with every request. When
+# the tools include a file reader, the mocks (like aiproxy's built-in mock
+# provider) play a short agent session instead of calling the first tool:
+# one call of the reader for the absolute path the prompt names, then a text
+# answer quoting the result; with no path in the prompt, a text answer.
+
+
+def read_tool(tools: list[tuple[str, Any]]) -> tuple[str, str] | None:
+    """(name, path parameter) of the file reader among ``(name, schema)``
+    pairs: a tool named like ``Read``/``read_file`` with a parameter named
+    like ``file_path``/``absolute_path``/``path``."""
+    for name, schema in tools:
+        squashed = "".join(c for c in name.lower() if c.isalnum())
+        if squashed not in ("read", "readfile", "readtextfile"):
+            continue
+        for prop in (schema or {}).get("properties") or {}:
+            if "path" in prop.lower():
+                return name, prop
+    return None
+
+
+def prompt_text(content: Any) -> str:
+    """The prompt of a user message: its last text (agents put their
+    context first), in any protocol's content shape."""
+    if isinstance(content, str):
+        return content
+    texts = [p["text"] for p in content or [] if isinstance(p, dict) and "text" in p]
+    return texts[-1] if texts else ""
+
+
+def last_path(text: str) -> str | None:
+    """The last absolute path in ``text``, without the punctuation around it."""
+    found = None
+    for word in text.split():
+        word = word.lstrip("`'\"([").rstrip("`'\")],;:.?!")
+        # ``</tag>`` is markup (Claude Code wraps context in tags), not a path.
+        if len(word) > 1 and word.startswith("/") and "<" not in word and ">" not in word:
+            found = word
+    return found
+
+
 def _split3(s: str) -> list[str]:
     """Splits a string into three fragments (some may be empty)."""
     a, b = len(s) // 3, 2 * len(s) // 3
@@ -400,7 +442,27 @@ class OpenAIUpstream(MockUpstream):
         tool_calls: list[dict] = []
         words: list[str] = []
         finish = "stop"
-        if tools and choice != "none" and last.get("role") != "tool":
+        reader = read_tool([(t["function"]["name"], t["function"].get("parameters"))
+                            for t in tools])
+        if reader and choice != "none":
+            # An agent session: read the named file once, then quote it.
+            user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+            path = last_path(prompt_text(user.get("content")))
+            since = []
+            for m in reversed(messages):
+                if m.get("role") == "assistant":
+                    break
+                since.append(m)
+            result = next((m for m in since if m.get("role") == "tool"), None)
+            if path and not any(m.get("role") == "tool" for m in messages):
+                tool_calls.append({"id": f"call_up{n:06d}_0", "name": reader[0],
+                                   "arguments": json.dumps({reader[1]: path})})
+                finish = "tool_calls"
+            elif result is not None:
+                words = _words("openai tool result: " + openai_text(result.get("content")))
+            else:
+                words = _words("openai says: " + openai_text(user.get("content")))
+        elif tools and choice != "none" and last.get("role") != "tool":
             wanted = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
             if MULTI_TOOL_TRIGGER in openai_text(last.get("content")):
                 chosen = tools  # every tool, after a short text
@@ -561,12 +623,18 @@ class AnthropicUpstream(MockUpstream):
         prev_tool_ids: set[str] = set()  # tool_use ids of the previous message
         for i, m in enumerate(msgs):
             role = m.get("role")
-            if role not in ("user", "assistant"):
-                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            if role not in ("user", "assistant", "system"):
+                return f"messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
             content = m.get("content")
             if not isinstance(content, (str, list)):
                 return f"messages.{i}.content: Input should be a valid string or list"
             blocks = content if isinstance(content, list) else []
+            if role == "system":
+                # A system message inside `messages` (the current API) holds
+                # text only and does not break a tool_use/tool_result pair.
+                if any(b.get("type") != "text" for b in blocks):
+                    return f"messages.{i}: system messages hold text blocks only"
+                continue
             if prev_tool_ids:
                 answered = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
                 if prev_tool_ids - answered:
@@ -596,6 +664,8 @@ class AnthropicUpstream(MockUpstream):
                 elif t not in ("image", "document", "thinking", "redacted_thinking"):
                     return f"messages.{i}: unknown content block type {t!r}"
         for i, t in enumerate(body.get("tools") or []):
+            if t.get("type", "custom") != "custom":
+                continue  # a server tool (web search…): its own fields
             if not t.get("name") or not isinstance(t.get("input_schema"), dict):
                 return "tools: each tool needs name and input_schema"
             if not _valid_schema(t["input_schema"]):
@@ -625,7 +695,28 @@ class AnthropicUpstream(MockUpstream):
         prompt_words = sum(len(_words(_claude_text(m["content"]))) for m in msgs)
         blocks: list[dict] = []
         stop = "end_turn"
-        if tools and choice.get("type") != "none" and not results and last["role"] == "user":
+        reader = read_tool([(t.get("name", ""), t.get("input_schema")) for t in tools])
+        agent_path = None
+        if reader and choice.get("type") != "none":
+            # An agent session: read the named file once, then quote it.
+            # Its last message may be a system one: look past it.
+            since = []
+            for m in reversed(msgs):
+                if m["role"] == "assistant":
+                    break
+                since.append(m)
+            results = [b for m in since if m["role"] == "user" and isinstance(m["content"], list)
+                       for b in m["content"] if b.get("type") == "tool_result"]
+            answered = any(b.get("type") == "tool_result" for m in msgs
+                           if isinstance(m["content"], list) for b in m["content"])
+            user = next((m for m in reversed(msgs) if m["role"] == "user"), {})
+            agent_path = None if answered else last_path(prompt_text(user.get("content")))
+        if agent_path:
+            blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}_0", "name": reader[0],
+                           "input": {reader[1]: agent_path}})
+            stop = "tool_use"
+        elif (tools and not reader and choice.get("type") != "none" and not results
+              and last["role"] == "user"):
             wanted = choice.get("name") if choice.get("type") == "tool" else None
             if MULTI_TOOL_TRIGGER in _claude_text(last["content"]):
                 chosen = tools  # every tool, after a short text
@@ -646,7 +737,7 @@ class AnthropicUpstream(MockUpstream):
                 system = body.get("system")
                 if isinstance(system, list):
                     system = "\n".join(b.get("text", "") for b in system)
-                if system:
+                if system and not reader:  # an agent's prompt is pages long
                     text += f" [system: {system}]"
             words = _words(text)
             if len(words) > body["max_tokens"]:

@@ -53,7 +53,16 @@ import zlib
 from typing import Any
 from urllib.parse import parse_qs
 
-from mock_upstreams import MockUpstream, Recorded, _split3, example_args, openai_text
+from mock_upstreams import (
+    MockUpstream,
+    Recorded,
+    _split3,
+    example_args,
+    last_path,
+    openai_text,
+    prompt_text,
+    read_tool,
+)
 
 GEMINI_CLI_CLIENT_ID_PREFIX = "681255809395-"
 QWEN_CLIENT_ID = "f0304373b74a44d2b584a3fb70ca9e56"
@@ -212,10 +221,21 @@ class CodeAssistUpstream(OAuthUpstream):
                      if "functionResponse" in p]
         decls = [d for t in req.get("tools") or [] for d in t.get("functionDeclarations") or []]
         parts: list[dict] = []
-        if responses:
+        reader = read_tool([(d["name"], d.get("parametersJsonSchema") or d.get("parameters"))
+                            for d in decls])
+        answered = any("functionResponse" in p for c in contents for p in c.get("parts") or [])
+        user = next((c for c in reversed(contents) if c.get("role") == "user"), {})
+        prompt = prompt_text(user.get("parts"))
+        to_read = last_path(prompt) if reader and not answered else None
+        if to_read:
+            # An agent session (see mock_upstreams.read_tool): read the
+            # file the prompt names, once.
+            parts.append({"text": self.PREAMBLE})
+            parts.append({"functionCall": {"name": reader[0], "args": {reader[1]: to_read}}})
+        elif responses:
             parts.append({"text": f"{self.label} tool result: "
                                   + " ".join(_response_text(r.get("response")) for r in responses)})
-        elif decls:
+        elif decls and not reader:
             decl = decls[0]
             schema = decl.get("parametersJsonSchema") or decl.get("parameters")
             parts.append({"text": self.PREAMBLE})

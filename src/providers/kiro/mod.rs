@@ -316,6 +316,15 @@ impl Provider for Kiro {
                 }));
             }
         };
+        if log::enabled(crate::config::LogLevel::Debug) {
+            let unread = request::unread_fields(&anthropic);
+            if !unread.is_empty() {
+                log::debug(&format!(
+                    "kiro-api: request fields without an equivalent dropped: {}",
+                    unread.join(",")
+                ));
+            }
+        }
         let body = built.body.to_string().into_bytes();
         let mut resp = self.send(&token, &body)?;
         if matches!(resp.status().as_u16(), 401 | 403) {

@@ -177,8 +177,9 @@ fn clean_input(input: Value) -> Value {
     }
 }
 
-/// The thinking switch tags for an Anthropic `thinking` setting.
-fn thinking_tags(thinking: &Value) -> Option<String> {
+/// The thinking switch tags for an Anthropic `thinking` setting (adaptive
+/// thinking takes its effort from `output_config.effort`).
+fn thinking_tags(thinking: &Value, output_effort: Option<&Value>) -> Option<String> {
     match thinking["type"].as_str()? {
         "enabled" => {
             let budget = thinking["budget_tokens"]
@@ -191,6 +192,7 @@ fn thinking_tags(thinking: &Value) -> Option<String> {
         "adaptive" => {
             let effort = thinking["effort"]
                 .as_str()
+                .or_else(|| output_effort.and_then(Value::as_str))
                 .filter(|e| matches!(*e, "low" | "medium" | "high"))
                 .unwrap_or("high");
             Some(format!(
@@ -199,6 +201,54 @@ fn thinking_tags(thinking: &Value) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// A web search tool, which Kiro refuses: a server tool, or a client tool
+/// named so.
+fn is_web_search(t: &Value) -> bool {
+    let name = t["name"].as_str().unwrap_or_default().to_ascii_lowercase();
+    name == "web_search"
+        || name == "websearch"
+        || t["type"]
+            .as_str()
+            .is_some_and(|ty| ty.starts_with("web_search"))
+}
+
+/// Members of an Anthropic request that [`build`] reads.
+const READ: &[&str] = &[
+    "model",
+    "messages",
+    "system",
+    "tools",
+    "thinking",
+    "output_config",
+    "stream",
+];
+
+/// The members of an Anthropic body that Kiro has no equivalent for (its
+/// own limits and sampling, `metadata`, `context_management`, …), plus
+/// `cache_control` and web search tools when present, for a debug line.
+pub fn unread_fields(body: &Value) -> Vec<String> {
+    let Some(obj) = body.as_object() else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = obj
+        .keys()
+        .filter(|k| !READ.contains(&k.as_str()))
+        .cloned()
+        .collect();
+    if body.to_string().contains("\"cache_control\"") {
+        out.push("cache_control".into());
+    }
+    if obj["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(is_web_search)
+    {
+        out.push("tools[web_search]".into());
+    }
+    out
 }
 
 /// Normalises an Anthropic body for Kiro. `profile_arn` is sent for
@@ -213,7 +263,8 @@ pub fn build(
         .as_object()
         .ok_or("Request body must be a JSON object")?;
     let mut system = text_of(obj.get("system").unwrap_or(&Value::Null));
-    let tags = obj.get("thinking").and_then(thinking_tags);
+    let effort = obj.get("output_config").and_then(|o| o.get("effort"));
+    let tags = obj.get("thinking").and_then(|t| thinking_tags(t, effort));
     let thinking = tags.is_some();
     if let Some(tags) = tags
         && !system.contains("<thinking_mode>")
@@ -232,12 +283,19 @@ pub fn build(
         .and_then(Value::as_array)
         .ok_or("Request has no messages")?
     {
-        let user = match m["role"].as_str() {
-            Some("user") => true,
-            Some("assistant") => false,
+        // Kiro has no system turn; an instruction from inside the
+        // conversation joins the user turn at its place, as the system
+        // prompt joins the first one.
+        let (user, content) = match m["role"].as_str() {
+            Some("user") => (true, blocks(&m["content"])),
+            Some("assistant") => (false, blocks(&m["content"])),
+            Some("system") => (true, vec![Block::Text(text_of(&m["content"]))]),
             _ => continue,
         };
-        let content = blocks(&m["content"]);
+        let content: Vec<Block> = content
+            .into_iter()
+            .filter(|b| !matches!(b, Block::Text(t) if t.is_empty()))
+            .collect();
         match turns.last_mut() {
             Some((u, prev)) if *u == user => prev.extend(content),
             _ => turns.push((user, content)),
@@ -405,13 +463,7 @@ fn tools(
         let Some(name) = t["name"].as_str().filter(|n| !n.is_empty()) else {
             continue;
         };
-        let lower = name.to_ascii_lowercase();
-        if lower == "web_search"
-            || lower == "websearch"
-            || t["type"]
-                .as_str()
-                .is_some_and(|ty| ty.starts_with("web_search"))
-        {
+        if is_web_search(t) {
             continue;
         }
         let short = short_name(name);
@@ -520,6 +572,50 @@ mod tests {
         assert_eq!(
             cur["userInputMessageContext"]["tools"][0]["toolSpecification"]["name"],
             "no_tool_available"
+        );
+    }
+
+    #[test]
+    fn system_turns_join_the_user_turn_at_their_place() {
+        // As Claude Code sends them: after the prompt, string or blocks.
+        let b = kiro(json!({"messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "system", "content": "Agents: Explore"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "system", "content": [{"type": "text", "text": "Plan mode", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "user", "content": "go"}],
+            "thinking": {"type": "adaptive"}, "output_config": {"effort": "low"}}));
+        let h = b["conversationState"]["history"].as_array().unwrap();
+        assert!(
+            h[0]["userInputMessage"]["content"]
+                .as_str()
+                .unwrap()
+                .ends_with("hi\nAgents: Explore"),
+            "{b}"
+        );
+        let cur = &b["conversationState"]["currentMessage"]["userInputMessage"];
+        assert_eq!(cur["content"], "Plan mode\ngo");
+        assert!(
+            h[0]["userInputMessage"]["content"]
+                .as_str()
+                .unwrap()
+                .contains("<thinking_effort>low</thinking_effort>")
+        );
+    }
+
+    #[test]
+    fn names_what_kiro_drops() {
+        let body = json!({"model": "m", "max_tokens": 5, "metadata": {}, "stream": true,
+            "system": [{"type": "text", "text": "s", "cache_control": {"type": "ephemeral"}}],
+            "messages": [], "tools": [{"name": "WebSearch", "input_schema": {}}]});
+        assert_eq!(
+            unread_fields(&body),
+            [
+                "max_tokens",
+                "metadata",
+                "cache_control",
+                "tools[web_search]"
+            ]
         );
     }
 
