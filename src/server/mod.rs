@@ -18,6 +18,7 @@ mod listen;
 mod poller;
 pub mod request;
 pub mod response;
+pub mod upgrade;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -33,6 +34,7 @@ use mio::Waker;
 pub use listen::{bind, open_files_limit};
 pub use request::{Head, Request, RequestError};
 pub use response::{ChunkWriter, LogFields, Responder, ResponseState};
+pub use upgrade::{Flow, Link, Outbound, Upgraded};
 
 use poller::{Conn, Poller};
 
@@ -158,7 +160,9 @@ struct Shared {
     /// Client connections open, wherever they are.
     open: Arc<AtomicUsize>,
     returns: Sender<Returned>,
-    waker: Waker,
+    /// Messages for upgraded connections, from any thread.
+    links: Sender<(upgrade::ConnId, upgrade::LinkMessage)>,
+    waker: Arc<Waker>,
 }
 
 /// A connection a worker is done with.
@@ -168,6 +172,8 @@ enum Returned {
     /// Send nothing more; drain its input briefly, then close, so that the
     /// answer is not destroyed by a reset.
     Linger(Conn),
+    /// It left HTTP after a 101; this protocol speaks on it now.
+    Upgraded(Conn, Box<dyn Upgraded>),
 }
 
 /// A complete request, ready for a worker.
@@ -248,7 +254,8 @@ impl Server {
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
         let poll = mio::Poll::new()?;
-        let waker = Waker::new(poll.registry(), poller::WAKER)?;
+        let waker = Arc::new(Waker::new(poll.registry(), poller::WAKER)?);
+        let (link_tx, link_rx) = crossbeam_channel::unbounded();
         let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
         let (return_tx, return_rx) = crossbeam_channel::unbounded::<Returned>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
@@ -263,6 +270,7 @@ impl Server {
             in_flight: AtomicUsize::new(0),
             open: Arc::new(AtomicUsize::new(0)),
             returns: return_tx,
+            links: link_tx,
             waker,
         });
         let pool = WorkerPool {
@@ -273,7 +281,13 @@ impl Server {
         for _ in 0..settings.workers.min(INITIAL_WORKERS) {
             pool.spawn()?;
         }
-        let poller = Poller::new(poll, listener, pool, job_tx, return_rx, Arc::clone(&shared))?;
+        let poller = Poller::new(
+            poll,
+            listener,
+            pool,
+            (job_tx, return_rx, link_rx),
+            Arc::clone(&shared),
+        )?;
         let poller = thread::Builder::new()
             .name("aiproxy-poller".into())
             .spawn(move || poller.run())?;
@@ -442,9 +456,17 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
     }
     let state = out.state();
     let keep = out.keep_alive() && outcome.is_ok();
+    let upgraded = out.take_upgraded();
     shared.handler.log(&req, &out, received.elapsed());
     drop(out);
     match state {
+        ResponseState::Upgraded => {
+            let protocol = upgraded?;
+            if outcome.is_err() || conn.stream.set_nonblocking(true).is_err() {
+                return None;
+            }
+            Some(Returned::Upgraded(conn, protocol))
+        }
         // A write failed or timed out: nothing more may be sent, and a
         // half-written answer must not be followed by another one.
         ResponseState::Broken => None,

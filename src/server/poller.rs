@@ -18,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
+use super::upgrade::{ConnId, Flow, Link, LinkMessage, Outbound, Upgraded};
 use super::{Job, Returned, Shared, WorkerPool};
 
 const LISTENER: Token = Token(0);
@@ -35,6 +36,8 @@ const LINGER: Duration = Duration::from_secs(1);
 const EVICT_BATCH: usize = 16;
 /// At most one resource warning per this interval; the rest are counted.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often an upgraded connection's protocol is ticked.
+const UPGRADED_TICK: Duration = Duration::from_secs(1);
 
 /// Counts a connection as open for as long as it exists.
 struct OpenGuard(Arc<AtomicUsize>);
@@ -80,6 +83,14 @@ enum Phase {
     /// An answer that ends the connection is written or being written;
     /// input is drained until EOF or the deadline, then the socket closes.
     Closing,
+    /// After a 101: another protocol speaks on the connection.
+    Upgraded(Box<UpgradedConn>),
+}
+
+/// The protocol of an upgraded connection and its identity.
+struct UpgradedConn {
+    protocol: Box<dyn Upgraded>,
+    id: ConnId,
 }
 
 /// A request whose head was accepted and whose body is arriving.
@@ -128,6 +139,10 @@ pub(super) struct Poller {
     free: Vec<usize>,
     jobs: Option<Sender<Job>>,
     returns: Receiver<Returned>,
+    links: Receiver<(ConnId, LinkMessage)>,
+    /// Gives every upgraded connection an identity of its own.
+    generation: u64,
+    next_upgraded_tick: Instant,
     shared: Arc<Shared>,
     accept_retry_at: Option<Instant>,
     accept_warnings: Throttle,
@@ -139,8 +154,11 @@ impl Poller {
         poll: Poll,
         listener: TcpListener,
         pool: WorkerPool,
-        jobs: Sender<Job>,
-        returns: Receiver<Returned>,
+        (jobs, returns, links): (
+            Sender<Job>,
+            Receiver<Returned>,
+            Receiver<(ConnId, LinkMessage)>,
+        ),
         shared: Arc<Shared>,
     ) -> io::Result<Self> {
         poll.registry().register(
@@ -157,6 +175,9 @@ impl Poller {
             free: Vec::new(),
             jobs: Some(jobs),
             returns,
+            links,
+            generation: 0,
+            next_upgraded_tick: Instant::now() + UPGRADED_TICK,
             shared,
             accept_retry_at: None,
             accept_warnings: Throttle::default(),
@@ -188,6 +209,9 @@ impl Poller {
             while let Ok(returned) = self.returns.try_recv() {
                 self.adopt(returned);
             }
+            while let Ok((id, message)) = self.links.try_recv() {
+                self.on_link(id, message);
+            }
             if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
                 self.accept_retry_at = None;
                 self.accept_all();
@@ -195,11 +219,16 @@ impl Poller {
             if self.shared.stopping.load(Ordering::Relaxed) && !self.stop_begun {
                 self.stop_begun = true;
                 self.close_idle();
+                self.drain_upgraded();
             }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= TICK {
                 last_sweep = now;
                 self.sweep(now);
+            }
+            if now >= self.next_upgraded_tick {
+                self.next_upgraded_tick = now + UPGRADED_TICK;
+                self.tick_upgraded(now);
             }
         }
     }
@@ -320,6 +349,7 @@ impl Poller {
                     self.advance(slot);
                 }
             }
+            Returned::Upgraded(conn, protocol) => self.adopt_upgraded(conn, protocol),
             Returned::Linger(mut conn) => {
                 conn.phase = Phase::Closing;
                 conn.buf = Vec::new();
@@ -370,6 +400,10 @@ impl Poller {
         }
         if matches!(conn.phase, Phase::Closing) {
             self.drain_closing(slot);
+            return;
+        }
+        if matches!(conn.phase, Phase::Upgraded(_)) {
+            self.read_upgraded(slot);
             return;
         }
         loop {
@@ -429,7 +463,7 @@ impl Poller {
                 return false;
             };
             match &mut conn.phase {
-                Phase::Closing => return false,
+                Phase::Closing | Phase::Upgraded(_) => return false,
                 Phase::Body(pending) => {
                     let used = match pending.reader.feed(&conn.buf) {
                         Ok(used) => used,
@@ -611,6 +645,8 @@ impl Poller {
             }
             match conn.phase {
                 Phase::Idle | Phase::Closing => self.close(slot),
+                // Upgraded protocols keep their own deadlines (on_tick).
+                Phase::Upgraded(_) => {}
                 Phase::Head => {
                     let answer =
                         response::simple_error(408, "request head not received in time", "");
@@ -632,7 +668,164 @@ impl Poller {
     }
 
     fn close(&mut self, slot: usize) {
-        drop(self.take(slot));
+        if let Some(mut conn) = self.take(slot)
+            && let Phase::Upgraded(upgraded) = &mut conn.phase
+        {
+            upgraded.protocol.on_closed();
+        }
+    }
+
+    fn adopt_upgraded(&mut self, mut conn: Conn, protocol: Box<dyn Upgraded>) {
+        if self.shared.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        self.generation += 1;
+        let pending = std::mem::take(&mut conn.buf);
+        // Upgraded protocols keep their own deadlines; this one is only a
+        // backstop the sweep never acts on.
+        conn.deadline = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        conn.phase = Phase::Upgraded(Box::new(UpgradedConn {
+            protocol,
+            id: ConnId {
+                slot: 0,
+                generation: self.generation,
+            },
+        }));
+        let Some(slot) = self.insert(conn) else {
+            return;
+        };
+        let link = Link {
+            id: ConnId {
+                slot,
+                generation: self.generation,
+            },
+            tx: self.shared.links.clone(),
+            waker: Arc::clone(&self.shared.waker),
+        };
+        self.with_upgraded(slot, |protocol, out| {
+            if protocol.on_adopt(link, out) == Flow::Close {
+                return Flow::Close;
+            }
+            if pending.is_empty() {
+                Flow::Continue
+            } else {
+                protocol.on_input(&pending, out)
+            }
+        });
+        if let Some(Some(conn)) = self.conns.get_mut(slot)
+            && let Phase::Upgraded(upgraded) = &mut conn.phase
+        {
+            upgraded.id.slot = slot;
+        }
+    }
+
+    /// Runs `f` on the protocol of an upgraded connection, then sends what
+    /// it queued, or starts closing when it says so.
+    fn with_upgraded(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(&mut dyn Upgraded, &mut Outbound<'_>) -> Flow,
+    ) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let Phase::Upgraded(upgraded) = &mut conn.phase else {
+            return;
+        };
+        let flow = f(
+            upgraded.protocol.as_mut(),
+            &mut Outbound {
+                queue: &mut conn.out,
+            },
+        );
+        if flush(conn).is_err() {
+            self.close(slot);
+            return;
+        }
+        if flow == Flow::Close {
+            self.close_upgraded(slot);
+        }
+    }
+
+    /// Ends an upgraded connection: what is queued still goes out (for a
+    /// moment), then the socket closes.
+    fn close_upgraded(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Phase::Upgraded(upgraded) = &mut conn.phase {
+            upgraded.protocol.on_closed();
+        }
+        conn.phase = Phase::Closing;
+        conn.deadline = Instant::now() + LINGER;
+        self.drain_closing(slot);
+    }
+
+    fn read_upgraded(&mut self, slot: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+                return;
+            };
+            if !matches!(conn.phase, Phase::Upgraded(_)) {
+                return;
+            }
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close(slot);
+                    return;
+                }
+                Ok(n) => {
+                    // Lent out for the call: the protocol reads it while
+                    // `self` is borrowed for the connection.
+                    let scratch = std::mem::take(&mut self.scratch);
+                    self.with_upgraded(slot, |protocol, out| protocol.on_input(&scratch[..n], out));
+                    self.scratch = scratch;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(slot);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_link(&mut self, id: ConnId, message: LinkMessage) {
+        let current = self
+            .conns
+            .get(id.slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|c| matches!(&c.phase, Phase::Upgraded(u) if u.id == id));
+        if !current {
+            return;
+        }
+        match message {
+            LinkMessage::Payload(payload) => {
+                self.with_upgraded(id.slot, |protocol, out| protocol.on_message(payload, out));
+            }
+            LinkMessage::Close => self.close_upgraded(id.slot),
+        }
+    }
+
+    fn upgraded_slots(&self) -> Vec<usize> {
+        (0..self.conns.len())
+            .filter(|&slot| {
+                matches!(&self.conns[slot], Some(c) if matches!(c.phase, Phase::Upgraded(_)))
+            })
+            .collect()
+    }
+
+    fn tick_upgraded(&mut self, now: Instant) {
+        for slot in self.upgraded_slots() {
+            self.with_upgraded(slot, |protocol, out| protocol.on_tick(now, out));
+        }
+    }
+
+    fn drain_upgraded(&mut self) {
+        for slot in self.upgraded_slots() {
+            self.with_upgraded(slot, |protocol, out| protocol.on_drain(out));
+        }
     }
 }
 

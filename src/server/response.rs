@@ -16,6 +16,8 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::upgrade::Upgraded;
+
 /// Facts about one exchange, filled in by the handler for the access log.
 #[derive(Debug, Default, Clone)]
 pub struct LogFields {
@@ -41,6 +43,9 @@ pub enum ResponseState {
     /// A write failed or missed its deadline: the client is gone or
     /// stuck, and the connection will be closed.
     Broken,
+    /// `101 Switching Protocols` was sent: the connection now belongs to
+    /// an [`Upgraded`] protocol.
+    Upgraded,
 }
 
 /// Status logged for a response the client went away from before it was
@@ -69,6 +74,8 @@ pub struct Responder<'a> {
     bytes: u64,
     /// Header fields added to whatever response is written.
     added: Vec<(&'static str, String)>,
+    /// The protocol that takes over after a 101.
+    upgraded: Option<Box<dyn Upgraded>>,
     /// Access-log facts set by the handler.
     pub log: LogFields,
 }
@@ -93,6 +100,7 @@ impl<'a> Responder<'a> {
             status: 0,
             bytes: 0,
             added: Vec::new(),
+            upgraded: None,
             log: LogFields::default(),
         }
     }
@@ -206,6 +214,42 @@ impl<'a> Responder<'a> {
             responder: self,
             buf: Vec::with_capacity(1024),
         })
+    }
+
+    /// Answers `101 Switching Protocols` with `headers` and hands the
+    /// connection to `protocol` (see [`super::upgrade`]). Only for a
+    /// request that asked to upgrade; the caller checks the handshake.
+    pub fn upgrade(
+        &mut self,
+        headers: &[(&str, &str)],
+        protocol: Box<dyn Upgraded>,
+    ) -> io::Result<()> {
+        if self.state != ResponseState::Pending || self.head_only {
+            return Err(io::Error::other("response already started"));
+        }
+        self.status = 101;
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for (name, value) in headers {
+            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+                continue;
+            }
+            buf.extend_from_slice(name.as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
+        }
+        buf.extend_from_slice(b"\r\n");
+        self.write(&buf);
+        self.result()?;
+        self.state = ResponseState::Upgraded;
+        self.upgraded = Some(protocol);
+        Ok(())
+    }
+
+    /// The protocol that takes the connection over, once.
+    pub(crate) fn take_upgraded(&mut self) -> Option<Box<dyn Upgraded>> {
+        self.upgraded.take()
     }
 
     fn result(&self) -> io::Result<()> {
@@ -377,6 +421,7 @@ impl ChunkWriter<'_, '_> {
 pub fn reason(status: u16) -> &'static str {
     match status {
         100 => "Continue",
+        101 => "Switching Protocols",
         200 => "OK",
         204 => "No Content",
         400 => "Bad Request",

@@ -5,4 +5,5 @@ mod hardening;
 mod http_grammar;
 mod server;
 mod support;
+mod upgrade;
 mod upstream;
