@@ -54,6 +54,13 @@ impl Handle {
         self.server.addr()
     }
 
+    /// Changes the running gateway as the admin endpoints do (cache on or
+    /// off, cache clear); such changes survive a reload as the README's
+    /// Operations section says.
+    pub fn control(&self) -> gateway::Control {
+        gateway::Control::new(Arc::clone(&self.gateway))
+    }
+
     /// Re-reads the configuration with `load` and applies it; on failure
     /// the running configuration stays, logging included, and the error
     /// is logged. A configuration that would leave the running listener

@@ -1305,3 +1305,64 @@ fn model_lists_and_unknown_models_pass_through() {
     assert!(sent.get("tools").is_none(), "ext tool off");
     handle.shutdown();
 }
+
+/// A reload that leaves an OAuth instance's settings alone keeps the
+/// instance: its refreshed token, its onboarded project and its counters
+/// are not lost (a rebuilt one onboards again and counts from zero).
+#[test]
+fn a_reload_keeps_the_state_of_an_unchanged_oauth_instance() {
+    let dir = temp_dir("gemini-reload");
+    // Expired: the first request refreshes.
+    let creds = gemini_creds(&dir, "ya29.old", now_ms() - 1000);
+    let mock = Mock::start(|req| match req.path.as_str() {
+        "/token" => google_token_endpoint(req, 1),
+        "/v1internal:loadCodeAssist" => Resp::json(
+            200,
+            json!({"cloudaicompanionProject": "proj-loaded", "currentTier": {"id": "free-tier"}}),
+        ),
+        "/v1internal:generateContent" => Resp::json(
+            200,
+            json!({"response": {"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]},
+                    "finishReason": "STOP"}],
+                    "usageMetadata": {"promptTokenCount": 1, "candidatesTokenCount": 1, "totalTokenCount": 2}}}),
+        ),
+        other => panic!("unexpected path {other}"),
+    });
+    let config = gemini_config(&mock, creds, None);
+    let handle = aiproxy::start(config.clone()).unwrap();
+    let ask = || {
+        post_json(
+            handle.addr(),
+            "/v1/messages",
+            "",
+            r#"{"model":"gemini-2.5-pro","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .status
+    };
+    let instance = || get(handle.addr(), "/health").json()["providers"][0]["instances"][0].clone();
+    assert_eq!(ask(), 200);
+    assert_eq!(mock.count("/token"), 1);
+    assert_eq!(mock.count("/v1internal:loadCodeAssist"), 1);
+
+    // Same settings (another log level only): the instance stays.
+    let mut same = config.clone();
+    same.log.level = aiproxy::config::LogLevel::Warn;
+    handle.reload(&mut || Ok(same.clone()));
+    assert_eq!(ask(), 200);
+    assert_eq!(
+        mock.count("/v1internal:loadCodeAssist"),
+        1,
+        "the project was looked up again: the instance was rebuilt"
+    );
+    assert_eq!(instance()["requests"], 2, "counters were reset");
+    assert_eq!(instance()["credentials"]["refreshes"], 1);
+
+    // Changed settings (a project given): a new instance.
+    let mut changed = config.clone();
+    changed.gemini.project_id = Some("proj-given".into());
+    handle.reload(&mut || Ok(changed.clone()));
+    assert_eq!(instance()["requests"], 0, "a changed instance was kept");
+    assert_eq!(ask(), 200);
+    assert_eq!(instance()["requests"], 1);
+    handle.shutdown();
+}

@@ -234,3 +234,41 @@ fn keep_alive_clients_under_a_low_open_files_limit_do_not_lock_new_ones_out() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_runtime_cache_switch_survives_sighup_until_the_file_changes_it() {
+    let path = config_file(
+        "override",
+        "model_providers: [mock]\ncache: {enabled: true}\n",
+    );
+    let gateway = Gateway::start(&path);
+    let cache_on = |g: &Gateway| {
+        let mut s = TcpStream::connect(g.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /cache/stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.contains(r#""enabled":true"#)
+    };
+    assert!(cache_on(&gateway));
+    assert_eq!(
+        gateway
+            .status("PUT /cache/disable HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"),
+        200
+    );
+    assert!(!cache_on(&gateway));
+    // The same file again: the run-time switch stays, and the log says so.
+    gateway.signal("HUP");
+    gateway.wait_until(|g| g.log_contains("as switched at run time"));
+    assert!(!cache_on(&gateway), "SIGHUP undid PUT /cache/disable");
+    // The file's own value changes (to off, then on): the file wins.
+    std::fs::write(&path, "model_providers: [mock]\ncache: {enabled: false}\n").unwrap();
+    gateway.signal("HUP");
+    gateway.wait_until(|g| g.log_contains("is dropped"));
+    assert!(!cache_on(&gateway));
+    std::fs::write(&path, "model_providers: [mock]\ncache: {enabled: true}\n").unwrap();
+    gateway.signal("HUP");
+    gateway.wait_until(|g| cache_on(g));
+    let _ = std::fs::remove_file(&path);
+}

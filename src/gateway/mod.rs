@@ -7,15 +7,17 @@
 //! attempt) and the load balancer (`Registry::pick`) each plug into one
 //! place; `ops` answers the operational endpoints.
 
+mod control;
 mod guard;
 mod infer;
 mod ops;
 mod readers;
 
+pub use control::Control;
 pub use ops::MetricsOnly;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Access};
@@ -38,6 +40,8 @@ pub struct Gateway {
     redis_errors_seen: AtomicU64,
     /// Threads reading streamed upstream bodies.
     readers: readers::Readers,
+    /// Settings changed at run time, which a reload does not undo.
+    overrides: Mutex<control::Overrides>,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -118,6 +122,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             redis_errors_seen: AtomicU64::new(0),
             readers: readers::Readers::new(),
+            overrides: Mutex::new(control::Overrides::default()),
         })
     }
 
@@ -128,8 +133,14 @@ impl Gateway {
     /// the worker count and switching metrics on or off need a restart;
     /// the caller reports those.
     pub fn reload(&self, config: Arc<Config>) -> Result<(), crate::Error> {
-        let registry = Registry::from_config(&config)?;
         let running = self.current();
+        let (registry, changes) = Registry::reconcile(Some(&running.registry), &config)?;
+        log::info(&format!(
+            "reload: instances kept with their state: [{}]; built: [{}]; removed: [{}]",
+            changes.kept.join(", "),
+            changes.built.join(", "),
+            changes.removed.join(", ")
+        ));
         let old = cache_settings(&running.config);
         let new = cache_settings(&config);
         let same_store = old.max_bytes == new.max_bytes
@@ -137,12 +148,13 @@ impl Gateway {
             && old.redis.as_ref().map(|r| (&r.addr, r.db))
                 == new.redis.as_ref().map(|r| (&r.addr, r.db))
             && old.redis.as_ref().map(|r| &r.password) == new.redis.as_ref().map(|r| &r.password);
+        let cache_on = self.overrides().reload_cache_enabled(config.cache.enabled);
         let cache = if same_store {
-            running.cache.set_enabled(config.cache.enabled);
             Arc::clone(&running.cache)
         } else {
             build_cache(&config)
         };
+        cache.set_enabled(cache_on);
         if let Some(m) = &self.metrics {
             m.add_known_models(&known_models(&config, &registry));
         }
@@ -156,6 +168,45 @@ impl Gateway {
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
         Ok(())
+    }
+
+    fn overrides(&self) -> std::sync::MutexGuard<'_, control::Overrides> {
+        self.overrides
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Switches the response cache at run time (an override a reload keeps).
+    pub(crate) fn set_cache_enabled(&self, on: bool) {
+        let state = self.current();
+        self.overrides()
+            .set_cache_enabled(on, state.config.cache.enabled);
+        state.cache.set_enabled(on);
+        log::info(if on {
+            "cache enabled"
+        } else {
+            "cache disabled"
+        });
+    }
+
+    pub(crate) fn cache_enabled(&self) -> bool {
+        self.current().cache.is_enabled()
+    }
+
+    pub(crate) fn clear_cache(&self) -> cache::Cleared {
+        let cleared = self.current().cache.clear();
+        log::info(&format!(
+            "cache cleared: {} entries in memory, {} keys in Redis",
+            cleared.entries,
+            cleared
+                .redis_keys
+                .map_or_else(|| "no".to_owned(), |n| n.to_string())
+        ));
+        cleared
+    }
+
+    pub(crate) fn overrides_version(&self) -> u64 {
+        self.overrides().version()
     }
 
     /// The configuration requests are currently served with.
@@ -251,11 +302,11 @@ impl Gateway {
                 Ok(())
             }
             Route::CacheClear => {
-                ops::cache_clear(state, out);
+                ops::cache_clear(self, out);
                 Ok(())
             }
             Route::CacheSwitch(on) => {
-                ops::cache_switch(state, out, on);
+                ops::cache_switch(self, out, on);
                 Ok(())
             }
             Route::Preflight

@@ -155,27 +155,15 @@ pub(super) fn cache_stats(state: &State, out: &mut Responder<'_>) {
     let _ = out.send_json(200, &[], &body);
 }
 
-pub(super) fn cache_clear(state: &State, out: &mut Responder<'_>) {
-    let cleared = state.cache.clear();
-    log::info(&format!(
-        "cache cleared: {} entries in memory, {} keys in Redis",
-        cleared.entries,
-        cleared
-            .redis_keys
-            .map_or_else(|| "no".to_owned(), |n| n.to_string())
-    ));
+pub(super) fn cache_clear(gateway: &Gateway, out: &mut Responder<'_>) {
+    let cleared = gateway.clear_cache();
     let body =
         json!({"cleared": true, "entries": cleared.entries, "redis_keys": cleared.redis_keys});
     let _ = out.send_json(200, &[], body.to_string().as_bytes());
 }
 
-pub(super) fn cache_switch(state: &State, out: &mut Responder<'_>, on: bool) {
-    state.cache.set_enabled(on);
-    log::info(if on {
-        "cache enabled"
-    } else {
-        "cache disabled"
-    });
+pub(super) fn cache_switch(gateway: &Gateway, out: &mut Responder<'_>, on: bool) {
+    gateway.set_cache_enabled(on);
     let _ = out.send_json(200, &[], json!({"enabled": on}).to_string().as_bytes());
 }
 

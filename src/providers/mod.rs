@@ -120,6 +120,10 @@ pub trait Provider: Send + Sync {
 pub struct Instance {
     /// Provider type.
     pub kind: ProviderKind,
+    /// A digest of everything the instance was built from (its section of
+    /// the configuration, credentials included, and the HTTP client
+    /// settings): equal digests mean a reload may keep the instance.
+    pub settings: [u8; 32],
     /// Stable id (`openai-custom-0`, or the pool file's uuid).
     pub id: String,
     /// Display name.
@@ -153,41 +157,71 @@ pub struct Registry {
 impl Registry {
     /// Builds one instance per enabled provider from the flags/config.
     pub fn from_config(config: &Config) -> Result<Registry, crate::Error> {
-        let agent = http::agent(config);
+        Self::reconcile(None, config).map(|(registry, _)| registry)
+    }
+
+    /// The registry `config` asks for, keeping from `running` every
+    /// instance whose id and settings are unchanged, so its in-memory state
+    /// (OAuth tokens, counters) survives a reload. A changed instance is
+    /// built anew; a removed one is dropped here and goes once the requests
+    /// that still hold it finish.
+    pub fn reconcile(
+        running: Option<&Registry>,
+        config: &Config,
+    ) -> Result<(Registry, Reconciled), crate::Error> {
+        let mut agent = None;
         let mut instances = Vec::new();
+        let mut changes = Reconciled::default();
         for &kind in &config.model_providers {
-            let provider: Box<dyn Provider> = match kind {
-                ProviderKind::OpenAiCustom => {
-                    Box::new(openai::OpenAi::new(agent.clone(), &config.openai)?)
+            let id = format!("{kind}-0");
+            let settings = settings_digest(kind, config);
+            let kept = running
+                .map(|r| r.instances(kind))
+                .unwrap_or_default()
+                .iter()
+                .find(|i| i.id == id && i.settings == settings)
+                .cloned();
+            let instance = match kept {
+                Some(instance) => {
+                    changes.kept.push(id);
+                    instance
                 }
-                ProviderKind::ClaudeCustom => {
-                    Box::new(claude::Claude::new(agent.clone(), &config.claude)?)
+                None => {
+                    let agent = agent.get_or_insert_with(|| http::agent(config)).clone();
+                    changes.built.push(id.clone());
+                    Arc::new(Instance {
+                        kind,
+                        settings,
+                        id,
+                        name: kind.name().to_owned(),
+                        weight: 1,
+                        provider: build(kind, agent, config)?,
+                        requests: AtomicU64::new(0),
+                        errors: AtomicU64::new(0),
+                    })
                 }
-                ProviderKind::Mock => Box::new(mock::Mock::new(
-                    config.mock.chunk_delay,
-                    config.mock.latency,
-                )),
-                ProviderKind::GeminiCli => {
-                    Box::new(gemini_cli::GeminiCli::new(agent.clone(), &config.gemini)?)
-                }
-                ProviderKind::KiroApi => Box::new(kiro::Kiro::new(agent.clone(), &config.kiro)?),
-                ProviderKind::QwenApi => Box::new(qwen::Qwen::new(agent.clone(), &config.qwen)?),
             };
-            let instance = Instance {
-                kind,
-                id: format!("{kind}-0"),
-                name: kind.name().to_owned(),
-                weight: 1,
-                provider,
-                requests: AtomicU64::new(0),
-                errors: AtomicU64::new(0),
-            };
-            instances.push((kind, vec![Arc::new(instance)]));
+            instances.push((kind, vec![instance]));
         }
-        Ok(Registry {
-            enabled: config.model_providers.clone(),
-            instances,
-        })
+        if let Some(running) = running {
+            for (_, old) in &running.instances {
+                for i in old {
+                    if !instances
+                        .iter()
+                        .any(|(_, new)| new.iter().any(|n| n.id == i.id))
+                    {
+                        changes.removed.push(i.id.clone());
+                    }
+                }
+            }
+        }
+        Ok((
+            Registry {
+                enabled: config.model_providers.clone(),
+                instances,
+            },
+            changes,
+        ))
     }
 
     /// Enabled providers; the first is the default.
@@ -218,4 +252,67 @@ impl Registry {
     pub fn pick(&self, kind: ProviderKind) -> Option<Arc<Instance>> {
         self.instances(kind).first().cloned()
     }
+}
+
+/// What a reload did to the instances, by id.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Unchanged: kept with their state.
+    pub kept: Vec<String>,
+    /// New or changed: built from the new settings.
+    pub built: Vec<String>,
+    /// No longer configured.
+    pub removed: Vec<String>,
+}
+
+fn build(
+    kind: ProviderKind,
+    agent: ureq::Agent,
+    config: &Config,
+) -> Result<Box<dyn Provider>, crate::Error> {
+    Ok(match kind {
+        ProviderKind::OpenAiCustom => Box::new(openai::OpenAi::new(agent, &config.openai)?),
+        ProviderKind::ClaudeCustom => Box::new(claude::Claude::new(agent, &config.claude)?),
+        ProviderKind::Mock => Box::new(mock::Mock::new(
+            config.mock.chunk_delay,
+            config.mock.latency,
+        )),
+        ProviderKind::GeminiCli => Box::new(gemini_cli::GeminiCli::new(agent, &config.gemini)?),
+        ProviderKind::KiroApi => Box::new(kiro::Kiro::new(agent, &config.kiro)?),
+        ProviderKind::QwenApi => Box::new(qwen::Qwen::new(agent, &config.qwen)?),
+    })
+}
+
+/// SHA-256 over what an instance of `kind` is built from. Credentials
+/// count (a new key is a new instance) but are only ever hashed.
+fn settings_digest(kind: ProviderKind, config: &Config) -> [u8; 32] {
+    let up = &config.upstream;
+    let mut text = format!(
+        "{kind}|{:?}|{:?}|{:?}|{}|",
+        up.connect_timeout, up.timeout, up.idle_timeout, config.workers
+    );
+    let (section, key) = match kind {
+        ProviderKind::OpenAiCustom => (
+            format!("{:?}", config.openai),
+            config.openai.api_key.as_ref(),
+        ),
+        ProviderKind::ClaudeCustom => (
+            format!("{:?}", config.claude),
+            config.claude.api_key.as_ref(),
+        ),
+        ProviderKind::Mock => (format!("{:?}", config.mock), None),
+        ProviderKind::GeminiCli => (
+            format!("{:?}", config.gemini),
+            Some(&config.gemini.client_secret),
+        ),
+        ProviderKind::KiroApi => (format!("{:?}", config.kiro), None),
+        ProviderKind::QwenApi => (format!("{:?}", config.qwen), None),
+    };
+    text.push_str(&section);
+    text.push('|');
+    text.push_str(key.map_or("", |k| k.expose()));
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }

@@ -474,3 +474,25 @@ fn cors_preflight_allows_sdk_headers_only_for_listed_origins() {
         "requested headers echoed: {allowed}"
     );
 }
+
+#[test]
+fn an_embedding_program_switches_the_cache_through_the_control_handle() {
+    let p = Proxy(Some(aiproxy::start(base_config()).unwrap()));
+    let handle = p.0.as_ref().unwrap();
+    let control = handle.control();
+    let stats = || get(p.addr(), "/cache/stats").json();
+    assert_eq!(stats()["enabled"], true);
+    let before = control.version();
+    control.set_cache_enabled(false);
+    assert!(!control.cache_enabled());
+    assert_eq!(stats()["enabled"], false);
+    assert_eq!(control.version(), before + 1);
+    // The admin endpoint and the handle change the same thing.
+    let resp = roundtrip(
+        p.addr(),
+        b"PUT /cache/enable HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    assert!(control.cache_enabled());
+    assert_eq!(control.version(), before + 2);
+}
