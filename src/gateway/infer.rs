@@ -19,9 +19,10 @@ use crate::auth;
 use crate::cache::{self, Entry, Fetched, Key, Outcome};
 use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
-use crate::metrics::ErrorKind;
 use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
-use crate::providers::{Instance, ProviderKind, UpstreamError, UpstreamRequest, UpstreamResponse};
+use crate::providers::{
+    Instance, ProviderKind, UpstreamFailure, UpstreamRequest, UpstreamResponse,
+};
 use crate::server::{Request, Responder};
 
 /// Largest upstream answer read whole (non-streamed).
@@ -279,7 +280,7 @@ impl Gateway {
             deadline: started + UPSTREAM_TOTAL_TIMEOUT,
         };
         if let Err(e) = body.take(MAX_UPSTREAM_BODY).read_to_end(&mut raw) {
-            self.provider_error(p.kind, ErrorKind::Timeout);
+            self.provider_error(p.kind, UpstreamFailure::Timeout);
             return error(502, &format!("upstream answer could not be read: {e}"));
         }
         if let Some(m) = &self.metrics {
@@ -294,7 +295,7 @@ impl Gateway {
             raw
         } else {
             let Ok(value) = serde_json::from_slice::<Value>(&raw) else {
-                self.provider_error(p.kind, ErrorKind::Parse);
+                self.provider_error(p.kind, UpstreamFailure::Protocol);
                 return error(502, "upstream answered with invalid JSON");
             };
             if let Some(m) = &self.metrics
@@ -305,7 +306,7 @@ impl Gateway {
             match protocol::convert_response(p.family, p.client, &value, &p.model) {
                 Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
                 Err(e) => {
-                    self.provider_error(p.kind, ErrorKind::Parse);
+                    self.provider_error(p.kind, UpstreamFailure::Protocol);
                     return error(
                         502,
                         &format!("upstream answer could not be converted: {}", e.message),
@@ -419,7 +420,7 @@ impl Gateway {
                     converter.finish(&mut pending);
                     if converter.was_cut_off() {
                         // The connection ended before the upstream's own end.
-                        self.provider_error(p.kind, ErrorKind::Connect);
+                        self.provider_error(p.kind, UpstreamFailure::Connect);
                     }
                     break;
                 }
@@ -446,13 +447,13 @@ impl Gateway {
                         (
                             504,
                             "upstream stopped sending (idle timeout)",
-                            ErrorKind::Timeout,
+                            UpstreamFailure::Timeout,
                         )
                     } else {
                         (
                             502,
                             "upstream connection lost mid-stream",
-                            ErrorKind::Connect,
+                            UpstreamFailure::Connect,
                         )
                     };
                     self.provider_error(p.kind, kind);
@@ -494,21 +495,14 @@ impl Gateway {
                 m.provider_request(p.kind, &p.model, &instance.id);
             }
             let result = instance.provider.call(&p.upstream);
-            let retryable = match &result {
-                Ok(resp) => matches!(resp.status, 429 | 500 | 502 | 503 | 504),
-                Err(UpstreamError::Connect(_)) => true,
-                Err(_) => false,
+            let failure = match &result {
+                Ok(resp) => UpstreamFailure::of_status(resp.status),
+                Err(e) => Some(UpstreamFailure::of_error(e)),
             };
-            match &result {
-                Ok(resp) => {
-                    if let Some(kind) = ErrorKind::from_status(resp.status) {
-                        self.provider_error(p.kind, kind);
-                    }
-                }
-                Err(UpstreamError::Connect(_)) => self.provider_error(p.kind, ErrorKind::Connect),
-                Err(UpstreamError::Timeout(_)) => self.provider_error(p.kind, ErrorKind::Timeout),
-                Err(UpstreamError::Config(_)) => self.provider_error(p.kind, ErrorKind::Auth),
+            if let Some(failure) = failure {
+                self.provider_error(p.kind, failure);
             }
+            let retryable = failure.is_some_and(UpstreamFailure::retryable);
             instance.record(retryable || result.is_err());
             if !retryable || attempt >= limits.max_retries {
                 return result.map_err(|e| Failure::new(e.status(), e.message()));
@@ -538,9 +532,9 @@ impl Gateway {
         }
     }
 
-    fn provider_error(&self, kind: ProviderKind, error: ErrorKind) {
+    fn provider_error(&self, kind: ProviderKind, failure: UpstreamFailure) {
         if let Some(m) = &self.metrics {
-            m.provider_error(kind, error);
+            m.provider_error(kind, failure.into());
         }
     }
 }

@@ -42,7 +42,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::providers::ProviderKind;
+use crate::providers::{ProviderKind, UpstreamFailure};
 
 pub use fold::{LabelFolder, MAX_LABEL_LEN, OTHER};
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
@@ -116,19 +116,22 @@ impl ErrorKind {
         }
     }
 
-    /// The kind of an upstream HTTP status, `None` below 400.
-    pub fn from_status(status: u16) -> Option<ErrorKind> {
-        match status {
-            429 => Some(Self::RateLimited),
-            401 | 403 => Some(Self::Auth),
-            400..=499 => Some(Self::Status4xx),
-            500.. => Some(Self::Status5xx),
-            _ => None,
-        }
-    }
-
     fn index(self) -> usize {
         self as usize
+    }
+}
+
+impl From<UpstreamFailure> for ErrorKind {
+    fn from(failure: UpstreamFailure) -> Self {
+        match failure {
+            UpstreamFailure::Connect => Self::Connect,
+            UpstreamFailure::Timeout => Self::Timeout,
+            UpstreamFailure::RateLimited => Self::RateLimited,
+            UpstreamFailure::Credential | UpstreamFailure::Config => Self::Auth,
+            UpstreamFailure::Client(_) => Self::Status4xx,
+            UpstreamFailure::Server(_) => Self::Status5xx,
+            UpstreamFailure::Protocol => Self::Parse,
+        }
     }
 }
 

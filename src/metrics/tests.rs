@@ -557,13 +557,15 @@ fn sampler_thread_fills_history_and_stops_with_the_metrics() {
 }
 
 #[test]
-fn error_kinds_from_status() {
-    assert_eq!(ErrorKind::from_status(200), None);
-    assert_eq!(ErrorKind::from_status(429), Some(ErrorKind::RateLimited));
-    assert_eq!(ErrorKind::from_status(401), Some(ErrorKind::Auth));
-    assert_eq!(ErrorKind::from_status(403), Some(ErrorKind::Auth));
-    assert_eq!(ErrorKind::from_status(404), Some(ErrorKind::Status4xx));
-    assert_eq!(ErrorKind::from_status(503), Some(ErrorKind::Status5xx));
+fn error_kinds_from_upstream_failures() {
+    use crate::providers::UpstreamFailure;
+    let kind = |status| UpstreamFailure::of_status(status).map(ErrorKind::from);
+    assert_eq!(kind(200), None);
+    assert_eq!(kind(429), Some(ErrorKind::RateLimited));
+    assert_eq!(kind(401), Some(ErrorKind::Auth));
+    assert_eq!(kind(403), Some(ErrorKind::Auth));
+    assert_eq!(kind(404), Some(ErrorKind::Status4xx));
+    assert_eq!(kind(503), Some(ErrorKind::Status5xx));
     let names: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.name()).collect();
     assert_eq!(
         names,

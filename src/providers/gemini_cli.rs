@@ -281,7 +281,7 @@ fn project_id(v: &Value) -> Option<String> {
 }
 
 fn credential_error(message: String) -> UpstreamError {
-    UpstreamError::Config(format!(
+    UpstreamError::Credential(format!(
         "gemini-cli: no usable OAuth access token: {message}"
     ))
 }

@@ -1,9 +1,11 @@
 //! Upstream providers and their instances.
 
 pub use crate::provider_kind::ProviderKind;
+pub use failure::UpstreamFailure;
 
 pub mod claude;
 pub mod eventstream;
+pub mod failure;
 pub mod gemini_cli;
 pub mod http;
 pub mod kiro;
@@ -67,6 +69,8 @@ pub enum UpstreamError {
     Connect(String),
     /// No answer in time → 504.
     Timeout(String),
+    /// Credentials that could not be used or refreshed → 500.
+    Credential(String),
     /// The provider cannot be used as configured → 500.
     Config(String),
 }
@@ -77,23 +81,14 @@ impl UpstreamError {
         match self {
             Self::Connect(_) => 502,
             Self::Timeout(_) => 504,
-            Self::Config(_) => 500,
+            Self::Credential(_) | Self::Config(_) => 500,
         }
     }
 
     /// Message safe to show the client.
     pub fn message(&self) -> &str {
         match self {
-            Self::Connect(m) | Self::Timeout(m) | Self::Config(m) => m,
-        }
-    }
-
-    /// Metric/log label of the failure.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Connect(_) => "connect",
-            Self::Timeout(_) => "timeout",
-            Self::Config(_) => "config",
+            Self::Connect(m) | Self::Timeout(m) | Self::Credential(m) | Self::Config(m) => m,
         }
     }
 }

@@ -406,7 +406,7 @@ impl Qwen {
 }
 
 fn credential_error(message: String) -> UpstreamError {
-    UpstreamError::Config(format!("qwen-api: no usable OAuth access token: {message}"))
+    UpstreamError::Credential(format!("qwen-api: no usable OAuth access token: {message}"))
 }
 
 impl Provider for Qwen {

@@ -153,6 +153,9 @@ struct Shared {
     stopping: AtomicBool,
     /// The drain deadline passed: streams end now.
     cut: AtomicBool,
+    /// The poller has seen `stopping` (idle connections closed, upgraded
+    /// ones told to say goodbye).
+    stop_seen: AtomicBool,
     /// The poller should close everything and return.
     exit: AtomicBool,
     /// Requests handed to workers and not yet finished.
@@ -264,6 +267,7 @@ impl Server {
             handler,
             stopping: AtomicBool::new(false),
             cut: AtomicBool::new(false),
+            stop_seen: AtomicBool::new(false),
             exit: AtomicBool::new(false),
             spawned: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
@@ -330,6 +334,10 @@ impl Server {
         let _ = self.shared.waker.wake();
         let deadline = Instant::now() + drain;
         let drained = self.wait_idle(deadline);
+        let seen = Instant::now() + CUT_GRACE;
+        while !self.shared.stop_seen.load(Ordering::SeqCst) && Instant::now() < seen {
+            thread::sleep(Duration::from_millis(5));
+        }
         if !drained {
             self.shared.cut.store(true, Ordering::SeqCst);
             self.wait_idle(Instant::now() + CUT_GRACE);

@@ -196,9 +196,6 @@ impl Poller {
                 }
                 continue;
             }
-            if self.shared.exit.load(Ordering::SeqCst) {
-                return;
-            }
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -220,6 +217,15 @@ impl Poller {
                 self.stop_begun = true;
                 self.close_idle();
                 self.drain_upgraded();
+                self.shared.stop_seen.store(true, Ordering::SeqCst);
+            }
+            if self.shared.exit.load(Ordering::SeqCst) {
+                // Last words (a 503, a goodbye frame) go to the kernel
+                // before the sockets close; nothing waits for them.
+                for conn in self.conns.iter_mut().flatten() {
+                    let _ = flush(conn);
+                }
+                return;
             }
             let now = Instant::now();
             if now.duration_since(last_sweep) >= TICK {

@@ -280,7 +280,7 @@ impl Kiro {
 }
 
 fn credential_error(message: String) -> UpstreamError {
-    UpstreamError::Config(format!("kiro-api: no usable OAuth access token: {message}"))
+    UpstreamError::Credential(format!("kiro-api: no usable OAuth access token: {message}"))
 }
 
 fn refusal_response(r: &Refusal) -> UpstreamResponse {
