@@ -4,10 +4,16 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
+use super::{CacheScope, LogFormat, LogLevel};
+use crate::provider_kind::ProviderKind;
+
 /// Listen host when none is configured.
 pub const DEFAULT_HOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// Listen port when none is configured.
 pub const DEFAULT_PORT: u16 = 3000;
+/// The provider enabled when `model_providers` is not set: the built-in
+/// mock, which needs no credentials.
+pub const DEFAULT_MODEL_PROVIDER: ProviderKind = ProviderKind::Mock;
 /// Worker threads, which is also the maximum number of requests in flight.
 pub const DEFAULT_WORKERS: usize = 256;
 /// Largest request body accepted (10 MiB); larger bodies get 413.
@@ -49,10 +55,22 @@ pub const DEFAULT_REQUEST_BASE_DELAY: Duration = Duration::from_millis(250);
 pub const DEFAULT_MOCK_LATENCY: Duration = Duration::from_millis(0);
 /// Delay between two streamed chunks of the built-in mock provider.
 pub const DEFAULT_MOCK_CHUNK_DELAY: Duration = Duration::from_millis(0);
+/// Log verbosity.
+pub const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
+/// Log line format.
+pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
+/// Whether the response cache is on.
+pub const DEFAULT_CACHE_ENABLED: bool = true;
+/// Who shares a cached answer.
+pub const DEFAULT_CACHE_SCOPE: CacheScope = CacheScope::Shared;
 /// Memory cache capacity in MB.
 pub const DEFAULT_CACHE_MAX_SIZE_MB: u64 = 100;
 /// How long a cached answer stays valid.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
+/// Redis database number.
+pub const DEFAULT_REDIS_DB: u64 = 0;
+/// Whether `/metrics` and `/dashboard` are served.
+pub const DEFAULT_METRICS_ENABLED: bool = true;
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// claude-custom upstream root; `/v1` is appended when missing.
@@ -80,5 +98,8 @@ pub const DEFAULT_KIRO_REFRESH_IDC_URL: &str = "https://oidc.{region}.amazonaws.
 pub const DEFAULT_KIRO_VERSION: &str = "0.11.63";
 /// qwen-api: Qwen OAuth token endpoint.
 pub const DEFAULT_QWEN_TOKEN_URL: &str = "https://chat.qwen.ai/api/v1/oauth2/token";
+/// qwen-api: add the dummy `ext` tool Qwen Code sends, without which the
+/// model emits stray tokens in streams.
+pub const DEFAULT_QWEN_EXT_TOOL: bool = true;
 /// qwen-api: base URL when the credentials carry no `resource_url`.
 pub const DEFAULT_QWEN_BASE_URL: &str = "https://portal.qwen.ai/v1";

@@ -76,6 +76,7 @@ impl Resolver {
         })
     }
 
+    /// A switch: off unless a source turns it on.
     fn boolean(&mut self, path: &str) -> bool {
         self.value(path, false, parse::boolean)
     }
@@ -144,7 +145,7 @@ impl Resolver {
 
     fn providers(&mut self) -> Vec<ProviderKind> {
         let Some((names, source)) = self.list("model_providers") else {
-            return vec![ProviderKind::Mock];
+            return vec![DEFAULT_MODEL_PROVIDER];
         };
         let mut providers = Vec::new();
         let before = self.problems.len();
@@ -169,7 +170,7 @@ impl Resolver {
             );
         }
         if providers.is_empty() {
-            providers.push(ProviderKind::Mock);
+            providers.push(DEFAULT_MODEL_PROVIDER);
         }
         providers
     }
@@ -317,7 +318,7 @@ impl Resolver {
             oauth_creds_file: self.path("qwen.oauth_creds_file"),
             base_url: self.value("qwen.base_url", None, |t| parse::base_url(t).map(Some)),
             token_url: self.url("qwen.token_url", DEFAULT_QWEN_TOKEN_URL),
-            ext_tool: self.value("qwen.ext_tool", true, parse::boolean),
+            ext_tool: self.value("qwen.ext_tool", DEFAULT_QWEN_EXT_TOOL, parse::boolean),
         };
         (gemini, kiro, qwen)
     }
@@ -387,7 +388,7 @@ impl Resolver {
         };
         let shutdown_timeout = self.duration("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT);
         let log = LogConfig {
-            level: self.value("log.level", LogLevel::Info, |t| {
+            level: self.value("log.level", DEFAULT_LOG_LEVEL, |t| {
                 match parse::one_of(&t.to_ascii_lowercase(), &["error", "warn", "info", "debug"])
                     .map_err(|_| format!("{t:?} is not one of error, warn, info, debug"))?
                     .as_str()
@@ -398,7 +399,7 @@ impl Resolver {
                     _ => Ok(LogLevel::Info),
                 }
             }),
-            format: self.value("log.format", LogFormat::Text, |t| {
+            format: self.value("log.format", DEFAULT_LOG_FORMAT, |t| {
                 match t.trim().to_ascii_lowercase().as_str() {
                     "text" => Ok(LogFormat::Text),
                     "json" => Ok(LogFormat::Json),
@@ -408,14 +409,14 @@ impl Resolver {
             prompts: self.boolean("log.prompts"),
         };
         let cache = CacheConfig {
-            enabled: self.value("cache.enabled", true, parse::boolean),
+            enabled: self.value("cache.enabled", DEFAULT_CACHE_ENABLED, parse::boolean),
             max_size_mb: self.value("cache.max_size_mb", DEFAULT_CACHE_MAX_SIZE_MB, |t| {
                 parse::integer(t, 1, 1 << 20)
             }),
             ttl: self.value("cache.ttl_seconds", DEFAULT_CACHE_TTL, |t| {
                 parse::integer(t, 0, 365 * 24 * 3600).map(Duration::from_secs)
             }),
-            scope: self.value("cache.scope", CacheScope::Shared, |t| match parse::one_of(
+            scope: self.value("cache.scope", DEFAULT_CACHE_SCOPE, |t| match parse::one_of(
                 t,
                 &["shared", "per_key"],
             )?
@@ -434,14 +435,16 @@ impl Resolver {
             }
         });
         let redis_password = self.secret("redis.password");
-        let redis_db = self.value("redis.db", 0, |t| parse::integer(t, 0, 65535));
+        let redis_db = self.value("redis.db", DEFAULT_REDIS_DB, |t| {
+            parse::integer(t, 0, 65535)
+        });
         let redis = redis_addr.map(|addr| RedisConfig {
             addr,
             password: redis_password,
             db: redis_db,
         });
         let metrics = MetricsConfig {
-            enabled: self.value("metrics.enabled", true, parse::boolean),
+            enabled: self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean),
             port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
         };
         let pending_features = self.pending();
@@ -505,6 +508,22 @@ impl Resolver {
                 "refusing to listen on {listen} without --api-key; pass --insecure-no-auth to allow"
             ));
         }
+        config
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults: what [`Config::load`] gives with no config
+    /// file, no environment and no flags (mock provider, loopback, no
+    /// keys). Resolving an empty layer keeps the defaults in one place,
+    /// the resolver's fallbacks.
+    fn default() -> Self {
+        let mut resolver = Resolver {
+            layer: Layer::default(),
+            problems: Vec::new(),
+        };
+        let config = resolver.resolve();
+        debug_assert!(resolver.problems.is_empty(), "{:?}", resolver.problems);
         config
     }
 }

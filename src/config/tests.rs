@@ -58,12 +58,31 @@ fn file_problem(yaml: &str) -> String {
 fn no_sources_gives_the_defaults() {
     let config = Config::load(&Cli::default(), &[]).unwrap();
     let defaults = Config::default();
-    assert_eq!(config.listen, defaults.listen);
-    assert_eq!(config.model_providers, vec![ProviderKind::Mock]);
+    // Debug shows every field but secrets, which are compared apart.
+    assert_eq!(format!("{config:?}"), format!("{defaults:?}"));
+    assert_eq!(
+        config.gemini.client_secret.expose(),
+        defaults.gemini.client_secret.expose()
+    );
+    assert_eq!(
+        config.gemini.client_secret.expose(),
+        DEFAULT_GEMINI_CLIENT_SECRET
+    );
+    assert_eq!(config.listen, SocketAddr::new(DEFAULT_HOST, DEFAULT_PORT));
+    assert_eq!(config.model_providers, vec![DEFAULT_MODEL_PROVIDER]);
     assert_eq!(config.workers, DEFAULT_WORKERS);
     assert_eq!(config.limits.header_timeout, DEFAULT_HEADER_TIMEOUT);
     assert_eq!(config.upstream.base_delay, DEFAULT_REQUEST_BASE_DELAY);
+    assert_eq!(
+        (config.cache.enabled, config.cache.ttl, config.cache.scope),
+        (
+            DEFAULT_CACHE_ENABLED,
+            DEFAULT_CACHE_TTL,
+            DEFAULT_CACHE_SCOPE
+        )
+    );
     assert!(config.api_keys.is_empty() && config.pending_features.is_empty());
+    assert!(config.warnings.is_empty() && config.redis.is_none());
     assert_eq!(config.config_file, None);
 }
 
