@@ -69,70 +69,13 @@ fn exposed_secrets<'a>(path: &str, keys: impl Iterator<Item = &'a str>) -> Optio
     ))
 }
 
-/// Puts the flags that were given into `layer`, named by their flag.
-fn apply_flags(cli: &Cli, layer: &mut Layer) {
-    let switch = |v: Option<bool>| v.map(|b| b.to_string());
-    let given = [
-        ("host", cli.host.clone()),
-        ("port", cli.port.clone()),
-        ("api_key", cli.api_key.clone()),
-        ("admin_api_key", cli.admin_api_key.clone()),
-        ("insecure_no_auth", switch(cli.insecure_no_auth)),
-        ("model_providers", cli.model_provider.clone()),
-        ("openai.api_key", cli.openai_api_key.clone()),
-        ("openai.base_url", cli.openai_base_url.clone()),
-        ("claude.api_key", cli.claude_api_key.clone()),
-        ("claude.base_url", cli.claude_base_url.clone()),
-        ("mock.chunk_delay", cli.mock_chunk_delay.clone()),
-        ("mock.latency", cli.mock_latency.clone()),
-        (
-            "gemini.oauth_creds_file",
-            cli.gemini_oauth_creds_file.clone(),
-        ),
-        ("gemini.project_id", cli.project_id.clone()),
-        ("gemini.base_url", cli.gemini_base_url.clone()),
-        ("kiro.oauth_creds_file", cli.kiro_oauth_creds_file.clone()),
-        ("kiro.base_url", cli.kiro_base_url.clone()),
-        ("qwen.oauth_creds_file", cli.qwen_oauth_creds_file.clone()),
-        ("qwen.base_url", cli.qwen_base_url.clone()),
-        ("workers", cli.workers.clone()),
-        ("limits.max_body_bytes", cli.max_body_bytes.clone()),
-        ("limits.max_header_bytes", cli.max_header_bytes.clone()),
-        ("limits.header_timeout", cli.header_timeout.clone()),
-        ("limits.body_timeout", cli.body_timeout.clone()),
-        ("limits.idle_timeout", cli.idle_timeout.clone()),
-        ("limits.send_timeout", cli.send_timeout.clone()),
-        ("limits.queue_timeout", cli.queue_timeout.clone()),
-        ("limits.max_connections", cli.max_connections.clone()),
-        ("cors_origins", cli.cors_origins.clone()),
-        (
-            "upstream.connect_timeout",
-            cli.upstream_connect_timeout.clone(),
-        ),
-        ("upstream.timeout", cli.upstream_timeout.clone()),
-        ("upstream.idle_timeout", cli.upstream_idle_timeout.clone()),
-        ("upstream.max_retries", cli.request_max_retries.clone()),
-        ("upstream.base_delay", cli.request_base_delay.clone()),
-        ("upstream.stream_keepalive", cli.stream_keepalive.clone()),
-        ("shutdown_timeout", cli.shutdown_timeout.clone()),
-        ("log.level", cli.log_level.clone()),
-        ("log.format", cli.log_format.clone()),
-        ("log.prompts", switch(cli.log_prompts)),
-        ("cache.enabled", switch(cli.cache_enabled)),
-        ("cache.max_size_mb", cli.cache_max_size.clone()),
-        ("cache.ttl_seconds", cli.cache_ttl.clone()),
-        ("cache.scope", cli.cache_scope.clone()),
-        ("redis.addr", cli.redis_addr.clone()),
-        ("redis.password", cli.redis_password.clone()),
-        ("redis.db", cli.redis_db.clone()),
-        ("metrics.enabled", switch(cli.metrics_enabled)),
-        ("metrics.port", cli.metrics_port.clone()),
-    ];
-    for (path, value) in given {
-        if let (Some(value), Some(key)) = (value, keys::find(path))
-            && let Some(flag) = key.flag
-        {
-            layer.set(key.path, Value::Text(value), Source::Flag(flag));
+/// Puts the flags that were given into `layer`, each under the key the
+/// table gives it and named by its flag.
+pub(super) fn apply_flags(cli: &Cli, layer: &mut Layer) {
+    for (flag, value) in &cli.settings {
+        // `keys::tests::every_cli_flag_is_a_key` makes this find them all.
+        if let Some(key) = keys::by_flag(flag) {
+            layer.set(key.path, Value::Text(value.clone()), Source::Flag(flag));
         }
     }
 }

@@ -1,4 +1,5 @@
-use super::load::is_secret;
+use super::layer::{Layer, Source, Value};
+use super::load::{apply_flags, is_secret};
 use super::*;
 use crate::cli::Cli;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -114,6 +115,23 @@ fn precedence_is_file_then_env_then_flags() {
     let file_only = load(yaml, &[], &[]).unwrap();
     assert_eq!(file_only.listen.port(), 1001);
     assert_eq!(file_only.limits.header_timeout, Duration::from_secs(1));
+}
+
+#[test]
+fn every_flag_in_the_key_table_sets_its_key() {
+    let with_flags = keys::KEYS.iter().filter_map(|k| Some((k.path, k.flag?)));
+    let mut count = 0;
+    for (path, flag) in with_flags {
+        let mut layer = Layer::default();
+        apply_flags(&flags(&[&format!("{flag}=true")]), &mut layer);
+        let setting = layer
+            .get(path)
+            .unwrap_or_else(|| panic!("{flag} did not set {path}"));
+        assert_eq!(setting.source, Source::Flag(flag));
+        assert_eq!(setting.value, Value::Text("true".to_owned()));
+        count += 1;
+    }
+    assert!(count > 40, "{count}");
 }
 
 #[test]
