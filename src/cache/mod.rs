@@ -239,7 +239,7 @@ pub struct RedisStats {
     pub errors: u64,
 }
 
-/// `GET /cache/stats`, field for field (SPEC §2).
+/// `GET /cache/stats`, field for field as aiproxy(1) lists them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stats {
     /// Caching is switched on.

@@ -88,7 +88,7 @@ const fn pending(path: &'static str, check: Check) -> Key {
     }
 }
 
-/// Load-balancing algorithms (SPEC §6).
+/// Load-balancing algorithms (`load_balancer.algorithm` in aiproxy(1)).
 pub const ALGORITHMS: &[&str] = &[
     "round_robin",
     "least_requests",
