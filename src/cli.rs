@@ -2,30 +2,45 @@
 //! in `config`, which merges these flags over the environment and the
 //! config file.
 //!
+//! [`Flags`] declares every flag to argh, which writes the help text and
+//! rejects unknown flags, missing values and repeated options. The values
+//! reach `config` as the (flag, value) pairs in [`Cli::settings`], which it
+//! maps to keys through its key table, so a new flag is its key in that
+//! table plus its field here, and nothing else.
+//!
 //! argh 0.1 only understands `--flag value`, so [`Cli::parse_from`]
 //! normalises the argument list first:
 //!
 //! * `--flag=value` becomes `--flag value`;
-//! * a boolean switch listed in [`VALUED_SWITCHES`] may stand alone (on),
+//! * a boolean switch other than [`PLAIN_SWITCHES`] may stand alone (on),
 //!   or take `=true|false` or a following `true|false` word. argh cannot
 //!   express an explicit `false`, so the normaliser takes those switches
-//!   out of the argument list and sets the fields itself after argh ran
-//!   (last occurrence wins).
-//!
-//! Every option is an `Option<String>` so that "not given" is visible to
-//! the config layer, which also reports bad values with the flag named.
+//!   out of the argument list and records their value itself (last
+//!   occurrence wins).
 
 use argh::{ArgsInfo, FromArgs};
 
-/// Switches that accept `true`/`false` as well as standing alone. The
-/// feature switches of later releases (`--cache-enabled`, …) belong here.
-pub const VALUED_SWITCHES: &[&str] = &[
-    "--insecure-no-auth",
-    "--log-prompts",
-    "--cache-enabled",
-    "--metrics-enabled",
-];
+/// Switches that never take a value; every other switch is a setting that
+/// accepts `true`/`false` as well as standing alone.
+pub const PLAIN_SWITCHES: &[&str] = &["--check-config", "--version", "--help"];
 
+/// The flag naming the config file, which is no config key itself.
+const CONFIG_FLAG: &str = "--config";
+
+/// The parsed command line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Cli {
+    /// `--config`: the YAML file to read settings from.
+    pub config: Option<String>,
+    /// `--check-config`: validate, report and exit.
+    pub check_config: bool,
+    /// Every other option and switch given, as (flag, value) in
+    /// command-line order; a switch's value is `true` or `false`.
+    pub settings: Vec<(&'static str, String)>,
+}
+
+// The doc comment below is the first line of `--help`. The fields exist
+// for argh: `Cli::parse_from` reads the settings from the argument list.
 /// AI API gateway: OpenAI, Anthropic and Gemini clients to any provider.
 #[derive(FromArgs, ArgsInfo, Debug, Default, PartialEq, Eq)]
 #[argh(
@@ -42,7 +57,7 @@ pub const VALUED_SWITCHES: &[&str] = &[
     error_code(1, "runtime failure"),
     error_code(2, "invalid command line or configuration")
 )]
-pub struct Cli {
+pub struct Flags {
     /// read settings from this YAML file (default: none; AIPROXY_CONFIG)
     #[argh(option, arg_name = "file")]
     pub config: Option<String>,
@@ -292,9 +307,6 @@ impl CliExit {
     }
 }
 
-/// Switches that never take a value.
-const PLAIN_SWITCHES: &[&str] = &["--check-config", "--version", "--help"];
-
 /// Parses a `true`/`false` switch value.
 fn parse_switch_value(flag: &str, value: &str) -> Result<bool, CliExit> {
     match value {
@@ -306,24 +318,28 @@ fn parse_switch_value(flag: &str, value: &str) -> Result<bool, CliExit> {
     }
 }
 
-/// The argument list argh will see, and the valued switches taken out of
-/// it, in order.
+/// The argument list argh will see, and every (flag, value) given, in
+/// order.
 struct Normalised {
     args: Vec<String>,
-    switches: Vec<(&'static str, bool)>,
+    given: Vec<(&'static str, String)>,
 }
 
 /// Rewrites `args` (without the program name) into the form argh accepts
-/// and pulls out the valued switches.
+/// and records the value of every option and switch.
 fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
-    let takes_value: Vec<&str> = Cli::get_args_info()
-        .flags
-        .iter()
-        .filter(|f| matches!(f.kind, argh::FlagInfoKind::Option { .. }))
-        .map(|f| f.long)
-        .collect();
+    let info = Flags::get_args_info();
+    let flags_of = |switch: bool| -> Vec<&'static str> {
+        info.flags
+            .iter()
+            .filter(|f| matches!(f.kind, argh::FlagInfoKind::Switch) == switch)
+            .map(|f| f.long)
+            .filter(|long| !PLAIN_SWITCHES.contains(long))
+            .collect()
+    };
+    let (takes_value, valued_switches) = (flags_of(false), flags_of(true));
     let mut out = Vec::with_capacity(args.len());
-    let mut switches = Vec::new();
+    let mut given = Vec::new();
     let mut iter = args.iter().peekable();
     while let Some(arg) = iter.next() {
         if arg == "--" {
@@ -335,7 +351,7 @@ fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
             Some((name, value)) if name.starts_with("--") => (name, Some(value)),
             _ => (arg.as_str(), None),
         };
-        if let Some(&switch) = VALUED_SWITCHES.iter().find(|s| **s == name) {
+        if let Some(&switch) = valued_switches.iter().find(|s| **s == name) {
             let value = match inline {
                 Some(value) => parse_switch_value(switch, value)?,
                 None => match iter.next_if(|next| *next == "true" || *next == "false") {
@@ -343,14 +359,16 @@ fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
                     None => true,
                 },
             };
-            switches.push((switch, value));
-        } else if takes_value.contains(&name) {
+            given.push((switch, value.to_string()));
+        } else if let Some(&option) = takes_value.iter().find(|o| **o == name) {
             out.push(name.to_owned());
-            match inline {
-                Some(value) => out.push(value.to_owned()),
-                // The value is the next word whatever it looks like, as
-                // argh would take it; do not normalise it.
-                None => out.extend(iter.next().cloned()),
+            // The value is the next word whatever it looks like, as argh
+            // would take it; do not normalise it. Without one, argh
+            // reports the missing value.
+            let value = inline.map(str::to_owned).or_else(|| iter.next().cloned());
+            if let Some(value) = value {
+                out.push(value.clone());
+                given.push((option, value));
             }
         } else if inline.is_some() && PLAIN_SWITCHES.contains(&name) {
             return Err(CliExit::usage(&format!("{name} does not take a value")));
@@ -362,10 +380,7 @@ fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
             }
         }
     }
-    Ok(Normalised {
-        args: out,
-        switches,
-    })
+    Ok(Normalised { args: out, given })
 }
 
 impl Cli {
@@ -378,11 +393,11 @@ impl Cli {
         let rest = args.get(1..).unwrap_or_default();
         let Normalised {
             args: normal,
-            switches,
+            given,
         } = normalise(rest)?;
         let strs: Vec<&str> = normal.iter().map(String::as_str).collect();
-        let mut cli = match Cli::from_args(&["aiproxy"], &strs) {
-            Ok(cli) => cli,
+        let flags = match Flags::from_args(&["aiproxy"], &strs) {
+            Ok(flags) => flags,
             Err(exit) if exit.status.is_ok() => {
                 return Err(CliExit {
                     output: exit.output,
@@ -391,23 +406,20 @@ impl Cli {
             }
             Err(exit) => return Err(CliExit::usage(&exit.output)),
         };
-        for (switch, value) in switches {
-            // `every_valued_switch_is_set` checks this covers VALUED_SWITCHES.
-            match switch {
-                "--insecure-no-auth" => cli.insecure_no_auth = Some(value),
-                "--log-prompts" => cli.log_prompts = Some(value),
-                "--cache-enabled" => cli.cache_enabled = Some(value),
-                "--metrics-enabled" => cli.metrics_enabled = Some(value),
-                _ => {}
-            }
-        }
-        if cli.version == Some(true) {
+        if flags.version == Some(true) {
             return Err(CliExit {
                 output: format!("aiproxy {}\n", env!("CARGO_PKG_VERSION")),
                 status: 0,
             });
         }
-        Ok(cli)
+        Ok(Cli {
+            config: flags.config,
+            check_config: flags.check_config == Some(true),
+            settings: given
+                .into_iter()
+                .filter(|(flag, _)| *flag != CONFIG_FLAG)
+                .collect(),
+        })
     }
 }
 
@@ -421,6 +433,19 @@ mod tests {
         Cli::parse_from(&all)
     }
 
+    /// The last value given for `flag`.
+    fn value<'a>(cli: &'a Cli, flag: &str) -> Option<&'a str> {
+        cli.settings
+            .iter()
+            .rev()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn switch(args: &[&str], flag: &str) -> Option<bool> {
+        value(&parse(args).unwrap(), flag).map(|v| v == "true")
+    }
+
     #[test]
     fn no_arguments_is_all_none() {
         assert_eq!(parse(&[]).unwrap(), Cli::default());
@@ -431,50 +456,58 @@ mod tests {
         let a = parse(&["--port=3001", "--api-key=a,b", "--config=x.yaml"]).unwrap();
         let b = parse(&["--port", "3001", "--api-key", "a,b", "--config", "x.yaml"]).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.port.as_deref(), Some("3001"));
+        assert_eq!(
+            a.settings,
+            [
+                ("--port", "3001".to_owned()),
+                ("--api-key", "a,b".to_owned())
+            ]
+        );
+        assert_eq!(a.config.as_deref(), Some("x.yaml"), "not a setting");
+        assert!(!a.check_config);
+        assert!(parse(&["--check-config"]).unwrap().check_config);
     }
 
     #[test]
     fn only_the_first_equals_splits() {
         let cli = parse(&["--openai-base-url=http://h/v1?a=b"]).unwrap();
-        assert_eq!(cli.openai_base_url.as_deref(), Some("http://h/v1?a=b"));
+        assert_eq!(value(&cli, "--openai-base-url"), Some("http://h/v1?a=b"));
         let cli = parse(&["--api-key="]).unwrap();
-        assert_eq!(cli.api_key.as_deref(), Some(""));
+        assert_eq!(value(&cli, "--api-key"), Some(""));
     }
 
     #[test]
     fn option_value_may_start_with_a_dash() {
         let cli = parse(&["--api-key", "--log-prompts"]).unwrap();
-        assert_eq!(cli.api_key.as_deref(), Some("--log-prompts"));
-        assert_eq!(cli.log_prompts, None);
+        assert_eq!(cli.settings, [("--api-key", "--log-prompts".to_owned())]);
     }
 
     #[test]
     fn valued_switch_forms() {
-        assert_eq!(parse(&["--log-prompts"]).unwrap().log_prompts, Some(true));
-        assert_eq!(
-            parse(&["--log-prompts=true"]).unwrap().log_prompts,
-            Some(true)
-        );
-        assert_eq!(
-            parse(&["--log-prompts=false"]).unwrap().log_prompts,
-            Some(false)
-        );
-        assert_eq!(
-            parse(&["--log-prompts", "false"]).unwrap().log_prompts,
-            Some(false)
-        );
-        assert_eq!(
-            parse(&["--log-prompts", "true"]).unwrap().log_prompts,
-            Some(true)
-        );
+        let flag = "--log-prompts";
+        assert_eq!(switch(&["--log-prompts"], flag), Some(true));
+        assert_eq!(switch(&["--log-prompts=true"], flag), Some(true));
+        assert_eq!(switch(&["--log-prompts=false"], flag), Some(false));
+        assert_eq!(switch(&["--log-prompts", "false"], flag), Some(false));
+        assert_eq!(switch(&["--log-prompts", "true"], flag), Some(true));
         let cli = parse(&["--insecure-no-auth", "--port", "1"]).unwrap();
         assert_eq!(
-            (cli.insecure_no_auth, cli.port.as_deref()),
-            (Some(true), Some("1"))
+            cli.settings,
+            [
+                ("--insecure-no-auth", "true".to_owned()),
+                ("--port", "1".to_owned())
+            ]
         );
-        let cli = parse(&["--log-prompts=false", "--log-prompts"]).unwrap();
-        assert_eq!(cli.log_prompts, Some(true), "last occurrence wins");
+        assert_eq!(
+            switch(&["--log-prompts=false", "--log-prompts"], flag),
+            Some(true),
+            "last occurrence wins"
+        );
+    }
+
+    #[test]
+    fn a_repeated_option_is_a_usage_error() {
+        assert_eq!(parse(&["--port=1", "--port=2"]).unwrap_err().status, 2);
     }
 
     #[test]
@@ -519,21 +552,17 @@ mod tests {
     }
 
     #[test]
-    fn every_valued_switch_is_set() {
-        for name in VALUED_SWITCHES {
-            let on = parse(&[&format!("{name}=true")]).unwrap();
-            let off = parse(&[&format!("{name}=false")]).unwrap();
-            assert_ne!(on, off, "{name} does not reach its field");
-            assert_ne!(off, Cli::default(), "{name}=false does not reach its field");
-        }
-    }
-
-    #[test]
-    fn every_valued_switch_is_a_switch() {
-        let info = Cli::get_args_info();
-        for name in VALUED_SWITCHES {
-            let flag = info.flags.iter().find(|f| f.long == *name).expect(name);
-            assert!(matches!(flag.kind, argh::FlagInfoKind::Switch), "{name}");
+    fn every_option_and_switch_is_recorded() {
+        for flag in Flags::get_args_info().flags {
+            let name = flag.long;
+            if PLAIN_SWITCHES.contains(&name) || name == CONFIG_FLAG {
+                continue;
+            }
+            assert_eq!(
+                parse(&[&format!("{name}=false")]).unwrap().settings,
+                [(name, "false".to_owned())],
+                "{name}"
+            );
         }
     }
 }

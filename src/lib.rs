@@ -118,7 +118,7 @@ impl Handle {
 /// across keys, such as a key for a non-loopback listener.
 pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     providers::Registry::from_config(config)?;
-    let (_, warning) = cache::Cache::with_warning(gateway::cache_settings(config));
+    let (_, warning) = cache::Cache::with_warning(cache::Settings::from_config(config));
     Ok(warning.into_iter().collect())
 }
 

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             config.pending_features.join(", ")
         ));
     }
-    if cli.check_config == Some(true) {
+    if cli.check_config {
         return match aiproxy::check(&config) {
             Ok(warnings) => {
                 for warning in &warnings {

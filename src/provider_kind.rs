@@ -47,7 +47,8 @@ impl ProviderKind {
     }
 
     /// The protocol family the upstream speaks. An explicit table, because
-    /// the names do not encode it (PROVIDERS.md §0).
+    /// the names do not encode it (kiro-api speaks Anthropic, qwen-api
+    /// OpenAI).
     pub fn family(self) -> Protocol {
         match self {
             Self::OpenAiCustom | Self::QwenApi | Self::Mock => Protocol::OpenAi,

@@ -36,14 +36,10 @@ use serde::Serialize;
 pub use key::{IGNORED_FIELDS, Key, scope_of};
 pub use sharded::ShardedLru;
 
-use crate::config::Secret;
+use crate::config::{Config, Secret};
 use coalesce::{Flights, Join, Landing};
 use redis::RedisTier;
 
-/// `--cache-max-size` default: 100 MB.
-pub const DEFAULT_MAX_BYTES: usize = 100 * 1024 * 1024;
-/// `--cache-ttl` default: 300 s.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// Redis connect, read and write timeout default: 100 ms.
 pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(100);
 /// Redis connections kept at most, default.
@@ -64,16 +60,17 @@ pub const MAX_SHARDS: usize = 64;
 /// the LRU node and map slot, the `Entry` fields.
 pub const ENTRY_OVERHEAD_BYTES: usize = 160;
 
-/// Cache settings; the gateway fills them from [`crate::Config`].
+/// Cache settings, filled from the configuration by
+/// [`Settings::from_config`].
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// `--cache-enabled` / `cache.enabled` (default on). Switchable at run
     /// time with [`Cache::set_enabled`].
     pub enabled: bool,
-    /// `--cache-max-size` in bytes (the flag is in MB), default
-    /// [`DEFAULT_MAX_BYTES`]. Bounds key + body + overhead of all entries.
+    /// `--cache-max-size` in bytes (the flag is in MB). Bounds key + body
+    /// + overhead of all entries.
     pub max_bytes: usize,
-    /// `--cache-ttl`, default [`DEFAULT_TTL`]. Zero stores nothing.
+    /// `--cache-ttl`. Zero stores nothing.
     pub ttl: Duration,
     /// Largest single entry, default `max_bytes / MAX_ENTRY_SHARE`, so one
     /// answer can never empty the cache. Heavier answers are refused and
@@ -90,20 +87,33 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// What the default configuration asks for.
     fn default() -> Self {
-        Self {
-            enabled: true,
-            max_bytes: DEFAULT_MAX_BYTES,
-            ttl: DEFAULT_TTL,
-            max_entry_bytes: DEFAULT_MAX_BYTES / MAX_ENTRY_SHARE,
-            shards: 16,
-            coalesce_timeout: Duration::from_secs(120),
-            redis: None,
-        }
+        Self::from_config(&Config::default())
     }
 }
 
 impl Settings {
+    /// The cache settings `config` asks for, on this machine's cores.
+    pub fn from_config(config: &Config) -> Self {
+        let max_bytes =
+            usize::try_from(config.cache.max_size_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            enabled: config.cache.enabled,
+            max_bytes,
+            ttl: config.cache.ttl,
+            max_entry_bytes: (max_bytes / MAX_ENTRY_SHARE).max(1),
+            shards: Self::shards_for(max_bytes, cores),
+            coalesce_timeout: config.upstream.timeout,
+            redis: config.redis.as_ref().map(|r| RedisSettings {
+                password: r.password.clone(),
+                db: i64::try_from(r.db).ok(),
+                ..RedisSettings::new(r.addr.clone())
+            }),
+        }
+    }
+
     /// Shards for a memory tier of `max_bytes` on `cores` cores: four per
     /// core, so that lookups on different cores rarely meet on one lock,
     /// but no more than [`MAX_SHARDS`] and no smaller than
@@ -229,7 +239,7 @@ pub struct RedisStats {
     pub errors: u64,
 }
 
-/// `GET /cache/stats`, field for field (SPEC §2).
+/// `GET /cache/stats`, field for field as aiproxy(1) lists them.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Stats {
     /// Caching is switched on.

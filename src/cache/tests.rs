@@ -306,3 +306,14 @@ fn waiters_fetch_themselves_after_the_coalesce_timeout() {
     );
     assert_eq!(leader.join().unwrap().1, Outcome::Miss);
 }
+
+#[test]
+fn default_settings_are_the_default_configuration() {
+    use crate::config::{DEFAULT_CACHE_MAX_SIZE_MB, DEFAULT_CACHE_TTL, DEFAULT_UPSTREAM_TIMEOUT};
+    let s = Settings::default();
+    let max_bytes = usize::try_from(DEFAULT_CACHE_MAX_SIZE_MB << 20).unwrap();
+    assert_eq!((s.max_bytes, s.ttl), (max_bytes, DEFAULT_CACHE_TTL));
+    assert_eq!(s.max_entry_bytes, max_bytes / MAX_ENTRY_SHARE);
+    assert_eq!(s.coalesce_timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert!(s.enabled && s.redis.is_none());
+}

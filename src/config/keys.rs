@@ -88,7 +88,7 @@ const fn pending(path: &'static str, check: Check) -> Key {
     }
 }
 
-/// Load-balancing algorithms (SPEC §6).
+/// Load-balancing algorithms (`load_balancer.algorithm` in aiproxy(1)).
 pub const ALGORITHMS: &[&str] = &[
     "round_robin",
     "least_requests",
@@ -206,6 +206,11 @@ pub fn find(path: &str) -> Option<&'static Key> {
     KEYS.iter().find(|k| k.path == path)
 }
 
+/// Looks a key up by its command-line flag.
+pub fn by_flag(flag: &str) -> Option<&'static Key> {
+    KEYS.iter().find(|k| k.flag == Some(flag))
+}
+
 /// `AIPROXY_` plus the path in upper snake case.
 pub fn env_name(path: &str) -> String {
     let mut name = String::from("AIPROXY_");
@@ -246,11 +251,26 @@ mod tests {
     #[test]
     fn every_flag_is_a_cli_option() {
         use argh::ArgsInfo;
-        let info = crate::cli::Cli::get_args_info();
+        let info = crate::cli::Flags::get_args_info();
         for flag in KEYS.iter().filter_map(|k| k.flag) {
             assert!(
                 info.flags.iter().any(|f| f.long == flag),
                 "{flag} is not in Cli"
+            );
+        }
+    }
+
+    #[test]
+    fn every_cli_flag_is_a_key() {
+        use argh::ArgsInfo;
+        let info = crate::cli::Flags::get_args_info();
+        for flag in info.flags.iter().map(|f| f.long) {
+            let outside =
+                ["--config"].contains(&flag) || crate::cli::PLAIN_SWITCHES.contains(&flag);
+            assert_eq!(
+                by_flag(flag).is_some(),
+                !outside,
+                "{flag}: every flag but --config and the plain switches sets a key"
             );
         }
     }

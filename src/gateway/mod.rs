@@ -67,28 +67,8 @@ impl Failure {
     }
 }
 
-/// The cache settings a configuration asks for.
-pub(crate) fn cache_settings(config: &Config) -> cache::Settings {
-    let max_bytes =
-        usize::try_from(config.cache.max_size_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    cache::Settings {
-        enabled: config.cache.enabled,
-        max_bytes,
-        ttl: config.cache.ttl,
-        max_entry_bytes: (max_bytes / cache::MAX_ENTRY_SHARE).max(1),
-        shards: cache::Settings::shards_for(max_bytes, cores),
-        coalesce_timeout: config.upstream.timeout,
-        redis: config.redis.as_ref().map(|r| cache::RedisSettings {
-            password: r.password.clone(),
-            db: i64::try_from(r.db).ok(),
-            ..cache::RedisSettings::new(r.addr.clone())
-        }),
-    }
-}
-
 fn build_cache(config: &Config) -> Arc<Cache> {
-    let (cache, warning) = Cache::with_warning(cache_settings(config));
+    let (cache, warning) = Cache::with_warning(cache::Settings::from_config(config));
     if let Some(warning) = warning {
         log::warn(&warning);
     }
@@ -141,8 +121,8 @@ impl Gateway {
             changes.built.join(", "),
             changes.removed.join(", ")
         ));
-        let old = cache_settings(&running.config);
-        let new = cache_settings(&config);
+        let old = cache::Settings::from_config(&running.config);
+        let new = cache::Settings::from_config(&config);
         let same_store = old.max_bytes == new.max_bytes
             && old.ttl == new.ttl
             && old.redis.as_ref().map(|r| (&r.addr, r.db))
@@ -526,7 +506,7 @@ mod tests {
         let mut config = Config::default();
         config.cache.max_size_mb = 2;
         config.workers = 100;
-        let s = cache_settings(&config);
+        let s = cache::Settings::from_config(&config);
         assert_eq!(s.max_bytes, 2 << 20);
         assert_eq!(s.max_entry_bytes, (2 << 20) / 16);
         assert!(s.shards.is_power_of_two() && s.shards <= 32, "{}", s.shards);
@@ -547,7 +527,7 @@ mod tests {
     fn a_one_megabyte_cache_fills_with_fifty_kilobyte_answers() {
         let mut config = Config::default();
         config.cache.max_size_mb = 1;
-        let cache = Cache::new(cache_settings(&config));
+        let cache = Cache::new(cache::Settings::from_config(&config));
         let body = vec![b'x'; 50 * 1024];
         let mut weight = 0;
         for i in 0..40 {

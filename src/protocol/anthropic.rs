@@ -3,7 +3,7 @@
 //!
 //! The stream encoder is a state machine because Anthropic clients (Claude
 //! Code in particular) need a well-formed event sequence that the original
-//! project never produced for converted streams (PROVIDERS.md §2.5.2):
+//! project never produced for converted streams:
 //! `message_start` first, content blocks with consecutive indices each
 //! opened and closed, one `message_delta`, `message_stop` last.
 
@@ -450,7 +450,7 @@ pub fn parse_finish(s: &str) -> FinishReason {
     }
 }
 
-/// Canonical to Anthropic `stop_reason` (§3.9).
+/// Canonical to Anthropic `stop_reason`.
 pub fn finish_name(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop | FinishReason::Other => "end_turn",
@@ -474,7 +474,8 @@ pub fn parse_usage(u: &Value) -> TokenUsage {
     }
 }
 
-/// Renders an Anthropic `usage` object (uncached input only, §3.10).
+/// Renders an Anthropic `usage` object: `input_tokens` is the uncached
+/// input only, cache reads and writes have fields of their own.
 pub fn emit_usage(u: &TokenUsage) -> Value {
     json!({
         "input_tokens": u.input.saturating_sub(u.cache_read + u.cache_creation),

@@ -203,7 +203,8 @@ pub enum Effort {
 }
 
 impl Effort {
-    /// Token budget used where a target wants a number (PROVIDERS.md §3.4).
+    /// Token budget used where a target wants a number (Anthropic's
+    /// `budget_tokens`, Gemini 2.5's `thinkingBudget`).
     pub fn budget(self) -> u64 {
         match self {
             Self::Low => 1024,
@@ -212,7 +213,7 @@ impl Effort {
         }
     }
 
-    /// Effort for a budget: <4096 low, <16384 medium, else high (§3.3).
+    /// Effort for a budget: <4096 low, <16384 medium, else high.
     pub fn from_budget(budget: u64) -> Self {
         if budget < 4096 {
             Self::Low
@@ -476,7 +477,7 @@ pub fn parse_data_uri(url: &str) -> Option<(String, String)> {
     Some((mime.to_string(), data.to_string()))
 }
 
-/// MIME type guessed from a file name or URL extension (§3.4 list).
+/// MIME type guessed from a file name or URL extension.
 pub fn mime_from_name(name: &str) -> Option<&'static str> {
     let path = name.split(['?', '#']).next().unwrap_or(name);
     let ext = path.rsplit_once('.')?.1.to_ascii_lowercase();
@@ -555,7 +556,7 @@ pub fn system_after_results(messages: &[Message]) -> Vec<Message> {
 }
 
 /// Splits `<thinking>…</thinking>` spans out of a text (OpenAI-family
-/// models that inline their reasoning, §3.7).
+/// models that inline their reasoning).
 pub fn split_thinking_tags(text: &str) -> Vec<Part> {
     const OPEN: &str = "<thinking>";
     const CLOSE: &str = "</thinking>";

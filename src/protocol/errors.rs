@@ -1,4 +1,7 @@
-//! Error bodies in each client protocol (PROVIDERS.md §2.6).
+//! Error bodies in each client protocol: OpenAI
+//! `{"error":{"message","type","code"}}`, Anthropic
+//! `{"type":"error","error":{"type","message"}}`, Gemini
+//! `{"error":{"code","message","status"}}`.
 //!
 //! Clients' SDKs decide retry and display from these shapes, so an error
 //! is always rendered in the client's dialect, never the upstream's,

@@ -2,7 +2,7 @@
 //! canonical model.
 //!
 //! Gemini differs from the other two in ways that need state: function
-//! calls carry no ids (so ids are synthesised by position, §3.6), tool
+//! calls carry no ids (so ids are synthesised by position), tool
 //! results must name the function (so emitters map ids back to names), and
 //! streamed calls must arrive whole (so the encoder accumulates argument
 //! fragments). Request fields are read in both camelCase and snake_case,
@@ -440,7 +440,8 @@ pub fn emit_request(req: &ChatRequest, model: &str) -> Value {
 
     let mut out = Map::new();
     if contents.is_empty() && !system.is_empty() {
-        // A lone system message is the prompt itself (§3.4).
+        // A lone system message is the prompt itself: Gemini wants at
+        // least one content.
         contents.push(json!({"role": "user", "parts": [{"text": system.join("\n")}]}));
     } else if !system.is_empty() {
         let parts: Vec<Value> = system.iter().map(|t| json!({"text": t})).collect();
@@ -545,7 +546,7 @@ pub fn parse_finish(s: &str) -> FinishReason {
     }
 }
 
-/// Canonical to Gemini `finishReason` (§3.9); tool use is `STOP`, never
+/// Canonical to Gemini `finishReason`; tool use is `STOP`, never
 /// the invalid `TOOL_CALLS`.
 pub fn finish_name(r: FinishReason) -> &'static str {
     match r {
@@ -556,7 +557,7 @@ pub fn finish_name(r: FinishReason) -> &'static str {
     }
 }
 
-/// Reads `usageMetadata`; output counts thoughts too (§3.10).
+/// Reads `usageMetadata`; output counts thoughts too.
 pub fn parse_usage(u: &Value) -> TokenUsage {
     let thoughts = as_u64(u.get("thoughtsTokenCount")).unwrap_or(0);
     TokenUsage {

@@ -1,5 +1,5 @@
-//! Model lists in each client protocol (PROVIDERS.md §2.12) and the local
-//! token estimate for `count_tokens` (§2.7).
+//! Model lists in each client protocol and the local token estimate for
+//! `count_tokens` (README, "Endpoints").
 
 use crate::protocol::Lookup as _;
 use serde_json::{Value, json};

@@ -1,8 +1,8 @@
 //! OpenAI chat completions: requests, answers and streams to and from the
 //! canonical model.
 //!
-//! The stream encoder is where OpenAI clients' expectations are enforced
-//! (PROVIDERS.md §2.5.1): one id per stream, `delta.role` on the first
+//! The stream encoder is where OpenAI clients' expectations are enforced:
+//! one id per stream, `delta.role` on the first
 //! chunk, tool-call indices counted from 0, usage only on the final chunk
 //! and exactly one `data: [DONE]` at the very end.
 
@@ -458,7 +458,8 @@ fn media_part(m: &Media) -> Value {
 }
 
 /// OpenAI rejects an assistant `tool_calls` id that no later `tool` message
-/// answers (§3.3 validation pass).
+/// answers, so such ids are removed, and `tool_calls` with them when none
+/// is left.
 fn drop_unanswered_calls(messages: &mut [Value]) {
     let answered: std::collections::HashSet<String> = messages
         .iter()
@@ -500,7 +501,7 @@ pub fn parse_finish(s: &str) -> FinishReason {
     }
 }
 
-/// Canonical to OpenAI `finish_reason` (§3.9).
+/// Canonical to OpenAI `finish_reason`.
 pub fn finish_name(r: FinishReason) -> &'static str {
     match r {
         FinishReason::Stop | FinishReason::StopSequence | FinishReason::Other => "stop",

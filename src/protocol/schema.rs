@@ -1,8 +1,7 @@
 //! Tool parameter schema cleaning per target.
 //!
 //! Clients send JSON Schema written for their own vendor; each target
-//! rejects different things (PROVIDERS.md §3.3, §3.5, §3.11). Cleaning is
-//! kept minimal on purpose: removing keywords changes what the model is
+//! rejects different things. Cleaning is kept minimal on purpose: removing keywords changes what the model is
 //! told, so only what is known to be rejected goes.
 
 use serde_json::{Map, Value};

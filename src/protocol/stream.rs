@@ -2,11 +2,11 @@
 //!
 //! Cross-family streams run upstream event → canonical [`StreamEvent`]s →
 //! client encoder, each side a small state machine owned by this stream
-//! only (§3.1: converters must not share state across streams). Same-family
-//! streams skip the canonical model and forward each event's JSON text
-//! untouched, but still own the framing: the client must see a well-formed
-//! stream even when the upstream duplicated, omitted or truncated its own
-//! terminators.
+//! only, since concurrent streams must never see each other's state.
+//! Same-family streams skip the canonical model and forward each event's
+//! JSON text untouched, but still own the framing: the client must see a
+//! well-formed stream even when the upstream duplicated, omitted or
+//! truncated its own terminators.
 //!
 //! Lifecycle: `event`* → (`end` | `fail`) → `close`. After `close` nothing
 //! more is written.
@@ -515,7 +515,7 @@ impl Mode {
 
     /// The upstream's body ended. A stream the upstream did not end itself
     /// was cut off: the client gets an in-band error rather than an answer
-    /// that looks complete (SPEC §8, truncated upstream streams).
+    /// that looks complete.
     /// Returns false when the stream was cut off (and an error was sent).
     pub fn finish(&mut self, usage: &mut TokenUsage, out: &mut Vec<u8>) -> bool {
         if !self.upstream_ended() {

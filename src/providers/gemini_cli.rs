@@ -1,5 +1,5 @@
 //! gemini-cli: Google Code Assist (`cloudcode-pa.googleapis.com`) with the
-//! OAuth login of the Gemini CLI (PROVIDERS.md §4.3).
+//! OAuth login of the Gemini CLI.
 //!
 //! The gateway hands us a plain Gemini `generateContent` body; Code Assist
 //! wants it wrapped as `{"model", "project", "request"}` and answers with
@@ -293,7 +293,10 @@ fn thinks(model: &str) -> bool {
         || model.ends_with("-thinking")
 }
 
-/// The Code Assist body for a Gemini request (PROVIDERS.md §4.3.4).
+/// The Code Assist body for a Gemini request: `{model, project, request}`,
+/// the request without `model`, with `systemInstruction` spelt so and a
+/// `user` role wherever one is missing, and `includeThoughts` set when a
+/// thinking model is asked to think.
 pub fn wrap_request(body: &[u8], model: &str, project: &str) -> Result<Value, String> {
     let mut request: Value =
         serde_json::from_slice(body).map_err(|e| format!("Invalid JSON in request body: {e}"))?;

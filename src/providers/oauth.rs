@@ -2,7 +2,7 @@
 //!
 //! Each provider reads a JSON file written by another tool's login (Gemini
 //! CLI, Kiro IDE, Qwen Code) and keeps its access token fresh. The rules,
-//! the same for all three (PROVIDERS.md §7):
+//! the same for all three:
 //!
 //! * refresh proactively when less than [`REFRESH_MARGIN_MS`] remain, and
 //!   once when the upstream rejects the token (401, or 403 for Kiro);

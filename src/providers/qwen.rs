@@ -1,5 +1,5 @@
 //! qwen-api: Qwen's OpenAI-compatible chat API with the OAuth login of
-//! Qwen Code (PROVIDERS.md §4.5).
+//! Qwen Code.
 //!
 //! Requests get the dummy `ext` function tool Qwen Code sends (the model
 //! otherwise emits stray tokens in streams); any call of it is removed
@@ -110,8 +110,8 @@ pub struct Prepared {
     pub web_search: bool,
 }
 
-/// Maps built-in tools to DashScope switches and adds the dummy `ext`
-/// tool (PROVIDERS.md §4.5.3, §4.5.5).
+/// Maps built-in tools to DashScope switches and, with `ext_tool`, puts
+/// the dummy `ext` function tool first in `tools` (created if absent).
 pub fn prepare(body: &mut Value, ext_tool: bool) -> Prepared {
     let mut done = Prepared::default();
     let Some(obj) = body.as_object_mut() else {

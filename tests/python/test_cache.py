@@ -1,4 +1,4 @@
-"""The response cache seen from the SDKs (SPEC §3), on by default.
+"""The response cache seen from the SDKs, on by default (README, "Response cache").
 
 An identical non-streamed request is answered from the cache (``X-Cache:
 HIT``, the upstream called once, the same answer); a different request, a

@@ -1,5 +1,4 @@
-//! kiro-api: Claude through the Kiro IDE's login to AWS CodeWhisperer / Q
-//! (PROVIDERS.md §4.4).
+//! kiro-api: Claude through the Kiro IDE's login to AWS CodeWhisperer / Q.
 //!
 //! The gateway hands us an Anthropic Messages body; [`request`] turns it
 //! into Kiro's `generateAssistantResponse` body, and [`response`] turns
@@ -58,7 +57,9 @@ pub enum Method {
     Generic,
 }
 
-/// Which form `creds` is in (PROVIDERS.md §4.4.1).
+/// Which form `creds` is in: generic with `token_url` and
+/// `refresh_token`; else social when `authMethod` says so, or is absent
+/// and there is no `clientId`; else Builder ID / IdC.
 pub fn method(creds: &Value) -> Method {
     if creds["token_url"].is_string() && creds["refresh_token"].is_string() {
         return Method::Generic;

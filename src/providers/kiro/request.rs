@@ -1,10 +1,10 @@
-//! Anthropic Messages body → Kiro `generateAssistantResponse` body
-//! (PROVIDERS.md §4.4.4). Kiro rejects with "Improperly formed request."
-//! whatever breaks its shape rules, so each rule is applied here:
-//! alternating history ending with an assistant turn, a user
-//! `currentMessage`, no empty contents, no nulls or empty collections,
-//! tool results deduplicated, long tool names shortened (and mapped back
-//! in answers). No prompt is added beyond the thinking switch tags.
+//! Anthropic Messages body → Kiro `generateAssistantResponse` body.
+//! Kiro rejects with "Improperly formed request." whatever breaks its
+//! shape rules, so each rule is applied here: alternating history ending
+//! with an assistant turn, a user `currentMessage`, no empty contents, no
+//! nulls or empty collections, tool results deduplicated, long tool names
+//! shortened (and mapped back in answers). No prompt is added beyond the
+//! thinking switch tags.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -14,7 +14,9 @@ use serde_json::{Map, Value, json};
 const MAX_TOOL_NAME: usize = 64;
 /// Longest tool description Kiro accepts.
 const MAX_TOOL_DESCRIPTION: usize = 9216;
-/// Thinking budget bounds and default (§4.4.7).
+/// `budget_tokens` is clamped to these bounds for Kiro's
+/// `<max_thinking_length>` tag; the default stands in when it is missing
+/// or invalid.
 const THINKING_MIN: u64 = 1024;
 const THINKING_MAX: u64 = 24576;
 const THINKING_DEFAULT: u64 = 20000;
@@ -452,7 +454,10 @@ pub fn build(
     })
 }
 
-/// Tool specifications of the current message (§4.4.4 rule 12).
+/// Tool specifications of the current message: web-search tools dropped
+/// (Kiro has none), long names shortened (`aliases` maps them back), long
+/// descriptions cut, and a do-nothing placeholder when the history uses
+/// tools but none is left.
 fn tools(
     declared: Option<&Value>,
     aliases: &mut HashMap<String, String>,

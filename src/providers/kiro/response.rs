@@ -1,5 +1,5 @@
-//! Kiro's binary event stream → Anthropic Messages events
-//! (PROVIDERS.md §4.4.5–4.4.8).
+//! Kiro's binary event stream (AWS event-stream framing) → Anthropic
+//! Messages events.
 //!
 //! [`Machine`] turns decoded event-stream messages into Anthropic stream
 //! events (`message_start`, content blocks, `message_delta`,

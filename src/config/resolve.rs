@@ -1,0 +1,529 @@
+//! Turning the merged [`Layer`] into a [`Config`]: one parser per key,
+//! every problem collected with the key and source that caused it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::layer::{Layer, Source, Value};
+use super::*;
+use crate::provider_kind::ProviderKind;
+
+/// Turns the merged layer into a [`Config`], collecting problems.
+pub(super) struct Resolver {
+    pub(super) layer: Layer,
+    pub(super) problems: Vec<String>,
+}
+
+/// Largest value for byte sizes.
+const MAX_BYTES: u64 = usize::MAX as u64;
+
+impl Resolver {
+    fn problem(&mut self, path: &str, source: &Source, message: impl fmt::Display) {
+        self.problems
+            .push(format!("{}: {message}", source.describe(path)));
+    }
+
+    /// The single text value of `path`, if set.
+    fn text(&mut self, path: &str) -> Option<(String, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        match setting.value {
+            Value::Text(text) => Some((text, setting.source)),
+            _ => {
+                self.problem(path, &setting.source, "expected a single value");
+                None
+            }
+        }
+    }
+
+    /// Parses `path` with `parse`, or returns `default` when it is unset
+    /// or invalid (recording the problem).
+    fn value<T>(
+        &mut self,
+        path: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        let Some((text, source)) = self.text(path) else {
+            return default;
+        };
+        match parse(&text) {
+            Ok(value) => value,
+            Err(message) => {
+                self.problem(path, &source, message);
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, default: Duration) -> Duration {
+        self.value(path, default, parse::duration)
+    }
+
+    /// A duration that must be greater than zero (timeouts).
+    fn timeout(&mut self, path: &str, default: Duration) -> Duration {
+        self.value(path, default, |t| match parse::duration(t)? {
+            d if d.is_zero() => Err("must be greater than zero".to_owned()),
+            d => Ok(d),
+        })
+    }
+
+    fn size(&mut self, path: &str, default: usize, max: u64) -> usize {
+        self.value(path, default, |t| {
+            parse::integer(t, 1, max).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        })
+    }
+
+    /// A switch: off unless a source turns it on.
+    fn boolean(&mut self, path: &str) -> bool {
+        self.value(path, false, parse::boolean)
+    }
+
+    /// A list of keys (`api_key`, `admin_api_key`); empty items dropped.
+    fn keys(&mut self, path: &str) -> Vec<Secret> {
+        self.list(path)
+            .map(|(keys, _)| keys.into_iter().map(Secret::new).collect())
+            .unwrap_or_default()
+    }
+
+    fn secret(&mut self, path: &str) -> Option<Secret> {
+        self.value(path, None, |t| Ok((!t.is_empty()).then(|| Secret::new(t))))
+    }
+
+    /// A list key: YAML list or comma-separated text; items trimmed,
+    /// empty items dropped.
+    fn list(&mut self, path: &str) -> Option<(Vec<String>, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        let items: Vec<String> = match setting.value {
+            Value::Text(text) => text.split(',').map(str::to_owned).collect(),
+            Value::List(items) => items,
+            Value::Map(_) => {
+                self.problem(path, &setting.source, "expected a list");
+                return None;
+            }
+        };
+        let items = items
+            .into_iter()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect();
+        Some((items, setting.source))
+    }
+
+    /// A map key: YAML mapping, or `k=v,k=v` text.
+    fn map(&mut self, path: &str) -> Option<(Vec<(String, String)>, Source)> {
+        let setting = self.layer.get(path)?.clone();
+        let entries = match setting.value {
+            Value::Map(entries) => entries,
+            Value::Text(text) => {
+                let mut entries = Vec::new();
+                for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    match item.split_once('=') {
+                        Some((k, v)) => entries.push((k.trim().to_owned(), v.trim().to_owned())),
+                        None => self.problem(
+                            path,
+                            &setting.source,
+                            format!("{item:?} is not name=value"),
+                        ),
+                    }
+                }
+                entries
+            }
+            Value::List(_) => {
+                self.problem(
+                    path,
+                    &setting.source,
+                    "expected a mapping of model to provider",
+                );
+                return None;
+            }
+        };
+        Some((entries, setting.source))
+    }
+
+    fn providers(&mut self) -> Vec<ProviderKind> {
+        let Some((names, source)) = self.list("model_providers") else {
+            return vec![DEFAULT_MODEL_PROVIDER];
+        };
+        let mut providers = Vec::new();
+        let before = self.problems.len();
+        for name in names {
+            match name.parse::<ProviderKind>() {
+                Ok(kind) if providers.contains(&kind) => {
+                    self.problem(
+                        "model_providers",
+                        &source,
+                        format!("{kind} is listed twice"),
+                    );
+                }
+                Ok(kind) => providers.push(kind),
+                Err(message) => self.problem("model_providers", &source, message),
+            }
+        }
+        if providers.is_empty() && self.problems.len() == before {
+            self.problem(
+                "model_providers",
+                &source,
+                "must name at least one provider",
+            );
+        }
+        if providers.is_empty() {
+            providers.push(DEFAULT_MODEL_PROVIDER);
+        }
+        providers
+    }
+
+    fn routes(&mut self, enabled: &[ProviderKind]) -> BTreeMap<String, ProviderKind> {
+        let mut routes = BTreeMap::new();
+        let Some((entries, source)) = self.map("model_routes") else {
+            return routes;
+        };
+        let names: Vec<&str> = enabled.iter().map(|p| p.name()).collect();
+        for (model, provider) in entries {
+            let star = model.find('*');
+            if model.is_empty() || star.is_some_and(|i| i + 1 != model.len()) {
+                self.problem(
+                    "model_routes",
+                    &source,
+                    format!("{model:?} is not a model name or a prefix ending in *"),
+                );
+                continue;
+            }
+            match provider.parse::<ProviderKind>() {
+                Ok(kind) if enabled.contains(&kind) => {
+                    routes.insert(model, kind);
+                }
+                Ok(kind) => self.problem(
+                    "model_routes",
+                    &source,
+                    format!(
+                        "{model:?} routes to {kind}, which is not enabled (model_providers: {})",
+                        names.join(", ")
+                    ),
+                ),
+                Err(message) => {
+                    self.problem("model_routes", &source, format!("{model:?}: {message}"))
+                }
+            }
+        }
+        routes
+    }
+
+    /// Type-checks the keys of features not built in this release and
+    /// returns the paths that were set.
+    fn pending(&mut self) -> Vec<String> {
+        let mut set = Vec::new();
+        for key in keys::KEYS {
+            let Some(check) = key.pending else { continue };
+            if self.layer.get(key.path).is_none() {
+                continue;
+            }
+            let before = self.problems.len();
+            if let keys::Check::HostPortList = check {
+                if let Some((items, source)) = self.list(key.path) {
+                    for item in items {
+                        if let Err(message) = parse::host_port(&item) {
+                            self.problem(key.path, &source, message);
+                        }
+                    }
+                }
+            } else {
+                self.value(key.path, (), |t| match check {
+                    keys::Check::Bool => parse::boolean(t).map(drop),
+                    keys::Check::Port => parse::port(t).map(drop),
+                    keys::Check::Duration => match parse::duration(t)? {
+                        d if d.is_zero() => Err("must be greater than zero".to_owned()),
+                        _ => Ok(()),
+                    },
+                    keys::Check::Int(min, max) => parse::integer(t, min, max).map(drop),
+                    keys::Check::HostPort => parse::host_port(t).map(drop),
+                    keys::Check::Url => parse::base_url(t).map(drop),
+                    keys::Check::NonEmpty => parse::non_empty(t).map(drop),
+                    keys::Check::OneOf(words) => parse::one_of(t, words).map(drop),
+                    keys::Check::Any | keys::Check::HostPortList => Ok(()),
+                });
+            }
+            if self.problems.len() == before {
+                set.push(key.path.to_owned());
+            }
+        }
+        set
+    }
+
+    fn path(&mut self, path: &str) -> Option<PathBuf> {
+        self.value(path, None, |t| {
+            parse::non_empty(t).map(|p| Some(PathBuf::from(p)))
+        })
+    }
+
+    fn url(&mut self, path: &str, default: &str) -> String {
+        self.value(path, default.to_owned(), parse::base_url)
+    }
+
+    /// The gemini-cli, kiro-api and qwen-api settings.
+    fn oauth_providers(&mut self) -> (GeminiConfig, KiroConfig, QwenConfig) {
+        let gemini = GeminiConfig {
+            oauth_creds_file: self.path("gemini.oauth_creds_file"),
+            project_id: self.value("gemini.project_id", None, |t| {
+                let id = parse::non_empty(t)?;
+                if id == "default" {
+                    return Err(
+                        "\"default\" is not a project id; leave it unset to discover \
+                                the account's project"
+                            .to_owned(),
+                    );
+                }
+                Ok(Some(id))
+            }),
+            base_url: self.url("gemini.base_url", DEFAULT_GEMINI_BASE_URL),
+            token_url: self.url("gemini.token_url", DEFAULT_GEMINI_TOKEN_URL),
+            client_id: self.value(
+                "gemini.client_id",
+                DEFAULT_GEMINI_CLIENT_ID.to_owned(),
+                parse::non_empty,
+            ),
+            client_secret: self
+                .secret("gemini.client_secret")
+                .unwrap_or_else(|| Secret::new(DEFAULT_GEMINI_CLIENT_SECRET)),
+        };
+        let mut model_map = BTreeMap::new();
+        if let Some((entries, source)) = self.map("kiro.model_map") {
+            for (from, to) in entries {
+                if from.is_empty() || to.trim().is_empty() {
+                    self.problem(
+                        "kiro.model_map",
+                        &source,
+                        format!("{from:?}: model names must not be empty"),
+                    );
+                } else {
+                    model_map.insert(from, to.trim().to_owned());
+                }
+            }
+        }
+        let kiro = KiroConfig {
+            oauth_creds_file: self.path("kiro.oauth_creds_file"),
+            base_url: self.url("kiro.base_url", DEFAULT_KIRO_BASE_URL),
+            refresh_url: self.url("kiro.refresh_url", DEFAULT_KIRO_REFRESH_URL),
+            refresh_idc_url: self.url("kiro.refresh_idc_url", DEFAULT_KIRO_REFRESH_IDC_URL),
+            version: self.value(
+                "kiro.version",
+                DEFAULT_KIRO_VERSION.to_owned(),
+                parse::non_empty,
+            ),
+            model_map,
+        };
+        let qwen = QwenConfig {
+            oauth_creds_file: self.path("qwen.oauth_creds_file"),
+            base_url: self.value("qwen.base_url", None, |t| parse::base_url(t).map(Some)),
+            token_url: self.url("qwen.token_url", DEFAULT_QWEN_TOKEN_URL),
+            ext_tool: self.value("qwen.ext_tool", DEFAULT_QWEN_EXT_TOOL, parse::boolean),
+        };
+        (gemini, kiro, qwen)
+    }
+
+    pub(super) fn resolve(&mut self) -> Config {
+        let host = self.value("host", DEFAULT_HOST, parse::host);
+        let port = self.value("port", DEFAULT_PORT, parse::port);
+        let listen = SocketAddr::new(host, port);
+        let api_keys = self.keys("api_key");
+        let admin_api_keys = self.keys("admin_api_key");
+        let insecure_no_auth = self.boolean("insecure_no_auth");
+        let cors_origins = self
+            .list("cors_origins")
+            .map(|(origins, _)| origins)
+            .unwrap_or_default();
+        let model_providers = self.providers();
+        let model_routes = self.routes(&model_providers);
+        let openai = OpenAiConfig {
+            api_key: self.secret("openai.api_key"),
+            base_url: self.value(
+                "openai.base_url",
+                DEFAULT_OPENAI_BASE_URL.to_owned(),
+                parse::base_url,
+            ),
+        };
+        let claude = ClaudeConfig {
+            api_key: self.secret("claude.api_key"),
+            base_url: self.value(
+                "claude.base_url",
+                DEFAULT_CLAUDE_BASE_URL.to_owned(),
+                parse::base_url,
+            ),
+        };
+        let mock = MockConfig {
+            chunk_delay: self.duration("mock.chunk_delay", DEFAULT_MOCK_CHUNK_DELAY),
+            latency: self.duration("mock.latency", DEFAULT_MOCK_LATENCY),
+        };
+        let (gemini, kiro, qwen) = self.oauth_providers();
+        let workers = self.value("workers", DEFAULT_WORKERS, |t| {
+            parse::integer(t, 1, 65536).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        });
+        let limits = Limits {
+            max_body_bytes: self.size("limits.max_body_bytes", DEFAULT_MAX_BODY_BYTES, MAX_BYTES),
+            max_header_bytes: self.size(
+                "limits.max_header_bytes",
+                DEFAULT_MAX_HEADER_BYTES,
+                MAX_BYTES,
+            ),
+            max_headers: self.size("limits.max_headers", DEFAULT_MAX_HEADERS, 65536),
+            header_timeout: self.timeout("limits.header_timeout", DEFAULT_HEADER_TIMEOUT),
+            body_timeout: self.timeout("limits.body_timeout", DEFAULT_BODY_TIMEOUT),
+            idle_timeout: self.timeout("limits.idle_timeout", DEFAULT_IDLE_TIMEOUT),
+            send_timeout: self.timeout("limits.send_timeout", DEFAULT_SEND_TIMEOUT),
+            queue_timeout: self.timeout("limits.queue_timeout", DEFAULT_QUEUE_TIMEOUT),
+            max_connections: self.size("limits.max_connections", DEFAULT_MAX_CONNECTIONS, 1 << 20),
+        };
+        let upstream = Upstream {
+            connect_timeout: self
+                .timeout("upstream.connect_timeout", DEFAULT_UPSTREAM_CONNECT_TIMEOUT),
+            timeout: self.timeout("upstream.timeout", DEFAULT_UPSTREAM_TIMEOUT),
+            idle_timeout: self.timeout("upstream.idle_timeout", DEFAULT_UPSTREAM_IDLE_TIMEOUT),
+            max_retries: self.value("upstream.max_retries", DEFAULT_REQUEST_MAX_RETRIES, |t| {
+                parse::integer(t, 0, 100).map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+            }),
+            base_delay: self.duration("upstream.base_delay", DEFAULT_REQUEST_BASE_DELAY),
+            stream_keepalive: self.duration("upstream.stream_keepalive", DEFAULT_STREAM_KEEPALIVE),
+        };
+        let shutdown_timeout = self.duration("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT);
+        let log = LogConfig {
+            level: self.value("log.level", DEFAULT_LOG_LEVEL, |t| {
+                match parse::one_of(&t.to_ascii_lowercase(), &["error", "warn", "info", "debug"])
+                    .map_err(|_| format!("{t:?} is not one of error, warn, info, debug"))?
+                    .as_str()
+                {
+                    "error" => Ok(LogLevel::Error),
+                    "warn" => Ok(LogLevel::Warn),
+                    "debug" => Ok(LogLevel::Debug),
+                    _ => Ok(LogLevel::Info),
+                }
+            }),
+            format: self.value("log.format", DEFAULT_LOG_FORMAT, |t| {
+                match t.trim().to_ascii_lowercase().as_str() {
+                    "text" => Ok(LogFormat::Text),
+                    "json" => Ok(LogFormat::Json),
+                    _ => Err(format!("{t:?} is not one of text, json")),
+                }
+            }),
+            prompts: self.boolean("log.prompts"),
+        };
+        let cache = CacheConfig {
+            enabled: self.value("cache.enabled", DEFAULT_CACHE_ENABLED, parse::boolean),
+            max_size_mb: self.value("cache.max_size_mb", DEFAULT_CACHE_MAX_SIZE_MB, |t| {
+                parse::integer(t, 1, 1 << 20)
+            }),
+            ttl: self.value("cache.ttl_seconds", DEFAULT_CACHE_TTL, |t| {
+                parse::integer(t, 0, 365 * 24 * 3600).map(Duration::from_secs)
+            }),
+            scope: self.value("cache.scope", DEFAULT_CACHE_SCOPE, |t| match parse::one_of(
+                t,
+                &["shared", "per_key"],
+            )?
+            .as_str()
+            {
+                "per_key" => Ok(CacheScope::PerKey),
+                _ => Ok(CacheScope::Shared),
+            }),
+        };
+        let redis_addr = self.value("redis.addr", None, |t| {
+            let t = t.trim();
+            if t.starts_with("redis://") || t.starts_with("rediss://") {
+                Ok(Some(t.to_owned()))
+            } else {
+                parse::host_port(t).map(Some)
+            }
+        });
+        let redis_password = self.secret("redis.password");
+        let redis_db = self.value("redis.db", DEFAULT_REDIS_DB, |t| {
+            parse::integer(t, 0, 65535)
+        });
+        let redis = redis_addr.map(|addr| RedisConfig {
+            addr,
+            password: redis_password,
+            db: redis_db,
+        });
+        let metrics = MetricsConfig {
+            enabled: self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean),
+            port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
+        };
+        let pending_features = self.pending();
+
+        // Rules across keys.
+        if metrics.port.is_some_and(|p| p != 0 && p == port) {
+            self.problems.push(format!(
+                "metrics.port: {port} is the main port too; choose another port or leave it unset"
+            ));
+        }
+        for (kind, has_key, flag, path) in [
+            (
+                ProviderKind::OpenAiCustom,
+                openai.api_key.is_some(),
+                "--openai-api-key",
+                "openai.api_key",
+            ),
+            (
+                ProviderKind::ClaudeCustom,
+                claude.api_key.is_some(),
+                "--claude-api-key",
+                "claude.api_key",
+            ),
+        ] {
+            if model_providers.contains(&kind) && !has_key {
+                self.problems.push(format!(
+                    "{kind} is enabled but has no API key; set {flag} ({} or {path} in the config file)",
+                    keys::env_name(path)
+                ));
+            }
+        }
+
+        let config = Config {
+            listen,
+            api_keys,
+            admin_api_keys,
+            insecure_no_auth,
+            cors_origins,
+            model_providers,
+            model_routes,
+            openai,
+            claude,
+            mock,
+            gemini,
+            kiro,
+            qwen,
+            workers,
+            limits,
+            upstream,
+            shutdown_timeout,
+            log,
+            cache,
+            redis,
+            metrics,
+            config_file: None,
+            pending_features,
+            warnings: Vec::new(),
+        };
+        if config.leaves_listener_open(listen) {
+            self.problems.push(format!(
+                "refusing to listen on {listen} without --api-key; pass --insecure-no-auth to allow"
+            ));
+        }
+        config
+    }
+}
+
+impl Default for Config {
+    /// The built-in defaults: what [`Config::load`] gives with no config
+    /// file, no environment and no flags (mock provider, loopback, no
+    /// keys). Resolving an empty layer keeps the defaults in one place,
+    /// the resolver's fallbacks.
+    fn default() -> Self {
+        let mut resolver = Resolver {
+            layer: Layer::default(),
+            problems: Vec::new(),
+        };
+        let config = resolver.resolve();
+        debug_assert!(resolver.problems.is_empty(), "{:?}", resolver.problems);
+        config
+    }
+}

@@ -1,0 +1,126 @@
+//! The validated sections of [`super::Config`] that are not provider
+//! settings: logging, client limits, upstream calls, cache, Redis and
+//! metrics.
+
+use std::time::Duration;
+
+use super::Secret;
+
+/// Log verbosity (`--log-level`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Only errors.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Access log lines and lifecycle events (default).
+    Info,
+    /// Diagnostics.
+    Debug,
+}
+
+/// Log line format (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `key=value` pairs (default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging settings (`log:`).
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// Verbosity, default `info`.
+    pub level: LogLevel,
+    /// Line format, default `text`.
+    pub format: LogFormat,
+    /// Log prompts and answers (off by default: they may be confidential).
+    pub prompts: bool,
+}
+
+/// Limits on what a client may send (`limits:`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `--max-body-bytes`, default [`DEFAULT_MAX_BODY_BYTES`](super::DEFAULT_MAX_BODY_BYTES).
+    pub max_body_bytes: usize,
+    /// `--max-header-bytes`, default [`DEFAULT_MAX_HEADER_BYTES`](super::DEFAULT_MAX_HEADER_BYTES).
+    pub max_header_bytes: usize,
+    /// `limits.max_headers`, default [`DEFAULT_MAX_HEADERS`](super::DEFAULT_MAX_HEADERS).
+    pub max_headers: usize,
+    /// `--header-timeout`, default [`DEFAULT_HEADER_TIMEOUT`](super::DEFAULT_HEADER_TIMEOUT).
+    pub header_timeout: Duration,
+    /// `--body-timeout`, default [`DEFAULT_BODY_TIMEOUT`](super::DEFAULT_BODY_TIMEOUT).
+    pub body_timeout: Duration,
+    /// `--idle-timeout`, default [`DEFAULT_IDLE_TIMEOUT`](super::DEFAULT_IDLE_TIMEOUT).
+    pub idle_timeout: Duration,
+    /// `--send-timeout`, default [`DEFAULT_SEND_TIMEOUT`](super::DEFAULT_SEND_TIMEOUT).
+    pub send_timeout: Duration,
+    /// `--queue-timeout`, default [`DEFAULT_QUEUE_TIMEOUT`](super::DEFAULT_QUEUE_TIMEOUT).
+    pub queue_timeout: Duration,
+    /// `--max-connections`, default [`DEFAULT_MAX_CONNECTIONS`](super::DEFAULT_MAX_CONNECTIONS).
+    pub max_connections: usize,
+}
+
+/// How upstream providers are called (`upstream:`).
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    /// `--upstream-connect-timeout`.
+    pub connect_timeout: Duration,
+    /// `--upstream-timeout`: time to the first byte of the response.
+    pub timeout: Duration,
+    /// `--upstream-idle-timeout`: longest gap between streamed chunks.
+    pub idle_timeout: Duration,
+    /// `--request-max-retries`.
+    pub max_retries: u32,
+    /// `--request-base-delay`.
+    pub base_delay: Duration,
+    /// `--stream-keepalive`: upstream silence after which a stream gets a
+    /// keep-alive; zero turns them off.
+    pub stream_keepalive: Duration,
+}
+
+/// Who shares a cached answer (`cache.scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheScope {
+    /// One cache for every client key (default): the most hits, but a
+    /// key holder can tell from `X-Cache: HIT` that someone asked the
+    /// same question before.
+    Shared,
+    /// Answers are cached per client key: no key learns anything about
+    /// another's requests, at the cost of hits across keys.
+    PerKey,
+}
+
+/// Response cache settings (`cache:`).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    /// `--cache-enabled`, default true.
+    pub enabled: bool,
+    /// `--cache-max-size`: memory tier capacity in MB.
+    pub max_size_mb: u64,
+    /// `--cache-ttl`: how long an answer stays valid.
+    pub ttl: Duration,
+    /// `--cache-scope`, default [`CacheScope::Shared`].
+    pub scope: CacheScope,
+}
+
+/// Shared Redis cache tier (`redis:`); present only when `redis.addr` is set.
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// `--redis-addr`: `host:port` or a `redis://` URL.
+    pub addr: String,
+    /// `--redis-password`.
+    pub password: Option<Secret>,
+    /// `--redis-db`.
+    pub db: u64,
+}
+
+/// Prometheus metrics settings (`metrics:`).
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// `--metrics-enabled`, default true: `/metrics` and `/dashboard`.
+    pub enabled: bool,
+    /// `--metrics-port`: an extra listener serving only `/metrics`.
+    pub port: Option<u16>,
+}
