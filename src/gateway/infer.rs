@@ -144,9 +144,9 @@ impl Gateway {
         } = call;
         let (body, info, model) = probe(client, &req.body, path_model)?;
         let stream = info.stream || path_stream;
-        out.log.model = Some(model.clone());
+        out.log.set("model", model.clone());
         let kind = select(state, prefix, req, &model)?;
-        out.log.provider = Some(kind.name());
+        out.log.set("provider", kind.name());
         let instance = state.registry.pick(kind).ok_or_else(|| {
             Failure::new(503, format!("Provider {kind} has no available instance."))
         })?;
@@ -236,10 +236,11 @@ impl Gateway {
             Outcome::Miss => "MISS",
             Outcome::Bypass => "BYPASS",
         };
-        out.log.note = Some(match out.log.note.take() {
+        let note = match out.log.get("note") {
             Some(note) => format!("cache={x_cache} {note}"),
             None => format!("cache={x_cache}"),
-        });
+        };
+        out.log.set("note", note);
         let mut headers = vec![
             ("Content-Type", entry.content_type.as_str()),
             ("X-Cache", x_cache),
@@ -335,7 +336,8 @@ impl Gateway {
         let resp = self.call_with_retries(state, p)?;
         if resp.status >= 400 {
             let entry = relay_error(p, resp);
-            out.log.note = Some(format!("upstream_status={}", entry.status));
+            out.log
+                .set("note", format!("upstream_status={}", entry.status));
             let mut headers = vec![("Content-Type", "application/json")];
             if let Some(r) = entry.retry_after.as_deref() {
                 headers.push(("Retry-After", r));
@@ -407,7 +409,7 @@ impl Gateway {
                 Err(RecvTimeoutError::Timeout) => {
                     converter.keepalive(&mut pending);
                     if writer.send(&pending).is_err() {
-                        out.log.note = Some("client_disconnected".into());
+                        out.log.set("note", "client_disconnected");
                         return Ok(());
                     }
                     pending.clear();
@@ -436,7 +438,7 @@ impl Gateway {
                         if writer.send(&pending).is_err() {
                             // The client left: dropping `upstream` closes the
                             // upstream connection and stops generation.
-                            out.log.note = Some("client_disconnected".into());
+                            out.log.set("note", "client_disconnected");
                             return Ok(());
                         }
                         pending.clear();
@@ -470,12 +472,15 @@ impl Gateway {
         if writer.send(&pending).is_ok() {
             let _ = writer.finish();
         }
-        out.log.note = Some(format!(
-            "cache=BYPASS tokens_in={} tokens_out={}{}",
-            usage.prompt,
-            usage.completion,
-            out_note.map(|n| format!(" {n}")).unwrap_or_default()
-        ));
+        out.log.set(
+            "note",
+            format!(
+                "cache=BYPASS tokens_in={} tokens_out={}{}",
+                usage.prompt,
+                usage.completion,
+                out_note.map(|n| format!(" {n}")).unwrap_or_default()
+            ),
+        );
         Ok(())
     }
 

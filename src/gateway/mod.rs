@@ -28,7 +28,7 @@ use crate::metrics::{Metrics, MetricsOptions};
 use crate::protocol::{self, Protocol};
 use crate::providers::{ProviderKind, Registry};
 use crate::routing::{self, Route};
-use crate::server::{Handler, Head, Rejection, Request, Responder, ResponseState};
+use crate::server::{Exchange, Handler, Head, Rejection, Request, Responder, ResponseState};
 
 /// The gateway: a [`Handler`] over the provider registry.
 pub struct Gateway {
@@ -327,33 +327,33 @@ impl Handler for Gateway {
             if out.state() != ResponseState::Pending {
                 return;
             }
-            out.log.note.get_or_insert_with(|| failure.message.clone());
+            if out.log.get("note").is_none() {
+                out.log.set("note", failure.message.clone());
+            }
             let body = protocol::error_body(proto, failure.status, &failure.message);
             let _ = out.send_json(failure.status, &[], &body);
         }
     }
 
-    fn log(&self, req: &Request, out: &Responder<'_>, elapsed: Duration) {
-        let route = if out.log.route.is_empty() {
+    fn log(&self, req: &Request, exchange: &Exchange, elapsed: Duration) {
+        let route = if exchange.fields.route.is_empty() {
             "-"
         } else {
-            out.log.route
+            exchange.fields.route
         };
         self.log_exchange(
             req.method(),
             route,
-            out.logged_status(),
-            out.bytes(),
+            exchange.status,
+            exchange.bytes,
             elapsed,
-            &out.log,
+            &exchange.fields,
         );
     }
 
     fn log_rejected(&self, head: &Head, rejection: &Rejection) {
-        let note = crate::server::LogFields {
-            note: Some("refused before the body".into()),
-            ..Default::default()
-        };
+        let mut note = crate::server::LogFields::default();
+        note.set("note", "refused before the body");
         self.log_exchange(
             head.method(),
             rejection.route,
@@ -389,14 +389,10 @@ impl Gateway {
             ("duration", Field::Secs(elapsed.as_secs_f64())),
             ("bytes", Field::Num(bytes)),
         ];
-        if let Some(p) = facts.provider {
-            fields.push(("provider", Field::Str(p)));
-        }
-        if let Some(m) = facts.model.as_deref() {
-            fields.push(("model", Field::Str(m)));
-        }
-        if let Some(n) = facts.note.as_deref() {
-            fields.push(("note", Field::Str(n)));
+        for key in ["provider", "model", "note"] {
+            if let Some(value) = facts.get(key) {
+                fields.push((key, Field::Str(value)));
+            }
         }
         log::event(LogLevel::Info, "request", &fields);
     }

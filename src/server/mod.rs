@@ -33,7 +33,7 @@ use mio::Waker;
 
 pub use listen::{bind, open_files_limit};
 pub use request::{Head, Request, RequestError};
-pub use response::{ChunkWriter, LogFields, Responder, ResponseState};
+pub use response::{ChunkWriter, Exchange, LogFields, Responder, ResponseState};
 pub use upgrade::{Flow, Link, Outbound, Upgraded};
 
 use poller::{Conn, Poller};
@@ -53,8 +53,9 @@ pub trait Handler: Send + Sync + 'static {
     /// gets a 500 (or a closed stream) and the worker lives on.
     fn handle(&self, req: &Request, out: &mut Responder<'_>);
 
-    /// Called once per finished exchange, for access logging.
-    fn log(&self, _req: &Request, _out: &Responder<'_>, _elapsed: Duration) {}
+    /// Called once per finished exchange, for access logging, after the
+    /// connection went back to the poller.
+    fn log(&self, _req: &Request, _exchange: &Exchange, _elapsed: Duration) {}
 
     /// Called for a head refused by [`Handler::screen`], for access logging.
     fn log_rejected(&self, _head: &Head, _rejection: &Rejection) {}
@@ -162,6 +163,8 @@ struct Shared {
     in_flight: AtomicUsize,
     /// Client connections open, wherever they are.
     open: Arc<AtomicUsize>,
+    /// Keep-alive connections waiting for their next request.
+    keep_alive_idle: AtomicUsize,
     returns: Sender<Returned>,
     /// Messages for upgraded connections, from any thread.
     links: Sender<(upgrade::ConnId, upgrade::LinkMessage)>,
@@ -273,6 +276,7 @@ impl Server {
             idle: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             open: Arc::new(AtomicUsize::new(0)),
+            keep_alive_idle: AtomicUsize::new(0),
             returns: return_tx,
             links: link_tx,
             waker,
@@ -316,6 +320,12 @@ impl Server {
     /// Client connections open right now.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(Ordering::Relaxed)
+    }
+
+    /// Keep-alive connections waiting for their next request (nginx's
+    /// "waiting").
+    pub fn idle_connections(&self) -> usize {
+        self.shared.keep_alive_idle.load(Ordering::Relaxed)
     }
 
     /// Whether a shutdown has begun.
@@ -380,19 +390,28 @@ impl Server {
 fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
     while let Ok(job) = jobs.recv() {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
-        let returned = serve(shared, job);
-        shared.idle.fetch_add(1, Ordering::SeqCst);
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let (returned, finished) = serve(shared, job);
+        // The connection goes back before the log line is written: its
+        // next request need not wait for the log.
         if let Some(returned) = returned
             && shared.returns.send(returned).is_ok()
         {
             let _ = shared.waker.wake();
         }
+        if let Some((req, exchange)) = finished {
+            shared.handler.log(&req, &exchange, req.received.elapsed());
+        }
+        shared.idle.fetch_add(1, Ordering::SeqCst);
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
-/// Serves one request; says what becomes of the connection.
-fn serve(shared: &Shared, job: Job) -> Option<Returned> {
+/// A request served, and what the log needs of it.
+type Finished = (Request, Exchange);
+
+/// Serves one request; says what becomes of the connection, and what to
+/// log.
+fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
     let settings = &shared.settings;
     let Job {
         mut conn,
@@ -407,12 +426,12 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
             .set_write_timeout(Some(settings.send_timeout))
             .is_err()
     {
-        return None;
+        return (None, None);
     }
     // The poller's own output (a `100 Continue`) goes first.
     if !conn.out.is_empty() {
         if io::Write::write_all(&mut conn.stream, &conn.out).is_err() {
-            return None;
+            return (None, None);
         }
         conn.out.clear();
     }
@@ -425,7 +444,7 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
             "Retry-After: 1\r\n",
         );
         let _ = io::Write::write_all(&mut conn.stream, &answer);
-        return linger(conn);
+        return (linger(conn), None);
     }
     // (An HTTP/1.0 request with a chunked body is never kept alive: the
     // head parser says so, RFC 9112 §6.1.)
@@ -452,7 +471,7 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
     );
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
     if outcome.is_err() {
-        out.log.note = Some("panic".into());
+        out.log.set("note", "panic");
     }
     if out.state() == ResponseState::Pending {
         out.close_after();
@@ -465,30 +484,26 @@ fn serve(shared: &Shared, job: Job) -> Option<Returned> {
     let state = out.state();
     let keep = out.keep_alive() && outcome.is_ok();
     let upgraded = out.take_upgraded();
-    shared.handler.log(&req, &out, received.elapsed());
+    let exchange = out.exchange();
     drop(out);
-    match state {
-        ResponseState::Upgraded => {
-            let protocol = upgraded?;
-            if outcome.is_err() || conn.stream.set_nonblocking(true).is_err() {
-                return None;
-            }
+    let returned = match state {
+        ResponseState::Upgraded if outcome.is_ok() => upgraded.and_then(|protocol| {
+            conn.stream.set_nonblocking(true).ok()?;
             Some(Returned::Upgraded(conn, protocol))
-        }
+        }),
         // A write failed or timed out: nothing more may be sent, and a
-        // half-written answer must not be followed by another one.
-        ResponseState::Broken => None,
-        // A stream cut short by a panic has no end the client can see
-        // but the connection closing.
-        ResponseState::Streaming => None,
-        _ if keep => {
-            if conn.stream.set_nonblocking(true).is_err() {
-                return None;
-            }
-            Some(Returned::KeepAlive(conn))
-        }
+        // half-written answer must not be followed by another one. A
+        // stream cut short by a panic has no end the client can see but
+        // the connection closing.
+        ResponseState::Upgraded | ResponseState::Broken | ResponseState::Streaming => None,
+        _ if keep => conn
+            .stream
+            .set_nonblocking(true)
+            .ok()
+            .map(|()| Returned::KeepAlive(conn)),
         _ => linger(conn),
-    }
+    };
+    (returned, Some((req, exchange)))
 }
 
 fn linger(conn: Conn) -> Option<Returned> {

@@ -70,6 +70,12 @@ pub(super) struct Conn {
     scanned: usize,
     /// The write side was shut down (lingering close under way).
     write_shut: bool,
+    /// A request was served on it already (it is idle between requests,
+    /// not waiting for its first).
+    served: bool,
+    /// When its last request arrived (or it was accepted): the least
+    /// recently used idle connection is the first to make room.
+    last_used: Instant,
     _open: OpenGuard,
 }
 
@@ -239,9 +245,13 @@ impl Poller {
         }
     }
 
+    /// Closes keep-alive connections between requests; a connection still
+    /// waiting for its first request gets its answer (a 503 while
+    /// draining), so a client that connected just then is not reset.
     fn close_idle(&mut self) {
         for slot in 0..self.conns.len() {
-            if matches!(self.conns[slot].as_ref(), Some(c) if matches!(c.phase, Phase::Idle)) {
+            if matches!(self.conns[slot].as_ref(), Some(c) if c.served && matches!(c.phase, Phase::Idle))
+            {
                 self.close(slot);
             }
         }
@@ -281,6 +291,12 @@ impl Poller {
         }
         let _ = stream.set_nodelay(true);
         let max = self.shared.settings.max_connections;
+        if self.shared.open.load(Ordering::Relaxed) > max {
+            // Connections the workers just finished with are idle ones too.
+            while let Ok(returned) = self.returns.try_recv() {
+                self.adopt(returned);
+            }
+        }
         if self.shared.open.load(Ordering::Relaxed) > max && self.evict_idle(1) == 0 {
             // Every connection is busy: say so rather than queue without end.
             self.accept_warnings.warn(&format!(
@@ -304,6 +320,8 @@ impl Poller {
             deadline: Instant::now() + self.shared.settings.header_timeout,
             scanned: 0,
             write_shut: false,
+            served: false,
+            last_used: Instant::now(),
             _open: guard,
         };
         if let Some(slot) = self.insert(conn) {
@@ -321,7 +339,7 @@ impl Poller {
                 .iter()
                 .enumerate()
                 .filter_map(|(slot, c)| match c {
-                    Some(c) if matches!(c.phase, Phase::Idle) => Some((c.deadline, slot)),
+                    Some(c) if matches!(c.phase, Phase::Idle) => Some((c.last_used, slot)),
                     _ => None,
                 })
                 .min();
@@ -341,8 +359,10 @@ impl Poller {
                     return;
                 }
                 conn.scanned = 0;
+                conn.served = true;
                 if conn.buf.is_empty() {
                     conn.phase = Phase::Idle;
+                    self.shared.keep_alive_idle.fetch_add(1, Ordering::Relaxed);
                     conn.deadline = now + self.shared.settings.idle_timeout;
                 } else {
                     conn.phase = Phase::Head;
@@ -490,6 +510,9 @@ impl Poller {
                         return true;
                     }
                     if matches!(conn.phase, Phase::Idle) {
+                        if conn.served {
+                            self.shared.keep_alive_idle.fetch_sub(1, Ordering::Relaxed);
+                        }
                         conn.phase = Phase::Head;
                         conn.deadline = Instant::now() + settings.header_timeout;
                     }
@@ -587,6 +610,9 @@ impl Poller {
         let Some(mut conn) = self.take(slot) else {
             return;
         };
+        // The poller's own clock orders connections by their requests'
+        // arrival, which is what "least recently used" means to a client.
+        conn.last_used = Instant::now();
         let Phase::Body(pending) = std::mem::replace(&mut conn.phase, Phase::Idle) else {
             return;
         };
@@ -665,6 +691,9 @@ impl Poller {
 
     fn take(&mut self, slot: usize) -> Option<Conn> {
         let conn = self.conns.get_mut(slot)?.take()?;
+        if conn.served && matches!(conn.phase, Phase::Idle) {
+            self.shared.keep_alive_idle.fetch_sub(1, Ordering::Relaxed);
+        }
         let _ = self
             .poll
             .registry()

@@ -18,17 +18,43 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::upgrade::Upgraded;
 
-/// Facts about one exchange, filled in by the handler for the access log.
+/// Facts about one exchange for the access log, in the handler's words:
+/// the server knows only that there is a route template and named notes.
 #[derive(Debug, Default, Clone)]
 pub struct LogFields {
     /// Route template (`/v1/chat/completions`), never the raw path.
     pub route: &'static str,
-    /// Provider that served the request.
-    pub provider: Option<&'static str>,
-    /// Model the client asked for.
-    pub model: Option<String>,
-    /// Extra `key=value` facts (cache status, error kind).
-    pub note: Option<String>,
+    notes: Vec<(&'static str, String)>,
+}
+
+impl LogFields {
+    /// Sets note `key` (replacing an earlier value).
+    pub fn set(&mut self, key: &'static str, value: impl Into<String>) {
+        let value = value.into();
+        match self.notes.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, v)) => *v = value,
+            None => self.notes.push((key, value)),
+        }
+    }
+
+    /// Note `key`, if set.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.notes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A finished exchange as the server saw it, for the access log.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// The status sent, or 499 when the client went away first.
+    pub status: u16,
+    /// Body bytes the client was given.
+    pub bytes: u64,
+    /// What the handler noted.
+    pub fields: LogFields,
 }
 
 /// Where a response is in its life.
@@ -102,6 +128,15 @@ impl<'a> Responder<'a> {
             added: Vec::new(),
             upgraded: None,
             log: LogFields::default(),
+        }
+    }
+
+    /// The exchange as the access log needs it; takes the handler's notes.
+    pub(crate) fn exchange(&mut self) -> Exchange {
+        Exchange {
+            status: self.logged_status(),
+            bytes: self.bytes,
+            fields: std::mem::take(&mut self.log),
         }
     }
 
