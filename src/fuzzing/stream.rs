@@ -3,10 +3,15 @@
 use serde_json::Value;
 
 use crate::protocol::sse::decode_all;
-use crate::protocol::stream_check::{check, normalise, text};
+use crate::protocol::stream_check::{check, failure_reports, normalise, text};
 use crate::protocol::{GeminiFraming, Protocol, StreamConverter};
 
-const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const ALL: [Protocol; 4] = [
+    Protocol::OpenAi,
+    Protocol::Anthropic,
+    Protocol::Gemini,
+    Protocol::Responses,
+];
 const MODEL: &str = "client-model";
 
 /// Feeds `data` in pieces of the sizes `sizes` cycles through, with a
@@ -50,26 +55,32 @@ fn upstream_error(data: &[u8]) -> bool {
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return false;
         };
+        // Every Responses event's response object has `error: null`.
+        if let Some(ty) = v.get("type").and_then(Value::as_str)
+            && ty.starts_with("response.")
+        {
+            return ty == "response.failed";
+        }
         let v = v.get("response").filter(|r| r.is_object()).unwrap_or(&v);
         v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error")
     })
 }
 
 /// Input: one control byte (upstream family, client protocol, Gemini
-/// framing, whether the upstream fails), one byte steering the read
-/// sizes, then the upstream's SSE bytes.
+/// framing, whether the upstream fails: base 4, 4, 2, 2), one byte
+/// steering the read sizes, then the upstream's SSE bytes.
 pub fn stream_convert(data: &[u8]) {
     let [control, seed, ref upstream @ ..] = *data else {
         return;
     };
-    let from = ALL[usize::from(control) % 3];
-    let to = ALL[usize::from(control / 3) % 3];
-    let framing = if (control / 9) % 2 == 1 {
+    let from = ALL[usize::from(control) % 4];
+    let to = ALL[usize::from(control / 4) % 4];
+    let framing = if (control / 16) % 2 == 1 {
         GeminiFraming::JsonArray
     } else {
         GeminiFraming::Sse
     };
-    let fails = (control / 18) % 2 == 1;
+    let fails = (control / 32) % 2 == 1;
     let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
     let sent_error = upstream_error(upstream);
 
@@ -115,7 +126,7 @@ pub fn stream_convert(data: &[u8]) {
         c.feed(b"data: {}\n\n", &mut out);
         c.keepalive(&mut out);
         assert_eq!(out.len(), end, "{ctx}: nothing after the end");
-        let errors = text(&out).matches("upstream broke").count();
+        let errors = failure_reports(to, &out, "upstream broke");
         assert!(errors <= 1, "{ctx}: one error");
         check(
             from,

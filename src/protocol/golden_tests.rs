@@ -92,7 +92,7 @@ fn golden_conversions() {
         })
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 6, "one directory per conversion direction");
+    assert_eq!(dirs.len(), 12, "one directory per conversion direction");
     for dir in dirs {
         let name = dir
             .file_name()

@@ -478,6 +478,20 @@ fn check_responses(out: &str, ctx: &str, failed: bool) {
     );
 }
 
+/// How many times the client stream `out` of protocol `to` reports the
+/// failure `message`: Responses clients get it twice, in an `error` event
+/// and in the `response.failed` that ends the stream, which count as one.
+pub fn failure_reports(to: Protocol, out: &[u8], message: &str) -> usize {
+    let out = text(out);
+    if to != Protocol::Responses {
+        return out.matches(message).count();
+    }
+    decode_all(out.as_bytes())
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("response.failed") && e.data.contains(message))
+        .count()
+}
+
 /// Checks `out`, the bytes a `from` → `to` stream wrote to its client.
 pub fn check(
     from: Protocol,
