@@ -230,7 +230,7 @@ impl Gateway {
             return Err((proto, Failure::new(400, message)));
         }
         let result = match route {
-            Route::OpenAiChat | Route::AnthropicMessages => {
+            Route::OpenAiChat | Route::AnthropicMessages | Route::Responses => {
                 let call = infer::Call {
                     client: proto,
                     prefix,
@@ -329,6 +329,7 @@ fn client_protocol(route: &Route, req: &Request) -> Protocol {
         Route::AnthropicMessages | Route::AnthropicCountTokens => Protocol::Anthropic,
         Route::GeminiListModels | Route::GeminiGenerate { .. } => Protocol::Gemini,
         Route::OpenAiChat => Protocol::OpenAi,
+        Route::Responses => Protocol::Responses,
         _ => {
             if req.header("anthropic-version").is_some() {
                 Protocol::Anthropic
