@@ -20,7 +20,6 @@ upstream, and the route in /metrics.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ import pytest
 
 from oauth_upstreams import CodeAssistUpstream
 from support import (
-    API_KEY,
+    GEMINI_CLI_PROJECT,
     Gateway,
     WEATHER_SCHEMA,
     assert_upstream_call,
@@ -50,8 +49,6 @@ SYSTEM = "You are terse."
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Current weather for a city",
           "parameters": WEATHER_SCHEMA}]
 TOOL_RESULT = "sunny, 21C"
-PROJECT = "mock-project-responses"
-GEMINI_TOKEN = "ya29.responses-valid"
 
 
 @dataclass
@@ -77,37 +74,12 @@ class Target:
         return self.up.requests_to(path)
 
 
-@pytest.fixture(scope="module")
-def gemini_gateway(tmp_path_factory):
-    """A gateway with only gemini-cli, in front of a Code Assist mock, with
-    a credentials file whose token is still valid (no refresh)."""
-    up = CodeAssistUpstream(GEMINI_TOKEN, PROJECT)
-    creds = tmp_path_factory.mktemp("gemini") / "oauth_creds.json"
-    creds.write_text(json.dumps({
-        "access_token": GEMINI_TOKEN, "refresh_token": "1//gemini-refresh",
-        "token_type": "Bearer", "expiry_date": int(time.time() * 1000) + 3_600_000}))
-    creds.chmod(0o600)
-    gw = Gateway(["--api-key", API_KEY, "--model-provider", "gemini-cli",
-                  "--gemini-oauth-creds-file", str(creds), "--project-id", PROJECT,
-                  "--gemini-base-url", up.root, "--cache-enabled=false",
-                  "--request-max-retries", "0"], "responses-gemini-gateway")
-    yield gw, up
-    rc = gw.stop()
-    up.close()
-    assert rc == 0, f"aiproxy exited with {rc}:\n{gw.stderr()[-4000:]}"
-
-
 @pytest.fixture(params=PROVIDERS)
-def target(request, gw, upstreams, gemini_gateway) -> Target:
+def target(request, gw, upstreams, gemini_cli) -> Target:
     provider = request.param
     if provider == "gemini-cli":
-        ggw, up = gemini_gateway
-        up.reset()
-        ggw.assert_running()
-        yield Target(ggw, provider, up)
-        up.reset()
-        return
-    yield Target(gw, provider, upstreams.for_provider(provider), upstreams)
+        return Target(gemini_cli.gw, provider, gemini_cli.up)
+    return Target(gw, provider, upstreams.for_provider(provider), upstreams)
 
 
 def answer_start(t: Target, prompt: str) -> str:
@@ -139,7 +111,7 @@ def assert_plain_request(t: Target, prompt: str, *, max_tokens: int | None, stre
         body = gens[0].body
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         assert gens[0].path == f"/v1internal:{method}"
-        assert body["model"] == MODEL and body["project"] == PROJECT
+        assert body["model"] == MODEL and body["project"] == GEMINI_CLI_PROJECT
         req = body["request"]
         assert [p["text"] for p in req["systemInstruction"]["parts"]] == [SYSTEM]
         assert req["contents"][-1]["parts"][-1]["text"] == prompt
