@@ -50,16 +50,15 @@ fn convert(
 
 /// Whether the upstream itself sent an in-band error, which the client
 /// may see as the last event.
-fn upstream_error(data: &[u8]) -> bool {
+fn upstream_error(from: Protocol, data: &[u8]) -> bool {
     decode_all(data).iter().any(|ev| {
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return false;
         };
-        // Every Responses event's response object has `error: null`.
-        if let Some(ty) = v.get("type").and_then(Value::as_str)
-            && ty.starts_with("response.")
-        {
-            return ty == "response.failed";
+        if from == Protocol::Responses {
+            // Every event's response object has `error: null`; the type says.
+            let ty = v.get("type").and_then(Value::as_str);
+            return matches!(ty, Some("error" | "response.failed"));
         }
         let v = v.get("response").filter(|r| r.is_object()).unwrap_or(&v);
         v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error")
@@ -82,7 +81,7 @@ pub fn stream_convert(data: &[u8]) {
     };
     let fails = (control / 32) % 2 == 1;
     let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
-    let sent_error = upstream_error(upstream);
+    let sent_error = upstream_error(from, upstream);
 
     let (whole, _) = convert(from, to, framing, upstream, &[upstream.len()]);
     // A stream the upstream did not end itself is reported as cut off.

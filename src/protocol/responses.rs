@@ -691,9 +691,11 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     }
     out.insert("input".into(), Value::Array(input));
     if !req.tools.is_empty() {
+        // A nameless tool cannot be called, and the Responses API refuses it.
         let tools: Vec<Value> = req
             .tools
             .iter()
+            .filter(|t| !t.name.is_empty())
             .map(|t| {
                 let mut d = t.declaration("parameters", schema::for_openai(&t.schema));
                 d.insert("type".into(), json!("function"));
