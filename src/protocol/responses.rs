@@ -1651,7 +1651,7 @@ impl Encoder {
 fn error_code(status: u16) -> &'static str {
     match status {
         429 => "rate_limit_exceeded",
-        s if s >= 500 || s < 400 => "server_error",
+        s if !(400..500).contains(&s) => "server_error",
         _ => "invalid_prompt",
     }
 }

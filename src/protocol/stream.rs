@@ -88,8 +88,8 @@ pub enum Encoder {
     Anthropic(anthropic::Encoder),
     /// Gemini chunks.
     Gemini(gemini::Encoder),
-    /// Responses events.
-    Responses(responses::Encoder),
+    /// Responses events (boxed: it tracks every output item).
+    Responses(Box<responses::Encoder>),
 }
 
 impl Encoder {
@@ -98,7 +98,7 @@ impl Encoder {
             Protocol::OpenAi => Self::OpenAi(openai::Encoder::new(model)),
             Protocol::Anthropic => Self::Anthropic(anthropic::Encoder::new(model)),
             Protocol::Gemini => Self::Gemini(gemini::Encoder::new(model, framing)),
-            Protocol::Responses => Self::Responses(responses::Encoder::new(model)),
+            Protocol::Responses => Self::Responses(Box::new(responses::Encoder::new(model))),
         }
     }
 
