@@ -101,8 +101,9 @@ def test_codex_with_builtin_mock(gw, upstreams, tmp_path):
     before = len(responses_log_lines(gw, "mock"))
     proc = run_codex(tmp_path, f"{gw.url}/mock/v1")
     assert "Mock answer to" in proc.stdout, proc.stdout
-    # The mock called Codex's first tool; Codex sent its output back.
-    assert "exec" in proc.stderr, proc.stderr
+    # The mock called Codex's first tool (its shell, with the schema's
+    # example command); Codex ran it and sent the output back.
+    assert "mock-cmd" in proc.stderr, proc.stderr
     lines = responses_log_lines(gw, "mock")[before:]
     assert len(lines) == 2 and all("status=200" in ln for ln in lines), lines
     assert upstreams.openai.requests == [] and upstreams.claude.requests == []
