@@ -31,7 +31,7 @@ def read(path):
 
 
 # ------------------------------------------------------------- conversions
-PROTOS = ["openai", "anthropic", "gemini"]
+PROTOS = ["openai", "anthropic", "gemini", "responses"]
 for proto in PROTOS:
     seen = {}
     for path in sorted(glob.glob(os.path.join(FIX, f"{proto}_to_*", "*.json"))):
@@ -121,19 +121,28 @@ for fi, proto in enumerate(PROTOS):
     for path in sorted(glob.glob(os.path.join(STREAMS, proto, "*.sse"))):
         stem = os.path.basename(path)[:-4]
         data = read(path)
-        variants = [(0, 0, "sse"), (1, 0, "sse"), (2, 0, "sse"), (2, 1, "array")]
+        variants = [(0, 0, "sse"), (1, 0, "sse"), (2, 0, "sse"), (2, 1, "array"), (3, 0, "sse")]
         for n, (ti, fr, fname) in enumerate(variants):
             fail = (n + fi) % 2
-            control = fi + 3 * ti + 9 * fr + 18 * fail
+            control = fi + 4 * ti + 16 * fr + 32 * fail
             seed = (37 * n + 11 * fi) % 256
             name = f"{proto}_to_{PROTOS[ti]}-{fname}-{stem}{'-fail' if fail else ''}"
             put("stream_convert", name, bytes([control, seed]) + data)
-put("stream_convert", "anthropic_upstream_error", bytes([1 + 3 * 0, 5]) +
+put("stream_convert", "anthropic_upstream_error", bytes([1 + 4 * 0, 5]) +
     b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"busy"}}\n\n')
-put("stream_convert", "openai_garbage_to_anthropic", bytes([0 + 3 * 1, 200]) +
+put("stream_convert", "openai_garbage_to_anthropic", bytes([0 + 4 * 1, 200]) +
     b'data: {not json\n\ndata: [1,2]\n\ndata: {"choices":[{"delta":{"tool_calls":[{"index":5,"function":{"arguments":"{"}}]}}]}\n\n')
-put("stream_convert", "gemini_wrapped_to_gemini_array", bytes([2 + 3 * 2 + 9, 3]) +
+put("stream_convert", "gemini_wrapped_to_gemini_array", bytes([2 + 4 * 2 + 16, 3]) +
     b'data: {"response":{"candidates":[{"content":{"role":"model","parts":[{"text":"hi"}]},"finishReason":"STOP"}]}}\r\n\r\n')
+
+put("stream_convert", "responses_upstream_failed_to_anthropic", bytes([3 + 4 * 1, 9]) +
+    b'event: response.created\ndata: {"type":"response.created","response":{"id":"r","status":"in_progress","output":[]}}\n\n'
+    b'event: response.failed\ndata: {"type":"response.failed","response":{"id":"r","status":"failed",'
+    b'"error":{"code":"server_error","message":"boom"}}}\n\n')
+put("stream_convert", "openai_tool_restart_to_responses", bytes([0 + 4 * 3, 77]) +
+    b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":"{"}}]}}]}\n\n'
+    b'data: {"choices":[{"delta":{"tool_calls":[{"index":0,"id":"b","function":{"name":"g","arguments":"}"}}]}}]}\n\n'
+    b'data: {"choices":[{"delta":{"content":"x"},"finish_reason":"length"}]}\n\ndata: [DONE]\n\n')
 
 # ------------------------------------------------------------------ config
 put("config_yaml", "feature-guide-config.yaml", read(os.path.join(FIX, "feature-guide-config.yaml")))
@@ -173,6 +182,7 @@ ROUTES = [
     "POST /claude-kiro-oauth/v1/messages", "POST /gemini-cli-oauth/v1beta/models/m:generateContent",
     "GET /mock", "POST /openai-custom/v1/chat/completions/", "GET /v1beta/models/:generateContent",
     "HEAD /health//", "GET /QWEN-API/v1/models", "POST /v1beta/models/a:b:streamGenerateContent",
+    "POST /v1/responses", "POST /responses", "POST /gemini-cli/v1/responses/", "GET /v1/responses",
 ]
 for i, r in enumerate(ROUTES):
     put("route", f"{i:02}-" + r.replace("/", "_").replace(" ", "_").replace(":", "_")[:60], r)
@@ -218,6 +228,14 @@ put("http_head", "google_genai_python_sdk_stream", head([
     "x-goog-api-client: google-genai-sdk/1.20.0 gl-python/3.11.7",
     f"Content-Length: {len(GEMINI_BODY)}",
 ], GEMINI_BODY))
+CODEX_BODY = read(os.path.join(FIX, "responses_to_openai", "tool_items.request.json"))
+put("http_head", "codex_cli_responses", head([
+    "POST /v1/responses HTTP/1.1", "host: 127.0.0.1:3000", "accept: text/event-stream",
+    "content-type: application/json", "authorization: Bearer sk-test", "originator: codex_exec",
+    "user-agent: codex_exec/0.171.0 (Debian 12.0.0; x86_64) xterm (codex_exec; 0.171.0)",
+    "session-id: 00000000-0000-7000-8000-000000000000", "x-codex-beta-features: remote_compaction_v2",
+    "accept-encoding: zstd,gzip", f"content-length: {len(CODEX_BODY)}",
+], CODEX_BODY))
 put("http_head", "gemini_key_in_query", head([
     "POST /gemini-cli-oauth/v1beta/models/gemini-2.5-pro:generateContent?key=a%20b+c&x HTTP/1.1",
     "Host: 127.0.0.1", "Content-Length: 2"], b"{}"))

@@ -10,6 +10,8 @@ pub enum Route {
     Health,
     /// `POST /v1/chat/completions`.
     OpenAiChat,
+    /// `POST /v1/responses` (the OpenAI Responses API).
+    Responses,
     /// `GET /v1/models` (protocol chosen by the client's headers).
     ListModels,
     /// `POST /v1/messages`.
@@ -59,6 +61,7 @@ impl Route {
         match self {
             Self::Health => "/health",
             Self::OpenAiChat => "/v1/chat/completions",
+            Self::Responses => "/v1/responses",
             Self::ListModels => "/v1/models",
             Self::AnthropicMessages => "/v1/messages",
             Self::AnthropicCountTokens => "/v1/messages/count_tokens",
@@ -150,6 +153,7 @@ pub fn route(method: &str, path: &str) -> Route {
     match path {
         "/health" => expect(get, "GET", Route::Health),
         "/v1/chat/completions" | "/chat/completions" => expect(post, "POST", Route::OpenAiChat),
+        "/v1/responses" | "/responses" => expect(post, "POST", Route::Responses),
         "/v1/models" | "/models" => expect(get, "GET", Route::ListModels),
         "/v1/messages" => expect(post, "POST", Route::AnthropicMessages),
         "/v1/messages/count_tokens" => expect(post, "POST", Route::AnthropicCountTokens),
@@ -208,6 +212,13 @@ mod tests {
     fn routes_every_endpoint() {
         assert_eq!(route("GET", "/health"), Route::Health);
         assert_eq!(route("POST", "/v1/chat/completions/"), Route::OpenAiChat);
+        assert_eq!(route("POST", "/v1/responses"), Route::Responses);
+        assert_eq!(route("POST", "/responses/"), Route::Responses);
+        assert_eq!(
+            route("GET", "/v1/responses"),
+            Route::MethodNotAllowed("POST")
+        );
+        assert_eq!(route("GET", "/v1/responses/resp_1"), Route::NotFound);
         assert_eq!(
             route("POST", "/v1/messages/count_tokens"),
             Route::AnthropicCountTokens

@@ -387,6 +387,7 @@ fn man_page_documents_the_endpoints() {
     for endpoint in [
         "GET /health",
         "POST /v1/chat/completions",
+        "POST /v1/responses",
         "GET /v1/models",
         "POST /v1/messages",
         "POST /v1/messages/count_tokens",

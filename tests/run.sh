@@ -42,6 +42,7 @@ command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redi
 command -v promtool >/dev/null 2>&1 || need prometheus          # test_metrics.py: promtool
 command -v chromium >/dev/null 2>&1 || need chromium            # test_dashboard.py: headless
 command -v lintian >/dev/null 2>&1 || need lintian              # tests/package.sh: the .deb
+command -v npm >/dev/null 2>&1 || need npm                      # test_codex.py: Codex CLI
 # Later stages: add further tools here with the same checks.
 if [ "${#missing[@]}" -gt 0 ]; then
     step "apt-get install ${missing[*]}"
@@ -74,6 +75,16 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
     done
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check "${pip_args[@]}"
     echo "$want" >"$stamp"
+fi
+
+# ---- Codex CLI for test_codex.py (pinned by tests/agents/codex/package-lock.json) ---
+codex_dir="$ROOT/tests/agents/codex"
+codex_stamp="$codex_dir/node_modules/.package-lock.sha256"
+codex_lock=$(sha256sum "$codex_dir/package-lock.json" | cut -d' ' -f1)
+if [ "$(cat "$codex_stamp" 2>/dev/null || true)" != "$codex_lock" ]; then
+    step "npm ci in tests/agents/codex"
+    (cd "$codex_dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$codex_lock" >"$codex_stamp"
 fi
 
 # ---- Rust ------------------------------------------------------------------------

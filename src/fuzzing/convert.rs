@@ -1,14 +1,20 @@
-//! `convert_openai`, `convert_anthropic`, `convert_gemini`: a client
-//! request body (or an upstream answer) of one protocol, converted into
-//! every protocol.
+//! `convert_openai`, `convert_anthropic`, `convert_gemini`,
+//! `convert_responses`: a client request body (or an upstream answer) of
+//! one protocol, converted into every protocol.
 
 use serde_json::Value;
 
 use crate::protocol::{
-    Protocol, convert_request, convert_response, count_tokens, inspect, relay_error, usage,
+    Protocol, convert_request, convert_response, convert_response_for, count_tokens, inspect,
+    relay_error, usage,
 };
 
-const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const ALL: [Protocol; 4] = [
+    Protocol::OpenAi,
+    Protocol::Anthropic,
+    Protocol::Gemini,
+    Protocol::Responses,
+];
 const MODEL: &str = "fuzz-model";
 
 pub fn convert_openai(data: &[u8]) {
@@ -21,6 +27,20 @@ pub fn convert_anthropic(data: &[u8]) {
 
 pub fn convert_gemini(data: &[u8]) {
     super::on_worker_stack(|| body(Protocol::Gemini, data));
+}
+
+pub fn convert_responses(data: &[u8]) {
+    super::on_worker_stack(|| {
+        body(Protocol::Responses, data);
+        if let Ok(v) = serde_json::from_slice::<Value>(data) {
+            // What the gateway logs at debug level; the answer side's tool map.
+            let _ = crate::protocol::responses::dropped(&v);
+            let tools = crate::protocol::responses::ToolMap::from_request(&v);
+            for from in ALL {
+                let _ = convert_response_for(from, Protocol::Responses, &v, MODEL, &tools);
+            }
+        }
+    });
 }
 
 /// The bytes as a request and as an answer of protocol `from`, as the

@@ -65,6 +65,11 @@ pub const TARGETS: &[Target] = &[
         alloc_budget: json_budget,
     },
     Target {
+        name: "convert_responses",
+        run: convert::convert_responses,
+        alloc_budget: json_budget,
+    },
+    Target {
         name: "sse_decode",
         run: sse::sse_decode,
         alloc_budget: json_budget,

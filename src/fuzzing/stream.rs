@@ -3,10 +3,15 @@
 use serde_json::Value;
 
 use crate::protocol::sse::decode_all;
-use crate::protocol::stream_check::{check, normalise, text};
+use crate::protocol::stream_check::{check, failure_reports, normalise, text};
 use crate::protocol::{GeminiFraming, Protocol, StreamConverter};
 
-const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const ALL: [Protocol; 4] = [
+    Protocol::OpenAi,
+    Protocol::Anthropic,
+    Protocol::Gemini,
+    Protocol::Responses,
+];
 const MODEL: &str = "client-model";
 
 /// Feeds `data` in pieces of the sizes `sizes` cycles through, with a
@@ -45,33 +50,38 @@ fn convert(
 
 /// Whether the upstream itself sent an in-band error, which the client
 /// may see as the last event.
-fn upstream_error(data: &[u8]) -> bool {
+fn upstream_error(from: Protocol, data: &[u8]) -> bool {
     decode_all(data).iter().any(|ev| {
         let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
             return false;
         };
+        if from == Protocol::Responses {
+            // Every event's response object has `error: null`; the type says.
+            let ty = v.get("type").and_then(Value::as_str);
+            return matches!(ty, Some("error" | "response.failed"));
+        }
         let v = v.get("response").filter(|r| r.is_object()).unwrap_or(&v);
         v.get("error").is_some() || v.get("type").and_then(Value::as_str) == Some("error")
     })
 }
 
 /// Input: one control byte (upstream family, client protocol, Gemini
-/// framing, whether the upstream fails), one byte steering the read
-/// sizes, then the upstream's SSE bytes.
+/// framing, whether the upstream fails: base 4, 4, 2, 2), one byte
+/// steering the read sizes, then the upstream's SSE bytes.
 pub fn stream_convert(data: &[u8]) {
     let [control, seed, ref upstream @ ..] = *data else {
         return;
     };
-    let from = ALL[usize::from(control) % 3];
-    let to = ALL[usize::from(control / 3) % 3];
-    let framing = if (control / 9) % 2 == 1 {
+    let from = ALL[usize::from(control) % 4];
+    let to = ALL[usize::from(control / 4) % 4];
+    let framing = if (control / 16) % 2 == 1 {
         GeminiFraming::JsonArray
     } else {
         GeminiFraming::Sse
     };
-    let fails = (control / 18) % 2 == 1;
+    let fails = (control / 32) % 2 == 1;
     let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
-    let sent_error = upstream_error(upstream);
+    let sent_error = upstream_error(from, upstream);
 
     let (whole, _) = convert(from, to, framing, upstream, &[upstream.len()]);
     // A stream the upstream did not end itself is reported as cut off.
@@ -115,7 +125,7 @@ pub fn stream_convert(data: &[u8]) {
         c.feed(b"data: {}\n\n", &mut out);
         c.keepalive(&mut out);
         assert_eq!(out.len(), end, "{ctx}: nothing after the end");
-        let errors = text(&out).matches("upstream broke").count();
+        let errors = failure_reports(to, &out, "upstream broke");
         assert!(errors <= 1, "{ctx}: one error");
         check(
             from,

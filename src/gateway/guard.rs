@@ -164,6 +164,7 @@ fn takes_json(route: &Route) -> bool {
     matches!(
         route,
         Route::OpenAiChat
+            | Route::Responses
             | Route::AnthropicMessages
             | Route::AnthropicCountTokens
             | Route::GeminiGenerate { .. }

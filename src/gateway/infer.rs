@@ -23,6 +23,7 @@ use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverte
 use crate::providers::{
     Instance, ProviderKind, UpstreamFailure, UpstreamRequest, UpstreamResponse,
 };
+use crate::protocol::responses::ToolMap;
 use crate::server::{Request, Responder};
 
 /// Largest upstream answer read whole (non-streamed).
@@ -108,6 +109,8 @@ struct Prepared<'a> {
     client_body: &'a [u8],
     /// OpenAI `stream_options.include_usage`.
     include_usage: bool,
+    /// How a Responses client declared its tools (empty for other clients).
+    tools: ToolMap,
     upstream: UpstreamRequest<'a>,
 }
 
@@ -151,11 +154,15 @@ impl Gateway {
             Failure::new(503, format!("Provider {kind} has no available instance."))
         })?;
         let family = kind.family();
+        let mut tools = ToolMap::default();
         let upstream_body = if family == client {
             Cow::Borrowed(body)
         } else {
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
+            if client == Protocol::Responses {
+                tools = ToolMap::from_request(&value);
+            }
             let converted = protocol::convert_request(client, family, &value, &model, stream)
                 .map_err(|e| Failure::new(400, e.message))?;
             if log::enabled(LogLevel::Debug) {
@@ -194,6 +201,7 @@ impl Gateway {
             model,
             client_body: body,
             include_usage: info.include_usage,
+            tools,
             upstream,
         })
     }
@@ -304,7 +312,7 @@ impl Gateway {
             {
                 m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
             }
-            match protocol::convert_response(p.family, p.client, &value, &p.model) {
+            match protocol::convert_response_for(p.family, p.client, &value, &p.model, &p.tools) {
                 Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
                 Err(e) => {
                     self.provider_error(p.kind, UpstreamFailure::Protocol);
@@ -357,6 +365,7 @@ impl Gateway {
         };
         let mut converter = StreamConverter::new(p.family, p.client, &p.model, framing);
         converter.set_usage_chunk(p.include_usage);
+        converter.set_tools(p.tools.clone());
         let headers = [
             ("Content-Type", content_type),
             ("Cache-Control", "no-cache"),

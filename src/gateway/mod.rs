@@ -254,7 +254,7 @@ impl Gateway {
             _ => {}
         }
         let result = match route {
-            Route::OpenAiChat | Route::AnthropicMessages => {
+            Route::OpenAiChat | Route::AnthropicMessages | Route::Responses => {
                 let call = infer::Call {
                     client: proto,
                     prefix,
@@ -405,6 +405,7 @@ fn client_protocol(route: &Route, req: &Head) -> Protocol {
         Route::AnthropicMessages | Route::AnthropicCountTokens => Protocol::Anthropic,
         Route::GeminiListModels | Route::GeminiGenerate { .. } => Protocol::Gemini,
         Route::OpenAiChat => Protocol::OpenAi,
+        Route::Responses => Protocol::Responses,
         _ => {
             if req.header("anthropic-version").is_some() {
                 Protocol::Anthropic

@@ -237,7 +237,7 @@ pub(super) fn get_model(
     let list = protocol::models_list(proto, std::slice::from_ref(&found));
     let one = match proto {
         Protocol::Gemini => list["models"][0].clone(),
-        Protocol::OpenAi | Protocol::Anthropic => list["data"][0].clone(),
+        Protocol::OpenAi | Protocol::Anthropic | Protocol::Responses => list["data"][0].clone(),
     };
     let _ = out.send_json(200, &[], one.to_string().as_bytes());
     Ok(())

@@ -108,6 +108,8 @@ pub fn dropped_fields(from: Protocol, to: Protocol, body: &Value) -> Vec<String>
         Protocol::Anthropic => ANTHROPIC_READ,
         Protocol::OpenAi => OPENAI_READ,
         Protocol::Gemini => GEMINI_READ,
+        // The Responses reader notes what it drops while it parses.
+        Protocol::Responses => return super::responses::dropped(body),
     };
     for key in obj.keys().filter(|k| !read.contains(&k.as_str())) {
         out.insert(key.clone());
@@ -115,7 +117,7 @@ pub fn dropped_fields(from: Protocol, to: Protocol, body: &Value) -> Vec<String>
     match from {
         Protocol::Anthropic => anthropic(obj, to, &mut out),
         Protocol::Gemini => gemini(obj, &mut out),
-        Protocol::OpenAi => {}
+        Protocol::OpenAi | Protocol::Responses => {}
     }
     // Sampling settings the target lacks: OpenAI has no top-k, and the
     // Anthropic emitter keeps only the temperature of temperature and top-p.

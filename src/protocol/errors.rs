@@ -80,7 +80,7 @@ pub fn openai_error(status: u16, message: &str) -> Value {
 /// The unary error body for `proto`.
 pub fn error_body(proto: Protocol, status: u16, message: &str) -> Vec<u8> {
     let v = match proto {
-        Protocol::OpenAi => openai_error(status, message),
+        Protocol::OpenAi | Protocol::Responses => openai_error(status, message),
         Protocol::Anthropic => anthropic_error(status, message),
         Protocol::Gemini => gemini_error(status, message),
     };
@@ -91,7 +91,7 @@ pub fn error_body(proto: Protocol, status: u16, message: &str) -> Vec<u8> {
 fn is_native_error(proto: Protocol, v: &Value) -> bool {
     let msg = |p: &str| v.pointer(p).is_some_and(Value::is_string);
     match proto {
-        Protocol::OpenAi => msg("/error/message"),
+        Protocol::OpenAi | Protocol::Responses => msg("/error/message"),
         Protocol::Anthropic => {
             v.get("type").and_then(Value::as_str) == Some("error") && msg("/error/message")
         }

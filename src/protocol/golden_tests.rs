@@ -18,6 +18,7 @@ fn model_for(p: Protocol) -> &'static str {
         Protocol::OpenAi => "gpt-4o",
         Protocol::Anthropic => "claude-sonnet-4-5",
         Protocol::Gemini => "gemini-2.5-pro",
+        Protocol::Responses => "gpt-5-codex",
     }
 }
 
@@ -26,6 +27,7 @@ fn proto(name: &str) -> Protocol {
         "openai" => Protocol::OpenAi,
         "anthropic" => Protocol::Anthropic,
         "gemini" => Protocol::Gemini,
+        "responses" => Protocol::Responses,
         other => panic!("unknown protocol {other} in fixture directory"),
     }
 }
@@ -35,7 +37,15 @@ fn proto(name: &str) -> Protocol {
 pub fn normalise(v: &mut Value) {
     match v {
         Value::String(s) => {
-            for prefix in ["chatcmpl-", "msg_", "call_", "toolu_"] {
+            for prefix in [
+                "chatcmpl-",
+                "msg_",
+                "call_",
+                "toolu_",
+                "resp_",
+                "fc_",
+                "rs_",
+            ] {
                 if let Some(tail) = s.strip_prefix(prefix)
                     && tail.len() == ids::TAIL_LEN
                     && tail.bytes().all(|b| b.is_ascii_hexdigit())
@@ -82,7 +92,7 @@ fn golden_conversions() {
         })
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 6, "one directory per conversion direction");
+    assert_eq!(dirs.len(), 12, "one directory per conversion direction");
     for dir in dirs {
         let name = dir
             .file_name()

@@ -3,8 +3,8 @@
 //! Everything here is sans-IO: functions over bytes and `serde_json::Value`,
 //! no sockets, clocks or threads, so that it can be unit-tested with golden
 //! fixtures and fuzzed directly. Conversion goes through one canonical
-//! model (see `canonical`) so that six directions need three parsers and
-//! three emitters, not six converters.
+//! model (see `canonical`) so that twelve directions need four parsers and
+//! four emitters, not twelve converters.
 
 pub mod anthropic;
 pub mod canonical;
@@ -15,6 +15,7 @@ mod ids;
 mod inspect;
 mod models;
 pub mod openai;
+pub mod responses;
 mod schema;
 pub mod sse;
 mod stream;
@@ -57,6 +58,9 @@ pub enum Protocol {
     Anthropic,
     /// Gemini generateContent.
     Gemini,
+    /// OpenAI Responses (`/v1/responses`). A client protocol: no provider
+    /// speaks it upstream today.
+    Responses,
 }
 
 impl Protocol {
@@ -66,6 +70,7 @@ impl Protocol {
             Self::OpenAi => "openai",
             Self::Anthropic => "anthropic",
             Self::Gemini => "gemini",
+            Self::Responses => "responses",
         }
     }
 }
@@ -146,6 +151,7 @@ fn parse_request(from: Protocol, to: Protocol, body: &Value) -> Result<ChatReque
     match from {
         Protocol::OpenAi => openai::parse_request(body),
         Protocol::Anthropic => anthropic::parse_request(body),
+        Protocol::Responses => responses::parse_request(body),
         // Synthesised call ids look native to the target.
         Protocol::Gemini => gemini::parse_request(
             body,
@@ -165,7 +171,7 @@ pub fn validate_request(proto: Protocol, body: &Value) -> Result<(), ConvertErro
 }
 
 /// Converts a client request body from `from` to `to` for `model`.
-/// For OpenAI and Anthropic targets the output carries `model` and `stream`
+/// For OpenAI, Anthropic and Responses targets the output carries `model` and `stream`
 /// (and, for an OpenAI target that streams, `stream_options.include_usage`);
 /// Gemini targets carry neither (they travel in the URL).
 ///
@@ -202,6 +208,7 @@ pub fn convert_request(
         Protocol::OpenAi => openai::emit_request(&req, model, stream),
         Protocol::Anthropic => anthropic::emit_request(&req, model, stream),
         Protocol::Gemini => gemini::emit_request(&req, model),
+        Protocol::Responses => responses::emit_request(&req, model, stream),
     })
 }
 
@@ -218,6 +225,7 @@ fn parse_response(from: Protocol, body: &Value) -> Result<ChatResponse, ConvertE
         Protocol::OpenAi => openai::parse_response(body),
         Protocol::Anthropic => anthropic::parse_response(body),
         Protocol::Gemini => gemini::parse_response(body),
+        Protocol::Responses => responses::parse_response(body),
     }
 }
 
@@ -230,6 +238,18 @@ pub fn convert_response(
     body: &Value,
     model: &str,
 ) -> Result<Value, ConvertError> {
+    convert_response_for(from, to, body, model, &responses::ToolMap::default())
+}
+
+/// [`convert_response`] for a Responses client whose request declared
+/// the tools `tools` describes (see [`responses::ToolMap`]).
+pub fn convert_response_for(
+    from: Protocol,
+    to: Protocol,
+    body: &Value,
+    model: &str,
+    tools: &responses::ToolMap,
+) -> Result<Value, ConvertError> {
     if from == to {
         return Ok(match to {
             Protocol::Gemini => gemini::unwrap(body).clone(),
@@ -241,6 +261,7 @@ pub fn convert_response(
         Protocol::OpenAi => openai::emit_response(&resp, model),
         Protocol::Anthropic => anthropic::emit_response(&resp, model),
         Protocol::Gemini => gemini::emit_response(&resp, model),
+        Protocol::Responses => responses::emit_response(&resp, model, tools),
     })
 }
 
@@ -255,6 +276,10 @@ pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
             .get("usage")
             .filter(|u| u.is_object())
             .map(anthropic::parse_usage),
+        Protocol::Responses => body
+            .get("usage")
+            .filter(|u| u.is_object())
+            .map(responses::parse_usage),
         Protocol::Gemini => gemini::unwrap(body)
             .get("usageMetadata")
             .filter(|u| u.is_object())
@@ -275,7 +300,7 @@ pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
 pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
     let key: &[u8] = match proto {
         Protocol::Gemini => b"\"usageMetadata\"",
-        Protocol::OpenAi | Protocol::Anthropic => b"\"usage\"",
+        Protocol::OpenAi | Protocol::Anthropic | Protocol::Responses => b"\"usage\"",
     };
     let fast = last_member(body, key).and_then(|value| {
         let mut de = serde_json::Deserializer::from_slice(value);
@@ -320,6 +345,11 @@ impl Counts {
             Protocol::Gemini => Usage {
                 prompt: n(self.prompt_token_count),
                 completion: n(self.candidates_token_count) + n(self.thoughts_token_count),
+            },
+            // Cached tokens are part of `input_tokens` already.
+            Protocol::Responses => Usage {
+                prompt: n(self.input_tokens),
+                completion: n(self.output_tokens),
             },
         }
     }
@@ -380,7 +410,10 @@ pub fn count_tokens(body: &Value) -> u64 {
 /// `role` first and exactly one `data: [DONE]` last; Anthropic clients get
 /// `message_start` first, balanced consecutive content blocks and
 /// `message_stop` last (or a terminal `error` event); Gemini clients get
-/// whole function calls and, in array framing, one valid JSON array.
+/// whole function calls and, in array framing, one valid JSON array;
+/// Responses clients get `response.created` first, every output item added
+/// before its deltas and done before one terminal `response.completed`,
+/// `response.incomplete` or `response.failed`, numbered from 0.
 pub struct StreamConverter {
     sse: sse::SseDecoder,
     mode: stream::Mode,
@@ -458,6 +491,12 @@ impl StreamConverter {
         } else {
             out.extend_from_slice(b": keep-alive\n\n");
         }
+    }
+
+    /// Calls in a Responses client stream name the tools as the client
+    /// declared them (see [`responses::ToolMap`]); other clients ignore it.
+    pub fn set_tools(&mut self, tools: responses::ToolMap) {
+        self.mode.set_tools(tools);
     }
 
     /// Sends OpenAI usage in a final chunk of its own (with an empty

@@ -14,7 +14,7 @@ const DEFAULT_OUTPUT_LIMIT: u64 = 32_768;
 pub fn models_list(proto: Protocol, models: &[ModelInfo]) -> Value {
     let now = ids::unix_now();
     match proto {
-        Protocol::OpenAi => {
+        Protocol::OpenAi | Protocol::Responses => {
             let data: Vec<Value> = models
                 .iter()
                 .map(|m| json!({"id": m.id, "object": "model", "created": now, "owned_by": m.owned_by}))

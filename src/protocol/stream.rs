@@ -15,7 +15,7 @@ use crate::protocol::Lookup as _;
 use serde_json::{Value, json};
 
 use super::canonical::{StreamEvent, TokenUsage};
-use super::{GeminiFraming, Protocol, anthropic, errors, gemini, ids, openai};
+use super::{GeminiFraming, Protocol, anthropic, errors, gemini, ids, openai, responses};
 
 /// Decodes upstream events of one family.
 #[derive(Debug)]
@@ -26,6 +26,8 @@ pub enum Decoder {
     Anthropic(anthropic::Decoder),
     /// Gemini chunks.
     Gemini(gemini::Decoder),
+    /// Responses events.
+    Responses(responses::Decoder),
 }
 
 impl Decoder {
@@ -36,7 +38,7 @@ impl Decoder {
         match self {
             Self::OpenAi(d) => d.saw_finish_reason(),
             Self::Gemini(d) => d.saw_finish_reason(),
-            Self::Anthropic(_) => false,
+            Self::Anthropic(_) | Self::Responses(_) => false,
         }
     }
 
@@ -45,6 +47,7 @@ impl Decoder {
             Protocol::OpenAi => Self::OpenAi(openai::Decoder::default()),
             Protocol::Anthropic => Self::Anthropic(anthropic::Decoder::default()),
             Protocol::Gemini => Self::Gemini(gemini::Decoder::default()),
+            Protocol::Responses => Self::Responses(responses::Decoder::default()),
         }
     }
 
@@ -53,6 +56,7 @@ impl Decoder {
             Self::OpenAi(d) => d.event(data, out),
             Self::Anthropic(d) => d.event(data, out),
             Self::Gemini(d) => d.event(data, out),
+            Self::Responses(d) => d.event(data, out),
         }
     }
 
@@ -61,6 +65,7 @@ impl Decoder {
             Self::OpenAi(d) => d.value(v, out),
             Self::Anthropic(d) => d.value(v, out),
             Self::Gemini(d) => d.value(v, out),
+            Self::Responses(d) => d.value(v, out),
         }
     }
 
@@ -69,6 +74,7 @@ impl Decoder {
             Self::OpenAi(d) => d.end(out),
             Self::Anthropic(d) => d.end(out),
             Self::Gemini(d) => d.end(out),
+            Self::Responses(d) => d.end(out),
         }
     }
 }
@@ -82,6 +88,8 @@ pub enum Encoder {
     Anthropic(anthropic::Encoder),
     /// Gemini chunks.
     Gemini(gemini::Encoder),
+    /// Responses events (boxed: it tracks every output item).
+    Responses(Box<responses::Encoder>),
 }
 
 impl Encoder {
@@ -90,6 +98,14 @@ impl Encoder {
             Protocol::OpenAi => Self::OpenAi(openai::Encoder::new(model)),
             Protocol::Anthropic => Self::Anthropic(anthropic::Encoder::new(model)),
             Protocol::Gemini => Self::Gemini(gemini::Encoder::new(model, framing)),
+            Protocol::Responses => Self::Responses(Box::new(responses::Encoder::new(model))),
+        }
+    }
+
+    /// See [`responses::Encoder::set_tools`]; other clients ignore it.
+    pub fn set_tools(&mut self, tools: responses::ToolMap) {
+        if let Self::Responses(e) = self {
+            e.set_tools(tools);
         }
     }
 
@@ -105,6 +121,7 @@ impl Encoder {
             Self::OpenAi(e) => e.event(ev, out),
             Self::Anthropic(e) => e.event(ev, out),
             Self::Gemini(e) => e.event(ev, out),
+            Self::Responses(e) => e.event(ev, out),
         }
     }
 
@@ -113,6 +130,7 @@ impl Encoder {
             Self::OpenAi(e) => e.close(out),
             Self::Anthropic(e) => e.close(out),
             Self::Gemini(e) => e.close(out),
+            Self::Responses(e) => e.close(out),
         }
     }
 }
@@ -120,10 +138,30 @@ impl Encoder {
 /// The in-band error sent when an upstream stream stops without its end.
 pub const TRUNCATED: &str = "the upstream closed the stream before the answer was complete";
 
+/// The families whose streams are forwarded as they are. No upstream
+/// speaks the Responses API, so a Responses stream is always re-encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relay {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Relay {
+    fn of(p: Protocol) -> Option<Self> {
+        match p {
+            Protocol::OpenAi => Some(Self::OpenAi),
+            Protocol::Anthropic => Some(Self::Anthropic),
+            Protocol::Gemini => Some(Self::Gemini),
+            Protocol::Responses => None,
+        }
+    }
+}
+
 /// Same-family forwarding with framing guarantees.
 #[derive(Debug)]
 pub struct Passthrough {
-    proto: Protocol,
+    proto: Relay,
     model: String,
     framer: gemini::Framer,
     started: bool,
@@ -140,7 +178,7 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    fn new(proto: Protocol, model: &str, framing: GeminiFraming) -> Self {
+    fn new(proto: Relay, model: &str, framing: GeminiFraming) -> Self {
         Self {
             proto,
             model: model.to_string(),
@@ -169,7 +207,7 @@ impl Passthrough {
         };
         let text = |out: &mut Vec<u8>| out.extend_from_slice(body.as_bytes());
         match self.proto {
-            Protocol::OpenAi => {
+            Relay::OpenAi => {
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     *usage = openai::parse_usage(u);
                 }
@@ -185,7 +223,7 @@ impl Passthrough {
                     self.ended = true;
                 }
             }
-            Protocol::Anthropic => {
+            Relay::Anthropic => {
                 let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
                 // The type becomes the `event:` line: nothing that could
                 // break out of it.
@@ -277,7 +315,7 @@ impl Passthrough {
                     self.ended = true;
                 }
             }
-            Protocol::Gemini => {
+            Relay::Gemini => {
                 if let Some(u) = v.get("usageMetadata") {
                     *usage = gemini::parse_usage(u);
                 }
@@ -305,17 +343,17 @@ impl Passthrough {
         }
         self.ended = true;
         match self.proto {
-            Protocol::OpenAi => {
+            Relay::OpenAi => {
                 let ty = errors::error_type(status);
                 openai::write_data(
                     &json!({"error": {"message": message, "type": ty, "code": null}}),
                     out,
                 );
             }
-            Protocol::Anthropic => {
+            Relay::Anthropic => {
                 anthropic::write_event(&errors::anthropic_error(status, message), out)
             }
-            Protocol::Gemini => self
+            Relay::Gemini => self
                 .framer
                 .element(&errors::gemini_error(status, message).to_string(), out),
         }
@@ -323,7 +361,7 @@ impl Passthrough {
 
     fn close(&mut self, usage: &TokenUsage, out: &mut Vec<u8>) {
         match self.proto {
-            Protocol::OpenAi => {
+            Relay::OpenAi => {
                 if !self.ended && !self.saw_finish {
                     // Truncated upstream: close the choice before [DONE].
                     let id = self
@@ -338,7 +376,7 @@ impl Passthrough {
                 self.ended = true;
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
-            Protocol::Anthropic => {
+            Relay::Anthropic => {
                 if self.ended {
                     return;
                 }
@@ -359,7 +397,7 @@ impl Passthrough {
                 }
                 anthropic::write_event(&json!({"type": "message_stop"}), out);
             }
-            Protocol::Gemini => {
+            Relay::Gemini => {
                 if !self.ended && !self.saw_finish {
                     let last = json!({"candidates": [{"content": {"role": "model", "parts": [{"text": ""}]},
                         "finishReason": "STOP", "index": 0}]});
@@ -401,8 +439,8 @@ pub enum Mode {
 impl Mode {
     /// The mode for `from` → `to`.
     pub fn new(from: Protocol, to: Protocol, model: &str, framing: GeminiFraming) -> Self {
-        if from == to {
-            Self::Pass(Passthrough::new(from, model, framing))
+        if let Some(relay) = Relay::of(from).filter(|_| from == to) {
+            Self::Pass(Passthrough::new(relay, model, framing))
         } else {
             Self::Convert {
                 decoder: Decoder::new(from),
@@ -410,6 +448,13 @@ impl Mode {
                 events: Vec::new(),
                 ended: false,
             }
+        }
+    }
+
+    /// See [`responses::Encoder::set_tools`].
+    pub fn set_tools(&mut self, tools: responses::ToolMap) {
+        if let Self::Convert { encoder, .. } = self {
+            encoder.set_tools(tools);
         }
     }
 
@@ -445,7 +490,7 @@ impl Mode {
                     return;
                 }
                 let inner = gemini::unwrap(&v);
-                if p.proto == Protocol::Gemini && !std::ptr::eq(inner, &v) {
+                if p.proto == Relay::Gemini && !std::ptr::eq(inner, &v) {
                     // Unwrapped Code Assist chunks must be re-serialised.
                     let inner = inner.clone();
                     p.event(None, &inner, usage, out);
@@ -470,7 +515,7 @@ impl Mode {
         match self {
             Self::Pass(p) => {
                 if v.is_object() {
-                    let v = if p.proto == Protocol::Gemini {
+                    let v = if p.proto == Relay::Gemini {
                         gemini::unwrap(v)
                     } else {
                         v

@@ -15,7 +15,15 @@ pub fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     'outer: while !rest.is_empty() {
-        for prefix in ["chatcmpl-", "msg_", "call_", "toolu_"] {
+        for prefix in [
+            "chatcmpl-",
+            "msg_",
+            "call_",
+            "toolu_",
+            "resp_",
+            "fc_",
+            "rs_",
+        ] {
             if let Some(after) = rest.strip_prefix(prefix)
                 && after.len() >= ids::TAIL_LEN
                 && after.as_bytes()[..ids::TAIL_LEN]
@@ -30,6 +38,11 @@ pub fn normalise(text: &str) -> String {
         }
         if let Some(after) = rest.strip_prefix("\"created\":") {
             out.push_str("\"created\":0");
+            rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
+            continue;
+        }
+        if let Some(after) = rest.strip_prefix("\"created_at\":") {
+            out.push_str("\"created_at\":0");
             rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
             continue;
         }
@@ -239,6 +252,246 @@ fn check_gemini_array(out: &str, ctx: &str, failed: bool, strict: bool) {
     check_gemini_elements(elements, ctx, failed, strict);
 }
 
+/// An output item of a Responses stream, as the events describe it.
+#[derive(Default)]
+struct Item {
+    kind: String,
+    id: String,
+    /// Text or arguments accumulated from deltas.
+    streamed: String,
+    done: Option<Value>,
+}
+
+/// Responses streams are always re-encoded, so every rule holds for every
+/// stream: `response.created` then `response.in_progress` first, one
+/// `sequence_number` counting from 0, items added before their deltas and
+/// done once, deltas that add up to the done text, and exactly one
+/// terminal event, last, whose output lists the done items in order.
+fn check_responses(out: &str, ctx: &str, failed: bool) {
+    let events = decode_all(out.as_bytes());
+    assert!(events.len() >= 3, "{ctx}: too short a Responses stream");
+    let mut items: Vec<Item> = Vec::new();
+    let mut response_id: Option<String> = None;
+    let mut terminal: Option<(String, Value)> = None;
+    for (i, ev) in events.iter().enumerate() {
+        let v: Value =
+            serde_json::from_str(&ev.data).unwrap_or_else(|e| panic!("{ctx}: bad JSON {e}"));
+        let ty = v["type"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            ev.event.as_deref(),
+            Some(ty.as_str()),
+            "{ctx}: event name matches type"
+        );
+        assert_eq!(
+            v["sequence_number"].as_u64(),
+            Some(i as u64),
+            "{ctx}: sequence_number"
+        );
+        assert!(terminal.is_none(), "{ctx}: {ty} after the terminal event");
+        match i {
+            0 => assert_eq!(ty, "response.created", "{ctx}: first event"),
+            1 => assert_eq!(ty, "response.in_progress", "{ctx}: second event"),
+            _ => {}
+        }
+        if let Some(id) = v["response"]["id"].as_str() {
+            assert_eq!(
+                response_id.get_or_insert_with(|| id.to_string()),
+                id,
+                "{ctx}: one response id"
+            );
+        }
+        let index = v["output_index"].as_u64().map(|n| n as usize);
+        let open = |items: &mut Vec<Item>, kind: &str| -> usize {
+            let n = index.unwrap_or_else(|| panic!("{ctx}: {ty} without output_index"));
+            let item = items
+                .get_mut(n)
+                .unwrap_or_else(|| panic!("{ctx}: {ty} for an item never added"));
+            assert!(item.done.is_none(), "{ctx}: {ty} after output_item.done");
+            assert_eq!(item.kind, kind, "{ctx}: {ty} for a {} item", item.kind);
+            assert_eq!(
+                v["item_id"].as_str(),
+                Some(item.id.as_str()),
+                "{ctx}: {ty} item_id"
+            );
+            n
+        };
+        match ty.as_str() {
+            "response.created" | "response.in_progress" => {
+                assert!(i < 2, "{ctx}: {ty} only at the start");
+                assert_eq!(v["response"]["status"], "in_progress", "{ctx}: {ty} status");
+            }
+            "response.output_item.added" => {
+                assert_eq!(
+                    index,
+                    Some(items.len()),
+                    "{ctx}: output indices consecutive from 0"
+                );
+                let item = &v["item"];
+                items.push(Item {
+                    kind: item["type"].as_str().unwrap_or_default().to_string(),
+                    id: item["id"].as_str().unwrap_or_default().to_string(),
+                    ..Item::default()
+                });
+                if item["type"] == "function_call" {
+                    assert!(
+                        item["call_id"].as_str().is_some_and(|c| !c.is_empty()),
+                        "{ctx}: call_id"
+                    );
+                }
+            }
+            "response.content_part.added" | "response.content_part.done" => {
+                open(&mut items, "message");
+            }
+            "response.output_text.delta" => {
+                let n = open(&mut items, "message");
+                items[n]
+                    .streamed
+                    .push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.output_text.done" => {
+                let n = open(&mut items, "message");
+                assert_eq!(
+                    v["text"].as_str(),
+                    Some(items[n].streamed.as_str()),
+                    "{ctx}: text done"
+                );
+            }
+            "response.reasoning_summary_part.added" | "response.reasoning_summary_part.done" => {
+                open(&mut items, "reasoning");
+            }
+            "response.reasoning_summary_text.delta" => {
+                let n = open(&mut items, "reasoning");
+                items[n]
+                    .streamed
+                    .push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.reasoning_summary_text.done" => {
+                let n = open(&mut items, "reasoning");
+                assert_eq!(
+                    v["text"].as_str(),
+                    Some(items[n].streamed.as_str()),
+                    "{ctx}: summary done"
+                );
+            }
+            "response.function_call_arguments.delta" => {
+                let n = open(&mut items, "function_call");
+                items[n]
+                    .streamed
+                    .push_str(v["delta"].as_str().unwrap_or_default());
+            }
+            "response.function_call_arguments.done" => {
+                let n = open(&mut items, "function_call");
+                let args = v["arguments"].as_str().unwrap_or_default();
+                if !items[n].streamed.is_empty() {
+                    assert_eq!(args, items[n].streamed, "{ctx}: arguments done");
+                }
+                items[n].streamed = args.to_string();
+            }
+            "response.custom_tool_call_input.delta" | "response.custom_tool_call_input.done" => {
+                open(&mut items, "custom_tool_call");
+            }
+            "response.output_item.done" => {
+                let n = index.unwrap_or_else(|| panic!("{ctx}: output_item.done without index"));
+                let item = items
+                    .get_mut(n)
+                    .unwrap_or_else(|| panic!("{ctx}: done for an item never added"));
+                assert!(item.done.is_none(), "{ctx}: output_item.done twice");
+                let done = v["item"].clone();
+                assert_eq!(
+                    done["type"].as_str(),
+                    Some(item.kind.as_str()),
+                    "{ctx}: done type"
+                );
+                assert_eq!(
+                    done["id"].as_str(),
+                    Some(item.id.as_str()),
+                    "{ctx}: done id"
+                );
+                match item.kind.as_str() {
+                    "message" => assert_eq!(
+                        done["content"][0]["text"].as_str(),
+                        Some(item.streamed.as_str()),
+                        "{ctx}: message text"
+                    ),
+                    "function_call" => {
+                        assert_eq!(
+                            done["arguments"].as_str(),
+                            Some(item.streamed.as_str()),
+                            "{ctx}: arguments"
+                        );
+                        assert!(
+                            done["call_id"].as_str().is_some_and(|c| !c.is_empty()),
+                            "{ctx}: call_id"
+                        );
+                    }
+                    _ => {}
+                }
+                item.done = Some(done);
+            }
+            "error" => {
+                assert!(failed, "{ctx}: unexpected error event");
+                assert!(v["message"].is_string(), "{ctx}: error message");
+            }
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                if ty == "response.failed" {
+                    assert!(failed, "{ctx}: unexpected response.failed");
+                    assert_eq!(
+                        events[i - 1].event.as_deref(),
+                        Some("error"),
+                        "{ctx}: error before failed"
+                    );
+                    assert!(
+                        v["response"]["error"]["message"].is_string(),
+                        "{ctx}: failure message"
+                    );
+                } else {
+                    let u = &v["response"]["usage"];
+                    let (a, b) = (u["input_tokens"].as_u64(), u["output_tokens"].as_u64());
+                    assert!(a.is_some() && b.is_some(), "{ctx}: usage on {ty}");
+                    assert_eq!(
+                        u["total_tokens"].as_u64(),
+                        a.zip(b).map(|(a, b)| a + b),
+                        "{ctx}: total"
+                    );
+                }
+                terminal = Some((ty.clone(), v["response"].clone()));
+            }
+            other => panic!("{ctx}: unexpected event {other}"),
+        }
+    }
+    let (ty, response) = terminal.unwrap_or_else(|| panic!("{ctx}: no terminal event"));
+    if !failed {
+        assert_ne!(ty, "response.failed", "{ctx}: failed without a failure");
+    }
+    let done: Vec<Value> = items
+        .iter()
+        .map(|it| {
+            it.done
+                .clone()
+                .unwrap_or_else(|| panic!("{ctx}: {} item never done", it.kind))
+        })
+        .collect();
+    assert_eq!(
+        response["output"],
+        Value::Array(done),
+        "{ctx}: output lists the done items"
+    );
+}
+
+/// How many times the client stream `out` of protocol `to` reports the
+/// failure `message`: Responses clients get it twice, in an `error` event
+/// and in the `response.failed` that ends the stream, which count as one.
+pub fn failure_reports(to: Protocol, out: &[u8], message: &str) -> usize {
+    let out = text(out);
+    if to != Protocol::Responses {
+        return out.matches(message).count();
+    }
+    decode_all(out.as_bytes())
+        .iter()
+        .filter(|e| e.event.as_deref() == Some("response.failed") && e.data.contains(message))
+        .count()
+}
+
 /// Checks `out`, the bytes a `from` → `to` stream wrote to its client.
 pub fn check(
     from: Protocol,
@@ -256,5 +509,6 @@ pub fn check(
         (Protocol::Gemini, GeminiFraming::JsonArray) => {
             check_gemini_array(&out, ctx, failed, from != to)
         }
+        (Protocol::Responses, _) => check_responses(&out, ctx, failed),
     }
 }

@@ -1,4 +1,4 @@
-//! Stream golden tests and framing invariants for all nine
+//! Stream golden tests and framing invariants for all sixteen
 //! (upstream, client) pairs.
 //!
 //! Recorded upstream streams live in `tests/fixtures/streams/<from>/*.sse`;
@@ -14,10 +14,15 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::sse::decode_all;
-use super::stream_check::{check, normalise, text};
+use super::stream_check::{check, failure_reports, normalise, text};
 use super::{GeminiFraming, Protocol, StreamConverter};
 
-const ALL: [Protocol; 3] = [Protocol::OpenAi, Protocol::Anthropic, Protocol::Gemini];
+const ALL: [Protocol; 4] = [
+    Protocol::OpenAi,
+    Protocol::Anthropic,
+    Protocol::Gemini,
+    Protocol::Responses,
+];
 const MODEL: &str = "client-model";
 
 fn root() -> PathBuf {
@@ -88,8 +93,8 @@ fn stream_goldens() {
         }
     }
     assert_eq!(
-        checked, 27,
-        "three recordings per upstream family, nine pairs"
+        checked, 48,
+        "three recordings per upstream family, sixteen pairs"
     );
 }
 
@@ -124,7 +129,7 @@ fn framing_holds_for_whole_split_truncated_and_failed_streams() {
                         c.fail(502, "again", &mut out);
                         let s = text(&out);
                         // A stream the upstream already completed stays complete.
-                        let errors = s.matches("upstream broke").count();
+                        let errors = failure_reports(to, &out, "upstream broke");
                         assert!(errors <= 1, "{ctx}: one error at {i}");
                         assert!(
                             errors == 1 || i + 8 >= input.len(),
@@ -279,6 +284,10 @@ fn keepalive_is_protocol_appropriate() {
     );
     assert_eq!(
         keepalive_after(Protocol::OpenAi, sse, ""),
+        ": keep-alive\n\n"
+    );
+    assert_eq!(
+        keepalive_after(Protocol::Responses, sse, &chunk("a")),
         ": keep-alive\n\n"
     );
     // google-genai fails on SSE comments; a blank line is skipped, and is

@@ -143,7 +143,7 @@ impl Answer {
         // In an agent session the answer quotes the file read.
         let agent = body["tools"]
             .as_array()
-            .is_some_and(|t| read_tool(t).is_some());
+            .is_some_and(|t| read_tool(t).is_some() || shell_tool(t).is_some());
         let last_user = match latest_tool_result(messages).filter(|_| agent) {
             Some(result) => text_of(&result["content"]),
             None => last_user_text(messages),
@@ -270,7 +270,10 @@ fn tool_to_call(body: &Value, messages: &[Value]) -> Option<(String, String)> {
     if choice == "none" {
         return None;
     }
-    if let Some((name, param)) = read_tool(tools) {
+    let reader = read_tool(tools)
+        .map(|(name, param)| (name, param, false))
+        .or_else(|| shell_tool(tools).map(|(name, param)| (name, param, true)));
+    if let Some((name, param, shell)) = reader {
         if messages.iter().any(|m| m["role"] == "tool") {
             return None;
         }
@@ -284,7 +287,8 @@ fn tool_to_call(body: &Value, messages: &[Value]) -> Option<(String, String)> {
                 other => other.as_str(),
             })?;
         let path = last_path(prompt)?;
-        return Some((name.to_owned(), json!({ param: path }).to_string()));
+        let argument = if shell { format!("cat {path}") } else { path };
+        return Some((name.to_owned(), json!({ param: argument }).to_string()));
     }
     if messages.last().is_some_and(|m| m["role"] == "tool") {
         return None;
@@ -331,6 +335,24 @@ pub fn read_tool(tools: &[Value]) -> Option<(&str, &str)> {
             .as_object()?
             .keys()
             .find(|k| k.to_ascii_lowercase().contains("path"))?;
+        Some((name, param.as_str()))
+    })
+}
+
+/// An agent's shell among `tools`, with its command parameter, for agents
+/// that read files through it (Codex CLI's `exec_command` with `cmd`).
+pub fn shell_tool(tools: &[Value]) -> Option<(&str, &str)> {
+    tools.iter().find_map(|t| {
+        let (name, params) = function(t);
+        let name = name?;
+        if !matches!(name, "exec_command" | "shell" | "local_shell") {
+            return None;
+        }
+        let param = params["properties"]
+            .as_object()?
+            .iter()
+            .find(|(k, v)| matches!(k.as_str(), "cmd" | "command") && v["type"] == "string")?
+            .0;
         Some((name, param.as_str()))
     })
 }
@@ -490,6 +512,13 @@ mod tests {
         assert_eq!(
             read_tool(gemini.as_array().unwrap()),
             Some(("read_file", "file_path"))
+        );
+        let codex = json!([
+            {"type": "function", "name": "exec_command", "parameters": {"type": "object", "properties": {"cmd": {"type": "string"}, "workdir": {"type": "string"}}}}]);
+        assert_eq!(read_tool(codex.as_array().unwrap()), None);
+        assert_eq!(
+            shell_tool(codex.as_array().unwrap()),
+            Some(("exec_command", "cmd"))
         );
         let ask = json!({"role": "user", "content": [
             {"type": "text", "text": "<context>cwd /tmp/w</context>"},

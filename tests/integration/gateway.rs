@@ -278,6 +278,45 @@ fn silent_upstream_stream_gets_keepalives() {
     );
 }
 
+/// A Responses client's stream: SSE-comment keep-alives while the upstream
+/// is silent, framing intact around them, and an upstream that stalls for
+/// good ends the stream with `error` and `response.failed`.
+#[test]
+fn responses_streams_keep_alive_and_fail_in_band() {
+    use aiproxy::protocol::stream_check::check;
+    use aiproxy::protocol::{GeminiFraming, Protocol};
+    const BODY: &str = r#"{"model":"gpt-test","stream":true,"input":"hi"}"#;
+    let up = pausing_stream(Duration::from_millis(900));
+    let p = openai_proxy(&up, |c| {
+        c.upstream.stream_keepalive = Duration::from_millis(200)
+    });
+    let resp = post_json(p.addr(), "/openai-custom/v1/responses", "", BODY);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let text = resp.text();
+    assert!(text.starts_with("event: response.created\n"), "{text}");
+    assert!(text.matches(": keep-alive\n\n").count() >= 2, "{text}");
+    assert!(text.contains(r#""delta":"b""#), "{text}");
+    let (from, to, sse) = (Protocol::OpenAi, Protocol::Responses, GeminiFraming::Sse);
+    check(from, to, sse, text.as_bytes(), "kept alive", false);
+    assert!(text.contains("event: response.completed\n"), "{text}");
+
+    let up = pausing_stream(Duration::from_secs(3));
+    let p = openai_proxy(&up, |c| {
+        c.upstream.idle_timeout = Duration::from_millis(300)
+    });
+    let text = post_json(
+        p.addr(),
+        "/v1/responses",
+        "model-provider: openai-custom\r\n",
+        BODY,
+    )
+    .text();
+    check(from, to, sse, text.as_bytes(), "stalled", true);
+    assert!(text.contains("event: error\n"), "{text}");
+    assert!(text.contains("event: response.failed\n"), "{text}");
+}
+
 #[test]
 fn client_disconnect_mid_stream_closes_the_upstream_request() {
     let up = MockUpstream::start(|_, _| {

@@ -10,18 +10,32 @@ SDK clients pointed at it.
   claude-custom enabled (mock is the default), an API key, and the two mock
   upstreams of ``mock_upstreams.py``; ``upstreams`` resets their request
   logs and scripted errors before each test.
+* ``gemini_cli`` is a second shared gateway serving only gemini-cli, in
+  front of the Code Assist mock of ``oauth_upstreams.py`` (a valid token in
+  its credentials file: no refresh), reset before each test that uses it.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from dataclasses import dataclass
 
 import pytest
 
 from mock_upstreams import AnthropicUpstream, OpenAIUpstream
-from support import API_KEY, CLAUDE_UPSTREAM_KEY, OPENAI_UPSTREAM_KEY, Gateway, provider_args
+from oauth_upstreams import CodeAssistUpstream
+from support import (
+    API_KEY,
+    CLAUDE_UPSTREAM_KEY,
+    GEMINI_CLI_PROJECT,
+    GEMINI_CLI_TOKEN,
+    OPENAI_UPSTREAM_KEY,
+    Gateway,
+    provider_args,
+)
 
 
 def _safe_name(nodeid: str) -> str:
@@ -100,3 +114,39 @@ def nonce() -> str:
     return uuid.uuid4().hex[:10]
 
 
+
+
+
+@dataclass
+class GeminiCli:
+    gw: Gateway
+    up: CodeAssistUpstream
+
+
+@pytest.fixture(scope="session")
+def gemini_cli_session(tmp_path_factory):
+    up = CodeAssistUpstream(GEMINI_CLI_TOKEN, GEMINI_CLI_PROJECT)
+    creds = tmp_path_factory.mktemp("gemini-cli") / "oauth_creds.json"
+    creds.write_text(json.dumps({
+        "access_token": GEMINI_CLI_TOKEN, "refresh_token": "1//gemini-refresh",
+        "token_type": "Bearer", "expiry_date": int(time.time() * 1000) + 24 * 3_600_000}))
+    creds.chmod(0o600)
+    g = Gateway(["--api-key", API_KEY, "--model-provider", "gemini-cli",
+                 "--gemini-oauth-creds-file", str(creds), "--project-id", GEMINI_CLI_PROJECT,
+                 "--gemini-base-url", up.root, "--cache-enabled=false",
+                 "--request-max-retries", "0", "--log-level", "info"], "gemini-cli-gateway")
+    yield GeminiCli(g, up)
+    g.assert_running()
+    rc = g.stop()
+    up.close()
+    assert rc == 0, f"aiproxy exited with {rc} after SIGTERM:\n{g.stderr()[-4000:]}"
+
+
+@pytest.fixture
+def gemini_cli(gemini_cli_session) -> GeminiCli:
+    """The gemini-cli gateway and its Code Assist mock, with an empty request log."""
+    gemini_cli_session.gw.assert_running()
+    gemini_cli_session.up.reset()
+    yield gemini_cli_session
+    gemini_cli_session.up.reset()
+    gemini_cli_session.gw.assert_running()

@@ -21,7 +21,8 @@ tool ids that match) and answer with the provider's real error bodies, so a
 malformed conversion fails loudly instead of passing silently.
 
 Every request is recorded (method, path, headers, JSON body). A test can
-script errors with ``fail_next(status, …)``, slow streams down with
+script errors with ``fail_next(status, …)``, a tool call's arguments with
+``tool_args[name]``, slow streams down with
 ``stream_delay``, cut them short with ``truncate_after`` and see in
 ``aborted`` which streams the reader hung up on.
 """
@@ -177,6 +178,9 @@ class MockUpstream:
         self.stream_delay = 0.0  # seconds between streamed events
         self.truncate_after: int | None = None  # hang up after this many events
         self.aborted: list[Recorded] = []  # streams the reader hung up on
+        # Tool name → the arguments to call it with, instead of ones derived
+        # from its schema (an agent's shell tool asked to run a real command).
+        self.tool_args: dict[str, dict] = {}
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -232,6 +236,7 @@ class MockUpstream:
             self.aborted.clear()
             self.stream_delay = 0.0
             self.truncate_after = None
+            self.tool_args = {}
 
     def close(self) -> None:
         self._server.shutdown()
@@ -471,7 +476,8 @@ class OpenAIUpstream(MockUpstream):
                 chosen = [next((t for t in tools if t["function"]["name"] == wanted), tools[0])]
             for k, tool in enumerate(chosen):
                 fn = tool["function"]
-                args = json.dumps(example_args(fn.get("parameters"), lambda p: f"openai-{p}"))
+                args = json.dumps(self.tool_args.get(fn["name"]) or
+                                  example_args(fn.get("parameters"), lambda p: f"openai-{p}"))
                 tool_calls.append({"id": f"call_up{n:06d}_{k}", "name": fn["name"],
                                    "arguments": args})
             finish = "tool_calls"
@@ -726,7 +732,8 @@ class AnthropicUpstream(MockUpstream):
             for k, tool in enumerate(chosen):
                 blocks.append({"type": "tool_use", "id": f"toolu_up{n:06d}_{k}",
                                "name": tool["name"],
-                               "input": example_args(tool["input_schema"], lambda p: f"claude-{p}")})
+                               "input": self.tool_args.get(tool["name"]) or
+                               example_args(tool["input_schema"], lambda p: f"claude-{p}")})
             stop = "tool_use"
         else:
             if results:

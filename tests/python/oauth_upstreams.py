@@ -239,7 +239,8 @@ class CodeAssistUpstream(OAuthUpstream):
             decl = decls[0]
             schema = decl.get("parametersJsonSchema") or decl.get("parameters")
             parts.append({"text": self.PREAMBLE})
-            parts.append({"functionCall": {"name": decl["name"], "args": schema_args(schema)}})
+            args = self.tool_args.get(decl["name"]) or schema_args(schema)
+            parts.append({"functionCall": {"name": decl["name"], "args": args}})
         else:
             user = " ".join(p.get("text", "") for p in last.get("parts") or [])
             parts.append({"text": f"{self.label} says: {user}"})

@@ -24,6 +24,9 @@ OUTPUT_DIR = REPO_ROOT / "tests" / "output"
 API_KEY = "sk-gw-test-key-2f1c"
 OPENAI_UPSTREAM_KEY = "sk-openai-upstream-9a7b"
 CLAUDE_UPSTREAM_KEY = "sk-ant-upstream-4c2d"
+# The shared gemini-cli gateway's Code Assist project and access token.
+GEMINI_CLI_PROJECT = "mock-project-shared"
+GEMINI_CLI_TOKEN = "ya29.shared-valid"
 
 PROVIDERS = ["mock", "openai-custom", "claude-custom"]
 
