@@ -61,6 +61,12 @@ impl Handle {
         gateway::Control::new(Arc::clone(&self.gateway))
     }
 
+    /// Runs one inference call without HTTP (see [`gateway::Gateway::call`]):
+    /// the answer, whole or streamed, goes to `sink`.
+    pub fn call(&self, call: &gateway::Call<'_>, sink: &mut dyn gateway::Sink) {
+        self.gateway.call(call, sink);
+    }
+
     /// Re-reads the configuration with `load` and applies it; on failure
     /// the running configuration stays, logging included, and the error
     /// is logged. A configuration that would leave the running listener

@@ -13,18 +13,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 
+use super::call::{Answer, Call, Sink};
 use super::readers::Readers;
 use super::{Failure, Gateway, State, route_model};
-use crate::auth;
 use crate::cache::{self, Entry, Fetched, Key, Outcome};
 use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
+use crate::protocol::responses::ToolMap;
 use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
 use crate::providers::{
     Instance, ProviderKind, UpstreamFailure, UpstreamRequest, UpstreamResponse,
 };
-use crate::protocol::responses::ToolMap;
-use crate::server::{Request, Responder};
 
 /// Largest upstream answer read whole (non-streamed).
 const MAX_UPSTREAM_BODY: u64 = 64 << 20;
@@ -86,18 +85,6 @@ fn pump(readers: &Readers, mut upstream: impl Read + Send + 'static) -> io::Resu
     Ok(rx)
 }
 
-/// What the route says about an inference request.
-pub(super) struct Call {
-    /// Protocol the client speaks.
-    pub client: Protocol,
-    /// Provider named by a path prefix.
-    pub prefix: Option<ProviderKind>,
-    /// Model named in the path (Gemini).
-    pub path_model: Option<String>,
-    /// Streaming requested by the path (Gemini `streamGenerateContent`).
-    pub path_stream: bool,
-}
-
 /// A request ready to go upstream.
 struct Prepared<'a> {
     client: Protocol,
@@ -115,18 +102,20 @@ struct Prepared<'a> {
 }
 
 impl Gateway {
+    /// Runs one inference call and answers it through `sink`. A refusal
+    /// before anything was sent is returned, for the caller to render in
+    /// the client's protocol its own way.
     pub(super) fn infer(
         &self,
         state: &State,
-        req: &Request,
-        out: &mut Responder<'_>,
-        call: Call,
+        call: &Call<'_>,
+        sink: &mut dyn Sink,
     ) -> Result<(), Failure> {
-        let p = self.prepare(state, req, out, call)?;
+        let p = self.prepare(state, call, sink)?;
         if p.upstream.stream {
-            return self.infer_stream(state, req, out, &p);
+            return self.infer_stream(state, call, sink, &p);
         }
-        self.infer_whole(state, req, out, &p);
+        self.infer_whole(state, call, sink, &p);
         Ok(())
     }
 
@@ -135,21 +124,15 @@ impl Gateway {
     fn prepare<'a>(
         &self,
         state: &State,
-        req: &'a Request,
-        out: &mut Responder<'_>,
-        call: Call,
+        call: &Call<'a>,
+        sink: &mut dyn Sink,
     ) -> Result<Prepared<'a>, Failure> {
-        let Call {
-            client,
-            prefix,
-            path_model,
-            path_stream,
-        } = call;
-        let (body, info, model) = probe(client, &req.body, path_model)?;
-        let stream = info.stream || path_stream;
-        out.log.set("model", model.clone());
-        let kind = select(state, prefix, req, &model)?;
-        out.log.set("provider", kind.name());
+        let client = call.client;
+        let (body, info, model) = probe(client, call.body, call.path_model.clone())?;
+        let stream = info.stream || call.path_stream;
+        sink.note("model", model.clone());
+        let kind = select(state, call.prefix, call.provider, &model)?;
+        sink.note("provider", kind.name().to_owned());
         let instance = state.registry.pick(kind).ok_or_else(|| {
             Failure::new(503, format!("Provider {kind} has no available instance."))
         })?;
@@ -191,7 +174,11 @@ impl Gateway {
             model: model.clone(),
             body: upstream_body,
             stream,
-            forward_headers: forward_headers(req, client, family),
+            forward_headers: if client == Protocol::Anthropic && family == Protocol::Anthropic {
+                call.forward.clone()
+            } else {
+                Vec::new()
+            },
         };
         Ok(Prepared {
             client,
@@ -209,15 +196,15 @@ impl Gateway {
     /// A whole answer, from the cache or the upstream. Concurrent identical
     /// requests share one upstream call; only complete 200 answers are
     /// stored.
-    fn infer_whole(&self, state: &State, req: &Request, out: &mut Responder<'_>, p: &Prepared<'_>) {
-        let bypass = !state.cache.is_enabled() || no_cache_requested(req);
+    fn infer_whole(&self, state: &State, call: &Call<'_>, sink: &mut dyn Sink, p: &Prepared<'_>) {
+        let bypass = !state.cache.is_enabled() || call.no_cache;
         let key = if bypass {
             None
         } else {
             match state.config.cache.scope {
                 CacheScope::Shared => Key::new(p.kind, &p.model, p.client, p.client_body),
                 CacheScope::PerKey => {
-                    let scope = cache::scope_of(auth::presented_key(&req.head).as_deref());
+                    let scope = cache::scope_of(call.client_key.as_deref());
                     Key::scoped(p.kind, &p.model, p.client, &scope, p.client_body)
                 }
             }
@@ -244,19 +231,14 @@ impl Gateway {
             Outcome::Miss => "MISS",
             Outcome::Bypass => "BYPASS",
         };
-        let note = match out.log.get("note") {
-            Some(note) => format!("cache={x_cache} {note}"),
-            None => format!("cache={x_cache}"),
-        };
-        out.log.set("note", note);
-        let mut headers = vec![
-            ("Content-Type", entry.content_type.as_str()),
-            ("X-Cache", x_cache),
-        ];
-        if let Some(r) = entry.retry_after.as_deref() {
-            headers.push(("Retry-After", r));
-        }
-        let _ = out.send(entry.status, &headers, &entry.body);
+        sink.note("note", format!("cache={x_cache}"));
+        sink.whole(Answer {
+            status: entry.status,
+            content_type: &entry.content_type,
+            body: &entry.body,
+            cache: Some(x_cache),
+            retry_after: entry.retry_after.as_deref(),
+        });
     }
 
     /// Calls the upstream and turns its answer into the client's protocol.
@@ -336,27 +318,25 @@ impl Gateway {
     fn infer_stream(
         &self,
         state: &State,
-        req: &Request,
-        out: &mut Responder<'_>,
+        call: &Call<'_>,
+        sink: &mut dyn Sink,
         p: &Prepared<'_>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
         let resp = self.call_with_retries(state, p)?;
         if resp.status >= 400 {
             let entry = relay_error(p, resp);
-            out.log
-                .set("note", format!("upstream_status={}", entry.status));
-            let mut headers = vec![("Content-Type", "application/json")];
-            if let Some(r) = entry.retry_after.as_deref() {
-                headers.push(("Retry-After", r));
-            }
-            let _ = out.send(entry.status, &headers, &entry.body);
+            sink.note("note", format!("upstream_status={}", entry.status));
+            sink.whole(Answer {
+                status: entry.status,
+                content_type: "application/json",
+                body: &entry.body,
+                cache: None,
+                retry_after: entry.retry_after.as_deref(),
+            });
             return Ok(());
         }
-        let framing = match req.query_param("alt").as_deref() {
-            Some("sse") => GeminiFraming::Sse,
-            _ => GeminiFraming::JsonArray,
-        };
+        let framing = call.gemini_framing;
         let json_array = p.client == Protocol::Gemini && framing == GeminiFraming::JsonArray;
         let content_type = if json_array {
             "application/json"
@@ -366,15 +346,9 @@ impl Gateway {
         let mut converter = StreamConverter::new(p.family, p.client, &p.model, framing);
         converter.set_usage_chunk(p.include_usage);
         converter.set_tools(p.tools.clone());
-        let headers = [
-            ("Content-Type", content_type),
-            ("Cache-Control", "no-cache"),
-            ("X-Accel-Buffering", "no"),
-            ("X-Cache", "BYPASS"),
-        ];
-        let Ok(mut writer) = out.start_stream(200, &headers) else {
+        if !sink.open(content_type) {
             return Ok(());
-        };
+        }
         let upstream = Backstop {
             inner: resp.body,
             deadline: started + UPSTREAM_TOTAL_TIMEOUT,
@@ -386,8 +360,8 @@ impl Gateway {
                 "no thread left to read the upstream stream",
                 &mut pending,
             );
-            if writer.send(&pending).is_ok() {
-                let _ = writer.finish();
+            if sink.send(&pending) {
+                sink.close();
             }
             return Ok(());
         };
@@ -399,15 +373,16 @@ impl Gateway {
         let mut first_byte = true;
         let mut out_note = None;
         loop {
-            if writer.must_end() {
-                // The drain deadline passed: end the stream in the client's
-                // protocol, so it sees an error rather than a cut.
+            if sink.must_end() {
+                // The drain deadline passed (or the call was cancelled): end
+                // the stream in the client's protocol, so it sees an error
+                // rather than a cut.
                 converter.fail(503, "server shutting down", &mut pending);
                 out_note = Some("cut_at_drain_deadline");
                 break;
             }
             // While draining, wake often enough to notice the deadline.
-            let wait = if writer.is_stopping() {
+            let wait = if sink.wants_short_waits() {
                 keepalive.min(DRAIN_POLL)
             } else {
                 keepalive
@@ -417,8 +392,8 @@ impl Gateway {
                 Err(RecvTimeoutError::Timeout) if wait < keepalive => continue,
                 Err(RecvTimeoutError::Timeout) => {
                     converter.keepalive(&mut pending);
-                    if writer.send(&pending).is_err() {
-                        out.log.set("note", "client_disconnected");
+                    if !sink.send(&pending) {
+                        sink.note("note", "client_disconnected".into());
                         return Ok(());
                     }
                     pending.clear();
@@ -444,10 +419,10 @@ impl Gateway {
                     }
                     converter.feed(&chunk, &mut pending);
                     if !pending.is_empty() {
-                        if writer.send(&pending).is_err() {
+                        if !sink.send(&pending) {
                             // The client left: dropping `upstream` closes the
                             // upstream connection and stops generation.
-                            out.log.set("note", "client_disconnected");
+                            sink.note("note", "client_disconnected".into());
                             return Ok(());
                         }
                         pending.clear();
@@ -478,10 +453,10 @@ impl Gateway {
             m.provider_latency(p.kind, started.elapsed());
             m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
         }
-        if writer.send(&pending).is_ok() {
-            let _ = writer.finish();
+        if sink.send(&pending) {
+            sink.close();
         }
-        out.log.set(
+        sink.note(
             "note",
             format!(
                 "cache=BYPASS tokens_in={} tokens_out={}{}",
@@ -580,13 +555,13 @@ pub(super) fn probe(
 pub(super) fn select(
     state: &State,
     prefix: Option<ProviderKind>,
-    req: &Request,
+    provider: Option<&str>,
     model: &str,
 ) -> Result<ProviderKind, Failure> {
     if let Some(kind) = prefix {
         return Ok(kind);
     }
-    if let Some(name) = req.header("model-provider") {
+    if let Some(name) = provider {
         let kind = ProviderKind::parse(name.trim()).ok_or_else(|| {
             Failure::new(
                 400,
@@ -614,32 +589,6 @@ fn relay_error(p: &Prepared<'_>, resp: UpstreamResponse) -> Entry {
     let mut entry = Entry::new(resp.status, "application/json", body);
     entry.retry_after = resp.retry_after;
     entry
-}
-
-/// `Cache-Control: no-cache` or `no-store` on the request.
-fn no_cache_requested(req: &Request) -> bool {
-    req.header("cache-control").is_some_and(|v| {
-        v.split(',')
-            .map(str::trim)
-            .any(|d| d.eq_ignore_ascii_case("no-cache") || d.eq_ignore_ascii_case("no-store"))
-    })
-}
-
-/// Client headers that keep their meaning upstream.
-fn forward_headers(
-    req: &Request,
-    client: Protocol,
-    family: Protocol,
-) -> Vec<(&'static str, String)> {
-    let mut out = Vec::new();
-    if client == Protocol::Anthropic && family == Protocol::Anthropic {
-        for name in ["anthropic-version", "anthropic-beta"] {
-            if let Some(v) = req.header(name) {
-                out.push((name, v.to_owned()));
-            }
-        }
-    }
-    out
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as unknown).

@@ -7,12 +7,14 @@
 //! attempt) and the load balancer (`Registry::pick`) each plug into one
 //! place; `ops` answers the operational endpoints.
 
+mod call;
 mod control;
 mod guard;
 mod infer;
 mod ops;
 mod readers;
 
+pub use call::{Answer, Call, Sink};
 pub use control::Control;
 pub use ops::MetricsOnly;
 
@@ -29,6 +31,7 @@ use crate::protocol::{self, Protocol};
 use crate::providers::{ProviderKind, Registry};
 use crate::routing::{self, Route};
 use crate::server::{Exchange, Handler, Head, Rejection, Request, Responder, ResponseState};
+use call::HttpSink;
 
 /// The gateway: a [`Handler`] over the provider registry.
 pub struct Gateway {
@@ -189,6 +192,27 @@ impl Gateway {
         self.overrides().version()
     }
 
+    /// Runs one inference call end to end — provider choice, conversion,
+    /// cache, retries, metrics — and answers through `sink`; a refusal is
+    /// answered there too, in the client's protocol. The entry point of
+    /// every transport but HTTP (which also authenticates and routes
+    /// first), and of programs that embed aiproxy.
+    pub fn call(&self, call: &Call<'_>, sink: &mut dyn Sink) {
+        let _active = self.metrics.as_ref().map(|m| m.active_guard());
+        let state = self.current();
+        if let Err(failure) = self.infer(&state, call, sink) {
+            let body = protocol::error_body(call.client, failure.status, &failure.message);
+            sink.note("note", failure.message);
+            sink.whole(Answer {
+                status: failure.status,
+                content_type: "application/json",
+                body: &body,
+                cache: None,
+                retry_after: None,
+            });
+        }
+    }
+
     /// The configuration requests are currently served with.
     pub fn config(&self) -> Arc<Config> {
         Arc::clone(&self.current().config)
@@ -255,22 +279,12 @@ impl Gateway {
         }
         let result = match route {
             Route::OpenAiChat | Route::AnthropicMessages | Route::Responses => {
-                let call = infer::Call {
-                    client: proto,
-                    prefix,
-                    path_model: None,
-                    path_stream: false,
-                };
-                self.infer(state, req, out, call)
+                let call = Call::from_http(req, proto, prefix, None, false);
+                self.infer(state, &call, &mut HttpSink { out })
             }
             Route::GeminiGenerate { model, stream } => {
-                let call = infer::Call {
-                    client: proto,
-                    prefix,
-                    path_model: Some(model),
-                    path_stream: stream,
-                };
-                self.infer(state, req, out, call)
+                let call = Call::from_http(req, proto, prefix, Some(model), stream);
+                self.infer(state, &call, &mut HttpSink { out })
             }
             Route::AnthropicCountTokens => ops::count_tokens(state, req, out, prefix),
             Route::ListModels | Route::GeminiListModels => {

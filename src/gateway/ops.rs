@@ -176,7 +176,7 @@ pub(super) fn count_tokens(
     prefix: Option<ProviderKind>,
 ) -> Result<(), Failure> {
     let (body, _, model) = infer::probe(Protocol::Anthropic, &req.body, None)?;
-    infer::select(state, prefix, req, &model)?;
+    infer::select(state, prefix, req.header("model-provider"), &model)?;
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
     protocol::validate_request(Protocol::Anthropic, &value)

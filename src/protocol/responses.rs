@@ -299,7 +299,8 @@ fn input_item(
                         req.system.push(text);
                     } else {
                         // Mid-conversation instructions keep their place.
-                        req.messages.push(turn(Role::System, vec![Part::Text(text)]));
+                        req.messages
+                            .push(turn(Role::System, vec![Part::Text(text)]));
                     }
                 }
                 "user" => {

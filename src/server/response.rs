@@ -102,6 +102,8 @@ pub struct Responder<'a> {
     added: Vec<(&'static str, String)>,
     /// The protocol that takes over after a 101.
     upgraded: Option<Box<dyn Upgraded>>,
+    /// Framing buffer of a stream, kept between its chunks.
+    chunk: Vec<u8>,
     /// Access-log facts set by the handler.
     pub log: LogFields,
 }
@@ -127,6 +129,7 @@ impl<'a> Responder<'a> {
             bytes: 0,
             added: Vec::new(),
             upgraded: None,
+            chunk: Vec::new(),
             log: LogFields::default(),
         }
     }
@@ -226,14 +229,21 @@ impl<'a> Responder<'a> {
     }
 
     /// Starts a streamed response; write events with [`ChunkWriter::send`]
-    /// and end it with [`ChunkWriter::finish`]. HTTP/1.0 clients get the
-    /// body delimited by closing the connection, since they cannot read
-    /// chunked coding.
+    /// and end it with [`ChunkWriter::finish`] (or use
+    /// [`Responder::open_stream`] and its siblings, which borrow nothing).
+    /// HTTP/1.0 clients get the body delimited by closing the connection,
+    /// since they cannot read chunked coding.
     pub fn start_stream(
         &mut self,
         status: u16,
         headers: &[(&str, &str)],
     ) -> io::Result<ChunkWriter<'_, 'a>> {
+        self.open_stream(status, headers)?;
+        Ok(ChunkWriter { responder: self })
+    }
+
+    /// Sends the head of a streamed response (see [`Responder::start_stream`]).
+    pub fn open_stream(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
         if self.state != ResponseState::Pending {
             return Err(io::Error::other("response already started"));
         }
@@ -244,11 +254,45 @@ impl<'a> Responder<'a> {
         self.write_head(&mut buf, status, headers, None);
         self.state = ResponseState::Streaming;
         self.write(&buf);
-        self.result()?;
-        Ok(ChunkWriter {
-            responder: self,
-            buf: Vec::with_capacity(1024),
-        })
+        self.result()
+    }
+
+    /// Sends `data` as one chunk of a streamed response and flushes it.
+    /// An error means the client is gone: stop producing.
+    pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
+        if data.is_empty() || self.head_only || self.state != ResponseState::Streaming {
+            return self.result();
+        }
+        let framed = !self.http10;
+        let mut buf = std::mem::take(&mut self.chunk);
+        buf.clear();
+        if framed {
+            buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        }
+        let prefix = buf.len();
+        buf.extend_from_slice(data);
+        if framed {
+            buf.extend_from_slice(b"\r\n");
+        }
+        let written = self.write(&buf);
+        self.bytes += written.saturating_sub(prefix).min(data.len()) as u64;
+        self.chunk = buf;
+        self.result()
+    }
+
+    /// Ends a streamed response: the terminating chunk, or nothing for
+    /// HTTP/1.0, whose body ends when the connection closes.
+    pub fn end_stream(&mut self) -> io::Result<()> {
+        if self.state != ResponseState::Streaming {
+            return self.result();
+        }
+        if !self.head_only && !self.http10 {
+            self.write(b"0\r\n\r\n");
+        }
+        if self.state != ResponseState::Broken {
+            self.state = ResponseState::Done;
+        }
+        self.result()
     }
 
     /// Answers `101 Switching Protocols` with `headers` and hands the
@@ -397,32 +441,13 @@ fn write_all_by(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result
 /// The body writer of a streamed response.
 pub struct ChunkWriter<'r, 'a> {
     responder: &'r mut Responder<'a>,
-    buf: Vec<u8>,
 }
 
 impl ChunkWriter<'_, '_> {
     /// Sends `data` as one chunk and flushes it to the client.
     /// An error means the client is gone: stop producing.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() || self.responder.head_only {
-            return self.responder.result();
-        }
-        self.buf.clear();
-        let framed = !self.responder.http10;
-        if framed {
-            self.buf
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        let prefix = self.buf.len();
-        self.buf.extend_from_slice(data);
-        if framed {
-            self.buf.extend_from_slice(b"\r\n");
-        }
-        let buf = std::mem::take(&mut self.buf);
-        let written = self.responder.write(&buf);
-        self.responder.bytes += written.saturating_sub(prefix).min(data.len()) as u64;
-        self.buf = buf;
-        self.responder.result()
+        self.responder.send_chunk(data)
     }
 
     /// Whether the server's drain deadline has passed (see
@@ -436,19 +461,9 @@ impl ChunkWriter<'_, '_> {
         self.responder.is_stopping()
     }
 
-    /// Ends the body: the terminating chunk, or nothing for HTTP/1.0,
-    /// whose body ends when the connection closes.
+    /// Ends the body (see [`Responder::end_stream`]).
     pub fn finish(self) -> io::Result<()> {
-        if self.responder.state == ResponseState::Broken {
-            return self.responder.result();
-        }
-        if !self.responder.head_only && !self.responder.http10 {
-            self.responder.write(b"0\r\n\r\n");
-        }
-        if self.responder.state != ResponseState::Broken {
-            self.responder.state = ResponseState::Done;
-        }
-        self.responder.result()
+        self.responder.end_stream()
     }
 }
 

@@ -535,3 +535,73 @@ fn an_embedding_program_switches_the_cache_through_the_control_handle() {
     assert!(control.cache_enabled());
     assert_eq!(control.version(), before + 2);
 }
+
+/// Collects what the pipeline answers, as a WebSocket connection or an
+/// embedding program would.
+#[derive(Default)]
+struct Collected {
+    whole: Vec<(u16, String, Option<&'static str>)>,
+    opened: Option<String>,
+    events: Vec<Vec<u8>>,
+    closed: bool,
+    notes: Vec<(&'static str, String)>,
+}
+
+impl aiproxy::gateway::Sink for Collected {
+    fn whole(&mut self, answer: aiproxy::gateway::Answer<'_>) {
+        let body = String::from_utf8_lossy(answer.body).into_owned();
+        self.whole.push((answer.status, body, answer.cache));
+    }
+    fn open(&mut self, content_type: &str) -> bool {
+        self.opened = Some(content_type.to_owned());
+        true
+    }
+    fn send(&mut self, events: &[u8]) -> bool {
+        self.events.push(events.to_vec());
+        true
+    }
+    fn close(&mut self) {
+        self.closed = true;
+    }
+    fn note(&mut self, key: &'static str, value: String) {
+        self.notes.push((key, value));
+    }
+}
+
+#[test]
+fn a_call_without_http_goes_through_the_same_pipeline() {
+    use aiproxy::gateway::Call;
+    use aiproxy::protocol::Protocol;
+    let p = Proxy(Some(aiproxy::start(base_config()).unwrap()));
+    let handle = p.0.as_ref().unwrap();
+    let body = br#"{"model":"mock-small","messages":[{"role":"user","content":"embedded"}]}"#;
+    // Whole answers go through the cache: a miss, then a hit.
+    for expected in ["MISS", "HIT"] {
+        let mut sink = Collected::default();
+        handle.call(&Call::new(Protocol::OpenAi, body), &mut sink);
+        let (status, text, cache) = &sink.whole[0];
+        assert_eq!(*status, 200, "{text}");
+        assert_eq!(*cache, Some(expected));
+        assert!(text.contains("chat.completion"), "{text}");
+        assert!(sink.notes.contains(&("provider", "mock".to_owned())));
+    }
+    // A stream arrives as client-protocol events, in an Anthropic client's
+    // protocol here, whatever the provider speaks.
+    let body = br#"{"model":"mock-small","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"stream me"}]}"#;
+    let mut sink = Collected::default();
+    handle.call(&Call::new(Protocol::Anthropic, body), &mut sink);
+    assert_eq!(sink.opened.as_deref(), Some("text/event-stream"));
+    let all = String::from_utf8(sink.events.concat()).unwrap();
+    assert!(all.starts_with("event: message_start"), "{all}");
+    assert!(all.contains("event: message_stop"), "{all}");
+    assert!(sink.closed);
+    // A refusal comes back in the client's protocol through the same sink.
+    let mut sink = Collected::default();
+    handle.call(
+        &Call::new(Protocol::Anthropic, b"{\"max_tokens\":5}"),
+        &mut sink,
+    );
+    let (status, text, _) = &sink.whole[0];
+    assert_eq!(*status, 400);
+    assert!(text.contains(r#""type":"error""#), "{text}");
+}
