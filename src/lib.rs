@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod balancer;
 pub mod cache;
 pub mod cli;
 pub mod config;
