@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod log;
 pub mod metrics;
+pub mod pools;
 pub mod protocol;
 pub mod provider_kind;
 pub mod providers;
