@@ -143,6 +143,13 @@ impl Outcome {
     }
 }
 
+/// `now + d`, saturating at a year from now (a policy may say
+/// `Duration::MAX`; an `Instant` cannot hold that).
+fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(Duration::from_secs(365 * 86_400)))
+        .unwrap_or(now)
+}
+
 /// What a report changed, for the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
@@ -218,7 +225,7 @@ impl Health {
                 let wait = retry_after
                     .unwrap_or(policy.default_cooldown)
                     .min(policy.max_cooldown);
-                let until = now + wait;
+                let until = later(now, wait);
                 if self.cooldown_until.is_none_or(|u| u < until) {
                     self.cooldown_until = Some(until);
                 }
@@ -257,7 +264,7 @@ impl Health {
             .base_ejection
             .saturating_mul(1u32 << self.doublings.min(20))
             .min(policy.max_ejection);
-        self.ejected_until = Some(now + length);
+        self.ejected_until = Some(later(now, length));
         self.consecutive_failures = 0;
         length
     }
@@ -501,6 +508,18 @@ mod tests {
         let huge = Some(Duration::from_secs(u64::MAX / 4));
         h.record(&Outcome::RateLimited { retry_after: huge }, t0, &p);
         assert_eq!(h.cooldown_until(t0), Some(t0 + p.max_cooldown));
+        // Even a policy without a cap cannot overflow the clock.
+        let uncapped = HealthPolicy {
+            max_cooldown: Duration::MAX,
+            max_ejection: Duration::MAX,
+            base_ejection: Duration::MAX,
+            ..HealthPolicy::default()
+        };
+        let mut h = Health::default();
+        h.record(&Outcome::RateLimited { retry_after: huge }, t0, &uncapped);
+        assert!(h.is_cooling(t0 + secs(86_400 * 300)));
+        fail(&mut h, t0, &uncapped, 3);
+        assert!(h.eject(t0, &uncapped) > secs(86_400));
     }
 
     #[test]

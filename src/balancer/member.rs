@@ -221,7 +221,9 @@ impl Member {
             Report::Check(outcome) => (outcome, None),
         };
         let mut locked = self.lock();
-        if let Some(latency) = latency {
+        // The latency of answers: a connect error's speed says nothing
+        // about how fast the instance serves.
+        if let Some(latency) = latency.filter(|_| !outcome.is_error()) {
             locked.latency.record(latency);
         }
         if outcome.is_error() {

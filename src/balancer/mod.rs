@@ -15,6 +15,19 @@
 //! reports and retries within the policy and the budget, or drives the
 //! steps itself with [`Balancer::pick`] and [`Pick::report`].
 //!
+//! A request through [`Balancer::run`], in outline:
+//!
+//! ```text
+//! let key = RequestKey { model: Some(&model), client: Some(client_addr(peer, &xff, &trusted)) };
+//! match balancer.run(&pool, &key, &retry_policy, &SystemClock, deadline, |pick| {
+//!     let result = pick.instance().provider.call(&upstream);   // nothing sent to the client
+//!     Attempt { outcome: classify(&result), answer: result }   // Streaming for a started stream
+//! }) {
+//!     Finished::Answered { answer, mut pick, .. } => { relay(answer); pick.end_stream(..) }
+//!     Finished::NoInstance(why) => answer(why.status(), why.message(..), why.retry_after_secs()),
+//! }
+//! ```
+//!
 //! Eligibility, in order: a member must be enabled and serve the model;
 //! then have a working credential and no 429 cooldown (else the request
 //! gets [`NoneEligible::Unavailable`] with the soonest recovery); then not
@@ -99,6 +112,11 @@ impl<T: Balanced> Pool<T> {
     /// The members, in pool order.
     pub fn members(&self) -> &[Arc<T>] {
         &self.inner.members
+    }
+
+    /// The index of the member with `id`.
+    pub fn position(&self, id: &str) -> Option<usize> {
+        self.members().iter().position(|t| t.member().id() == id)
     }
 
     /// The health policy.

@@ -56,7 +56,7 @@ fn pick_id(b: &Balancer, p: &Pool<Member>, now: Instant) -> String {
 
 /// Reports `n` calls to member `id` that came to `outcome`.
 fn hit(p: &Pool<Member>, id: &str, outcome: &Outcome, n: usize, now: Instant) {
-    let index = p.members().iter().position(|m| m.id() == id).unwrap();
+    let index = p.position(id).unwrap();
     for _ in 0..n {
         p.record(index, member::Report::Call(outcome, Duration::ZERO), now);
     }
@@ -498,7 +498,10 @@ fn status_and_metrics_serialise_as_the_admin_api_shows_them() {
     assert_eq!(m["algorithm"], "round_robin");
     assert_eq!(m["selections"]["a"], 1);
     assert_eq!(m["latency_ms"]["a"]["p95"], 12.0);
-    assert_eq!(m["latency_ms"]["b"]["p50"], 0.0);
+    assert!(
+        m["latency_ms"].get("b").is_none(),
+        "a 429 is not an answer's latency"
+    );
     for key in [
         "retries",
         "budget_refusals",
