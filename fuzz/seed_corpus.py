@@ -169,6 +169,24 @@ put("config_yaml", "merge_keys.yaml", "base: &b {enabled: true, port: 9090}\nmet
 put("config_yaml", "two_documents.yaml", "host: 0.0.0.0\n---\nhost: 127.0.0.1\n")
 put("config_yaml", "tabs_and_flow.yaml", "model_providers: [mock,\n\topenai-custom]\nlog: {level: debug, format: json}\n")
 
+# ------------------------------------------------------------------- pools
+POOLS = os.path.join(FIX, "pools")
+put("pools_file", "original.json", read(os.path.join(POOLS, "provider_pools.json")))
+put("pools_file", "same.yaml", read(os.path.join(POOLS, "provider_pools.yaml")))
+put("pools_file", "empty_object.json", "{}")
+put("pools_file", "short_ids.yaml", "gemini-cli: [{uuid: g1, GEMINI_OAUTH_CREDS_FILE_PATH: /a.json}]\nmock: [{uuid: m1, weight: 2}]\n")
+put("pools_file", "unknown_key.json", '{"openai-custom": [{"uuid": "a", "OPENAI_KEY": "x"}]}')
+put("pools_file", "duplicate_uuid.json", '{"mock": [{"uuid": "a"}], "kiro-api": [{"uuid": "a"}]}')
+put("pools_file", "wrong_types.json",
+    '{"openai-custom": [{"uuid": 7, "weight": "x", "isDisabled": "no", "supportedModels": "m"}]}')
+put("pools_file", "foreign_provider.json", '{"openai-iflow": [{"IFLOW_TOKEN_FILE_PATH": "x"}], "mock": []}')
+put("pools_file", "deep_nesting.json", '{"mock": [{"uuid": "a", "isHealthy": ' + "[" * 200 + "]" * 200 + "}]}")
+put("pools_file", "alias_bomb.yaml",
+    "a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n"
+    "b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+    "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+    "mock: [{uuid: x, customName: *c}]\n")
+
 # ------------------------------------------------------------------- route
 ROUTES = [
     "POST /v1/chat/completions", "POST /chat/completions", "GET /v1/models",

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod balancer;
 pub mod cache;
 pub mod cli;
 pub mod config;
@@ -21,6 +22,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod log;
 pub mod metrics;
+pub mod pools;
 pub mod protocol;
 pub mod provider_kind;
 pub mod providers;

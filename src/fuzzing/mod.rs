@@ -17,6 +17,7 @@ mod config;
 mod convert;
 mod eventstream;
 mod http;
+mod pools;
 mod route;
 mod sse;
 mod stream;
@@ -87,6 +88,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "config_yaml",
         run: config::config_yaml,
+        alloc_budget: json_budget,
+    },
+    Target {
+        name: "pools_file",
+        run: pools::pools_file,
         alloc_budget: json_budget,
     },
 ];
