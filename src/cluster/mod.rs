@@ -13,6 +13,7 @@
 pub mod codec;
 pub mod membership;
 mod node;
+mod seeds;
 pub mod settings;
 
 use std::fmt;

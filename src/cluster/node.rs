@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -29,10 +29,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use super::Error;
 use super::codec::{self, DropReason, Header, Item, Key, MAX_DATAGRAM, ReplayGuard};
 use super::membership::{Event, Membership, State, Timing, valid_node_id};
 use super::settings::{self, Change, SettingError, Settings};
+use super::{Error, seeds};
 use crate::log;
 
 /// What the gateway does when a change made on another node arrives.
@@ -62,9 +62,6 @@ pub struct Options {
     pub timing: Timing,
 }
 
-/// How often a seed that already answered is resolved again, to follow a
-/// change of its address.
-const RESOLVE_ANSWERED_EVERY: Duration = Duration::from_secs(30);
 /// At most one log line per drop reason in this interval.
 const DROP_LOG_EVERY: Duration = Duration::from_secs(60);
 
@@ -749,128 +746,39 @@ fn log_events(me: &str, timing: Timing, events: &mut Vec<Event>) {
         }
     }
 }
-
-/// The seed resolver: resolves every seed at start, then each interval
-/// the seeds that no known member answers for, and the others every
-/// [`RESOLVE_ANSWERED_EVERY`]. A change wakes the cluster thread so that
-/// a new seed hears from this node at once.
+/// Runs the seed resolver for this node: the addresses that answer are
+/// its alive members' and its own; fresh seed addresses wake the cluster
+/// thread, which contacts them at once.
 fn resolve_seeds(shared: &Shared, seeds: &[String], socket: SocketAddr) {
-    struct Seed<'a> {
-        name: &'a str,
-        addrs: Vec<SocketAddr>,
-        resolved: Option<Instant>,
-        failing: Option<bool>,
-    }
-    let mut table: Vec<Seed> = seeds
-        .iter()
-        .map(|name| Seed {
-            name,
-            addrs: Vec::new(),
-            resolved: None,
-            failing: None,
-        })
-        .collect();
-    while !shared.stop.load(Ordering::Relaxed) {
-        let members: HashSet<SocketAddr> = {
-            let st = shared.lock();
-            st.membership
-                .members()
-                .values()
-                .filter(|m| m.state == State::Alive)
-                .map(|m| m.addr)
-                .chain(st.own_addrs.iter().copied())
-                .collect()
-        };
-        let mut changed = false;
-        for seed in &mut table {
-            let answered = seed.addrs.iter().any(|a| members.contains(a));
-            let due = seed
-                .resolved
-                .is_none_or(|at| !answered || at.elapsed() >= RESOLVE_ANSWERED_EVERY);
-            if !due {
-                continue;
-            }
-            seed.resolved = Some(Instant::now());
-            let addrs = match seed.name.to_socket_addrs() {
-                Ok(found) => {
-                    if seed.failing == Some(true) {
-                        log::info(&format!("cluster: seed {} resolves again", seed.name));
-                    }
-                    seed.failing = Some(false);
-                    usable(found, socket)
-                }
-                Err(e) => {
-                    if seed.failing != Some(true) {
-                        log::warn(&format!(
-                            "cluster: seed {} does not resolve yet ({e}); trying again every {:?}",
-                            seed.name, shared.timing.heartbeat
-                        ));
-                    }
-                    seed.failing = Some(true);
-                    Vec::new()
-                }
-            };
-            if addrs != seed.addrs {
-                seed.addrs = addrs;
-                changed = true;
-            }
+    let answering = || {
+        let st = shared.lock();
+        st.membership
+            .members()
+            .values()
+            .filter(|m| m.state == State::Alive)
+            .map(|m| m.addr)
+            .chain(st.own_addrs.iter().copied())
+            .collect()
+    };
+    let publish = |addrs: Vec<SocketAddr>| {
+        if let Ok(mut s) = shared.seeds.lock() {
+            *s = addrs;
         }
-        if changed {
-            let mut all: Vec<SocketAddr> = table.iter().flat_map(|s| s.addrs.clone()).collect();
-            all.sort();
-            all.dedup();
-            if let Ok(mut s) = shared.seeds.lock() {
-                *s = all;
-            }
-            shared.push_now();
-        }
-        thread::park_timeout(shared.timing.heartbeat);
-    }
-}
-
-/// The addresses of a seed that a socket bound to `socket` can send to:
-/// IPv4 for an IPv4 socket; for an IPv6 one, IPv4 as mapped addresses.
-fn usable(found: impl Iterator<Item = SocketAddr>, socket: SocketAddr) -> Vec<SocketAddr> {
-    let mut addrs: Vec<SocketAddr> = found
-        .filter_map(|a| match (socket, a) {
-            (SocketAddr::V4(_), SocketAddr::V4(_)) | (SocketAddr::V6(_), SocketAddr::V6(_)) => {
-                Some(a)
-            }
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => Some(SocketAddr::new(
-                IpAddr::V6(v4.ip().to_ipv6_mapped()),
-                v4.port(),
-            )),
-            (SocketAddr::V4(_), SocketAddr::V6(_)) => None,
-        })
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
+        shared.push_now();
+    };
+    seeds::run(
+        seeds,
+        socket,
+        shared.timing.heartbeat,
+        &shared.stop,
+        answering,
+        publish,
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn seeds_are_filtered_to_the_sockets_family() {
-        let v4: SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let v6: SocketAddr = "[::]:0".parse().unwrap();
-        let found = || {
-            vec![
-                "10.0.0.1:3000".parse().unwrap(),
-                "[2001:db8::1]:3000".parse().unwrap(),
-                "10.0.0.1:3000".parse().unwrap(),
-            ]
-            .into_iter()
-        };
-        assert_eq!(usable(found(), v4), ["10.0.0.1:3000".parse().unwrap()]);
-        let mapped: Vec<SocketAddr> = vec![
-            "[::ffff:10.0.0.1]:3000".parse().unwrap(),
-            "[2001:db8::1]:3000".parse().unwrap(),
-        ];
-        assert_eq!(usable(found(), v6), mapped);
-    }
 
     #[test]
     fn the_default_node_id_is_a_valid_one() {
