@@ -15,6 +15,7 @@ pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
