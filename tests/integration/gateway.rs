@@ -614,6 +614,16 @@ fn health_answers_503_while_draining_instead_of_refusing_connections() {
     let mut p = Proxy(Some(aiproxy::start(config).unwrap()));
     let addr = p.addr();
     assert_eq!(get(addr, "/health").status, 200);
+    let handle = p.0.take().unwrap();
+    // That request counts as in flight until its log line is written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while handle.in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     // A slow request keeps the drain going while /health is asked.
     let slow = std::thread::spawn(move || {
         post_json(
@@ -624,7 +634,6 @@ fn health_answers_503_while_draining_instead_of_refusing_connections() {
         )
         .status
     });
-    let handle = p.0.take().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     while handle.in_flight() == 0 {
         assert!(
