@@ -6,8 +6,56 @@
 //! whole or streamed. A fixed pool of worker threads serves all requests;
 //! there is no async runtime.
 //!
-//! Embedding: [`start`] runs the gateway on background threads and returns
-//! a [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT.
+//! Clients speak the OpenAI (chat completions or Responses), Anthropic or
+//! Gemini protocol; the Responses API makes a fourth.
+//!
+//! # Embedding
+//!
+//! [`start`] runs the gateway on background threads and returns a
+//! [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT. A
+//! [`Config`] is built in code (no file or environment is read unless you
+//! ask [`Config::load`] to):
+//!
+//! ```
+//! use std::io::{Read, Write};
+//!
+//! let mut config = aiproxy::Config::default(); // the built-in mock provider
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let handle = aiproxy::start(config).unwrap();
+//!
+//! let body = r#"{"model":"mock-small","messages":[{"role":"user","content":"hi"}]}"#;
+//! let mut stream = std::net::TcpStream::connect(handle.addr()).unwrap();
+//! write!(
+//!     stream,
+//!     "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n\
+//!      Content-Type: application/json\r\nContent-Length: {}\r\n\
+//!      Connection: close\r\n\r\n{body}",
+//!     body.len()
+//! )
+//! .unwrap();
+//! let mut answer = String::new();
+//! stream.read_to_string(&mut answer).unwrap();
+//! assert!(answer.starts_with("HTTP/1.1 200 OK"));
+//!
+//! // The same pipeline without HTTP, and the admin API's switches.
+//! let call = aiproxy::gateway::Call::new(aiproxy::protocol::Protocol::OpenAi, body.as_bytes());
+//! # struct Ignore;
+//! # impl aiproxy::gateway::Sink for Ignore {
+//! #     fn whole(&mut self, a: aiproxy::gateway::Answer<'_>) { assert_eq!(a.status, 200) }
+//! #     fn open(&mut self, _: &str) -> bool { true }
+//! #     fn send(&mut self, _: &[u8]) -> bool { true }
+//! #     fn close(&mut self) {}
+//! # }
+//! handle.call(&call, &mut Ignore);
+//! handle.control().set_cache_enabled(false);
+//! assert!(handle.shutdown());
+//! ```
+//!
+//! The stable surface is [`start`], [`run`], [`Handle`], [`Config`] and
+//! its sections, [`gateway::Call`], [`gateway::Sink`], [`gateway::Answer`],
+//! [`gateway::Control`] and [`providers::Provider`]. Everything else is
+//! public so that the binary, the tests and the fuzz targets can reach it,
+//! and may change between minor versions; `fuzzing` is hidden.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
