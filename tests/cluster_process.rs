@@ -1,0 +1,540 @@
+//! Cluster mode in real `aiproxy` processes: three nodes on 127.0.0.1
+//! that find each other, notice a killed one and take it back after a
+//! restart; a stranger with another secret and a replayed datagram,
+//! dropped and counted; admin changes made on one node that reach the
+//! others and a node started later; and a partition between network
+//! namespaces that heals to the newest value.
+//!
+//! Every wait polls `GET /cluster/status` (or `/cache/stats`) with a
+//! deadline. The failure-detection test runs the default intervals
+//! (heartbeat 1 s, suspect after 3 s, dead after 10 s), so it takes
+//! about 15 s.
+
+#[path = "integration/support.rs"]
+mod support;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Response, roundtrip};
+
+const SECRET: &str = "a cluster secret for the process tests";
+
+/// A port free for both TCP and UDP on 127.0.0.1 (HTTP and the cluster
+/// share its number).
+fn free_port() -> u16 {
+    loop {
+        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// One `aiproxy` process.
+struct Node {
+    id: String,
+    http: SocketAddr,
+    /// Runs the binary: empty, or `ip netns exec NS` for the partition.
+    launcher: Vec<String>,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    child: Child,
+    log: PathBuf,
+    /// Header lines for requests (the API key, when one is set).
+    auth: String,
+}
+
+impl Node {
+    /// Starts a loopback node on `port` (HTTP and UDP), seeded with
+    /// `seeds`, and waits until it answers.
+    fn start(id: &str, port: u16, seeds: &[String], extra: &[&str]) -> Node {
+        let mut args: Vec<String> = [
+            "--port",
+            &port.to_string(),
+            "--cluster-enabled",
+            "--node-id",
+            id,
+            "--cluster-secret",
+            SECRET,
+            "--log-level",
+            "debug",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        if !seeds.is_empty() {
+            args.extend(["--seed-nodes".to_owned(), seeds.join(",")]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let http = SocketAddr::from(([127, 0, 0, 1], port));
+        Node::spawn(id, http, Vec::new(), args, Vec::new(), "")
+    }
+
+    fn spawn(
+        id: &str,
+        http: SocketAddr,
+        launcher: Vec<String>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        auth: &str,
+    ) -> Node {
+        let log = std::env::temp_dir().join(format!(
+            "aiproxy-cluster-{}-{id}-{}.log",
+            std::process::id(),
+            http.port()
+        ));
+        let child = Node::command(&launcher, &args, &env, &log);
+        let node = Node {
+            id: id.to_owned(),
+            http,
+            launcher,
+            args,
+            env,
+            child,
+            log,
+            auth: auth.to_owned(),
+        };
+        node.wait_ready();
+        node
+    }
+
+    fn command(
+        launcher: &[String],
+        args: &[String],
+        env: &[(String, String)],
+        log: &PathBuf,
+    ) -> Child {
+        let bin = env!("CARGO_BIN_EXE_aiproxy");
+        let mut command = match launcher.split_first() {
+            None => Command::new(bin),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+        };
+        command
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
+        wait_for(
+            &format!("{} answers /health", self.id),
+            Duration::from_secs(10),
+            || TcpStream::connect(self.http).is_ok() && self.get("/health").status == 200,
+        );
+    }
+
+    /// Kills the process (SIGKILL: no goodbye to the other nodes).
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the same process again, same address and arguments.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Node::command(&self.launcher, &self.args, &self.env, &self.log);
+        self.wait_ready();
+    }
+
+    fn request(&self, method: &str, path: &str) -> Response {
+        let raw = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{}\
+             Content-Length: 0\r\n\r\n",
+            self.auth
+        );
+        roundtrip(self.http, raw.as_bytes())
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.request("GET", path)
+    }
+
+    fn chat(&self, text: &str) -> Response {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{text}"}}]}}"#);
+        let raw = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.auth,
+            body.len()
+        );
+        roundtrip(self.http, raw.as_bytes())
+    }
+
+    fn status(&self) -> Value {
+        let resp = self.get("/cluster/status");
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        resp.json()
+    }
+
+    fn cache(&self) -> Value {
+        self.get("/cache/stats").json()
+    }
+
+    /// (state, incarnation) of `id` as this node sees it.
+    fn member(&self, id: &str) -> Option<(String, u64)> {
+        let status = self.status();
+        let node = status["nodes"]
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == id)?
+            .clone();
+        Some((
+            node["state"].as_str()?.to_owned(),
+            node["incarnation"].as_u64()?,
+        ))
+    }
+
+    fn udp(&self) -> String {
+        self.http.to_string()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.id, self.log_text());
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Polls `check` until it holds; fails the test after `limit`. Returns
+/// the time it took.
+fn wait_for(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        if check() {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether every node sees `n` members, all alive.
+fn all_alive(nodes: &[&Node], n: usize) -> bool {
+    nodes.iter().all(|node| {
+        let status = node.status();
+        let members = status["nodes"].as_array().unwrap();
+        members.len() == n && members.iter().all(|m| m["state"] == "alive")
+    })
+}
+
+/// Nodes 2 and 3 know only node 1 (node 3 by the name `localhost`).
+fn three() -> [Node; 3] {
+    let ports = [free_port(), free_port(), free_port()];
+    let n1 = Node::start("node1", ports[0], &[], &[]);
+    let n2 = Node::start("node2", ports[1], &[n1.udp()], &[]);
+    let n3 = Node::start("node3", ports[2], &[format!("localhost:{}", ports[0])], &[]);
+    [n1, n2, n3]
+}
+
+#[test]
+fn three_processes_find_each_other_and_a_killed_one_goes_suspect_then_dead_then_back() {
+    let started = Instant::now();
+    let [n1, n2, mut n3] = three();
+    let took = wait_for(
+        "all three alive on every node",
+        Duration::from_secs(3),
+        || all_alive(&[&n1, &n2, &n3], 3),
+    );
+    eprintln!(
+        "all alive {took:?} after the third node answered ({:?} after the first started)",
+        started.elapsed()
+    );
+    let s3 = n3.status();
+    assert_eq!(s3["node_id"], "node3");
+    assert_eq!(s3["nodes"][0]["node_id"], "node3", "this node first");
+    assert_eq!(
+        n3.member("node2").unwrap().0,
+        "alive",
+        "node 3 learned node 2 from node 1"
+    );
+    let (_, first_life) = n1.member("node3").unwrap();
+
+    n3.kill();
+    let killed = Instant::now();
+    let mut seen: Vec<String> = Vec::new();
+    let mut suspect_at = None;
+    wait_for("node 3 dead on node 1", Duration::from_secs(12), || {
+        let (state, _) = n1.member("node3").unwrap();
+        if seen.last() != Some(&state) {
+            if state == "suspect" {
+                suspect_at = Some(killed.elapsed());
+            }
+            seen.push(state.clone());
+        }
+        state == "dead"
+    });
+    let dead_at = killed.elapsed();
+    assert_eq!(seen, ["alive", "suspect", "dead"]);
+    let suspect_at = suspect_at.unwrap();
+    eprintln!("node 3 suspect after {suspect_at:?}, dead after {dead_at:?}");
+    // The last heartbeat came about one interval (1 s) or less before
+    // the kill; the lower bounds leave room for a late one.
+    assert!(
+        suspect_at >= Duration::from_millis(1500) && suspect_at <= Duration::from_secs(4),
+        "suspect after {suspect_at:?}"
+    );
+    assert!(
+        dead_at >= Duration::from_secs(8) && dead_at <= Duration::from_secs(11),
+        "dead after {dead_at:?}"
+    );
+    let metrics = n1.get("/metrics").text();
+    assert!(
+        metrics.contains("aiproxy_cluster_nodes{state=\"dead\"} 1"),
+        "{metrics}"
+    );
+
+    n3.restart();
+    wait_for(
+        "node 3 alive again, as a new life",
+        Duration::from_secs(5),
+        || {
+            [&n1, &n2].iter().all(|n| {
+                n.member("node3")
+                    .is_some_and(|(state, life)| state == "alive" && life > first_life)
+            })
+        },
+    );
+    assert_eq!(
+        n3.status()["incarnation"].as_u64(),
+        n1.member("node3").map(|(_, life)| life)
+    );
+    wait_for("all alive again", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2, &n3], 3)
+    });
+}
+
+#[test]
+fn a_process_with_another_secret_is_never_admitted_and_a_replay_is_dropped() {
+    // Node 1 also heartbeats to `tap`, a plain socket standing in for
+    // someone who records the traffic.
+    let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tap_addr = tap.local_addr().unwrap().to_string();
+    let n1 = Node::start("node1", free_port(), &[tap_addr], &[]);
+    let n2 = Node::start("node2", free_port(), &[n1.udp()], &[]);
+    let intruder_port = free_port();
+    let intruder = Node::spawn(
+        "intruder",
+        SocketAddr::from(([127, 0, 0, 1], intruder_port)),
+        Vec::new(),
+        [
+            "--port",
+            &intruder_port.to_string(),
+            "--cluster-enabled",
+            "--node-id",
+            "intruder",
+            "--cluster-secret",
+            "not the cluster's secret at all",
+            "--seed-nodes",
+            &format!("{},{}", n1.udp(), n2.udp()),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        Vec::new(),
+        "",
+    );
+    wait_for("its datagrams counted", Duration::from_secs(10), || {
+        [&n1, &n2]
+            .iter()
+            .all(|n| n.status()["dropped"]["bad_mac"].as_u64() >= Some(3))
+    });
+    wait_for("1 and 2 alive", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2], 2)
+    });
+    for n in [&n1, &n2] {
+        assert!(n.member("intruder").is_none(), "{}", n.status());
+        let metrics = n.get("/metrics").text();
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with(r#"aiproxy_cluster_datagrams_dropped_total{reason="bad_mac"}"#))
+            .unwrap_or_else(|| panic!("{metrics}"));
+        let counted: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(counted >= 3.0, "{line}");
+    }
+    let alone = intruder.status();
+    assert_eq!(alone["nodes"].as_array().unwrap().len(), 1, "{alone}");
+    assert_eq!(alone["received_datagrams"], 0, "nobody answers it");
+    assert!(
+        n1.log_text()
+            .contains("bad_mac: a node with another --cluster-secret"),
+        "the drop is logged"
+    );
+
+    // A heartbeat node 1 sent to node 2 as well: one datagram, one
+    // sequence number, every recipient. Older ones queued at the tap
+    // may predate node 2's membership; skip them.
+    tap.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2048];
+    while tap.recv_from(&mut buf).is_ok() {}
+    tap.set_nonblocking(false).unwrap();
+    tap.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (n, from) = tap.recv_from(&mut buf).unwrap();
+    assert_eq!(from.port(), n1.http.port());
+    let captured = buf[..n].to_vec();
+    let replays = || n2.status()["dropped"]["replay"].as_u64().unwrap();
+    let before = replays();
+    tap.send_to(&captured, n2.http).unwrap();
+    tap.send_to(&captured, n2.http).unwrap();
+    // Of three copies (node 1's own and the tap's two), one counts.
+    wait_for("two replays dropped", Duration::from_secs(5), || {
+        replays() >= before + 2
+    });
+    assert_eq!(replays(), before + 2);
+    assert_eq!(n2.member("node1").unwrap().0, "alive");
+}
+
+#[test]
+fn admin_changes_on_node_2_reach_nodes_1_and_3_and_a_node_started_later() {
+    let [n1, n2, n3] = three();
+    wait_for("all alive", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2, &n3], 3)
+    });
+    for (n, text) in [(&n1, "one"), (&n3, "three")] {
+        assert_eq!(n.chat(text).status, 200);
+        assert_eq!(n.cache()["entries"], 1, "{}", n.id);
+    }
+
+    let cleared = n2.request("DELETE", "/cache/clear");
+    assert_eq!(cleared.status, 200);
+    let body = cleared.json();
+    assert_eq!(body["cluster"]["propagating"], true, "{body}");
+    let version = body["cluster"]["settings_version"].as_u64().unwrap();
+    assert_eq!(n2.status()["settings_version"], version);
+    wait_for("caches of 1 and 3 cleared", Duration::from_secs(3), || {
+        [&n1, &n3].iter().all(|n| {
+            n.cache()["entries"] == 0 && n.status()["settings_version"].as_u64() >= Some(version)
+        })
+    });
+
+    let disabled = n2.request("PUT", "/cache/disable").json();
+    assert_eq!(disabled["enabled"], false);
+    let version = disabled["cluster"]["settings_version"].as_u64().unwrap();
+    wait_for("caches of 1 and 3 off", Duration::from_secs(3), || {
+        [&n1, &n3]
+            .iter()
+            .all(|n| n.cache()["enabled"] == false && n.status()["settings_version"] == version)
+    });
+    for n in [&n1, &n3] {
+        let setting = &n.status()["settings"]["cache.enabled"];
+        assert_eq!(setting["value"], "false");
+        assert_eq!(setting["origin"], "node2", "applied, not published again");
+        assert!(
+            n.chat("after")
+                .header("x-cache")
+                .is_some_and(|v| v.eq_ignore_ascii_case("bypass")),
+            "the cache is really off on {}",
+            n.id
+        );
+    }
+
+    let late = Node::start("node4", free_port(), &[n3.udp()], &[]);
+    wait_for("node 4 converged", Duration::from_secs(3), || {
+        let s = late.status();
+        s["settings_version"] == version
+            && s["nodes"].as_array().unwrap().len() == 4
+            && late.cache()["enabled"] == false
+    });
+    assert_eq!(
+        late.status()["settings"]["cache.enabled"]["origin"],
+        "node2"
+    );
+}
+
+#[test]
+fn cluster_status_needs_a_key_and_says_when_clustering_is_off() {
+    let port = free_port();
+    let keyed = Node::spawn(
+        "keyed",
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Vec::new(),
+        [
+            "--port",
+            &port.to_string(),
+            "--api-key",
+            "k1",
+            "--cluster-enabled",
+            "--node-id",
+            "keyed",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+        Vec::new(),
+        "",
+    );
+    assert_eq!(keyed.get("/cluster/status").status, 401);
+    let with_key = roundtrip(
+        keyed.http,
+        b"GET /cluster/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer k1\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(with_key.status, 200);
+    assert_eq!(with_key.json()["node_id"], "keyed");
+    // UDP on the port of the listen address.
+    assert_eq!(
+        with_key.json()["address"],
+        format!("127.0.0.1:{port}"),
+        "{}",
+        with_key.text()
+    );
+
+    let plain_port = free_port();
+    let plain = Node::spawn(
+        "plain",
+        SocketAddr::from(([127, 0, 0, 1], plain_port)),
+        Vec::new(),
+        vec!["--port".into(), plain_port.to_string()],
+        Vec::new(),
+        "",
+    );
+    let off = plain.get("/cluster/status");
+    assert_eq!(off.status, 404);
+    assert!(
+        off.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--cluster-enabled"),
+        "{}",
+        off.text()
+    );
+    assert!(!plain.get("/metrics").text().contains("aiproxy_cluster"));
+}
+
+#[test]
+fn a_cluster_off_loopback_without_a_secret_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_aiproxy"))
+        .args([
+            "--cluster-enabled",
+            "--node-address",
+            "10.0.0.1:3000",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("10.0.0.1:3000") && err.contains("--cluster-secret"),
+        "{err}"
+    );
+}
