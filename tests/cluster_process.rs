@@ -538,3 +538,192 @@ fn a_cluster_off_loopback_without_a_secret_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// Reruns `test` alone in new user, network and mount namespaces (as
+/// `unshare --map-root-user --net --mount`), where it may create network
+/// namespaces, veth pairs and a bridge; they vanish with it, and nothing
+/// it does reaches an address outside. Returns true in the outer run,
+/// whose work the inner run did.
+fn rerun_in_sandbox(test: &str) -> bool {
+    const INSIDE: &str = "AIPROXY_TEST_NETNS_SANDBOX";
+    if std::env::var_os(INSIDE).is_some() {
+        return false;
+    }
+    // `ip netns add` mounts under /run/netns: a private tmpfs on /run
+    // keeps those mounts inside the sandbox.
+    let status = Command::new("unshare")
+        .args(["--map-root-user", "--net", "--mount", "sh", "-c"])
+        .arg(r#"mount -t tmpfs sandbox /run && mkdir /run/netns && ip link set lo up && exec "$0" "$@""#)
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--test-threads=1", "--nocapture"])
+        .env(INSIDE, "1")
+        .status()
+        .expect("this test needs unshare(1) from util-linux");
+    assert!(
+        status.success(),
+        "{test} failed in its sandbox (or `unshare --map-root-user --net --mount` and \
+         `ip netns add` are not permitted here): {status}"
+    );
+    true
+}
+
+/// Runs `ip` with `args`, which must succeed.
+fn ip(args: &str) {
+    let out = Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .expect("this test needs ip(8) from iproute2");
+    assert!(
+        out.status.success(),
+        "ip {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Three network namespaces n1..n3 at 10.77.0.1..3, joined by veth pairs
+/// to a bridge where the test itself is 10.77.0.254. Removed on drop.
+struct Lan;
+
+impl Lan {
+    const NODES: u8 = 3;
+
+    fn new() -> Lan {
+        ip("link add br0 type bridge");
+        ip("addr add 10.77.0.254/24 dev br0");
+        ip("link set br0 up");
+        for i in 1..=Self::NODES {
+            ip(&format!("netns add n{i}"));
+            ip(&format!("link add h{i} type veth peer name e{i}"));
+            ip(&format!("link set e{i} netns n{i}"));
+            ip(&format!("link set h{i} master br0"));
+            ip(&format!("link set h{i} up"));
+            ip(&format!("-n n{i} addr add 10.77.0.{i}/24 dev e{i}"));
+            ip(&format!("-n n{i} link set e{i} up"));
+            ip(&format!("-n n{i} link set lo up"));
+        }
+        Lan
+    }
+
+    /// Drops (`add`) or lets through again (`del`) the traffic between
+    /// node 3 and the other two, both ways; the test still reaches all.
+    fn cut(&self, action: &str) {
+        for (from, to) in [(1, 3), (2, 3), (3, 1), (3, 2)] {
+            ip(&format!(
+                "-n n{from} route {action} blackhole 10.77.0.{to}/32"
+            ));
+        }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for i in 1..=Self::NODES {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &format!("n{i}")])
+                .status();
+        }
+        let _ = Command::new("ip").args(["link", "del", "br0"]).status();
+    }
+}
+
+#[test]
+fn a_partition_heals_to_the_newest_change_made_on_either_side() {
+    if rerun_in_sandbox("a_partition_heals_to_the_newest_change_made_on_either_side") {
+        return;
+    }
+    // Declared first, dropped last: the nodes stop before their
+    // namespaces go.
+    let lan = Lan::new();
+    // Off loopback: an API key for the listener, the secret for the
+    // cluster, as in production; shorter intervals for a shorter test.
+    let env: Vec<(String, String)> = [
+        ("AIPROXY_CLUSTER_HEARTBEAT_INTERVAL", "200ms"),
+        ("AIPROXY_CLUSTER_SUSPECT_AFTER", "1s"),
+        ("AIPROXY_CLUSTER_DEAD_AFTER", "3s"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let node = |i: u8| {
+        let host = format!("10.77.0.{i}");
+        let args = [
+            "--host",
+            &host,
+            "--port",
+            "3000",
+            "--api-key",
+            "partition-key",
+            "--cluster-enabled",
+            "--node-id",
+            &format!("node{i}"),
+            "--cluster-secret",
+            SECRET,
+            "--seed-nodes",
+            "10.77.0.1:3000,10.77.0.2:3000,10.77.0.3:3000",
+            "--log-level",
+            "debug",
+        ];
+        Node::spawn(
+            &format!("node{i}"),
+            format!("{host}:3000").parse().unwrap(),
+            ["ip", "netns", "exec", &format!("n{i}")]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            args.iter().map(|s| (*s).to_owned()).collect(),
+            env.clone(),
+            "Authorization: Bearer partition-key\r\n",
+        )
+    };
+    let (n1, n2, n3) = (node(1), node(2), node(3));
+    let all = [&n1, &n2, &n3];
+    wait_for("all alive", Duration::from_secs(5), || all_alive(&all, 3));
+    assert_eq!(n1.chat("kept until the clear crosses").status, 200);
+    assert_eq!(n1.cache()["entries"], 1);
+
+    lan.cut("add");
+    let not_alive = |n: &Node, id: &str| n.member(id).is_some_and(|(s, _)| s != "alive");
+    wait_for(
+        "each side sees the other silent",
+        Duration::from_secs(5),
+        || {
+            not_alive(&n1, "node3")
+                && not_alive(&n2, "node3")
+                && not_alive(&n3, "node1")
+                && not_alive(&n3, "node2")
+        },
+    );
+    // Side 1+2 switches the cache off; later, lone node 3 switches it on
+    // (an explicit write, newer) and clears its cache.
+    assert_eq!(n1.request("PUT", "/cache/disable").status, 200);
+    wait_for("node 2 follows node 1", Duration::from_secs(3), || {
+        n2.cache()["enabled"] == false
+    });
+    assert_eq!(n3.request("PUT", "/cache/enable").status, 200);
+    let clear = n3.request("DELETE", "/cache/clear").json();
+    let newest = clear["cluster"]["settings_version"].as_u64().unwrap();
+    // Nothing crossed: each side holds its own value.
+    for n in [&n1, &n2] {
+        assert_eq!(n.cache()["enabled"], false, "{}", n.id);
+        assert_eq!(n.status()["settings"]["cache.enabled"]["origin"], "node1");
+    }
+    assert_eq!(n3.cache()["enabled"], true);
+    assert_eq!(n1.cache()["entries"], 1, "node 3's clear did not cross");
+
+    lan.cut("del");
+    let took = wait_for(
+        "all converged on node 3's newer write",
+        Duration::from_secs(5),
+        || {
+            all_alive(&all, 3)
+                && all.iter().all(|n| {
+                    let s = n.status();
+                    s["settings_version"] == newest
+                        && s["settings"]["cache.enabled"]["origin"] == "node3"
+                        && n.cache()["enabled"] == true
+                })
+        },
+    );
+    eprintln!("converged {took:?} after the link came back");
+    assert_eq!(n1.cache()["entries"], 0, "node 3's clear crossed, once");
+}
