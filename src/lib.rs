@@ -105,6 +105,11 @@ impl Handle {
         self.server.addr()
     }
 
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> usize {
+        self.server.in_flight()
+    }
+
     /// Changes the running gateway as the admin endpoints do (cache on or
     /// off, cache clear); such changes survive a reload as the README's
     /// Operations section says.
