@@ -727,3 +727,60 @@ fn a_partition_heals_to_the_newest_change_made_on_either_side() {
     eprintln!("converged {took:?} after the link came back");
     assert_eq!(n1.cache()["entries"], 0, "node 3's clear crossed, once");
 }
+
+#[test]
+fn sighup_keeps_the_cluster_running_and_the_settings_it_received() {
+    let config = std::env::temp_dir().join(format!(
+        "aiproxy-cluster-{}-reload.yaml",
+        std::process::id()
+    ));
+    let yaml =
+        |id: &str| format!("cluster: {{enabled: true, node_id: {id}, secret: {SECRET:?}}}\n");
+    std::fs::write(&config, yaml("node1")).unwrap();
+    let port = free_port();
+    let n1 = Node::spawn(
+        "node1",
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Vec::new(),
+        vec![
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--port".into(),
+            port.to_string(),
+        ],
+        Vec::new(),
+        "",
+    );
+    let n2 = Node::start("node2", free_port(), &[n1.udp()], &[]);
+    wait_for("1 and 2 alive", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2], 2)
+    });
+    assert_eq!(n2.request("PUT", "/cache/disable").status, 200);
+    wait_for("node 1 follows", Duration::from_secs(3), || {
+        n1.cache()["enabled"] == false
+    });
+
+    std::fs::write(&config, yaml("renamed")).unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &n1.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("reloaded", Duration::from_secs(5), || {
+        n1.log_text().contains("configuration reloaded")
+    });
+    assert!(
+        n1.log_text()
+            .contains("the cluster.* settings change only after a restart"),
+        "{}",
+        n1.log_text()
+    );
+    assert_eq!(n1.status()["node_id"], "node1", "not restarted");
+    assert_eq!(
+        n1.cache()["enabled"],
+        false,
+        "the switch received from node 2 survives the reload"
+    );
+    assert_eq!(n2.member("node1").unwrap().0, "alive");
+    let _ = std::fs::remove_file(&config);
+}
