@@ -20,9 +20,9 @@ use crate::cluster;
 use crate::log;
 
 /// The cluster-wide name of the cache switch.
-pub(super) const CACHE_ENABLED: &str = "cache.enabled";
+const CACHE_ENABLED: &str = "cache.enabled";
 /// The cluster-wide name of the balancer's algorithm.
-pub(super) const ALGORITHM: &str = "load_balancer.algorithm";
+const ALGORITHM: &str = "load_balancer.algorithm";
 
 /// One overridden setting: the value set at run time, and the file's
 /// value when it was set (a reload whose file still says the same keeps
@@ -99,7 +99,7 @@ impl ClusterLink {
     }
 
     /// Runs `f` on the node, if there is one.
-    pub(super) fn with<R>(&self, f: impl FnOnce(&cluster::Node) -> R) -> Option<R> {
+    fn with<R>(&self, f: impl FnOnce(&cluster::Node) -> R) -> Option<R> {
         let node = self.node.read().unwrap_or_else(PoisonError::into_inner);
         node.as_ref().map(f)
     }
