@@ -41,6 +41,8 @@ pub enum Route {
     CacheClear,
     /// `PUT /cache/enable` (true) or `PUT /cache/disable` (false).
     CacheSwitch(bool),
+    /// `GET /cluster/status`.
+    ClusterStatus,
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -78,6 +80,7 @@ impl Route {
             Self::CacheClear => "/cache/clear",
             Self::CacheSwitch(true) => "/cache/enable",
             Self::CacheSwitch(false) => "/cache/disable",
+            Self::ClusterStatus => "/cluster/status",
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -124,6 +127,7 @@ fn is_operational(path: &str) -> bool {
             | "/cache/clear"
             | "/cache/enable"
             | "/cache/disable"
+            | "/cluster/status"
     )
 }
 
@@ -165,6 +169,7 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/clear" => expect(method == "DELETE", "DELETE", Route::CacheClear),
         "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
+        "/cluster/status" => expect(get, "GET", Route::ClusterStatus),
         _ => gemini_model_route(path, get, post),
     }
 }
@@ -257,6 +262,11 @@ mod tests {
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
         assert_eq!(route("DELETE", "/cache/clear"), Route::CacheClear);
         assert_eq!(route("PUT", "/cache/disable"), Route::CacheSwitch(false));
+        assert_eq!(route("GET", "/cluster/status/"), Route::ClusterStatus);
+        assert_eq!(
+            route("DELETE", "/cluster/status"),
+            Route::MethodNotAllowed("GET")
+        );
         assert_eq!(
             route("POST", "/cache/enable"),
             Route::MethodNotAllowed("PUT")
@@ -288,6 +298,7 @@ mod tests {
             "/mock/dashboard/",
             "/qwen-api/dashboard/summary.json",
             "/mock/cache/clear",
+            "/mock/cluster/status",
         ] {
             assert_eq!(resolve("GET", path).1, Route::NotFound, "{path}");
             assert_eq!(resolve("DELETE", path).1, Route::NotFound, "{path}");

@@ -1,6 +1,7 @@
 //! Cluster nodes in one process, each with its own real UDP socket on
 //! 127.0.0.1: discovery through one seed, failure detection, restarts,
-//! strangers, replays and settings that reach every node. Every wait
+//! strangers, replays and settings that reach every node; and two whole
+//! gateways whose control handles change both. Every wait
 //! polls the nodes' status with a deadline; none sleeps for a fixed time
 //! to let something happen.
 
@@ -449,4 +450,47 @@ fn cost_at_rest() {
             per(|s| s.sent_bytes) / per(|s| s.sent_datagrams),
         );
     }
+}
+
+/// Two gateways in this process, clustered on loopback with port 0 (UDP
+/// on the number the listener got).
+fn gateway(node_id: &str, seeds: Vec<String>) -> aiproxy::Handle {
+    let defaults = aiproxy::Config::default();
+    let config = aiproxy::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        workers: 2,
+        log: aiproxy::config::LogConfig {
+            level: aiproxy::config::LogLevel::Error,
+            ..defaults.log.clone()
+        },
+        cluster: aiproxy::config::ClusterConfig {
+            enabled: true,
+            node_id: node_id.to_owned(),
+            seed_nodes: seeds,
+            secret: Some(aiproxy::config::Secret::new("an embedded cluster secret")),
+            timing: fast(),
+            ..defaults.cluster.clone()
+        },
+        ..defaults
+    };
+    aiproxy::start(config).unwrap()
+}
+
+#[test]
+fn the_control_handle_of_an_embedding_program_changes_every_node() {
+    let a = gateway("embedded-a", Vec::new());
+    let b = gateway("embedded-b", vec![a.addr().to_string()]);
+    let (ca, cb) = (a.control(), b.control());
+    let version = ca.set_cache_enabled(false).expect("clustered: a version");
+    assert!(!ca.cache_enabled());
+    wait_for("b follows a", Duration::from_secs(5), || {
+        !cb.cache_enabled()
+    });
+    // And back, from the other node.
+    let newer = cb.set_cache_enabled(true).unwrap();
+    assert!(newer > version);
+    wait_for("a follows b", Duration::from_secs(5), || ca.cache_enabled());
+    assert!(cb.clear_cache().unwrap() > newer);
+    a.shutdown();
+    b.shutdown();
 }

@@ -45,6 +45,8 @@ pub struct Gateway {
     readers: readers::Readers,
     /// Settings changed at run time, which a reload does not undo.
     overrides: Mutex<control::Overrides>,
+    /// The cluster node, when clustering is on.
+    cluster: control::ClusterLink,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -91,6 +93,7 @@ impl Gateway {
                 // and a model name is the client's to choose.
                 max_models: 0,
                 redis: config.redis.is_some(),
+                cluster: config.cluster.enabled,
                 ..MetricsOptions::default()
             })
         });
@@ -106,6 +109,7 @@ impl Gateway {
             redis_errors_seen: AtomicU64::new(0),
             readers: readers::Readers::new(),
             overrides: Mutex::new(control::Overrides::default()),
+            cluster: control::ClusterLink::default(),
         })
     }
 
@@ -186,6 +190,13 @@ impl Gateway {
                 .map_or_else(|| "no".to_owned(), |n| n.to_string())
         ));
         cleared
+    }
+
+    fn clear_memory_cache(&self) {
+        let entries = self.current().cache.clear_memory();
+        log::info(&format!(
+            "cache cleared: {entries} entries in memory (a clear made on another cluster node)"
+        ));
     }
 
     pub(crate) fn overrides_version(&self) -> u64 {
@@ -303,6 +314,7 @@ impl Gateway {
                 ops::cache_switch(self, out, on);
                 Ok(())
             }
+            Route::ClusterStatus => ops::cluster_status(self, out),
             Route::Preflight
             | Route::Health
             | Route::Metrics
