@@ -47,6 +47,8 @@ pub struct Handle {
     server: server::Server,
     metrics_server: Option<server::Server>,
     gateway: Arc<gateway::Gateway>,
+    /// Stops the active health checks when dropped.
+    health_checks: gateway::HealthChecks,
     shutdown_timeout: Duration,
 }
 
@@ -112,6 +114,7 @@ impl Handle {
     /// `--shutdown-timeout`) and stops. Returns true if all requests
     /// finished in time.
     pub fn shutdown(self) -> bool {
+        drop(self.health_checks);
         self.gateway.set_draining();
         if let Some(metrics) = self.metrics_server {
             metrics.shutdown(std::time::Duration::from_secs(1));
@@ -174,6 +177,11 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         }
         None => None,
     };
+    let health_checks =
+        gateway::HealthChecks::start(Arc::clone(&gateway)).map_err(|source| Error::Io {
+            op: "start health checks",
+            source,
+        })?;
     let handler: Arc<dyn server::Handler> = gateway.clone();
     let server =
         server::Server::start(listener, settings, handler).map_err(|source| Error::Io {
@@ -184,6 +192,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         server,
         metrics_server,
         gateway,
+        health_checks,
         shutdown_timeout: config.shutdown_timeout,
     })
 }

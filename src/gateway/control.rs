@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use super::Gateway;
+use crate::balancer::Algorithm;
 use crate::log;
 
 /// One overridden setting: the value set at run time, and the file's
@@ -26,6 +27,7 @@ struct Override<T> {
 pub(super) struct Overrides {
     version: u64,
     cache_enabled: Option<Override<bool>>,
+    algorithm: Option<Override<Algorithm>>,
 }
 
 impl Overrides {
@@ -66,6 +68,40 @@ impl Overrides {
         }
     }
 
+    /// Records `algorithm` while the file says `file_value`.
+    pub(super) fn set_algorithm(&mut self, algorithm: Algorithm, file_value: Algorithm) -> u64 {
+        self.algorithm = Some(Override {
+            value: algorithm,
+            file_value,
+        });
+        self.version += 1;
+        self.version
+    }
+
+    /// The algorithm after a reload whose file says `file_value`.
+    pub(super) fn reload_algorithm(&mut self, file_value: Algorithm) -> Algorithm {
+        let Some(o) = self.algorithm else {
+            return file_value;
+        };
+        if o.file_value == file_value {
+            log::info(&format!(
+                "reload: the load balancer keeps {} as set at run time; the file's \
+                 load_balancer.algorithm ({file_value}) did not change",
+                o.value
+            ));
+            o.value
+        } else {
+            log::info(&format!(
+                "reload: load_balancer.algorithm changed in the file to {file_value}; the \
+                 run-time choice ({}) is dropped",
+                o.value
+            ));
+            self.algorithm = None;
+            self.version += 1;
+            file_value
+        }
+    }
+
     pub(super) fn version(&self) -> u64 {
         self.version
     }
@@ -96,6 +132,16 @@ impl Control {
     /// Empties the response cache (`DELETE /cache/clear`).
     pub fn clear_cache(&self) {
         self.gateway.clear_cache();
+    }
+
+    /// Switches the load-balancing algorithm (`PUT /loadbalancer/algorithm`).
+    pub fn set_algorithm(&self, algorithm: Algorithm) {
+        self.gateway.set_algorithm(algorithm);
+    }
+
+    /// The load-balancing algorithm in force.
+    pub fn algorithm(&self) -> Algorithm {
+        self.gateway.balancer.algorithm()
     }
 
     /// Bumped by every change to a run-time override.
@@ -129,6 +175,29 @@ mod tests {
         assert!(!o.reload_cache_enabled(false), "file turned it off itself");
         assert!(o.reload_cache_enabled(true), "no override left");
         assert_eq!(o.version(), 2);
+    }
+
+    #[test]
+    fn the_algorithm_follows_the_same_rule() {
+        let mut o = Overrides::default();
+        assert_eq!(o.reload_algorithm(Algorithm::Random), Algorithm::Random);
+        o.set_algorithm(Algorithm::IpHash, Algorithm::RoundRobin);
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::IpHash,
+            "kept: the file still says round_robin"
+        );
+        assert_eq!(
+            o.reload_algorithm(Algorithm::Weighted),
+            Algorithm::Weighted,
+            "the file changed: it wins"
+        );
+        assert_eq!(o.reload_algorithm(Algorithm::RoundRobin), Algorithm::RoundRobin);
+        assert_eq!(o.version(), 2);
+        // The cache's override is independent of the algorithm's.
+        o.set_cache_enabled(false, true);
+        assert!(!o.reload_cache_enabled(true));
+        assert_eq!(o.reload_algorithm(Algorithm::RoundRobin), Algorithm::RoundRobin);
     }
 
     #[test]

@@ -300,6 +300,15 @@ struct Redis {
     errors: Counter,
 }
 
+/// The load balancer's counters beside instance health.
+#[derive(Debug)]
+struct Balancing {
+    selections: Family<InstanceLabels, Counter>,
+    ejections: Family<InstanceLabels, Counter>,
+    retries: Counter,
+    budget_refusals: Counter,
+}
+
 /// Every metric of one gateway process. Cheap to record into from any
 /// thread; share it as `Arc<Metrics>`.
 #[derive(Debug)]
@@ -322,6 +331,7 @@ pub struct Metrics {
     redis: Option<Redis>,
     websocket: Option<Gauge>,
     instances: Option<Family<InstanceLabels, Gauge>>,
+    balancing: Option<Balancing>,
     cluster: Option<Family<NodeLabels, Gauge>>,
     models: LabelFolder,
     instance_ids: LabelFolder,
@@ -568,6 +578,38 @@ impl Metrics {
             );
             f
         });
+        let balancing = options.load_balancer.then(|| {
+            let selections = Family::<InstanceLabels, Counter>::default();
+            registry.register(
+                "loadbalancer_selections",
+                "Upstream attempts the load balancer sent to each instance (retries included)",
+                Shown(selections.clone()),
+            );
+            let ejections = Family::<InstanceLabels, Counter>::default();
+            registry.register(
+                "loadbalancer_ejections",
+                "Passive ejections of an instance after consecutive failures",
+                Shown(ejections.clone()),
+            );
+            let retries = Counter::default();
+            registry.register(
+                "loadbalancer_retries",
+                "Retries of failed upstream attempts granted by the retry budget",
+                retries.clone(),
+            );
+            let budget_refusals = Counter::default();
+            registry.register(
+                "loadbalancer_budget_refusals",
+                "Retries refused because the retry budget (20 % of requests in flight, at least 3) was spent",
+                budget_refusals.clone(),
+            );
+            Balancing {
+                selections,
+                ejections,
+                retries,
+                budget_refusals,
+            }
+        });
         let cluster = options.cluster.then(|| {
             let f = Family::<NodeLabels, Gauge>::default();
             for state in NodeState::ALL {
@@ -601,6 +643,7 @@ impl Metrics {
             redis,
             websocket,
             instances,
+            balancing,
             cluster,
             models: LabelFolder::new(options.max_models, &options.known_models),
             instance_ids: LabelFolder::new(options.max_instances, Vec::<&str>::new()),
@@ -854,16 +897,59 @@ impl Metrics {
             .insert((provider.name(), instance), healthy);
     }
 
+    /// One upstream attempt sent to `instance` (no-op unless
+    /// [`MetricsOptions::load_balancer`]).
+    pub fn lb_selection(&self, provider: ProviderKind, instance: &str) {
+        if let Some(b) = &self.balancing {
+            b.selections
+                .get_or_create(&InstanceLabels {
+                    provider: provider.name(),
+                    instance: self.instance_ids.fold(instance),
+                })
+                .inc();
+        }
+    }
+
+    /// One passive ejection of `instance` (no-op unless
+    /// [`MetricsOptions::load_balancer`]).
+    pub fn lb_ejection(&self, provider: ProviderKind, instance: &str) {
+        if let Some(b) = &self.balancing {
+            b.ejections
+                .get_or_create(&InstanceLabels {
+                    provider: provider.name(),
+                    instance: self.instance_ids.fold(instance),
+                })
+                .inc();
+        }
+    }
+
+    /// The balancer's running totals of granted and refused retries
+    /// (no-op unless [`MetricsOptions::load_balancer`]); totals only
+    /// grow, so a stale call never lowers them.
+    pub fn set_lb_retry_totals(&self, granted: u64, refused: u64) {
+        if let Some(b) = &self.balancing {
+            b.retries.inner().fetch_max(granted, Ordering::Relaxed);
+            b.budget_refusals
+                .inner()
+                .fetch_max(refused, Ordering::Relaxed);
+        }
+    }
+
     /// Drops the series of an instance that left the configuration.
     pub fn forget_instance(&self, provider: ProviderKind, instance: &str) {
         let Some(family) = &self.instances else {
             return;
         };
         let instance = self.instance_ids.fold(instance);
-        family.remove(&InstanceLabels {
+        let labels = InstanceLabels {
             provider: provider.name(),
             instance: Arc::clone(&instance),
-        });
+        };
+        family.remove(&labels);
+        if let Some(b) = &self.balancing {
+            b.selections.remove(&labels);
+            b.ejections.remove(&labels);
+        }
         self.instance_health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
