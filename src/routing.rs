@@ -182,9 +182,7 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
         "/loadbalancer/instances" => expect(get, "GET", Route::LoadBalancerInstances),
         "/loadbalancer/metrics" => expect(get, "GET", Route::LoadBalancerMetrics),
-        "/loadbalancer/algorithm" => {
-            expect(method == "PUT", "PUT", Route::LoadBalancerAlgorithm)
-        }
+        "/loadbalancer/algorithm" => expect(method == "PUT", "PUT", Route::LoadBalancerAlgorithm),
         _ => gemini_model_route(path, get, post),
     }
 }

@@ -648,13 +648,23 @@ fn load_balancer_settings_from_every_source() {
         config.load_balancer.health_check_interval,
         Duration::from_secs(2)
     );
-    assert_eq!(config.load_balancer.ejection_time, Duration::from_millis(500));
+    assert_eq!(
+        config.load_balancer.ejection_time,
+        Duration::from_millis(500)
+    );
     assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
     assert!(!config.trusted_proxies.contains("11.1.2.3".parse().unwrap()));
-    assert!(config.pending_features.is_empty(), "{:?}", config.pending_features);
+    assert!(
+        config.pending_features.is_empty(),
+        "{:?}",
+        config.pending_features
+    );
     let message = problem(None, &[], &["--trusted-proxies", "10.0.0.1/8"]);
     assert!(message.starts_with("--trusted-proxies: "), "{message}");
-    assert!(message.contains("bits set after its /8 prefix"), "{message}");
+    assert!(
+        message.contains("bits set after its /8 prefix"),
+        "{message}"
+    );
     assert!(file_problem("load_balancer: {ejection_time: 0}").contains("greater than zero"));
 }
 
@@ -675,7 +685,12 @@ fn the_pools_file_is_read_with_the_configuration() {
     let message = problem(
         None,
         &[],
-        &["--model-provider", "openai-custom", "--provider-pools-file", &shown],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
     );
     assert!(
         message.contains("member b of openai-custom has no API key"),
@@ -684,7 +699,12 @@ fn the_pools_file_is_read_with_the_configuration() {
     let config = load(
         None,
         &[("AIPROXY_OPENAI_API_KEY", "sk-global")],
-        &["--model-provider", "openai-custom", "--provider-pools-file", &shown],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
     )
     .unwrap();
     let pools = config.pools.as_ref().unwrap();
@@ -700,11 +720,20 @@ fn the_pools_file_is_read_with_the_configuration() {
         "{:?}",
         config.warnings
     );
-    std::fs::write(&path, r#"{"openai-custom": [{"uuid": "a", "colour": "red"}]}"#).unwrap();
+    std::fs::write(
+        &path,
+        r#"{"openai-custom": [{"uuid": "a", "colour": "red"}]}"#,
+    )
+    .unwrap();
     let message = problem(
         None,
         &[("AIPROXY_OPENAI_API_KEY", "sk-global")],
-        &["--model-provider", "openai-custom", "--provider-pools-file", &shown],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
     );
     assert!(message.starts_with("--provider-pools-file: "), "{message}");
     assert!(message.contains("colour"), "{message}");

@@ -173,7 +173,9 @@ pub(super) fn set_algorithm(
             ),
         )
     })?;
-    let algorithm = name.parse::<Algorithm>().map_err(|e| Failure::new(400, e))?;
+    let algorithm = name
+        .parse::<Algorithm>()
+        .map_err(|e| Failure::new(400, e))?;
     let previous = gateway.balancer.algorithm();
     gateway.set_algorithm(algorithm);
     let body = json!({"algorithm": algorithm.name(), "previous": previous.name()});

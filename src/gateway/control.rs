@@ -192,12 +192,18 @@ mod tests {
             Algorithm::Weighted,
             "the file changed: it wins"
         );
-        assert_eq!(o.reload_algorithm(Algorithm::RoundRobin), Algorithm::RoundRobin);
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::RoundRobin
+        );
         assert_eq!(o.version(), 2);
         // The cache's override is independent of the algorithm's.
         o.set_cache_enabled(false, true);
         assert!(!o.reload_cache_enabled(true));
-        assert_eq!(o.reload_algorithm(Algorithm::RoundRobin), Algorithm::RoundRobin);
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::RoundRobin
+        );
     }
 
     #[test]

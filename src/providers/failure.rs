@@ -119,7 +119,14 @@ mod tests {
     fn the_balancer_retries_transient_failures_only() {
         use UpstreamFailure::*;
         let o = |f: UpstreamFailure| f.outcome(None, "why");
-        for f in [Connect, Timeout, RateLimited, Server(502), Credential, Config] {
+        for f in [
+            Connect,
+            Timeout,
+            RateLimited,
+            Server(502),
+            Credential,
+            Config,
+        ] {
             assert!(o(f).is_retryable(), "{f:?}");
         }
         for f in [Client(400), Client(404), Client(413), Client(422), Protocol] {
