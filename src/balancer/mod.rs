@@ -354,8 +354,9 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// A balancer using `algorithm`, drawing from `random`, with Envoy's
-    /// default retry budget (20 % of requests in flight, at least 3).
+    /// A balancer using `algorithm`, drawing from `random`, with the
+    /// default retry budget (20 % of requests in flight, at least 3, and
+    /// 20 % of the requests plus 3 in all: see [`RetryBudget`]).
     pub fn new(algorithm: Algorithm, random: Box<dyn Random>) -> Self {
         Self {
             algorithm: AtomicU8::new(algorithm.index()),
