@@ -59,8 +59,8 @@ impl Handle {
     }
 
     /// Changes the running gateway as the admin endpoints do (cache on or
-    /// off, cache clear); such changes survive a reload as the README's
-    /// Operations section says.
+    /// off, cache clear, the load-balancing algorithm); such changes
+    /// survive a reload as the README's Operations section says.
     pub fn control(&self) -> gateway::Control {
         gateway::Control::new(Arc::clone(&self.gateway))
     }

@@ -44,6 +44,10 @@ METRICS = {
     "aiproxy_cache_redis_errors_total",
     "aiproxy_websocket_connections",
     "aiproxy_loadbalancer_instance_healthy",
+    "aiproxy_loadbalancer_selections_total",
+    "aiproxy_loadbalancer_ejections_total",
+    "aiproxy_loadbalancer_retries_total",
+    "aiproxy_loadbalancer_budget_refusals_total",
     "aiproxy_cluster_nodes",
 }
 HISTOGRAMS = {
