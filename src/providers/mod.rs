@@ -449,3 +449,88 @@ pub struct Reconciled {
     /// No longer configured, with their provider.
     pub removed: Vec<(ProviderKind, String)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pools::{Format, parse};
+
+    fn with_pool(json: &str) -> Config {
+        Config {
+            pools: Some(parse(json, Format::Json).unwrap()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn pool_members_are_kept_by_uuid_across_a_reload() {
+        let first =
+            with_pool(r#"{"mock": [{"uuid": "m1"}, {"uuid": "m2"}, {"uuid": "m3", "weight": 2}]}"#);
+        let (running, built) = Registry::reconcile(None, &first).unwrap();
+        assert_eq!(built.built, ["m1", "m2", "m3"]);
+        let ids: Vec<&str> = running
+            .instances(ProviderKind::Mock)
+            .iter()
+            .map(|i| i.id())
+            .collect();
+        assert_eq!(ids, ["m1", "m2", "m3"]);
+        assert_eq!(running.instances(ProviderKind::Mock)[2].member.weight(), 2);
+
+        let next = with_pool(
+            r#"{"mock": [{"uuid": "m4"}, {"uuid": "m1"}, {"uuid": "m2", "customName": "renamed"}]}"#,
+        );
+        let (reloaded, changes) = Registry::reconcile(Some(&running), &next).unwrap();
+        assert_eq!(changes.kept, ["m1"]);
+        assert_eq!(changes.built, ["m4", "m2"]);
+        assert_eq!(changes.removed, [(ProviderKind::Mock, "m3".to_owned())]);
+        let old = &running.instances(ProviderKind::Mock)[0];
+        let kept = &reloaded.instances(ProviderKind::Mock)[1];
+        assert!(Arc::ptr_eq(old, kept), "the same instance, state and all");
+        assert_eq!(
+            reloaded.instances(ProviderKind::Mock)[2]
+                .member
+                .settings()
+                .name,
+            "renamed"
+        );
+
+        // No pool (or an empty one): the one instance from the flags.
+        let (flags, _) =
+            Registry::reconcile(Some(&reloaded), &with_pool(r#"{"mock": []}"#)).unwrap();
+        let ids: Vec<&str> = flags
+            .instances(ProviderKind::Mock)
+            .iter()
+            .map(|i| i.id())
+            .collect();
+        assert_eq!(ids, ["mock-0"]);
+    }
+
+    #[test]
+    fn a_member_keeps_its_own_credentials() {
+        let mut config = with_pool(
+            r#"{"openai-custom": [{"uuid": "a", "OPENAI_API_KEY": "sk-a"},
+                                  {"uuid": "b", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}]}"#,
+        );
+        config.model_providers = vec![ProviderKind::OpenAiCustom];
+        config.openai.api_key = Some(Secret::new("sk-global"));
+        let (registry, _) = Registry::reconcile(None, &config).unwrap();
+        let [a, b] = registry.instances(ProviderKind::OpenAiCustom) else {
+            panic!("two instances");
+        };
+        assert_ne!(a.settings, b.settings);
+        // Another key for a is another instance; b is untouched.
+        config.pools = Some(
+            parse(
+                r#"{"openai-custom": [{"uuid": "a", "OPENAI_API_KEY": "sk-a2"},
+                                      {"uuid": "b", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}]}"#,
+                Format::Json,
+            )
+            .unwrap(),
+        );
+        let (_, changes) = Registry::reconcile(Some(&registry), &config).unwrap();
+        assert_eq!(
+            (changes.kept, changes.built),
+            (vec!["b".to_owned()], vec!["a".to_owned()])
+        );
+    }
+}
