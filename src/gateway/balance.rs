@@ -4,61 +4,52 @@
 //! `PUT /loadbalancer/algorithm`), the per-instance entries of `/health`
 //! and the instance figures of `/metrics` and the dashboard.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::{Failure, Gateway, State};
-use crate::balancer::{Algorithm, Balancer, Effect, Member, Observer, SplitMix64};
+use crate::balancer::{Algorithm, Balancer, Effect, Member, SplitMix64};
 use crate::config::Config;
 use crate::log;
-use crate::metrics::Metrics;
 use crate::provider_kind::ProviderKind;
 use crate::server::{Request, Responder};
 
 /// The gateway's balancer, as the configuration sets it up.
-pub(super) fn build(config: &Config, metrics: Option<Arc<Metrics>>) -> Balancer {
+pub(super) fn build(config: &Config) -> Balancer {
     let balancer = Balancer::new(
         config.load_balancer.algorithm,
         Box::new(SplitMix64::from_entropy()),
     )
-    .with_observer(observer(metrics));
+    .with_observer(Box::new(log_effect));
     balancer.set_enabled(config.load_balancer.enabled);
     balancer
 }
 
-/// Logs every change of an instance's health and counts ejections.
-fn observer(metrics: Option<Arc<Metrics>>) -> Observer {
-    Box::new(move |member: &Member, effect: &Effect| {
-        let s = member.settings();
-        let who = format!("{} instance {} ({})", s.kind, s.id, s.name);
-        let secs = |d: &Duration| format!("{:.1} s", d.as_secs_f64());
-        match effect {
-            Effect::None => {}
-            Effect::Ejected(d) => {
-                if let Some(m) = &metrics {
-                    m.lb_ejection(s.kind, &s.id);
-                }
-                log::warn(&format!(
-                    "{who} ejected for {} after consecutive failures",
-                    secs(d)
-                ));
-            }
-            Effect::EjectionRefused => log::debug(&format!(
-                "{who} keeps failing but stays in: half of its pool is already ejected"
-            )),
-            Effect::CoolingDown(d) => log::info(&format!(
-                "{who} rate limited (429): no requests for {}",
-                secs(d)
-            )),
-            Effect::CredentialBroken => log::warn(&format!(
-                "{who}: the upstream rejected its credential; out of service until its \
+/// Logs every change of an instance's health.
+fn log_effect(member: &Member, effect: &Effect) {
+    let s = member.settings();
+    let who = format!("{} instance {} ({})", s.kind, s.id, s.name);
+    let secs = |d: &Duration| format!("{:.1} s", d.as_secs_f64());
+    match effect {
+        Effect::None => {}
+        Effect::Ejected(d) => log::warn(&format!(
+            "{who} ejected for {} after consecutive failures",
+            secs(d)
+        )),
+        Effect::EjectionRefused => log::debug(&format!(
+            "{who} keeps failing but stays in: half of its pool is already ejected"
+        )),
+        Effect::CoolingDown(d) => log::info(&format!(
+            "{who} rate limited (429): no requests for {}",
+            secs(d)
+        )),
+        Effect::CredentialBroken => log::warn(&format!(
+            "{who}: the upstream rejected its credential; out of service until its \
                  credentials file changes or a health check passes"
-            )),
-            Effect::Restored => log::info(&format!("{who} back in service: a health check passed")),
-        }
-    })
+        )),
+        Effect::Restored => log::info(&format!("{who} back in service: a health check passed")),
+    }
 }
 
 impl Gateway {
@@ -89,6 +80,7 @@ impl Gateway {
         for (kind, pool) in state.registry.pools() {
             for status in pool.status(now) {
                 m.set_instance_healthy(kind, &status.id, status.healthy);
+                m.set_instance_counts(kind, &status.id, status.selections, status.ejections);
             }
         }
         let budget = self.balancer.budget();

@@ -7,9 +7,9 @@
 //! `checkModelName` when the pools file names one, else
 //! [`Provider::probe`](crate::providers::Provider::probe): a model list,
 //! or for the OAuth providers the access token (refreshed when due),
-//! which proves the credential but not the upstream, so it changes
-//! nothing when it passes. A rejected credential is also given another
-//! chance when its credentials file changes.
+//! which proves the credential but not the upstream: when it passes it
+//! clears only a rejected credential (a new login written to the
+//! credentials file is read again).
 
 use std::borrow::Cow;
 use std::io;
@@ -74,19 +74,24 @@ impl Gateway {
                 if instance.member.settings().disabled {
                     continue;
                 }
-                if instance.creds_file_changed() {
-                    let now = Instant::now();
-                    if instance.member.status(now, pool.policy()).state == "credential_broken" {
-                        log::info(&format!(
-                            "{kind} instance {}: its credentials file changed; trying it again",
-                            instance.id()
-                        ));
+                match check(instance, timeout) {
+                    Checked::Outcome(outcome) => {
+                        let effect = pool.check(index, &outcome, Instant::now());
+                        self.balancer.observe(&instance.member, &effect);
                     }
-                    instance.member.clear_credential(now);
-                }
-                if let Some(outcome) = check(instance, timeout) {
-                    let effect = pool.check(index, &outcome, Instant::now());
-                    self.balancer.observe(&instance.member, &effect);
+                    Checked::CredentialOk => {
+                        // A usable token (read again if its file changed):
+                        // a credential refused earlier gets another
+                        // chance; an ejection or a cooldown stays.
+                        let now = Instant::now();
+                        if instance.member.status(now, pool.policy()).state == "credential_broken" {
+                            log::info(&format!(
+                                "{kind} instance {}: its credential works again",
+                                instance.id()
+                            ));
+                        }
+                        instance.member.clear_credential(now);
+                    }
                 }
             }
         }
@@ -94,9 +99,16 @@ impl Gateway {
     }
 }
 
-/// Checks one instance; `None` when the check proves nothing about the
-/// upstream (only the credential).
-fn check(instance: &Instance, timeout: Duration) -> Option<Outcome> {
+/// What a check found.
+enum Checked {
+    /// The upstream's health.
+    Outcome(Outcome),
+    /// Only that the credential is usable.
+    CredentialOk,
+}
+
+/// Checks one instance.
+fn check(instance: &Instance, timeout: Duration) -> Checked {
     let of_status = |status: u16| {
         UpstreamFailure::of_status(status).map_or(Outcome::Success, |f| {
             f.outcome(None, &format!("health check answered {status}"))
@@ -110,15 +122,17 @@ fn check(instance: &Instance, timeout: Duration) -> Option<Outcome> {
             forward_headers: Vec::new(),
             timeout: Some(timeout),
         };
-        return Some(match instance.provider.call(&req) {
+        return Checked::Outcome(match instance.provider.call(&req) {
             Ok(resp) => of_status(resp.status),
             Err(e) => UpstreamFailure::of_error(&e).outcome(None, e.message()),
         });
     }
     match instance.provider.probe(timeout) {
-        Probe::Answered(status) => Some(of_status(status)),
-        Probe::CredentialOk => None,
-        Probe::Failed(e) => Some(UpstreamFailure::of_error(&e).outcome(None, e.message())),
+        Probe::Answered(status) => Checked::Outcome(of_status(status)),
+        Probe::CredentialOk => Checked::CredentialOk,
+        Probe::Failed(e) => {
+            Checked::Outcome(UpstreamFailure::of_error(&e).outcome(None, e.message()))
+        }
     }
 }
 

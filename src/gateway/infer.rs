@@ -577,7 +577,6 @@ impl Gateway {
                 }
                 if let Some(m) = &self.metrics {
                     m.provider_request(p.kind, &p.model, instance.id());
-                    m.lb_selection(p.kind, instance.id());
                 }
                 attempt(instance)
             })

@@ -104,7 +104,7 @@ impl Gateway {
             })
         });
         Ok(Gateway {
-            balancer: balance::build(&config, metrics.clone()),
+            balancer: balance::build(&config),
             state: RwLock::new(Arc::new(State {
                 config,
                 registry,

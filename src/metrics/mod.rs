@@ -897,29 +897,31 @@ impl Metrics {
             .insert((provider.name(), instance), healthy);
     }
 
-    /// One upstream attempt sent to `instance` (no-op unless
-    /// [`MetricsOptions::load_balancer`]).
-    pub fn lb_selection(&self, provider: ProviderKind, instance: &str) {
+    /// The running counts of `instance`: attempts sent to it and passive
+    /// ejections (no-op unless [`MetricsOptions::load_balancer`]). Read
+    /// from the instance before a scrape, so the request path pays
+    /// nothing; an instance rebuilt by a reload starts again from zero,
+    /// which Prometheus takes as a counter reset.
+    pub fn set_instance_counts(
+        &self,
+        provider: ProviderKind,
+        instance: &str,
+        selections: u64,
+        ejections: u64,
+    ) {
         if let Some(b) = &self.balancing {
-            b.selections
-                .get_or_create(&InstanceLabels {
-                    provider: provider.name(),
-                    instance: self.instance_ids.fold(instance),
-                })
-                .inc();
-        }
-    }
-
-    /// One passive ejection of `instance` (no-op unless
-    /// [`MetricsOptions::load_balancer`]).
-    pub fn lb_ejection(&self, provider: ProviderKind, instance: &str) {
-        if let Some(b) = &self.balancing {
-            b.ejections
-                .get_or_create(&InstanceLabels {
-                    provider: provider.name(),
-                    instance: self.instance_ids.fold(instance),
-                })
-                .inc();
+            let labels = InstanceLabels {
+                provider: provider.name(),
+                instance: self.instance_ids.fold(instance),
+            };
+            let store = |family: &Family<InstanceLabels, Counter>, n: u64| {
+                family
+                    .get_or_create(&labels)
+                    .inner()
+                    .store(n, Ordering::Relaxed);
+            };
+            store(&b.selections, selections);
+            store(&b.ejections, ejections);
         }
     }
 

@@ -140,8 +140,7 @@ fn record_some_traffic(m: &Metrics) {
     m.set_cache_redis_up(true);
     m.set_websocket_connections(3);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", true);
-    m.lb_selection(ProviderKind::Mock, "mock-0");
-    m.lb_ejection(ProviderKind::Mock, "mock-0");
+    m.set_instance_counts(ProviderKind::Mock, "mock-0", 4, 1);
     m.set_lb_retry_totals(2, 1);
     m.set_cluster_nodes(NodeState::Alive, 2);
 }
@@ -314,13 +313,10 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
 }
 
 #[test]
-fn balancer_counters_count_and_never_go_back() {
+fn balancer_counters_follow_the_balancer() {
     let m = all_features();
-    for _ in 0..3 {
-        m.lb_selection(ProviderKind::OpenAiCustom, "a");
-    }
-    m.lb_selection(ProviderKind::OpenAiCustom, "b");
-    m.lb_ejection(ProviderKind::OpenAiCustom, "b");
+    m.set_instance_counts(ProviderKind::OpenAiCustom, "a", 3, 0);
+    m.set_instance_counts(ProviderKind::OpenAiCustom, "b", 1, 1);
     m.set_lb_retry_totals(5, 2);
     // A scrape that read older totals does not lower them.
     m.set_lb_retry_totals(4, 1);
@@ -342,7 +338,7 @@ fn balancer_counters_count_and_never_go_back() {
     assert!(b.contains(r#"instance="a""#));
     // Without the balancer's families the calls do nothing.
     let off = quiet(MetricsOptions::default());
-    off.lb_selection(ProviderKind::Mock, "x");
+    off.set_instance_counts(ProviderKind::Mock, "x", 1, 1);
     off.set_lb_retry_totals(1, 1);
     assert!(!text(&off).contains("loadbalancer"));
 }

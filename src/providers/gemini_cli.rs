@@ -10,7 +10,6 @@
 //! `loadCodeAssist` (and `onboardUser` for an account that has none yet).
 
 use std::io::Read;
-use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -491,10 +490,6 @@ impl Provider for GeminiCli {
             Ok(_) => Probe::CredentialOk,
             Err(e) => Probe::Failed(credential_error(e)),
         }
-    }
-
-    fn creds_file(&self) -> Option<&Path> {
-        Some(self.cred.path())
     }
 
     fn status(&self) -> Option<Value> {

@@ -17,9 +17,9 @@ pub mod transform;
 
 use std::borrow::Cow;
 use std::io::Read;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::balancer::{Balanced, HealthPolicy, Member, MemberSettings, ModelFilter, Pool};
 use crate::config::{
@@ -121,12 +121,6 @@ pub trait Provider: Send + Sync {
     /// access token (refreshed when due) for the OAuth ones. Never a
     /// generation, which would cost quota.
     fn probe(&self, timeout: Duration) -> Probe;
-
-    /// The OAuth credentials file, for providers that read one: when it
-    /// changes, a credential the upstream rejected may work again.
-    fn creds_file(&self) -> Option<&Path> {
-        None
-    }
 }
 
 /// What an active health check's cheap call found.
@@ -159,32 +153,12 @@ pub struct Instance {
     /// `checkModelName`: active health checks send a tiny request for
     /// this model instead of [`Provider::probe`].
     pub check_model: Option<String>,
-    /// The credentials file's modification time when last looked at.
-    creds_seen: Mutex<Option<SystemTime>>,
 }
 
 impl Instance {
     /// Its id: the pool member's uuid, or `<provider>-0`.
     pub fn id(&self) -> &str {
         self.member.id()
-    }
-
-    /// Whether the credentials file changed since the last call (the
-    /// first call only records its time).
-    pub fn creds_file_changed(&self) -> bool {
-        let Some(path) = self.provider.creds_file() else {
-            return false;
-        };
-        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
-        let mut seen = self
-            .creds_seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed = seen.is_some() && modified.is_some() && *seen != modified;
-        if modified.is_some() {
-            *seen = modified;
-        }
-        changed
     }
 }
 
@@ -372,7 +346,6 @@ impl Registry {
                             provider: spec.section.build(agent)?,
                             member: Member::new(spec.member, now),
                             check_model: spec.check_model,
-                            creds_seen: Mutex::new(None),
                         })
                     }
                 };

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -498,10 +497,6 @@ impl Provider for Qwen {
             Ok(_) => Probe::CredentialOk,
             Err(e) => Probe::Failed(credential_error(e)),
         }
-    }
-
-    fn creds_file(&self) -> Option<&Path> {
-        Some(self.cred.path())
     }
 
     fn status(&self) -> Option<Value> {

@@ -440,10 +440,6 @@ impl Provider for Kiro {
         }
     }
 
-    fn creds_file(&self) -> Option<&Path> {
-        Some(self.cred.path())
-    }
-
     fn status(&self) -> Option<Value> {
         let mut status = self.cred.status();
         status["auth_method"] = json!(match method(&self.cred.creds()) {
