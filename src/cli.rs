@@ -160,6 +160,27 @@ pub struct Flags {
     /// none)
     #[argh(option, arg_name = "secret")]
     pub cluster_secret: Option<String>,
+    /// the provider pools file: several instances (accounts, endpoints)
+    /// per provider, JSON or YAML (default: none, one instance per
+    /// provider from the flags)
+    #[argh(option, arg_name = "file")]
+    pub provider_pools_file: Option<String>,
+
+    /// spread requests over the instances of a provider; takes an optional
+    /// true|false; off, the first healthy instance serves, with failover
+    /// (default true)
+    #[argh(switch)]
+    pub load_balancer_enabled: Option<bool>,
+
+    /// how an instance is chosen: round_robin, least_requests, weighted,
+    /// random or ip_hash (default round_robin)
+    #[argh(option, arg_name = "name")]
+    pub load_balancer_algorithm: Option<String>,
+
+    /// proxies whose X-Forwarded-For is believed for ip_hash, comma list
+    /// of addresses or CIDR blocks (default: none)
+    #[argh(option, arg_name = "cidrs")]
+    pub trusted_proxies: Option<String>,
 
     /// enabled providers, comma list, the first is the default: openai-custom,
     /// claude-custom, gemini-cli, kiro-api, qwen-api, mock (default mock)

@@ -96,6 +96,8 @@ pub struct Handle {
     server: server::Server,
     metrics_server: Option<server::Server>,
     gateway: Arc<gateway::Gateway>,
+    /// Stops the active health checks when dropped.
+    health_checks: gateway::HealthChecks,
     shutdown_timeout: Duration,
 }
 
@@ -113,6 +115,8 @@ impl Handle {
     /// Changes the running gateway as the admin endpoints do (cache on or
     /// off, cache clear), in a cluster on every node; such changes survive
     /// a reload as the README's Operations section says.
+    /// off, cache clear, the load-balancing algorithm); such changes
+    /// survive a reload as the README's Operations section says.
     pub fn control(&self) -> gateway::Control {
         gateway::Control::new(Arc::clone(&self.gateway))
     }
@@ -172,6 +176,7 @@ impl Handle {
         // Leave the cluster first: the other nodes stop counting on this
         // one while it drains.
         self.gateway.stop_cluster();
+        drop(self.health_checks);
         self.gateway.set_draining();
         if let Some(metrics) = self.metrics_server {
             metrics.shutdown(std::time::Duration::from_secs(1));
@@ -257,6 +262,11 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         }
         None => None,
     };
+    let health_checks =
+        gateway::HealthChecks::start(Arc::clone(&gateway)).map_err(|source| Error::Io {
+            op: "start health checks",
+            source,
+        })?;
     let handler: Arc<dyn server::Handler> = gateway.clone();
     let server =
         server::Server::start(listener, settings, handler).map_err(|source| Error::Io {
@@ -267,6 +277,7 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         server,
         metrics_server,
         gateway,
+        health_checks,
         shutdown_timeout: config.shutdown_timeout,
     })
 }

@@ -43,6 +43,12 @@ pub enum Route {
     CacheSwitch(bool),
     /// `GET /cluster/status`.
     ClusterStatus,
+    /// `GET /loadbalancer/instances`.
+    LoadBalancerInstances,
+    /// `GET /loadbalancer/metrics`.
+    LoadBalancerMetrics,
+    /// `PUT /loadbalancer/algorithm`.
+    LoadBalancerAlgorithm,
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -55,7 +61,10 @@ impl Route {
     /// Whether the route changes the gateway for every client, and so
     /// needs an admin key when `--admin-api-key` is set.
     pub fn needs_admin(&self) -> bool {
-        matches!(self, Self::CacheClear | Self::CacheSwitch(_))
+        matches!(
+            self,
+            Self::CacheClear | Self::CacheSwitch(_) | Self::LoadBalancerAlgorithm
+        )
     }
 
     /// The route template, a bounded label for logs and metrics.
@@ -81,6 +90,9 @@ impl Route {
             Self::CacheSwitch(true) => "/cache/enable",
             Self::CacheSwitch(false) => "/cache/disable",
             Self::ClusterStatus => "/cluster/status",
+            Self::LoadBalancerInstances => "/loadbalancer/instances",
+            Self::LoadBalancerMetrics => "/loadbalancer/metrics",
+            Self::LoadBalancerAlgorithm => "/loadbalancer/algorithm",
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -128,6 +140,9 @@ fn is_operational(path: &str) -> bool {
             | "/cache/enable"
             | "/cache/disable"
             | "/cluster/status"
+            | "/loadbalancer/instances"
+            | "/loadbalancer/metrics"
+            | "/loadbalancer/algorithm"
     )
 }
 
@@ -170,6 +185,9 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
         "/cluster/status" => expect(get, "GET", Route::ClusterStatus),
+        "/loadbalancer/instances" => expect(get, "GET", Route::LoadBalancerInstances),
+        "/loadbalancer/metrics" => expect(get, "GET", Route::LoadBalancerMetrics),
+        "/loadbalancer/algorithm" => expect(method == "PUT", "PUT", Route::LoadBalancerAlgorithm),
         _ => gemini_model_route(path, get, post),
     }
 }
@@ -271,6 +289,24 @@ mod tests {
             route("POST", "/cache/enable"),
             Route::MethodNotAllowed("PUT")
         );
+        assert_eq!(
+            route("GET", "/loadbalancer/instances/"),
+            Route::LoadBalancerInstances
+        );
+        assert_eq!(
+            route("GET", "/loadbalancer/metrics"),
+            Route::LoadBalancerMetrics
+        );
+        assert_eq!(
+            route("PUT", "/loadbalancer/algorithm"),
+            Route::LoadBalancerAlgorithm
+        );
+        assert_eq!(
+            route("POST", "/loadbalancer/algorithm"),
+            Route::MethodNotAllowed("PUT")
+        );
+        assert!(Route::LoadBalancerAlgorithm.needs_admin());
+        assert!(!Route::LoadBalancerInstances.needs_admin());
     }
 
     #[test]
@@ -299,6 +335,7 @@ mod tests {
             "/qwen-api/dashboard/summary.json",
             "/mock/cache/clear",
             "/mock/cluster/status",
+            "/mock/loadbalancer/instances",
         ] {
             assert_eq!(resolve("GET", path).1, Route::NotFound, "{path}");
             assert_eq!(resolve("DELETE", path).1, Route::NotFound, "{path}");

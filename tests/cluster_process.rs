@@ -726,8 +726,6 @@ fn a_change_reaches_every_node_and_a_late_one(knob: Knob) {
 }
 
 #[test]
-#[ignore = "needs PUT /loadbalancer/algorithm (the balancer branch) and the algorithm arm of \
-            apply_remote in src/gateway/control.rs"]
 fn an_algorithm_change_on_node_2_reaches_nodes_1_and_3_and_a_node_started_later() {
     a_change_reaches_every_node_and_a_late_one(Knob::Algorithm);
 }
@@ -843,8 +841,6 @@ fn a_partition_heals_to_the_newest_cache_switch_made_on_either_side() {
 }
 
 #[test]
-#[ignore = "needs PUT /loadbalancer/algorithm (the balancer branch) and the algorithm arm of \
-            apply_remote in src/gateway/control.rs"]
 fn a_partition_heals_to_the_newest_algorithm_chosen_on_either_side() {
     if rerun_in_sandbox("a_partition_heals_to_the_newest_algorithm_chosen_on_either_side") {
         return;

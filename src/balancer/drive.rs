@@ -109,7 +109,8 @@ impl Balancer {
             drop(last.take());
             waited = false;
             let attempt = call(&pick);
-            pick.report(&attempt.outcome, clock.now());
+            let effect = pick.report(&attempt.outcome, clock.now());
+            self.observe(pick.instance().member(), &effect);
             // The retry this attempt was is over.
             drop(retry.take());
             tried.push(pick.index());

@@ -338,6 +338,9 @@ impl<T: Balanced> std::fmt::Debug for Pick<T> {
     }
 }
 
+/// Told of every [`Effect`] worth a log line (see [`Balancer::observe`]).
+pub type Observer = Box<dyn Fn(&Member, &Effect) + Send + Sync>;
+
 /// The gateway's balancer: the algorithm in force, randomness, the retry
 /// budget and the counters that are not per instance.
 pub struct Balancer {
@@ -347,11 +350,13 @@ pub struct Balancer {
     budget: Arc<RetryBudget>,
     none_eligible: AtomicU64,
     panics: AtomicU64,
+    observer: Option<Observer>,
 }
 
 impl Balancer {
-    /// A balancer using `algorithm`, drawing from `random`, with Envoy's
-    /// default retry budget (20 % of requests in flight, at least 3).
+    /// A balancer using `algorithm`, drawing from `random`, with the
+    /// default retry budget (20 % of requests in flight, at least 3, and
+    /// 20 % of the requests plus 3 in all: see [`RetryBudget`]).
     pub fn new(algorithm: Algorithm, random: Box<dyn Random>) -> Self {
         Self {
             algorithm: AtomicU8::new(algorithm.index()),
@@ -360,6 +365,24 @@ impl Balancer {
             budget: Arc::new(RetryBudget::default()),
             none_eligible: AtomicU64::new(0),
             panics: AtomicU64::new(0),
+            observer: None,
+        }
+    }
+
+    /// Calls `observer` with every effect of a report that is not
+    /// [`Effect::None`] (an ejection, a cooldown, …), so that the caller
+    /// can log and count them.
+    pub fn with_observer(mut self, observer: Observer) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Hands `effect`, a report's on `member`, to the observer. [`Balancer::run`]
+    /// does this for the reports it makes; a caller reporting itself
+    /// ([`Pick::end_stream`], [`Pool::check`]) calls it.
+    pub fn observe(&self, member: &Member, effect: &Effect) {
+        if let Some(observer) = self.observer.as_ref().filter(|_| *effect != Effect::None) {
+            observer(member, effect);
         }
     }
 

@@ -48,15 +48,30 @@ impl RetryPolicy {
 /// requests in flight (20 %), but always at least a few (3), so a quiet
 /// gateway can still retry while a flood of failures cannot multiply the
 /// load on an upstream that is already struggling.
+///
+/// A share of what is in flight bounds the load at any instant, not the
+/// total: requests that fail slowly while clients wait between them leave
+/// the floor of 3 free again and again. So a retry also pays from a
+/// running balance, as in Finagle's `RetryBudget`: each request deposits
+/// the share (0.2 of a retry), the balance starts at the floor (3) and
+/// never holds more than the floor plus the deposits of the requests in
+/// flight. Whatever the timing, retries stay at most 20 % of the requests
+/// plus 3; a burst still gets its share at once, from the deposits of the
+/// requests it is made of.
 #[derive(Debug)]
 pub struct RetryBudget {
     percent: u64,
     min_concurrent: u64,
     requests: AtomicU64,
     retries: AtomicU64,
+    /// In thousandths of a retry.
+    balance: AtomicU64,
     granted: AtomicU64,
     refused: AtomicU64,
 }
+
+/// A retry, in the balance's unit.
+const RETRY: u64 = 1000;
 
 impl Default for RetryBudget {
     fn default() -> Self {
@@ -73,14 +88,34 @@ impl RetryBudget {
             min_concurrent,
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
+            balance: AtomicU64::new(min_concurrent.saturating_mul(RETRY)),
             granted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
     }
 
-    /// Counts a request in flight until the guard drops.
+    /// What one request deposits into the balance.
+    fn deposit(&self) -> u64 {
+        self.percent.saturating_mul(RETRY / 100)
+    }
+
+    /// Most the balance may hold with `in_flight` requests in flight.
+    fn cap(&self, in_flight: u64) -> u64 {
+        self.min_concurrent
+            .saturating_mul(RETRY)
+            .saturating_add(self.deposit().saturating_mul(in_flight))
+    }
+
+    /// Counts a request in flight until the guard drops, and makes its
+    /// deposit.
     pub fn request(self: &Arc<Self>) -> RequestGuard {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let in_flight = self.requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let (deposit, cap) = (self.deposit(), self.cap(in_flight));
+        let _ = self
+            .balance
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                Some(b.saturating_add(deposit).min(cap))
+            });
         RequestGuard(Arc::clone(self))
     }
 
@@ -90,7 +125,8 @@ impl RetryBudget {
     }
 
     /// A retry in flight until the guard drops, or `None` (counted as a
-    /// refusal) when the budget is spent.
+    /// refusal) when the budget is spent: too many retries in flight, or
+    /// too little balance.
     pub fn try_retry(self: &Arc<Self>) -> Option<RetryGuard> {
         let limit = self.limit();
         let taken = self
@@ -98,10 +134,21 @@ impl RetryBudget {
             .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |r| {
                 (r < limit).then_some(r + 1)
             });
-        if taken.is_ok() {
+        let paid = taken.is_ok() && {
+            let cap = self.cap(self.requests.load(Ordering::Relaxed));
+            self.balance
+                .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |b| {
+                    b.min(cap).checked_sub(RETRY)
+                })
+                .is_ok()
+        };
+        if paid {
             self.granted.fetch_add(1, Ordering::Relaxed);
             Some(RetryGuard(Arc::clone(self)))
         } else {
+            if taken.is_ok() {
+                self.retries.fetch_sub(1, Ordering::Relaxed);
+            }
             self.refused.fetch_add(1, Ordering::Relaxed);
             None
         }
@@ -207,7 +254,13 @@ mod tests {
         assert_eq!((b.granted(), b.refused()), (3, 2));
         drop(granted);
         assert_eq!(b.retries_in_flight(), 0);
-        assert!(b.try_retry().is_some(), "released retries free the budget");
+        // Released retries free the floor, but the balance they spent
+        // comes back only with requests: one retry per five.
+        assert!(b.try_retry().is_none());
+        for _ in 0..5 {
+            drop(b.request());
+        }
+        assert!(b.try_retry().is_some(), "five requests paid for a retry");
     }
 
     #[test]
@@ -230,6 +283,46 @@ mod tests {
         assert_eq!(b.limit(), 3, "19 × 20 % rounds down to 3");
         let _more: Vec<_> = (0..6).map(|_| b.request()).collect();
         assert_eq!(b.limit(), 5);
+    }
+
+    #[test]
+    fn retries_stay_a_fifth_of_the_requests_plus_three_whatever_the_timing() {
+        // One request at a time, each failing and asking for two retries:
+        // the floor of 3 in flight would grant them all; the balance
+        // grants the 3 it starts with, then one per five requests.
+        let b = Arc::new(RetryBudget::default());
+        for _ in 0..100 {
+            let _req = b.request();
+            for _ in 0..2 {
+                drop(b.try_retry());
+            }
+        }
+        assert_eq!(b.granted(), 3 + 100 / 5);
+        assert_eq!(b.granted() + b.refused(), 200);
+        assert_eq!(b.retries_in_flight(), 0, "a refusal undoes its claim");
+        // A quiet stretch refills no more than the floor.
+        let b = Arc::new(RetryBudget::default());
+        for _ in 0..1000 {
+            drop(b.request());
+        }
+        let _req = b.request();
+        let granted: Vec<_> = (0..10).filter_map(|_| b.try_retry()).collect();
+        assert_eq!(granted.len(), 3);
+    }
+
+    #[test]
+    fn a_burst_gets_its_share_at_once() {
+        let b = Arc::new(RetryBudget::default());
+        let reqs: Vec<_> = (0..60).map(|_| b.request()).collect();
+        let granted: Vec<_> = (0..60).filter_map(|_| b.try_retry()).collect();
+        assert_eq!(granted.len(), 12);
+        drop(granted);
+        drop(reqs);
+        // The deposits of finished requests are gone: the floor is left.
+        let _req = b.request();
+        let again: Vec<_> = (0..10).filter_map(|_| b.try_retry()).collect();
+        assert!(again.len() <= 3, "{}", again.len());
+        assert!(b.granted() <= 60 / 5 + 1 + 3);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use super::{CacheScope, LogFormat, LogLevel};
+use crate::balancer::Algorithm;
 use crate::provider_kind::ProviderKind;
 
 /// Listen host when none is configured.
@@ -71,6 +72,14 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_REDIS_DB: u64 = 0;
 /// Whether `/metrics` and `/dashboard` are served.
 pub const DEFAULT_METRICS_ENABLED: bool = true;
+/// Whether requests are spread over the instances of a provider.
+pub const DEFAULT_LOAD_BALANCER_ENABLED: bool = true;
+/// How instances are chosen.
+pub const DEFAULT_LOAD_BALANCER_ALGORITHM: Algorithm = Algorithm::RoundRobin;
+/// Time between two rounds of active health checks.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+/// Length of a first passive ejection (3 consecutive failures).
+pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(30);
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// claude-custom upstream root; `/v1` is appended when missing.

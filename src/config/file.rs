@@ -327,7 +327,7 @@ pub struct WebSocketSection {
     pub max_connections: Option<Scalar>,
 }
 
-/// `load_balancer:` section (not available in this release).
+/// `load_balancer:` section.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoadBalancerSection {
@@ -337,6 +337,8 @@ pub struct LoadBalancerSection {
     pub algorithm: Option<Scalar>,
     /// `health_check_interval` (duration).
     pub health_check_interval: Option<Scalar>,
+    /// `ejection_time` (duration): the first passive ejection's length.
+    pub ejection_time: Option<Scalar>,
 }
 
 /// `cluster:` section.
@@ -417,6 +419,8 @@ pub struct FileConfig {
     pub websocket: Option<WebSocketSection>,
     /// `load_balancer:`.
     pub load_balancer: Option<LoadBalancerSection>,
+    /// `trusted_proxies`: proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<List>,
     /// `cluster:`.
     pub cluster: Option<ClusterSection>,
 }

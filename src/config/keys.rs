@@ -88,15 +88,6 @@ const fn pending(path: &'static str, check: Check) -> Key {
     }
 }
 
-/// Load-balancing algorithms (`load_balancer.algorithm` in aiproxy(1)).
-pub const ALGORITHMS: &[&str] = &[
-    "round_robin",
-    "least_requests",
-    "weighted",
-    "random",
-    "ip_hash",
-];
-
 /// Every key, in man-page order.
 pub const KEYS: &[Key] = &[
     key("host", "--host"),
@@ -167,8 +158,7 @@ pub const KEYS: &[Key] = &[
     key("qwen.base_url", "--qwen-base-url"),
     file_only("qwen.token_url"),
     file_only("qwen.ext_tool"),
-    // Features of later releases: parsed and type-checked only.
-    pending("provider_pools_file", Check::NonEmpty),
+    key("provider_pools_file", "--provider-pools-file"),
     key("cache.enabled", "--cache-enabled"),
     key("cache.max_size_mb", "--cache-max-size"),
     key("cache.ttl_seconds", "--cache-ttl"),
@@ -180,9 +170,6 @@ pub const KEYS: &[Key] = &[
     key("metrics.port", "--metrics-port"),
     pending("websocket.enabled", Check::Bool),
     pending("websocket.max_connections", Check::Int(1, 1_000_000)),
-    pending("load_balancer.enabled", Check::Bool),
-    pending("load_balancer.algorithm", Check::OneOf(ALGORITHMS)),
-    pending("load_balancer.health_check_interval", Check::Duration),
     key("cluster.enabled", "--cluster-enabled"),
     key("cluster.node_id", "--node-id"),
     key("cluster.node_address", "--node-address"),
@@ -195,6 +182,14 @@ pub const KEYS: &[Key] = &[
     file_only("cluster.suspect_after"),
     file_only("cluster.dead_after"),
     file_only("cluster.forget_after"),
+    key("load_balancer.enabled", "--load-balancer-enabled"),
+    key("load_balancer.algorithm", "--load-balancer-algorithm"),
+    file_only("load_balancer.health_check_interval"),
+    file_only("load_balancer.ejection_time"),
+    Key {
+        kind: Kind::List,
+        ..key("trusted_proxies", "--trusted-proxies")
+    },
 ];
 
 /// Environment names used by the original project's compose file, read

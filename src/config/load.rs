@@ -41,6 +41,7 @@ impl Config {
             return Err(ConfigError::new(resolver.problems));
         }
         config.config_file = config_file.map(PathBuf::from);
+        warnings.append(&mut config.warnings);
         config.warnings = warnings;
         Ok(config)
     }

@@ -13,9 +13,9 @@
 //! (`--port: "abc" is not a port number (0-65535)`,
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
-//! Keys whose feature is not built in this release (websocket, load
-//! balancer and provider pools) are still parsed and type-checked, so the feature
-//! guide's config loads and typos stay errors; they are returned in
+//! Keys whose feature is not built in this release (websocket) are still
+//! parsed and type-checked, so the feature guide's config loads and typos
+//! stay errors; they are returned in
 //! [`Config::pending_features`] for the caller to warn about.
 //!
 //! Layout: [`keys`] is the table of every key; [`file`](mod@file),
@@ -43,6 +43,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::balancer::client_addr::TrustedProxies;
+use crate::pools::PoolsFile;
 use crate::provider_kind::ProviderKind;
 
 pub use defaults::*;
@@ -51,8 +53,8 @@ pub use file::FileConfig;
 pub use providers::{ClaudeConfig, GeminiConfig, KiroConfig, MockConfig, OpenAiConfig, QwenConfig};
 pub use secret::Secret;
 pub use sections::{
-    CacheConfig, CacheScope, ClusterConfig, Limits, LogConfig, LogFormat, LogLevel, MetricsConfig,
-    RedisConfig, Upstream,
+    CacheConfig, CacheScope, ClusterConfig, Limits, LoadBalancerConfig, LogConfig, LogFormat,
+    LogLevel, MetricsConfig, RedisConfig, Upstream,
 };
 
 /// The validated configuration of one aiproxy process.
@@ -107,6 +109,16 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Cluster membership.
     pub cluster: ClusterConfig,
+    /// `--provider-pools-file`: where the pools were read from.
+    pub provider_pools_file: Option<PathBuf>,
+    /// The pools file's contents, read with the configuration (and again
+    /// on every reload); `None` without a pools file.
+    pub pools: Option<PoolsFile>,
+    /// Instance selection and health.
+    pub load_balancer: LoadBalancerConfig,
+    /// `--trusted-proxies`: proxies whose `X-Forwarded-For` is believed
+    /// (for `ip_hash`); empty means the connection's peer is the client.
+    pub trusted_proxies: TrustedProxies,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// Key paths that were set but whose feature is not available in

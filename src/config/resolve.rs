@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use super::layer::{Layer, Source, Value};
 use super::*;
+use crate::balancer::Algorithm;
+use crate::pools::{self, Overrides};
 use crate::provider_kind::ProviderKind;
 
 /// Turns the merged layer into a [`Config`], collecting problems.
@@ -315,6 +317,72 @@ impl Resolver {
         config
     }
 
+    /// `load_balancer:` and `--trusted-proxies`.
+    fn load_balancer(&mut self) -> (LoadBalancerConfig, TrustedProxies) {
+        let lb = LoadBalancerConfig {
+            enabled: self.value(
+                "load_balancer.enabled",
+                DEFAULT_LOAD_BALANCER_ENABLED,
+                parse::boolean,
+            ),
+            algorithm: self.value(
+                "load_balancer.algorithm",
+                DEFAULT_LOAD_BALANCER_ALGORITHM,
+                str::parse::<Algorithm>,
+            ),
+            health_check_interval: self.timeout(
+                "load_balancer.health_check_interval",
+                DEFAULT_HEALTH_CHECK_INTERVAL,
+            ),
+            ejection_time: self.timeout("load_balancer.ejection_time", DEFAULT_EJECTION_TIME),
+        };
+        let trusted = match self.list("trusted_proxies") {
+            Some((items, source)) => TrustedProxies::from_items(&items).unwrap_or_else(|e| {
+                self.problem("trusted_proxies", &source, e);
+                TrustedProxies::default()
+            }),
+            None => TrustedProxies::default(),
+        };
+        (lb, trusted)
+    }
+
+    /// Reads `--provider-pools-file`, if set. Its warnings go to `warnings`.
+    fn pools(
+        &mut self,
+        enabled: &[ProviderKind],
+        warnings: &mut Vec<String>,
+    ) -> (Option<PathBuf>, Option<PoolsFile>) {
+        let Some(path) = self.path("provider_pools_file") else {
+            return (None, None);
+        };
+        let source = self
+            .layer
+            .get("provider_pools_file")
+            .map(|s| s.source.clone());
+        match pools::read(&path) {
+            Ok(file) => {
+                warnings.extend(file.warnings.iter().cloned());
+                for pool in &file.pools {
+                    if !enabled.contains(&pool.kind) && !pool.members.is_empty() {
+                        warnings.push(format!(
+                            "{}: the pool of {} is ignored: the provider is not enabled \
+                             (model_providers)",
+                            path.display(),
+                            pool.kind
+                        ));
+                    }
+                }
+                (Some(path), Some(file))
+            }
+            Err(e) => {
+                if let Some(source) = source {
+                    self.problem("provider_pools_file", &source, e);
+                }
+                (Some(path), None)
+            }
+        }
+    }
+
     fn path(&mut self, path: &str) -> Option<PathBuf> {
         self.value(path, None, |t| {
             parse::non_empty(t).map(|p| Some(PathBuf::from(p)))
@@ -511,6 +579,9 @@ impl Resolver {
             port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
         };
         let cluster = self.cluster(listen);
+        let (load_balancer, trusted_proxies) = self.load_balancer();
+        let mut warnings = Vec::new();
+        let (provider_pools_file, pools) = self.pools(&model_providers, &mut warnings);
         let pending_features = self.pending();
 
         // Rules across keys.
@@ -533,11 +604,32 @@ impl Resolver {
                 "claude.api_key",
             ),
         ] {
-            if model_providers.contains(&kind) && !has_key {
+            if !model_providers.contains(&kind) {
+                continue;
+            }
+            let members = pools
+                .as_ref()
+                .and_then(|p| p.pool(kind))
+                .map(|p| p.members.as_slice())
+                .unwrap_or_default();
+            if members.is_empty() && !has_key {
                 self.problems.push(format!(
                     "{kind} is enabled but has no API key; set {flag} ({} or {path} in the config file)",
                     keys::env_name(path)
                 ));
+            }
+            for member in members {
+                let own_key = match &member.overrides {
+                    Overrides::OpenAi(o) | Overrides::Claude(o) => o.api_key.is_some(),
+                    _ => true,
+                };
+                if !own_key && !has_key {
+                    self.problems.push(format!(
+                        "provider_pools_file: member {} of {kind} has no API key of its own and \
+                         {flag} is not set",
+                        member.uuid
+                    ));
+                }
             }
         }
 
@@ -564,9 +656,13 @@ impl Resolver {
             redis,
             metrics,
             cluster,
+            provider_pools_file,
+            pools,
+            load_balancer,
+            trusted_proxies,
             config_file: None,
             pending_features,
-            warnings: Vec::new(),
+            warnings,
         };
         if config.leaves_listener_open(listen) {
             self.problems.push(format!(

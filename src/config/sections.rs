@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::Secret;
+use crate::balancer::Algorithm;
 
 /// Log verbosity (`--log-level`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -177,4 +178,21 @@ impl ClusterConfig {
             )
         })
     }
+}
+
+/// Instance selection and health (`load_balancer:`).
+#[derive(Clone, Debug)]
+pub struct LoadBalancerConfig {
+    /// `--load-balancer-enabled`, default true; off, the first healthy
+    /// instance in pool order serves every request (failover still
+    /// applies).
+    pub enabled: bool,
+    /// `--load-balancer-algorithm`, default `round_robin`.
+    pub algorithm: Algorithm,
+    /// `load_balancer.health_check_interval`: time between two rounds of
+    /// active health checks.
+    pub health_check_interval: Duration,
+    /// `load_balancer.ejection_time`: length of a first passive ejection
+    /// (doubling on repeats, capped at ten minutes or this, if longer).
+    pub ejection_time: Duration,
 }

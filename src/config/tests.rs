@@ -456,15 +456,25 @@ fn feature_guide_config_loads_with_pending_features() {
     );
     assert!(!config.cluster.enabled);
     assert_eq!(config.cluster.node_id, "node1");
-    for key in [
-        "websocket.max_connections",
-        "load_balancer.health_check_interval",
-    ] {
-        assert!(
-            config.pending_features.iter().any(|p| p == key),
-            "{key} not pending"
-        );
-    }
+    assert_eq!(
+        (
+            config.load_balancer.enabled,
+            config.load_balancer.algorithm,
+            config.load_balancer.health_check_interval
+        ),
+        (
+            true,
+            crate::balancer::Algorithm::LeastRequests,
+            Duration::from_secs(30)
+        )
+    );
+    assert!(
+        config
+            .pending_features
+            .iter()
+            .any(|p| p == "websocket.max_connections"),
+        "websocket.max_connections not pending"
+    );
     // Without the upstream keys the same file is refused, naming the flags.
     let err = load(Some(yaml), &[], &[]).unwrap_err().to_string();
     assert!(
@@ -475,7 +485,10 @@ fn feature_guide_config_loads_with_pending_features() {
 
 #[test]
 fn pending_features_are_type_checked() {
-    assert!(file_problem("load_balancer: {algorithm: fastest}").contains("not one of round_robin"));
+    assert!(
+        file_problem("load_balancer: {algorithm: fastest}")
+            .contains("expected one of round_robin, least_requests, weighted, random, ip_hash")
+    );
     assert!(file_problem("cache: {enabled: maybe}").contains("cache.enabled"));
     assert!(file_problem("metrics: {port: 70000}").contains("metrics.port"));
     assert!(
@@ -695,4 +708,130 @@ fn cluster_settings_are_checked_when_the_cluster_is_on() {
         &["--cluster-enabled", "--node-address=10.0.0.1:3000"],
     )
     .unwrap();
+}
+
+#[test]
+fn load_balancer_settings_from_every_source() {
+    let config = Config::default();
+    assert_eq!(
+        (
+            config.load_balancer.enabled,
+            config.load_balancer.algorithm,
+            config.load_balancer.health_check_interval,
+            config.load_balancer.ejection_time
+        ),
+        (
+            DEFAULT_LOAD_BALANCER_ENABLED,
+            DEFAULT_LOAD_BALANCER_ALGORITHM,
+            DEFAULT_HEALTH_CHECK_INTERVAL,
+            DEFAULT_EJECTION_TIME
+        )
+    );
+    assert!(config.trusted_proxies.is_empty() && config.pools.is_none());
+    let config = load(
+        Some("load_balancer: {algorithm: weighted, health_check_interval: 2s, ejection_time: 500ms}\n"),
+        &[("AIPROXY_TRUSTED_PROXIES", "10.0.0.0/8, ::1")],
+        &["--load-balancer-enabled=false", "--load-balancer-algorithm", "ip_hash"],
+    )
+    .unwrap();
+    assert!(!config.load_balancer.enabled);
+    assert_eq!(
+        config.load_balancer.algorithm,
+        crate::balancer::Algorithm::IpHash,
+        "the flag wins over the file"
+    );
+    assert_eq!(
+        config.load_balancer.health_check_interval,
+        Duration::from_secs(2)
+    );
+    assert_eq!(
+        config.load_balancer.ejection_time,
+        Duration::from_millis(500)
+    );
+    assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
+    assert!(!config.trusted_proxies.contains("11.1.2.3".parse().unwrap()));
+    assert!(
+        config.pending_features.is_empty(),
+        "{:?}",
+        config.pending_features
+    );
+    let message = problem(None, &[], &["--trusted-proxies", "10.0.0.1/8"]);
+    assert!(message.starts_with("--trusted-proxies: "), "{message}");
+    assert!(
+        message.contains("bits set after its /8 prefix"),
+        "{message}"
+    );
+    assert!(file_problem("load_balancer: {ejection_time: 0}").contains("greater than zero"));
+}
+
+#[test]
+fn the_pools_file_is_read_with_the_configuration() {
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("aiproxy-pools-{}.json", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"{"openai-custom": [
+            {"uuid": "a", "OPENAI_API_KEY": "sk-a", "weight": 3},
+            {"uuid": "b", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}],
+           "claude-kiro-oauth": [{"uuid": "k", "KIRO_OAUTH_CREDS_FILE_PATH": "/x.json"}]}"#,
+    )
+    .unwrap();
+    let shown = path.to_string_lossy().into_owned();
+    // Member b has no key of its own and no global key is set.
+    let message = problem(
+        None,
+        &[],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
+    );
+    assert!(
+        message.contains("member b of openai-custom has no API key"),
+        "{message}"
+    );
+    let config = load(
+        None,
+        &[("AIPROXY_OPENAI_API_KEY", "sk-global")],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
+    )
+    .unwrap();
+    let pools = config.pools.as_ref().unwrap();
+    let pool = pools.pool(ProviderKind::OpenAiCustom).unwrap();
+    assert_eq!(pool.members.len(), 2);
+    assert_eq!(pool.members[0].weight, 3);
+    assert_eq!(config.provider_pools_file.as_deref(), Some(path.as_path()));
+    assert!(
+        config
+            .warnings
+            .iter()
+            .any(|w| w.contains("kiro-api is ignored: the provider is not enabled")),
+        "{:?}",
+        config.warnings
+    );
+    std::fs::write(
+        &path,
+        r#"{"openai-custom": [{"uuid": "a", "colour": "red"}]}"#,
+    )
+    .unwrap();
+    let message = problem(
+        None,
+        &[("AIPROXY_OPENAI_API_KEY", "sk-global")],
+        &[
+            "--model-provider",
+            "openai-custom",
+            "--provider-pools-file",
+            &shown,
+        ],
+    );
+    assert!(message.starts_with("--provider-pools-file: "), "{message}");
+    assert!(message.contains("colour"), "{message}");
+    std::fs::remove_file(&path).unwrap();
 }

@@ -55,6 +55,9 @@ pub fn route(data: &[u8]) {
                         | Route::CacheStats
                         | Route::CacheClear
                         | Route::CacheSwitch(_)
+                        | Route::LoadBalancerInstances
+                        | Route::LoadBalancerMetrics
+                        | Route::LoadBalancerAlgorithm
                 ),
                 "a prefix never reaches an operational route"
             );

@@ -38,8 +38,11 @@ pub struct Call<'a> {
     /// Client headers that keep their meaning on a same-family upstream
     /// (`anthropic-version`, `anthropic-beta`).
     pub forward: Vec<(&'static str, String)>,
-    /// Where the client is.
+    /// Where the client is: the connection's peer.
     pub client_addr: Option<SocketAddr>,
+    /// The request's `X-Forwarded-For` values, in order: believed for
+    /// `ip_hash` only when `client_addr` is a trusted proxy.
+    pub forwarded_for: Vec<String>,
 }
 
 impl<'a> Call<'a> {
@@ -59,6 +62,7 @@ impl<'a> Call<'a> {
             client_key: None,
             forward: Vec::new(),
             client_addr: None,
+            forwarded_for: Vec::new(),
         }
     }
 
@@ -93,6 +97,12 @@ impl<'a> Call<'a> {
             client_key: auth::presented_key(&req.head),
             forward,
             client_addr: Some(req.peer),
+            forwarded_for: req
+                .head
+                .headers()
+                .filter(|(name, _)| name.eq_ignore_ascii_case("x-forwarded-for"))
+                .map(|(_, value)| value.to_owned())
+                .collect(),
             ..Call::new(client, &req.body)
         }
     }

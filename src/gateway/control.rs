@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, Weak};
 
 use super::Gateway;
+use crate::balancer::Algorithm;
 use crate::cache::Cleared;
 use crate::cluster;
 use crate::log;
@@ -38,6 +39,7 @@ struct Override<T> {
 pub(super) struct Overrides {
     version: u64,
     cache_enabled: Option<Override<bool>>,
+    algorithm: Option<Override<Algorithm>>,
 }
 
 impl Overrides {
@@ -73,6 +75,40 @@ impl Overrides {
                 state(o.value)
             ));
             self.cache_enabled = None;
+            self.version += 1;
+            file_value
+        }
+    }
+
+    /// Records `algorithm` while the file says `file_value`.
+    pub(super) fn set_algorithm(&mut self, algorithm: Algorithm, file_value: Algorithm) -> u64 {
+        self.algorithm = Some(Override {
+            value: algorithm,
+            file_value,
+        });
+        self.version += 1;
+        self.version
+    }
+
+    /// The algorithm after a reload whose file says `file_value`.
+    pub(super) fn reload_algorithm(&mut self, file_value: Algorithm) -> Algorithm {
+        let Some(o) = self.algorithm else {
+            return file_value;
+        };
+        if o.file_value == file_value {
+            log::info(&format!(
+                "reload: the load balancer keeps {} as set at run time; the file's \
+                 load_balancer.algorithm ({file_value}) did not change",
+                o.value
+            ));
+            o.value
+        } else {
+            log::info(&format!(
+                "reload: load_balancer.algorithm changed in the file to {file_value}; the \
+                 run-time choice ({}) is dropped",
+                o.value
+            ));
+            self.algorithm = None;
             self.version += 1;
             file_value
         }
@@ -159,6 +195,15 @@ impl Gateway {
             .publish(CACHE_ENABLED, if on { "true" } else { "false" })
     }
 
+    /// Switches the load-balancing algorithm here, then on every other
+    /// node. Returns the settings version it is propagated with, when
+    /// clustered.
+    pub(super) fn admin_algorithm(&self, algorithm: Algorithm) -> Option<u64> {
+        let _order = self.cluster.order();
+        self.set_algorithm(algorithm);
+        self.cluster.publish(ALGORITHM, algorithm.name())
+    }
+
     /// Empties the cache here, then on every other node. Returns what was
     /// removed here and the settings version the clear is propagated
     /// with, when clustered.
@@ -185,12 +230,11 @@ impl Gateway {
                 Ok(_) => {}
                 Err(e) => log::warn(&format!("cluster: {CACHE_ENABLED}: {e}; ignored")),
             },
-            // The balancer's switch (`Control::set_algorithm`) is not on
-            // this branch yet: the setting is kept and shown in
-            // /cluster/status, and applied here once that exists.
-            ALGORITHM => log::warn(&format!(
-                "cluster: {ALGORITHM} = {value:?} from another node is not applied by this build"
-            )),
+            ALGORITHM => match value.parse::<Algorithm>() {
+                Ok(a) if a != self.balancer.algorithm() => self.set_algorithm(a),
+                Ok(_) => {}
+                Err(e) => log::warn(&format!("cluster: {ALGORITHM}: {e}; ignored")),
+            },
             _ => log::warn(&format!(
                 "cluster: unknown setting {name:?} from another node (a newer aiproxy?); ignored"
             )),
@@ -249,6 +293,18 @@ impl Control {
         self.gateway.admin_clear_cache().1
     }
 
+    /// Switches the load-balancing algorithm (`PUT /loadbalancer/algorithm`).
+    /// In a cluster, returns the settings version the change is being
+    /// propagated with.
+    pub fn set_algorithm(&self, algorithm: Algorithm) -> Option<u64> {
+        self.gateway.admin_algorithm(algorithm)
+    }
+
+    /// The load-balancing algorithm in force.
+    pub fn algorithm(&self) -> Algorithm {
+        self.gateway.balancer.algorithm()
+    }
+
     /// Bumped by every change to a run-time override.
     pub fn version(&self) -> u64 {
         self.gateway.overrides_version()
@@ -280,6 +336,35 @@ mod tests {
         assert!(!o.reload_cache_enabled(false), "file turned it off itself");
         assert!(o.reload_cache_enabled(true), "no override left");
         assert_eq!(o.version(), 2);
+    }
+
+    #[test]
+    fn the_algorithm_follows_the_same_rule() {
+        let mut o = Overrides::default();
+        assert_eq!(o.reload_algorithm(Algorithm::Random), Algorithm::Random);
+        o.set_algorithm(Algorithm::IpHash, Algorithm::RoundRobin);
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::IpHash,
+            "kept: the file still says round_robin"
+        );
+        assert_eq!(
+            o.reload_algorithm(Algorithm::Weighted),
+            Algorithm::Weighted,
+            "the file changed: it wins"
+        );
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::RoundRobin
+        );
+        assert_eq!(o.version(), 2);
+        // The cache's override is independent of the algorithm's.
+        o.set_cache_enabled(false, true);
+        assert!(!o.reload_cache_enabled(true));
+        assert_eq!(
+            o.reload_algorithm(Algorithm::RoundRobin),
+            Algorithm::RoundRobin
+        );
     }
 
     #[test]

@@ -168,6 +168,7 @@ fn takes_json(route: &Route) -> bool {
             | Route::AnthropicMessages
             | Route::AnthropicCountTokens
             | Route::GeminiGenerate { .. }
+            | Route::LoadBalancerAlgorithm
     )
 }
 

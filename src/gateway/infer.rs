@@ -1,13 +1,13 @@
 //! The inference pipeline, stage by stage: prepare (parse, choose the
 //! provider, convert), then either stream the answer or fetch it whole
-//! through the cache; every upstream attempt goes through
-//! [`Gateway::call_with_retries`].
+//! through the cache; every upstream attempt goes through the load
+//! balancer's retry loop ([`Gateway::balanced`]), which chooses the
+//! instance, and retries on another while nothing reached the client.
 
 use std::borrow::Cow;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -16,21 +16,23 @@ use serde_json::Value;
 use super::call::{Answer, Call, Sink};
 use super::readers::Readers;
 use super::{Failure, Gateway, State, route_model};
+use crate::balancer::{
+    Attempt, Finished, NoneEligible, Outcome as Health, RequestKey, RetryPolicy, SystemClock,
+    client_addr,
+};
 use crate::cache::{self, Entry, Fetched, Key, Outcome};
 use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
 use crate::protocol::responses::ToolMap;
 use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
 use crate::providers::{
-    Instance, ProviderKind, UpstreamFailure, UpstreamRequest, UpstreamResponse,
+    Instance, ProviderKind, UpstreamError, UpstreamFailure, UpstreamRequest, UpstreamResponse,
 };
 
 /// Largest upstream answer read whole (non-streamed).
 const MAX_UPSTREAM_BODY: u64 = 64 << 20;
 /// Largest upstream error body relayed.
 const MAX_UPSTREAM_ERROR_BODY: u64 = 1 << 20;
-/// Longest back-off between two attempts, whatever the base delay.
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Longest an upstream answer may take to arrive in full, streams
 /// included: a backstop against an upstream that keeps a stream alive
 /// forever, far above any real generation (the OpenAI and Anthropic SDKs
@@ -90,8 +92,10 @@ struct Prepared<'a> {
     client: Protocol,
     kind: ProviderKind,
     family: Protocol,
-    instance: Arc<Instance>,
     model: String,
+    /// The client's address as `ip_hash` sees it (`X-Forwarded-For`
+    /// believed from `--trusted-proxies` only).
+    client_addr: Option<IpAddr>,
     /// The client's body (the cache key is built from it).
     client_body: &'a [u8],
     /// OpenAI `stream_options.include_usage`.
@@ -133,9 +137,10 @@ impl Gateway {
         sink.note("model", model.clone());
         let kind = select(state, call.prefix, call.provider, &model)?;
         sink.note("provider", kind.name().to_owned());
-        let instance = state.registry.pick(kind).ok_or_else(|| {
-            Failure::new(503, format!("Provider {kind} has no available instance."))
-        })?;
+        let forwarded: Vec<&str> = call.forwarded_for.iter().map(String::as_str).collect();
+        let client_addr = call.client_addr.map(|peer| {
+            client_addr::client_addr(peer.ip(), &forwarded, &state.config.trusted_proxies)
+        });
         let family = kind.family();
         let mut tools = ToolMap::default();
         let upstream_body = if family == client {
@@ -179,13 +184,14 @@ impl Gateway {
             } else {
                 Vec::new()
             },
+            timeout: None,
         };
         Ok(Prepared {
             client,
             kind,
             family,
-            instance,
             model,
+            client_addr,
             client_body: body,
             include_usage: info.include_usage,
             tools,
@@ -241,29 +247,49 @@ impl Gateway {
         });
     }
 
-    /// Calls the upstream and turns its answer into the client's protocol.
-    /// Never fails: errors become error answers in the client's protocol,
-    /// marked not cacheable, so coalesced waiters receive them too.
+    /// Calls the upstream (through the balancer) and turns its answer into
+    /// the client's protocol. Never fails: errors become error answers in
+    /// the client's protocol, marked not cacheable, so coalesced waiters
+    /// receive them too.
     fn fetch_whole(&self, state: &State, p: &Prepared<'_>) -> Fetched {
-        let started = Instant::now();
-        let error = |status: u16, message: &str| Fetched {
-            entry: Entry::new(
-                status,
-                "application/json",
-                protocol::error_body(p.client, status, message),
-            ),
-            cacheable: false,
-        };
-        let resp = match self.call_with_retries(state, p) {
-            Ok(resp) => resp,
-            Err(f) => return error(f.status, &f.message),
-        };
-        if resp.status >= 400 {
-            return Fetched {
-                entry: relay_error(p, resp),
+        match self.balanced(state, p, |instance| self.fetch_once(state, p, instance)) {
+            Finished::Answered { answer, .. } => answer,
+            Finished::NoInstance(why) => Fetched {
+                entry: no_instance(p, &why),
                 cacheable: false,
-            };
+            },
         }
+    }
+
+    /// One attempt on `instance`: the whole answer, read and converted, so
+    /// that an answer that breaks off is a failed attempt, retried like
+    /// any other.
+    fn fetch_once(&self, state: &State, p: &Prepared<'_>, instance: &Instance) -> Attempt<Fetched> {
+        let started = Instant::now();
+        let failed = |outcome: Health, status: u16, message: &str| Attempt {
+            outcome,
+            answer: Fetched {
+                entry: error_entry(p.client, status, message),
+                cacheable: false,
+            },
+        };
+        let resp = match instance.provider.call(&p.upstream) {
+            Ok(resp) if resp.status < 400 => resp,
+            result => {
+                let outcome = self.failure(p.kind, &result);
+                let entry = match result {
+                    Ok(resp) => relay_error(p, resp),
+                    Err(e) => error_entry(p.client, e.status(), e.message()),
+                };
+                return Attempt {
+                    outcome,
+                    answer: Fetched {
+                        entry,
+                        cacheable: false,
+                    },
+                };
+            }
+        };
         let capacity = resp.content_length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize;
         let mut raw = Vec::with_capacity(capacity);
         let body = Backstop {
@@ -271,8 +297,17 @@ impl Gateway {
             deadline: started + UPSTREAM_TOTAL_TIMEOUT,
         };
         if let Err(e) = body.take(MAX_UPSTREAM_BODY).read_to_end(&mut raw) {
-            self.provider_error(p.kind, UpstreamFailure::Timeout);
-            return error(502, &format!("upstream answer could not be read: {e}"));
+            let (failure, outcome) = if e.kind() == io::ErrorKind::TimedOut {
+                (UpstreamFailure::Timeout, Health::Timeout)
+            } else {
+                (UpstreamFailure::Connect, Health::Connect)
+            };
+            self.provider_error(p.kind, failure);
+            return failed(
+                outcome,
+                502,
+                &format!("upstream answer could not be read: {e}"),
+            );
         }
         if let Some(m) = &self.metrics {
             m.provider_latency(p.kind, started.elapsed());
@@ -287,7 +322,7 @@ impl Gateway {
         } else {
             let Ok(value) = serde_json::from_slice::<Value>(&raw) else {
                 self.provider_error(p.kind, UpstreamFailure::Protocol);
-                return error(502, "upstream answered with invalid JSON");
+                return failed(Health::Protocol, 502, "upstream answered with invalid JSON");
             };
             if let Some(m) = &self.metrics
                 && let Some(usage) = protocol::usage(p.family, &value)
@@ -298,7 +333,8 @@ impl Gateway {
                 Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
                 Err(e) => {
                     self.provider_error(p.kind, UpstreamFailure::Protocol);
-                    return error(
+                    return failed(
+                        Health::Protocol,
                         502,
                         &format!("upstream answer could not be converted: {}", e.message),
                     );
@@ -309,9 +345,12 @@ impl Gateway {
             let text = String::from_utf8_lossy(&answer);
             log::event(LogLevel::Info, "answer", &[("body", Field::Str(&text))]);
         }
-        Fetched {
-            entry: Entry::new(200, "application/json", answer),
-            cacheable: true,
+        Attempt {
+            outcome: Health::Success,
+            answer: Fetched {
+                entry: Entry::new(200, "application/json", answer),
+                cacheable: true,
+            },
         }
     }
 
@@ -323,19 +362,47 @@ impl Gateway {
         p: &Prepared<'_>,
     ) -> Result<(), Failure> {
         let started = Instant::now();
-        let resp = self.call_with_retries(state, p)?;
-        if resp.status >= 400 {
-            let entry = relay_error(p, resp);
-            sink.note("note", format!("upstream_status={}", entry.status));
-            sink.whole(Answer {
-                status: entry.status,
-                content_type: "application/json",
-                body: &entry.body,
-                cache: None,
-                retry_after: entry.retry_after.as_deref(),
-            });
-            return Ok(());
-        }
+        // The retry boundary is the upstream's answer head: once a stream
+        // is accepted, its bytes go to the client and it is never retried.
+        let finished = self.balanced(state, p, |instance| {
+            match instance.provider.call(&p.upstream) {
+                Ok(resp) if resp.status < 400 => Attempt {
+                    outcome: Health::Streaming,
+                    answer: Ok(resp),
+                },
+                result => {
+                    let outcome = self.failure(p.kind, &result);
+                    let entry = match result {
+                        Ok(resp) => relay_error(p, resp),
+                        Err(e) => error_entry(p.client, e.status(), e.message()),
+                    };
+                    Attempt {
+                        outcome,
+                        answer: Err(entry),
+                    }
+                }
+            }
+        });
+        let (resp, mut pick) = match finished {
+            Finished::Answered {
+                answer: Ok(resp),
+                pick,
+                ..
+            } => (resp, pick),
+            Finished::Answered {
+                answer: Err(entry), ..
+            } => {
+                sink.note("note", format!("upstream_status={}", entry.status));
+                answer_entry(sink, &entry);
+                return Ok(());
+            }
+            Finished::NoInstance(why) => {
+                let entry = no_instance(p, &why);
+                sink.note("note", why.message(p.kind.name(), Some(&p.model)));
+                answer_entry(sink, &entry);
+                return Ok(());
+            }
+        };
         let framing = call.gemini_framing;
         let json_array = p.client == Protocol::Gemini && framing == GeminiFraming::JsonArray;
         let content_type = if json_array {
@@ -372,6 +439,8 @@ impl Gateway {
         };
         let mut first_byte = true;
         let mut out_note = None;
+        // How the stream ended, for the instance's health.
+        let mut end = Health::Success;
         loop {
             if sink.must_end() {
                 // The drain deadline passed (or the call was cancelled): end
@@ -407,6 +476,7 @@ impl Gateway {
                     if converter.was_cut_off() {
                         // The connection ended before the upstream's own end.
                         self.provider_error(p.kind, UpstreamFailure::Connect);
+                        end = Health::Connect;
                     }
                     break;
                 }
@@ -430,12 +500,14 @@ impl Gateway {
                 }
                 Err(e) => {
                     let (status, message, kind) = if e.kind() == io::ErrorKind::TimedOut {
+                        end = Health::Timeout;
                         (
                             504,
                             "upstream stopped sending (idle timeout)",
                             UpstreamFailure::Timeout,
                         )
                     } else {
+                        end = Health::Connect;
                         (
                             502,
                             "upstream connection lost mid-stream",
@@ -448,6 +520,8 @@ impl Gateway {
                 }
             }
         }
+        let effect = pick.end_stream(&end, Instant::now());
+        self.balancer.observe(&pick.instance().member, &effect);
         let usage = converter.usage();
         if let Some(m) = &self.metrics {
             m.provider_latency(p.kind, started.elapsed());
@@ -468,57 +542,63 @@ impl Gateway {
         Ok(())
     }
 
-    /// Calls the upstream; retries connect failures, 429 and 5xx with
-    /// exponential, fully jittered back-off. Nothing has reached the client
-    /// yet, so every retry is safe.
-    fn call_with_retries(
+    /// Runs `attempt` on instances of `p.kind` chosen by the balancer,
+    /// retrying within `--request-max-retries` and the retry budget.
+    fn balanced<R>(
         &self,
         state: &State,
         p: &Prepared<'_>,
-    ) -> Result<UpstreamResponse, Failure> {
-        let limits = &state.config.upstream;
-        let instance = &p.instance;
-        let mut attempt = 0;
-        loop {
-            if let Some(m) = &self.metrics {
-                m.provider_request(p.kind, &p.model, &instance.id);
-            }
-            let result = instance.provider.call(&p.upstream);
-            let failure = match &result {
-                Ok(resp) => UpstreamFailure::of_status(resp.status),
-                Err(e) => Some(UpstreamFailure::of_error(e)),
-            };
-            if let Some(failure) = failure {
-                self.provider_error(p.kind, failure);
-            }
-            let retryable = failure.is_some_and(UpstreamFailure::retryable);
-            instance.record(retryable || result.is_err());
-            if !retryable || attempt >= limits.max_retries {
-                return result.map_err(|e| Failure::new(e.status(), e.message()));
-            }
-            let exp = limits
-                .base_delay
-                .saturating_mul(1 << attempt.min(16))
-                .min(MAX_RETRY_DELAY);
-            let mut delay = jitter(exp);
-            if let Ok(resp) = &result {
-                match resp.retry_after.as_deref().and_then(parse_retry_after) {
-                    Some(wait) if wait > MAX_RETRY_DELAY => {
-                        return result.map_err(|e| Failure::new(e.status(), e.message()));
-                    }
-                    Some(wait) => delay = wait,
-                    None => {}
+        mut attempt: impl FnMut(&Instance) -> Attempt<R>,
+    ) -> Finished<Instance, R> {
+        let Some(pool) = state.registry.pool(p.kind) else {
+            return Finished::NoInstance(NoneEligible::Empty);
+        };
+        let key = RequestKey {
+            model: Some(&p.model),
+            client: p.client_addr,
+        };
+        let up = &state.config.upstream;
+        let policy = RetryPolicy {
+            max_retries: up.max_retries,
+            base_delay: up.base_delay,
+            ..RetryPolicy::default()
+        };
+        let mut tries = 0;
+        self.balancer
+            .run(pool, &key, &policy, &SystemClock, None, |pick| {
+                let instance = pick.instance();
+                tries += 1;
+                if tries > 1 {
+                    log::debug(&format!(
+                        "retrying {} on {} (attempt {tries})",
+                        p.kind,
+                        instance.id()
+                    ));
                 }
-            }
-            log::debug(&format!(
-                "retrying {} after {delay:?} (attempt {})",
-                instance.id,
-                attempt + 1
-            ));
-            drop(result);
-            thread::sleep(delay);
-            attempt += 1;
-        }
+                if let Some(m) = &self.metrics {
+                    m.provider_request(p.kind, &p.model, instance.id());
+                }
+                attempt(instance)
+            })
+    }
+
+    /// What a failed attempt (an error status or no answer) means to the
+    /// balancer; counted in the metrics.
+    fn failure(
+        &self,
+        kind: ProviderKind,
+        result: &Result<UpstreamResponse, UpstreamError>,
+    ) -> Health {
+        let (failure, retry_after, detail) = match result {
+            Ok(resp) => (
+                UpstreamFailure::of_status(resp.status).unwrap_or(UpstreamFailure::Protocol),
+                resp.retry_after.as_deref().and_then(parse_retry_after),
+                format!("upstream answered {}", resp.status),
+            ),
+            Err(e) => (UpstreamFailure::of_error(e), None, e.message().to_owned()),
+        };
+        self.provider_error(kind, failure);
+        failure.outcome(retry_after, &detail)
     }
 
     fn provider_error(&self, kind: ProviderKind, failure: UpstreamFailure) {
@@ -591,31 +671,43 @@ fn relay_error(p: &Prepared<'_>, resp: UpstreamResponse) -> Entry {
     entry
 }
 
+/// An error answer of ours in the client's protocol.
+fn error_entry(client: Protocol, status: u16, message: &str) -> Entry {
+    Entry::new(
+        status,
+        "application/json",
+        protocol::error_body(client, status, message),
+    )
+}
+
+/// The answer when no instance can take the request: 503 with
+/// `Retry-After` when some instance recovers by itself (404 when none
+/// serves the model), in the client's protocol.
+fn no_instance(p: &Prepared<'_>, why: &NoneEligible) -> Entry {
+    let message = why.message(p.kind.name(), Some(&p.model));
+    let mut entry = error_entry(p.client, why.status(), &message);
+    entry.retry_after = why.retry_after_secs().map(|s| s.to_string());
+    entry
+}
+
+fn answer_entry(sink: &mut dyn Sink, entry: &Entry) {
+    sink.whole(Answer {
+        status: entry.status,
+        content_type: &entry.content_type,
+        body: &entry.body,
+        cache: None,
+        retry_after: entry.retry_after.as_deref(),
+    });
+}
+
 /// `Retry-After` in seconds (the HTTP-date form is treated as unknown).
 fn parse_retry_after(value: &str) -> Option<Duration> {
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
-/// A uniformly random duration in `[0, max]` ("full jitter").
-fn jitter(max: Duration) -> Duration {
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    let nanos = max.as_nanos().min(u128::from(u64::MAX)) as u64;
-    Duration::from_nanos(if nanos == 0 { 0 } else { random % (nanos + 1) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_within_bounds() {
-        for _ in 0..100 {
-            assert!(jitter(Duration::from_millis(10)) <= Duration::from_millis(10));
-        }
-        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
-    }
 
     #[test]
     fn retry_after_seconds_only() {

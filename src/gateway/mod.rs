@@ -4,10 +4,13 @@
 //! `mod.rs` owns the gateway's state and the dispatch on the route;
 //! `infer` is the inference pipeline, stage by stage, so the cache
 //! (around the whole-answer fetch), the metrics (around each upstream
-//! attempt) and the load balancer (`Registry::pick`) each plug into one
-//! place; `ops` answers the operational endpoints.
+//! attempt) and the load balancer (around the attempts of a request)
+//! each plug into one place; `ops` answers the operational endpoints,
+//! `balance` the balancer's, and `checks` runs the active health checks.
 
+mod balance;
 mod call;
+mod checks;
 mod control;
 mod guard;
 mod infer;
@@ -15,6 +18,7 @@ mod ops;
 mod readers;
 
 pub use call::{Answer, Call, Sink};
+pub(crate) use checks::HealthChecks;
 pub use control::Control;
 pub use ops::MetricsOnly;
 
@@ -23,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Access};
+use crate::balancer::Balancer;
 use crate::cache::{self, Cache};
 use crate::config::{Config, LogLevel};
 use crate::log::{self, Field};
@@ -47,6 +52,9 @@ pub struct Gateway {
     overrides: Mutex<control::Overrides>,
     /// The cluster node, when clustering is on.
     cluster: control::ClusterLink,
+    /// Chooses instances and retries; outlives reloads (the algorithm
+    /// set at run time, the retry budget, the counters).
+    balancer: Balancer,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -94,10 +102,12 @@ impl Gateway {
                 max_models: 0,
                 redis: config.redis.is_some(),
                 cluster: config.cluster.enabled,
+                load_balancer: config.load_balancer.enabled,
                 ..MetricsOptions::default()
             })
         });
         Ok(Gateway {
+            balancer: balance::build(&config),
             state: RwLock::new(Arc::new(State {
                 config,
                 registry,
@@ -122,12 +132,15 @@ impl Gateway {
     pub fn reload(&self, config: Arc<Config>) -> Result<(), crate::Error> {
         let running = self.current();
         let (registry, changes) = Registry::reconcile(Some(&running.registry), &config)?;
+        let removed: Vec<&str> = changes.removed.iter().map(|(_, id)| id.as_str()).collect();
         log::info(&format!(
             "reload: instances kept with their state: [{}]; built: [{}]; removed: [{}]",
             changes.kept.join(", "),
             changes.built.join(", "),
-            changes.removed.join(", ")
+            removed.join(", ")
         ));
+        self.forget_instances(&changes.removed);
+        self.reload_balancer(&config);
         let old = cache::Settings::from_config(&running.config);
         let new = cache::Settings::from_config(&config);
         let same_store = old.max_bytes == new.max_bytes
@@ -315,6 +328,15 @@ impl Gateway {
                 Ok(())
             }
             Route::ClusterStatus => ops::cluster_status(self, out),
+            Route::LoadBalancerInstances => {
+                balance::instances(self, state, out);
+                Ok(())
+            }
+            Route::LoadBalancerMetrics => {
+                balance::metrics(self, state, out);
+                Ok(())
+            }
+            Route::LoadBalancerAlgorithm => balance::set_algorithm(self, req, out),
             Route::Preflight
             | Route::Health
             | Route::Metrics

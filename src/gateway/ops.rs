@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::guard::{MAX_ECHO_BYTES, echo};
-use super::{Failure, Gateway, State, infer};
+use super::{Failure, Gateway, State, balance, infer};
 use crate::log;
 use crate::metrics::{ClusterFigures, DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML, NodeState};
 use crate::protocol::{self, ModelInfo, Protocol};
@@ -60,24 +60,13 @@ impl Gateway {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
+        let now = std::time::Instant::now();
         let providers: Vec<Value> = state
             .registry
             .enabled()
             .iter()
             .map(|&kind| {
-                let instances: Vec<Value> = state
-                    .registry
-                    .instances(kind)
-                    .iter()
-                    .map(|i| {
-                        let mut v = json!({"id": i.id, "requests": i.requests.load(Ordering::Relaxed),
-                               "errors": i.errors.load(Ordering::Relaxed)});
-                        if let Some(status) = i.provider.status() {
-                            v["credentials"] = status;
-                        }
-                        v
-                    })
-                    .collect();
+                let instances = balance::health_instances(state, kind, now);
                 json!({"provider": kind.name(), "protocol": kind.family().name(), "instances": instances})
             })
             .collect();
@@ -141,6 +130,7 @@ impl Gateway {
         };
         self.refresh_cache_metrics(state);
         self.refresh_cluster_metrics();
+        self.refresh_balancer_metrics(state);
         let (content_type, body) = m.encode(req.header("accept"));
         let _ = out.send(200, &[("Content-Type", content_type)], body.as_bytes());
     }
@@ -167,6 +157,7 @@ impl Gateway {
         };
         self.refresh_cache_metrics(state);
         self.refresh_cluster_metrics();
+        self.refresh_balancer_metrics(state);
         let mut summary = m.summary();
         summary["cache_enabled"] = json!(state.cache.is_enabled());
         let _ = out.send_json(
@@ -200,7 +191,7 @@ pub(super) fn cache_switch(gateway: &Gateway, out: &mut Responder<'_>, on: bool)
 /// In a cluster, an admin answer says the change is on its way to the
 /// other nodes, with the settings version that shows it arrived there
 /// (`settings_version` in their `GET /cluster/status`).
-fn propagating(body: &mut Value, version: Option<u64>) {
+pub(super) fn propagating(body: &mut Value, version: Option<u64>) {
     if let Some(version) = version {
         body["cluster"] = json!({"propagating": true, "settings_version": version});
     }
@@ -245,7 +236,9 @@ fn collect_models(state: &State, prefix: Option<ProviderKind>) -> Vec<ModelInfo>
     };
     let mut models = Vec::new();
     for kind in kinds {
-        let Some(instance) = state.registry.pick(kind) else {
+        // The instances of a provider offer the same models: ask one.
+        let instances = state.registry.instances(kind);
+        let Some(instance) = instances.iter().find(|i| !i.member.settings().disabled) else {
             continue;
         };
         match instance.provider.models() {

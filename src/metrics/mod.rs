@@ -345,6 +345,15 @@ struct Redis {
     errors: Counter,
 }
 
+/// The load balancer's counters beside instance health.
+#[derive(Debug)]
+struct Balancing {
+    selections: Family<InstanceLabels, Counter>,
+    ejections: Family<InstanceLabels, Counter>,
+    retries: Counter,
+    budget_refusals: Counter,
+}
+
 /// Every metric of one gateway process. Cheap to record into from any
 /// thread; share it as `Arc<Metrics>`.
 #[derive(Debug)]
@@ -368,6 +377,7 @@ pub struct Metrics {
     websocket: Option<Gauge>,
     instances: Option<Family<InstanceLabels, Gauge>>,
     cluster: Option<Cluster>,
+    balancing: Option<Balancing>,
     models: LabelFolder,
     instance_ids: LabelFolder,
     // Dashboard aggregates.
@@ -614,7 +624,38 @@ impl Metrics {
             f
         });
         let cluster = options.cluster.then(|| register_cluster(&mut registry));
-
+        let balancing = options.load_balancer.then(|| {
+            let selections = Family::<InstanceLabels, Counter>::default();
+            registry.register(
+                "loadbalancer_selections",
+                "Upstream attempts the load balancer sent to each instance (retries included)",
+                Shown(selections.clone()),
+            );
+            let ejections = Family::<InstanceLabels, Counter>::default();
+            registry.register(
+                "loadbalancer_ejections",
+                "Passive ejections of an instance after consecutive failures",
+                Shown(ejections.clone()),
+            );
+            let retries = Counter::default();
+            registry.register(
+                "loadbalancer_retries",
+                "Retries of failed upstream attempts granted by the retry budget",
+                retries.clone(),
+            );
+            let budget_refusals = Counter::default();
+            registry.register(
+                "loadbalancer_budget_refusals",
+                "Retries refused because the retry budget (20 % of requests in flight, at least 3) was spent",
+                budget_refusals.clone(),
+            );
+            Balancing {
+                selections,
+                ejections,
+                retries,
+                budget_refusals,
+            }
+        });
         let metrics = Metrics {
             registry,
             http_requests,
@@ -633,6 +674,7 @@ impl Metrics {
             redis,
             websocket,
             instances,
+            balancing,
             cluster,
             models: LabelFolder::new(options.max_models, &options.known_models),
             instance_ids: LabelFolder::new(options.max_instances, Vec::<&str>::new()),
@@ -886,16 +928,61 @@ impl Metrics {
             .insert((provider.name(), instance), healthy);
     }
 
+    /// The running counts of `instance`: attempts sent to it and passive
+    /// ejections (no-op unless [`MetricsOptions::load_balancer`]). Read
+    /// from the instance before a scrape, so the request path pays
+    /// nothing; an instance rebuilt by a reload starts again from zero,
+    /// which Prometheus takes as a counter reset.
+    pub fn set_instance_counts(
+        &self,
+        provider: ProviderKind,
+        instance: &str,
+        selections: u64,
+        ejections: u64,
+    ) {
+        if let Some(b) = &self.balancing {
+            let labels = InstanceLabels {
+                provider: provider.name(),
+                instance: self.instance_ids.fold(instance),
+            };
+            let store = |family: &Family<InstanceLabels, Counter>, n: u64| {
+                family
+                    .get_or_create(&labels)
+                    .inner()
+                    .store(n, Ordering::Relaxed);
+            };
+            store(&b.selections, selections);
+            store(&b.ejections, ejections);
+        }
+    }
+
+    /// The balancer's running totals of granted and refused retries
+    /// (no-op unless [`MetricsOptions::load_balancer`]); totals only
+    /// grow, so a stale call never lowers them.
+    pub fn set_lb_retry_totals(&self, granted: u64, refused: u64) {
+        if let Some(b) = &self.balancing {
+            b.retries.inner().fetch_max(granted, Ordering::Relaxed);
+            b.budget_refusals
+                .inner()
+                .fetch_max(refused, Ordering::Relaxed);
+        }
+    }
+
     /// Drops the series of an instance that left the configuration.
     pub fn forget_instance(&self, provider: ProviderKind, instance: &str) {
         let Some(family) = &self.instances else {
             return;
         };
         let instance = self.instance_ids.fold(instance);
-        family.remove(&InstanceLabels {
+        let labels = InstanceLabels {
             provider: provider.name(),
             instance: Arc::clone(&instance),
-        });
+        };
+        family.remove(&labels);
+        if let Some(b) = &self.balancing {
+            b.selections.remove(&labels);
+            b.ejections.remove(&labels);
+        }
         self.instance_health
             .lock()
             .unwrap_or_else(|e| e.into_inner())

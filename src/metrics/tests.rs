@@ -19,9 +19,13 @@ const CORE_NAMES: [&str; 13] = [
     "aiproxy_cache_size_bytes",
     "aiproxy_cache_refused_total",
 ];
-const FEATURE_NAMES: [&str; 5] = [
+const FEATURE_NAMES: [&str; 9] = [
     "aiproxy_websocket_connections",
     "aiproxy_loadbalancer_instance_healthy",
+    "aiproxy_loadbalancer_selections_total",
+    "aiproxy_loadbalancer_ejections_total",
+    "aiproxy_loadbalancer_retries_total",
+    "aiproxy_loadbalancer_budget_refusals_total",
     "aiproxy_cluster_nodes",
     "aiproxy_cache_redis_up",
     "aiproxy_cache_redis_errors_total",
@@ -136,6 +140,8 @@ fn record_some_traffic(m: &Metrics) {
     m.set_cache_redis_up(true);
     m.set_websocket_connections(3);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", true);
+    m.set_instance_counts(ProviderKind::Mock, "mock-0", 4, 1);
+    m.set_lb_retry_totals(2, 1);
     m.set_cluster_nodes(NodeState::Alive, 2);
 }
 
@@ -304,6 +310,37 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
         series_count(&text(&m), "aiproxy_loadbalancer_instance_healthy"),
         0
     );
+}
+
+#[test]
+fn balancer_counters_follow_the_balancer() {
+    let m = all_features();
+    m.set_instance_counts(ProviderKind::OpenAiCustom, "a", 3, 0);
+    m.set_instance_counts(ProviderKind::OpenAiCustom, "b", 1, 1);
+    m.set_lb_retry_totals(5, 2);
+    // A scrape that read older totals does not lower them.
+    m.set_lb_retry_totals(4, 1);
+    let b = text(&m);
+    let get = |s: &str| sample(&b, s).unwrap_or_else(|| panic!("no sample {s} in\n{b}"));
+    assert_eq!(
+        get(r#"aiproxy_loadbalancer_selections_total{provider="openai-custom",instance="a"}"#),
+        3.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_loadbalancer_ejections_total{provider="openai-custom",instance="b"}"#),
+        1.0
+    );
+    assert_eq!(get("aiproxy_loadbalancer_retries_total"), 5.0);
+    assert_eq!(get("aiproxy_loadbalancer_budget_refusals_total"), 2.0);
+    m.forget_instance(ProviderKind::OpenAiCustom, "b");
+    let b = text(&m);
+    assert!(!b.contains(r#"instance="b""#), "{b}");
+    assert!(b.contains(r#"instance="a""#));
+    // Without the balancer's families the calls do nothing.
+    let off = quiet(MetricsOptions::default());
+    off.set_instance_counts(ProviderKind::Mock, "x", 1, 1);
+    off.set_lb_retry_totals(1, 1);
+    assert!(!text(&off).contains("loadbalancer"));
 }
 
 #[test]

@@ -56,6 +56,8 @@ pub fn gemini_status(status: u16) -> &'static str {
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         429 => "RESOURCE_EXHAUSTED",
+        503 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
         s if s >= 500 => "INTERNAL",
         _ => "UNKNOWN",
     }

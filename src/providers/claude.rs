@@ -1,8 +1,10 @@
 //! claude-custom: the Anthropic Messages API or a compatible endpoint.
 
+use std::time::Duration;
+
 use ureq::Agent;
 
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::{ClaudeConfig, Secret};
 use crate::protocol::ModelInfo;
 
@@ -65,7 +67,7 @@ impl Provider for Claude {
         if req.stream {
             builder = builder.header("Accept", "text/event-stream");
         }
-        builder
+        http::bounded(builder, req.timeout)
             .send(&req.body[..])
             .map(http::into_upstream)
             .map_err(http::map_error)
@@ -100,6 +102,18 @@ impl Provider for Claude {
             None => FALLBACK_MODELS.iter().map(|s| (*s).to_owned()).collect(),
         };
         Ok(ModelInfo::list(ids, "anthropic"))
+    }
+
+    fn probe(&self, timeout: Duration) -> Probe {
+        let builder = self
+            .agent
+            .get(format!("{}/v1/models", self.api_root))
+            .header("x-api-key", self.api_key.expose())
+            .header("anthropic-version", ANTHROPIC_VERSION);
+        match http::bounded(builder, Some(timeout)).call() {
+            Ok(resp) => Probe::Answered(resp.status().as_u16()),
+            Err(e) => Probe::Failed(http::map_error(e)),
+        }
     }
 }
 

@@ -2,7 +2,10 @@
 //! logs and the balancer's passive health checks, so that they all agree
 //! on what a given failure means.
 
+use std::time::Duration;
+
 use super::UpstreamError;
+use crate::balancer::Outcome;
 
 /// Why an upstream attempt did not give a usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,20 +51,24 @@ impl UpstreamFailure {
         }
     }
 
-    /// Whether another attempt (later, or on another instance) may
-    /// succeed. A timeout is not retried: the attempt may still be running
-    /// upstream, and a second one would double the cost.
-    pub fn retryable(self) -> bool {
-        matches!(
-            self,
-            Self::Connect | Self::RateLimited | Self::Server(500 | 502 | 503 | 504)
-        )
-    }
-
-    /// Whether it says the instance is unwell (counts towards ejection);
-    /// a 429 is a quota, a 4xx the client's fault, neither an illness.
-    pub fn counts_against_health(self) -> bool {
-        matches!(self, Self::Connect | Self::Timeout | Self::Server(_))
+    /// What the failure means to the load balancer, which decides on
+    /// retries and on the instance's health. `retry_after` is the
+    /// upstream's `Retry-After`; `detail` says why a credential or the
+    /// configuration failed (never a token).
+    pub fn outcome(self, retry_after: Option<Duration>, detail: &str) -> Outcome {
+        match self {
+            Self::Connect => Outcome::Connect,
+            Self::Timeout => Outcome::Timeout,
+            Self::RateLimited => Outcome::RateLimited { retry_after },
+            // A broken URL is fixed like a broken credential: by changing
+            // the configuration; meanwhile other instances serve.
+            Self::Credential | Self::Config => Outcome::CredentialRejected {
+                reason: detail.to_owned(),
+            },
+            Self::Client(status) => Outcome::ClientError(status),
+            Self::Server(status) => Outcome::ServerError(status),
+            Self::Protocol => Outcome::Protocol,
+        }
     }
 
     /// A short label for logs.
@@ -109,27 +116,33 @@ mod tests {
     }
 
     #[test]
-    fn only_transient_failures_are_retried_and_only_illness_ejects() {
+    fn the_balancer_retries_transient_failures_only() {
         use UpstreamFailure::*;
-        for f in [Connect, RateLimited, Server(502), Server(503)] {
-            assert!(f.retryable(), "{f:?}");
-        }
+        let o = |f: UpstreamFailure| f.outcome(None, "why");
         for f in [
+            Connect,
             Timeout,
+            RateLimited,
+            Server(502),
             Credential,
-            Client(400),
-            Client(404),
-            Server(501),
-            Protocol,
             Config,
         ] {
-            assert!(!f.retryable(), "{f:?}");
+            assert!(o(f).is_retryable(), "{f:?}");
         }
-        for f in [Connect, Timeout, Server(500)] {
-            assert!(f.counts_against_health(), "{f:?}");
+        for f in [Client(400), Client(404), Client(413), Client(422), Protocol] {
+            assert!(!o(f).is_retryable(), "{f:?}");
         }
-        for f in [RateLimited, Credential, Client(422), Protocol] {
-            assert!(!f.counts_against_health(), "{f:?}");
-        }
+        assert_eq!(
+            RateLimited.outcome(Some(Duration::from_secs(3)), ""),
+            Outcome::RateLimited {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        assert_eq!(
+            Credential.outcome(None, "upstream answered 401"),
+            Outcome::CredentialRejected {
+                reason: "upstream answered 401".into()
+            }
+        );
     }
 }

@@ -10,7 +10,6 @@
 //! `loadCodeAssist` (and `onboardUser` for an account that has none yet).
 
 use std::io::Read;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ use ureq::Agent;
 
 use super::oauth::{self, Credential, Format};
 use super::transform::{SseMap, TransformReader};
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::{GeminiConfig, Secret};
 use crate::log;
 use crate::protocol::ModelInfo;
@@ -116,11 +115,6 @@ impl GeminiCli {
         })
     }
 
-    /// The credentials file in use.
-    pub fn creds_path(&self) -> PathBuf {
-        self.cred.path().to_path_buf()
-    }
-
     fn url(&self, method: &str) -> String {
         format!("{}/v1internal:{method}", self.base_url)
     }
@@ -132,6 +126,7 @@ impl GeminiCli {
         body: &[u8],
         model: Option<&str>,
         stream: bool,
+        timeout: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
         let mut b = self
             .agent
@@ -161,7 +156,9 @@ impl GeminiCli {
                     "google-genai-sdk/1.41.0 gl-node/v22.19.0",
                 );
         }
-        b.send(body).map_err(http::map_error)
+        http::bounded(b, timeout)
+            .send(body)
+            .map_err(http::map_error)
     }
 
     /// Sends with the current token; on 401 refreshes once and resends.
@@ -202,7 +199,7 @@ impl GeminiCli {
     fn call_json(&self, method: &str, body: &Value) -> Result<Value, Early> {
         let bytes = body.to_string().into_bytes();
         let resp = self
-            .authed(|t| self.post(method, t, &bytes, None, false))
+            .authed(|t| self.post(method, t, &bytes, None, false, None))
             .map_err(Err)?;
         let status = resp.status().as_u16();
         if status >= 400 {
@@ -446,7 +443,16 @@ impl Provider for GeminiCli {
         } else {
             "generateContent"
         };
-        let resp = self.authed(|t| self.post(method, t, &wrapped, Some(&req.model), req.stream))?;
+        let resp = self.authed(|t| {
+            self.post(
+                method,
+                t,
+                &wrapped,
+                Some(&req.model),
+                req.stream,
+                req.timeout,
+            )
+        })?;
         let status = resp.status().as_u16();
         if status >= 400 {
             return Ok(google_error(resp));
@@ -477,6 +483,13 @@ impl Provider for GeminiCli {
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
         Ok(ModelInfo::list(MODELS.iter().copied(), "google"))
+    }
+
+    fn probe(&self, _timeout: Duration) -> Probe {
+        match self.cred.token() {
+            Ok(_) => Probe::CredentialOk,
+            Err(e) => Probe::Failed(credential_error(e)),
+        }
     }
 
     fn status(&self) -> Option<Value> {

@@ -9,6 +9,7 @@
 //! worker holds one upstream connection.
 
 use std::io;
+use std::time::Duration;
 
 use ureq::Agent;
 use ureq::config::Config as UreqConfig;
@@ -35,6 +36,18 @@ pub fn agent(config: &Config) -> Agent {
         .max_idle_connections_per_host(config.workers.max(16))
         .build();
     ureq_config.new_agent()
+}
+
+/// Bounds `builder`'s whole exchange to `timeout`, when one is given (an
+/// active health check), below the agent's own timeouts.
+pub fn bounded<B>(
+    builder: ureq::RequestBuilder<B>,
+    timeout: Option<Duration>,
+) -> ureq::RequestBuilder<B> {
+    match timeout {
+        Some(t) => builder.config().timeout_global(Some(t)).build(),
+        None => builder,
+    }
 }
 
 /// Maps a transport failure to what the client is told.

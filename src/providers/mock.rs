@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse};
 use crate::protocol::ModelInfo;
 
 /// Models the mock lists; it answers any model name.
@@ -86,6 +86,10 @@ impl Provider for Mock {
             content_length: Some(bytes.len() as u64),
             body: Box::new(io::Cursor::new(bytes)),
         })
+    }
+
+    fn probe(&self, _timeout: Duration) -> Probe {
+        Probe::Answered(200)
     }
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
@@ -464,6 +468,7 @@ mod tests {
             body: body.to_string().into_bytes().into(),
             stream,
             forward_headers: vec![],
+            timeout: None,
         };
         let mut out = Vec::new();
         mock.call(&req).unwrap().body.read_to_end(&mut out).unwrap();

@@ -1,8 +1,10 @@
 //! openai-custom: any OpenAI-compatible chat completions endpoint.
 
+use std::time::Duration;
+
 use ureq::Agent;
 
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::OpenAiConfig;
 use crate::protocol::ModelInfo;
 
@@ -45,7 +47,7 @@ impl Provider for OpenAi {
         for (name, value) in &req.forward_headers {
             builder = builder.header(*name, value);
         }
-        builder
+        http::bounded(builder, req.timeout)
             .send(&req.body[..])
             .map(http::into_upstream)
             .map_err(http::map_error)
@@ -76,5 +78,16 @@ impl Provider for OpenAi {
             .as_array()
             .map(|models| ModelInfo::list(models.iter().filter_map(|m| m["id"].as_str()), "openai"))
             .unwrap_or_default())
+    }
+
+    fn probe(&self, timeout: Duration) -> Probe {
+        let builder = self
+            .agent
+            .get(format!("{}/models", self.base_url))
+            .header("Authorization", &self.authorization);
+        match http::bounded(builder, Some(timeout)).call() {
+            Ok(resp) => Probe::Answered(resp.status().as_u16()),
+            Err(e) => Probe::Failed(http::map_error(e)),
+        }
     }
 }

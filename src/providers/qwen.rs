@@ -13,13 +13,14 @@
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use ureq::Agent;
 
 use super::oauth::{self, Credential, Format};
 use super::transform::{SseMap, TransformReader};
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::{DEFAULT_QWEN_BASE_URL, QwenConfig};
 use crate::log;
 use crate::protocol::ModelInfo;
@@ -376,6 +377,7 @@ impl Qwen {
         token: &oauth::Token,
         body: &[u8],
         stream: bool,
+        timeout: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
         let base = self.base_url.clone().unwrap_or_else(|| {
             token.creds["resource_url"]
@@ -384,7 +386,8 @@ impl Qwen {
                 .map_or_else(|| DEFAULT_QWEN_BASE_URL.to_owned(), base_url)
         });
         let ua = user_agent();
-        self.agent
+        let builder = self
+            .agent
             .post(format!("{base}/chat/completions"))
             .header("Authorization", format!("Bearer {}", token.access))
             .header("Content-Type", "application/json")
@@ -399,7 +402,8 @@ impl Qwen {
             .header("User-Agent", &ua)
             .header("X-DashScope-CacheControl", "enable")
             .header("X-DashScope-AuthType", "qwen-oauth")
-            .header("X-DashScope-UserAgent", &ua)
+            .header("X-DashScope-UserAgent", &ua);
+        http::bounded(builder, timeout)
             .send(body)
             .map_err(http::map_error)
     }
@@ -428,12 +432,12 @@ impl Provider for Qwen {
         }
         let bytes = body.to_string().into_bytes();
         let token = self.cred.token().map_err(credential_error)?;
-        let mut resp = self.send(&token, &bytes, upstream_stream)?;
+        let mut resp = self.send(&token, &bytes, upstream_stream, req.timeout)?;
         if matches!(resp.status().as_u16(), 401 | 403) {
             match self.cred.refresh_rejected(token.generation) {
                 Ok(Some(fresh)) => {
                     log::info("qwen-api: token rejected; retrying with a refreshed token");
-                    resp = self.send(&fresh, &bytes, upstream_stream)?;
+                    resp = self.send(&fresh, &bytes, upstream_stream, req.timeout)?;
                 }
                 Ok(None) => {}
                 Err(e) => return Err(credential_error(e)),
@@ -486,6 +490,13 @@ impl Provider for Qwen {
 
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
         Ok(ModelInfo::list(MODELS.iter().copied(), "qwen"))
+    }
+
+    fn probe(&self, _timeout: Duration) -> Probe {
+        match self.cred.token() {
+            Ok(_) => Probe::CredentialOk,
+            Err(e) => Probe::Failed(credential_error(e)),
+        }
     }
 
     fn status(&self) -> Option<Value> {

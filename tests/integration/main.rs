@@ -1,5 +1,6 @@
 //! One integration-test binary: real sockets on loopback, port 0.
 
+mod balancer;
 mod gateway;
 mod hardening;
 mod http_grammar;

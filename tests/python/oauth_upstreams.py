@@ -153,8 +153,11 @@ class OAuthUpstream(MockUpstream):
 class CodeAssistUpstream(OAuthUpstream):
     """Google Code Assist, the upstream of gemini-cli.
 
-    Expects ``project`` to equal ``self.project`` (pass it with
-    ``--project-id``; discovery with loadCodeAssist is not mocked here).
+    Expects ``project`` to be ``self.project`` (pass it with
+    ``--project-id``; discovery with loadCodeAssist is not mocked here) or
+    one of ``projects``, the other accounts of a pool; ``project_errors``
+    scripts an error for every generation of one project (an account out
+    of quota).
     """
 
     label = "gemini"
@@ -164,7 +167,15 @@ class CodeAssistUpstream(OAuthUpstream):
 
     def __init__(self, valid_token: str, project: str):
         self.project = project
+        self.projects: set[str] = set()
+        self.project_errors: dict[str, tuple[int, dict]] = {}
         super().__init__(valid_token)
+
+    def reset(self) -> None:
+        super().reset()
+        with self._lock:
+            self.projects.clear()
+            self.project_errors.clear()
 
     def _error(self, h, status: int, message: str, kind: str):
         return self.send_json(h, status, {"error": {"code": status, "message": message,
@@ -197,9 +208,12 @@ class CodeAssistUpstream(OAuthUpstream):
         if not isinstance(body, dict) or set(body) != {"model", "project", "request"}:
             return self._error(h, 400, "Invalid JSON payload: expected {model, project, request}",
                                "INVALID_ARGUMENT")
-        if body["project"] != self.project:
+        if body["project"] != self.project and body["project"] not in self.projects:
             return self._error(h, 403, f"Permission denied on project {body['project']}",
                                "PERMISSION_DENIED")
+        if body["project"] in self.project_errors:
+            status, error = self.project_errors[body["project"]]
+            return self.send_json(h, status, error)
         req = body["request"]
         contents = req.get("contents") if isinstance(req, dict) else None
         if not isinstance(contents, list) or not contents:

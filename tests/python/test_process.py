@@ -145,20 +145,22 @@ def test_no_secrets_in_logs(start_gateway, log_format):
         assert [r.status for r in responses] == [401] * 5
         for r in responses:
             assert canary not in r.text, "a response echoes the presented key"
-        # Upstream errors (the upstreams reject, rate-limit, fail).
-        up_openai.fail_next(401, times=None)
-        with pytest.raises(openai.APIStatusError):
-            openai_client(g, "openai-custom", key=client_key).chat.completions.create(
-                model="m", messages=say("x"))
+        # Upstream errors (the upstreams fail, rate-limit, reject). The
+        # rejection comes last: a rejected key takes its instance out of
+        # service, so nothing after it would reach that upstream.
+        up_openai.fail_next(500, times=None)
+        with pytest.raises(anthropic.APIStatusError):
+            anthropic_client(g, "openai-custom", key=client_key).messages.create(
+                model="m", max_tokens=5, messages=say("x"))
         up_claude.fail_next(429, headers={"Retry-After": "60"}, times=None)
         with pytest.raises(anthropic.APIStatusError):
             anthropic_client(g, "claude-custom", key=client_key).messages.create(
                 model="m", max_tokens=5, messages=say("x"))
         up_openai.reset()
-        up_openai.fail_next(500, times=None)
-        with pytest.raises(anthropic.APIStatusError):
-            anthropic_client(g, "openai-custom", key=client_key).messages.create(
-                model="m", max_tokens=5, messages=say("x"))
+        up_openai.fail_next(401, times=None)
+        with pytest.raises(openai.APIStatusError):
+            openai_client(g, "openai-custom", key=client_key).chat.completions.create(
+                model="m", messages=say("x"))
         assert g.stop() == 0
         log = g.stderr()
         assert log.count("\n") >= 20, "expected an access log line per request"

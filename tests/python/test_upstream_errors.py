@@ -15,6 +15,10 @@ bodies:
 * an upstream refusing a streamed request is an HTTP error status;
 * an upstream stream cut short (no finish, no terminator) reaches every
   client protocol as an in-band error, not as a complete-looking answer.
+
+A 429 puts the instance that answered it in a cooldown for its
+``Retry-After`` (the gateway then answers 503 itself), so the tests that
+script one run a gateway of their own (``own_gw``) rather than the shared one.
 """
 
 import anthropic
@@ -23,6 +27,7 @@ import pytest
 from google.genai import errors
 
 from support import (
+    API_KEY,
     anthropic_client,
     free_port,
     gemini_client,
@@ -42,10 +47,16 @@ def say(text):
     return [{"role": "user", "content": text}]
 
 
-def test_openai_429_reaches_openai_sdk_as_rate_limit(gw, upstreams, nonce):
+@pytest.fixture
+def own_gw(start_gateway, upstreams):
+    """A gateway like the shared one, whose instances' cooldowns no other test sees."""
+    return start_gateway("--api-key", API_KEY, *provider_args(upstreams.openai, upstreams.claude))
+
+
+def test_openai_429_reaches_openai_sdk_as_rate_limit(own_gw, upstreams, nonce):
     upstreams.openai.fail_next(429, headers={"Retry-After": "17"}, times=None)
     with pytest.raises(openai.RateLimitError) as e:
-        openai_client(gw, "openai-custom").chat.completions.create(
+        openai_client(own_gw, "openai-custom").chat.completions.create(
             model="gpt-4o-mini", messages=say(f"hi {nonce}"))
     assert e.value.status_code == 429
     assert e.value.response.headers.get("retry-after") == "17"
@@ -85,10 +96,10 @@ def test_openai_error_reaches_anthropic_client_in_anthropic_shape(gw, upstreams,
     assert "maximum context length" in body["error"]["message"]
 
 
-def test_openai_429_reaches_anthropic_client_as_rate_limit(gw, upstreams, nonce):
+def test_openai_429_reaches_anthropic_client_as_rate_limit(own_gw, upstreams, nonce):
     upstreams.openai.fail_next(429, headers={"Retry-After": "30"}, times=None)
     with pytest.raises(anthropic.RateLimitError) as e:
-        anthropic_client(gw, "openai-custom").messages.create(
+        anthropic_client(own_gw, "openai-custom").messages.create(
             model="gpt-4o-mini", max_tokens=20, messages=say(f"hi {nonce}"))
     body = e.value.response.json()
     assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
@@ -107,17 +118,17 @@ def test_anthropic_error_reaches_openai_client_in_openai_shape(gw, upstreams, no
     assert body["error"]["type"]
 
 
-def test_upstream_errors_reach_gemini_client_in_gemini_shape(gw, upstreams, nonce):
+def test_upstream_errors_reach_gemini_client_in_gemini_shape(own_gw, upstreams, nonce):
     upstreams.openai.fail_next(400, body=OPENAI_CONTEXT_ERROR, times=None)
     with pytest.raises(errors.ClientError) as e:
-        gemini_client(gw, "openai-custom").models.generate_content(
+        gemini_client(own_gw, "openai-custom").models.generate_content(
             model="gemini-2.5-flash", contents=f"hi {nonce}")
     assert e.value.code == 400 and e.value.status == "INVALID_ARGUMENT"
     assert "maximum context length" in e.value.message
 
     upstreams.claude.fail_next(429, headers={"Retry-After": "30"}, times=None)
     with pytest.raises(errors.ClientError) as e:
-        gemini_client(gw, "claude-custom").models.generate_content(
+        gemini_client(own_gw, "claude-custom").models.generate_content(
             model="gemini-2.5-flash", contents=f"hi {nonce}")
     assert e.value.code == 429 and e.value.status == "RESOURCE_EXHAUSTED"
 

@@ -18,13 +18,14 @@ pub mod response;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use ureq::Agent;
 
 use super::oauth::{self, Credential, Format};
 use super::transform::TransformReader;
-use super::{Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::KiroConfig;
 use crate::log;
 use crate::protocol::{self, ModelInfo, Protocol};
@@ -248,13 +249,15 @@ impl Kiro {
         &self,
         token: &oauth::Token,
         body: &[u8],
+        timeout: Option<Duration>,
     ) -> Result<ureq::http::Response<ureq::Body>, UpstreamError> {
         let url = format!(
             "{}/generateAssistantResponse",
             with_region(&self.base_url, region(&token.creds))
         );
         let kiro = format!("KiroIDE-{}-{}", self.version, self.machine_id);
-        self.agent
+        let builder = self
+            .agent
             .post(url)
             .header("Authorization", format!("Bearer {}", token.access))
             .header("Content-Type", "application/json")
@@ -274,7 +277,8 @@ impl Kiro {
                      api/codewhispererstreaming#{SDK_VERSION} m/E {kiro}",
                     std::env::consts::OS
                 ),
-            )
+            );
+        http::bounded(builder, timeout)
             .send(body)
             .map_err(http::map_error)
     }
@@ -327,12 +331,12 @@ impl Provider for Kiro {
             }
         }
         let body = built.body.to_string().into_bytes();
-        let mut resp = self.send(&token, &body)?;
+        let mut resp = self.send(&token, &body, req.timeout)?;
         if matches!(resp.status().as_u16(), 401 | 403) {
             match self.cred.refresh_rejected(token.generation) {
                 Ok(Some(fresh)) => {
                     log::info("kiro-api: token rejected; retrying with a refreshed token");
-                    resp = self.send(&fresh, &body)?;
+                    resp = self.send(&fresh, &body, req.timeout)?;
                 }
                 Ok(None) => {}
                 Err(e) => return Err(credential_error(e)),
@@ -427,6 +431,13 @@ impl Provider for Kiro {
             }
         }
         Ok(ModelInfo::list(ids, "anthropic"))
+    }
+
+    fn probe(&self, _timeout: Duration) -> Probe {
+        match self.cred.token() {
+            Ok(_) => Probe::CredentialOk,
+            Err(e) => Probe::Failed(credential_error(e)),
+        }
     }
 
     fn status(&self) -> Option<Value> {
