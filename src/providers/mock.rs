@@ -148,13 +148,15 @@ impl Answer {
         let agent = body["tools"]
             .as_array()
             .is_some_and(|t| read_tool(t).is_some() || shell_tool(t).is_some());
-        let last_user = match latest_tool_result(messages).filter(|_| agent) {
-            Some(result) => text_of(&result["content"]),
-            None => last_user_text(messages),
+        // A tool's output may open with a header of its own (Codex's shell
+        // tool: chunk id, wall time, exit code), so more of it is quoted.
+        let (last_user, quoted) = match latest_tool_result(messages).filter(|_| agent) {
+            Some(result) => (text_of(&result["content"]), 32),
+            None => (last_user_text(messages), 8),
         };
         let snippet: String = last_user
             .split_whitespace()
-            .take(8)
+            .take(quoted)
             .collect::<Vec<_>>()
             .join(" ");
         let mut words: Vec<String> = vec!["Mock".into(), "answer".into(), "to".into()];

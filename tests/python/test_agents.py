@@ -70,7 +70,7 @@ WIRE = {"mock": "openai", "openai-custom": "openai", "claude-custom": "anthropic
 def require_agent(agent: str) -> Path:
     path = AGENTS[agent]
     if not path.exists():
-        pytest.skip(f"{path} missing: tests/run.sh installs the agents "
+        pytest.fail(f"{path} missing: tests/run.sh installs the agents "
                     "(npm ci in tests/agents, then Claude Code's install.cjs)")
     return path
 
