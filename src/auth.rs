@@ -5,6 +5,8 @@
 //! Everything here reads the request head only, so a request can be
 //! judged before its body is read.
 
+use std::borrow::Cow;
+
 use crate::config::Secret;
 use crate::server::Head;
 use crate::server::request::percent_decode;
@@ -25,21 +27,21 @@ pub enum Access {
 /// (scheme matched case-insensitively, RFC 9110 §11.1), `x-api-key`,
 /// `x-goog-api-key`, `?key=` — the conventions of the OpenAI, Anthropic
 /// and Gemini SDKs and of Gemini REST.
-pub fn presented_key(head: &Head) -> Option<String> {
+pub fn presented_key(head: &Head) -> Option<Cow<'_, str>> {
     if let Some(value) = head.header("authorization")
         && let Some((scheme, token)) = value.trim_start().split_once([' ', '\t'])
         && scheme.eq_ignore_ascii_case("bearer")
     {
-        return Some(token.trim().to_owned());
+        return Some(Cow::Borrowed(token.trim()));
     }
     for name in ["x-api-key", "x-goog-api-key"] {
         if let Some(value) = head.header(name) {
-            return Some(value.trim().to_owned());
+            return Some(Cow::Borrowed(value.trim()));
         }
     }
     head.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == "key").then(|| percent_decode(v).into_owned())
+        (k == "key").then(|| percent_decode(v))
     })
 }
 

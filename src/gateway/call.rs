@@ -5,6 +5,7 @@
 //! sink, and goes through the same conversion, cache, metrics and provider
 //! choice.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use crate::auth;
@@ -34,7 +35,7 @@ pub struct Call<'a> {
     pub no_cache: bool,
     /// The key the client presented (answers are cached per key when
     /// `cache.scope` is `per_key`).
-    pub client_key: Option<String>,
+    pub client_key: Option<Cow<'a, str>>,
     /// Client headers that keep their meaning on a same-family upstream
     /// (`anthropic-version`, `anthropic-beta`).
     pub forward: Vec<(&'static str, String)>,

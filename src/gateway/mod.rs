@@ -269,14 +269,16 @@ impl Gateway {
             out.add_header("Access-Control-Allow-Origin", origin.to_owned());
             out.add_header("Vary", "Origin".to_owned());
         }
-        if let Err(refusal) = guard::check(state, &req.head) {
+        // The server screened the head already, with the same checks.
+        if !req.screened
+            && let Err(refusal) = guard::check(state, &req.head)
+        {
             if let Some(allow) = refusal.allow {
                 out.add_header("Allow", allow.to_owned());
             }
             return Err((refusal.proto, refusal.failure));
         }
         let proto = client_protocol(&route, &req.head);
-        let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
         // Routes answered without authentication.
         match route {
             Route::Preflight => {
@@ -284,6 +286,7 @@ impl Gateway {
                 return Ok(());
             }
             Route::Health => {
+                let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
                 self.health(state, out, access != Access::Denied);
                 return Ok(());
             }

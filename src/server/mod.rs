@@ -457,6 +457,7 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         body,
         peer: conn.peer,
         received,
+        screened: true,
     };
     let drain = response::Drain {
         stopping: &shared.stopping,

@@ -486,6 +486,9 @@ pub struct Request {
     pub peer: SocketAddr,
     /// When the head was complete.
     pub received: Instant,
+    /// The head passed [`super::Handler::screen`] (always, for requests
+    /// the server hands over; a handler called otherwise sees false).
+    pub screened: bool,
 }
 
 impl Request {

@@ -652,7 +652,7 @@ fn health_answers_503_while_draining_instead_of_refusing_connections() {
         std::thread::sleep(Duration::from_millis(10));
     };
     assert_eq!(health.status, 503, "{}", health.text());
-    assert_eq!(health.json()["status"], "draining");
+    assert_eq!(health.json()["status"], "draining", "{}", health.text());
     assert_eq!(
         slow.join().unwrap(),
         200,
