@@ -29,6 +29,7 @@ pub mod providers;
 pub mod routing;
 pub mod server;
 pub mod time;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
