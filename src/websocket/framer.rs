@@ -346,7 +346,11 @@ mod tests {
     fn a_close_is_answered_and_ends_the_connection() {
         let mut framer = Framer::new(LIMITS);
         let mut out = Vec::new();
-        let got = events(&mut framer, &frame(true, 8, &1000u16.to_be_bytes()), &mut out);
+        let got = events(
+            &mut framer,
+            &frame(true, 8, &1000u16.to_be_bytes()),
+            &mut out,
+        );
         assert_eq!(got, [Event::Closed(1000)]);
         assert_eq!(out, [0x88, 2, 0x03, 0xe8]);
         assert!(events(&mut framer, &frame(true, 1, b"x"), &mut out).is_empty());

@@ -66,9 +66,7 @@ pub fn accept<'h>(
     }
     let key = header("sec-websocket-key").map(str::trim).unwrap_or("");
     if !valid_key(key) {
-        return Err(Refusal::bad(
-            "Sec-WebSocket-Key must be 16 bytes in base64",
-        ));
+        return Err(Refusal::bad("Sec-WebSocket-Key must be 16 bytes in base64"));
     }
     Ok(accept_key(key))
 }
