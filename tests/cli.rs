@@ -153,7 +153,7 @@ fn feature_guide_config_checks_ok() {
         "{err}"
     );
     assert!(
-        err.contains("websocket.enabled") && err.contains("cluster.node_id"),
+        err.contains("cluster.node_id") && !err.contains("websocket.enabled"),
         "{err}"
     );
     assert!(

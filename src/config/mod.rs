@@ -13,7 +13,7 @@
 //! (`--port: "abc" is not a port number (0-65535)`,
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
-//! Keys whose feature is not built in this release (websocket, load
+//! Keys whose feature is not built in this release (load
 //! balancer, cluster and provider pools) are still parsed and type-checked, so the feature
 //! guide's config loads and typos stay errors; they are returned in
 //! [`Config::pending_features`] for the caller to warn about.
@@ -52,7 +52,7 @@ pub use providers::{ClaudeConfig, GeminiConfig, KiroConfig, MockConfig, OpenAiCo
 pub use secret::Secret;
 pub use sections::{
     CacheConfig, CacheScope, Limits, LogConfig, LogFormat, LogLevel, MetricsConfig, RedisConfig,
-    Upstream,
+    Upstream, WebSocketConfig,
 };
 
 /// The validated configuration of one aiproxy process.
@@ -105,6 +105,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// The WebSocket API.
+    pub websocket: WebSocketConfig,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// Key paths that were set but whose feature is not available in

@@ -211,6 +211,55 @@ impl Resolver {
         routes
     }
 
+    /// The `websocket:` section.
+    fn websocket(&mut self) -> WebSocketConfig {
+        let max_message_size = self.size(
+            "websocket.max_message_size",
+            DEFAULT_WEBSOCKET_MAX_MESSAGE_SIZE,
+            1 << 30,
+        );
+        let max_frame_size = self.size(
+            "websocket.max_frame_size",
+            DEFAULT_WEBSOCKET_MAX_FRAME_SIZE,
+            1 << 30,
+        );
+        if max_frame_size > max_message_size {
+            self.problems.push(format!(
+                "websocket.max_frame_size ({max_frame_size}) is larger than \
+                 websocket.max_message_size ({max_message_size})"
+            ));
+        }
+        WebSocketConfig {
+            enabled: self.value(
+                "websocket.enabled",
+                DEFAULT_WEBSOCKET_ENABLED,
+                parse::boolean,
+            ),
+            max_connections: self.size(
+                "websocket.max_connections",
+                DEFAULT_WEBSOCKET_MAX_CONNECTIONS,
+                1 << 20,
+            ),
+            max_message_size,
+            max_frame_size,
+            max_in_flight: self.size(
+                "websocket.max_in_flight",
+                DEFAULT_WEBSOCKET_MAX_IN_FLIGHT,
+                65536,
+            ),
+            max_queued_bytes: self.size(
+                "websocket.max_queued_bytes",
+                DEFAULT_WEBSOCKET_MAX_QUEUED_BYTES,
+                MAX_BYTES,
+            ),
+            heartbeat_interval: self.timeout(
+                "websocket.heartbeat_interval",
+                DEFAULT_WEBSOCKET_HEARTBEAT_INTERVAL,
+            ),
+            idle_timeout: self.timeout("websocket.idle_timeout", DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        }
+    }
+
     /// Type-checks the keys of features not built in this release and
     /// returns the paths that were set.
     fn pending(&mut self) -> Vec<String> {
@@ -447,6 +496,7 @@ impl Resolver {
             enabled: self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean),
             port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
         };
+        let websocket = self.websocket();
         let pending_features = self.pending();
 
         // Rules across keys.
@@ -499,6 +549,7 @@ impl Resolver {
             cache,
             redis,
             metrics,
+            websocket,
             config_file: None,
             pending_features,
             warnings: Vec::new(),

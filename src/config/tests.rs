@@ -454,11 +454,9 @@ fn feature_guide_config_loads_with_pending_features() {
         config.redis.as_ref().map(|r| r.addr.as_str()),
         Some("localhost:6379")
     );
-    for key in [
-        "websocket.max_connections",
-        "load_balancer.health_check_interval",
-        "cluster.seed_nodes",
-    ] {
+    assert!(config.websocket.enabled);
+    assert_eq!(config.websocket.max_connections, 1000);
+    for key in ["load_balancer.health_check_interval", "cluster.seed_nodes"] {
         assert!(
             config.pending_features.iter().any(|p| p == key),
             "{key} not pending"
@@ -601,4 +599,48 @@ fn oauth_provider_settings() {
     assert!(file_problem("gemini: {project_id: default}").contains("gemini.project_id"));
     assert!(file_problem("qwen: {ext_tool: maybe}").contains("qwen.ext_tool"));
     assert!(file_problem("kiro: {refresh_url: nope}").contains("kiro.refresh_url"));
+}
+
+#[test]
+fn websocket_settings() {
+    let config = load(None, &[], &[]).unwrap();
+    let ws = &config.websocket;
+    assert!(ws.enabled);
+    assert_eq!(
+        (ws.max_connections, ws.max_message_size, ws.max_frame_size),
+        (1000, 4 << 20, 1 << 20)
+    );
+    assert_eq!((ws.max_in_flight, ws.max_queued_bytes), (64, 16 << 20));
+    assert_eq!(ws.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(ws.idle_timeout, Duration::from_secs(90));
+    let config = load(
+        Some("websocket: {enabled: false, max_connections: 5, idle_timeout: 2s}"),
+        &[("AIPROXY_WEBSOCKET_MAX_IN_FLIGHT", "3")],
+        &[
+            "--websocket-heartbeat-interval=500ms",
+            "--websocket-max-frame-size",
+            "1000",
+        ],
+    )
+    .unwrap();
+    let ws = &config.websocket;
+    assert!(!ws.enabled);
+    assert_eq!(
+        (ws.max_connections, ws.max_in_flight, ws.max_frame_size),
+        (5, 3, 1000)
+    );
+    assert_eq!(ws.idle_timeout, Duration::from_secs(2));
+    assert_eq!(ws.heartbeat_interval, Duration::from_millis(500));
+    assert!(
+        config.pending_features.is_empty(),
+        "{:?}",
+        config.pending_features
+    );
+    let err = load(None, &[], &["--websocket-max-frame-size", "9000000"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("websocket.max_frame_size"), "{err}");
+    assert!(file_problem("websocket: {max_connections: 0}").contains("websocket.max_connections"));
+    assert!(file_problem("websocket: {heartbeat_interval: 0s}").contains("greater than zero"));
+    assert!(file_problem("websocket: {bogus: 1}").contains("bogus"));
 }
