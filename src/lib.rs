@@ -135,7 +135,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
 pub fn start(config: Config) -> Result<Handle, Error> {
     log::configure(config.log.level, config.log.format);
     let config = Arc::new(config);
-    let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&config))?);
+    let gateway = gateway::Gateway::new(Arc::clone(&config))?;
     let listener =
         server::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
     let settings = server::Settings {

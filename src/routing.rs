@@ -41,6 +41,8 @@ pub enum Route {
     CacheClear,
     /// `PUT /cache/enable` (true) or `PUT /cache/disable` (false).
     CacheSwitch(bool),
+    /// `GET /ws`: the WebSocket API.
+    WebSocket,
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -78,6 +80,7 @@ impl Route {
             Self::CacheClear => "/cache/clear",
             Self::CacheSwitch(true) => "/cache/enable",
             Self::CacheSwitch(false) => "/cache/disable",
+            Self::WebSocket => "/ws",
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -124,6 +127,7 @@ fn is_operational(path: &str) -> bool {
             | "/cache/clear"
             | "/cache/enable"
             | "/cache/disable"
+            | "/ws"
     )
 }
 
@@ -165,6 +169,8 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/clear" => expect(method == "DELETE", "DELETE", Route::CacheClear),
         "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
+        // HEAD is no upgrade: the handshake refuses it.
+        "/ws" => expect(get, "GET", Route::WebSocket),
         _ => gemini_model_route(path, get, post),
     }
 }
@@ -261,6 +267,8 @@ mod tests {
             route("POST", "/cache/enable"),
             Route::MethodNotAllowed("PUT")
         );
+        assert_eq!(route("GET", "/ws"), Route::WebSocket);
+        assert_eq!(route("POST", "/ws"), Route::MethodNotAllowed("GET"));
     }
 
     #[test]
@@ -288,6 +296,7 @@ mod tests {
             "/mock/dashboard/",
             "/qwen-api/dashboard/summary.json",
             "/mock/cache/clear",
+            "/mock/ws",
         ] {
             assert_eq!(resolve("GET", path).1, Route::NotFound, "{path}");
             assert_eq!(resolve("DELETE", path).1, Route::NotFound, "{path}");

@@ -55,6 +55,7 @@ pub fn route(data: &[u8]) {
                         | Route::CacheStats
                         | Route::CacheClear
                         | Route::CacheSwitch(_)
+                        | Route::WebSocket
                 ),
                 "a prefix never reaches an operational route"
             );

@@ -19,8 +19,10 @@ const CORE_NAMES: [&str; 13] = [
     "aiproxy_cache_size_bytes",
     "aiproxy_cache_refused_total",
 ];
-const FEATURE_NAMES: [&str; 5] = [
+const FEATURE_NAMES: [&str; 7] = [
     "aiproxy_websocket_connections",
+    "aiproxy_websocket_messages_total",
+    "aiproxy_websocket_closes_total",
     "aiproxy_loadbalancer_instance_healthy",
     "aiproxy_cluster_nodes",
     "aiproxy_cache_redis_up",
@@ -135,6 +137,8 @@ fn record_some_traffic(m: &Metrics) {
     m.set_cache_size_bytes(4096);
     m.set_cache_redis_up(true);
     m.set_websocket_connections(3);
+    m.websocket_message("heartbeat", true);
+    m.websocket_closed(1001);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", true);
     m.set_cluster_nodes(NodeState::Alive, 2);
 }
@@ -208,6 +212,11 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
     m.set_cache_redis_up(false);
     m.cache_redis_error();
     m.set_websocket_connections(7);
+    m.websocket_message("stream", false);
+    m.websocket_message("stream", false);
+    m.websocket_message("request", true);
+    m.websocket_closed(1008);
+    m.websocket_closed(4321);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", false);
     m.set_cluster_nodes(NodeState::Dead, 1);
 
@@ -282,6 +291,20 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
     assert_eq!(get("aiproxy_cache_redis_up"), 0.0);
     assert_eq!(get("aiproxy_cache_redis_errors_total"), 1.0);
     assert_eq!(get("aiproxy_websocket_connections"), 7.0);
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="stream",direction="out"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="request",direction="in"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="batch",direction="in"}"#),
+        0.0
+    );
+    assert_eq!(get(r#"aiproxy_websocket_closes_total{code="1008"}"#), 1.0);
+    assert_eq!(get(r#"aiproxy_websocket_closes_total{code="other"}"#), 1.0);
     assert_eq!(
         get(r#"aiproxy_loadbalancer_instance_healthy{provider="mock",instance="mock-0"}"#),
         0.0

@@ -49,7 +49,7 @@ pub fn accept<'h>(
         return Err(Refusal {
             status: 426,
             message: "this endpoint speaks WebSocket: send Upgrade: websocket",
-            headers: vec![("Upgrade", "websocket"), ("Connection", "Upgrade")],
+            headers: vec![("Upgrade", "websocket")],
         });
     }
     if !header("connection").is_some_and(|v| has_token(v, "upgrade")) {
