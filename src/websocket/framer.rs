@@ -240,24 +240,8 @@ mod tests {
         max_frame_bytes: 256,
     };
 
-    /// A client frame: FIN and opcode, masked with a fixed key.
     fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut f = vec![(u8::from(fin) << 7) | opcode];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n < 65536 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        f
+        super::super::client::frame(fin, opcode, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
     }
 
     fn events(framer: &mut Framer, bytes: &[u8], out: &mut Vec<u8>) -> Vec<Event> {

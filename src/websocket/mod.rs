@@ -2,6 +2,8 @@
 //! handshake, and frames and messages over the bytes the poller moves.
 //! Nothing here blocks, owns a socket or knows what the messages mean.
 
+#[doc(hidden)]
+pub mod client;
 pub mod framer;
 pub mod handshake;
 

@@ -10,6 +10,8 @@
 mod message;
 mod session;
 mod sink;
+#[cfg(test)]
+mod tests;
 
 use std::io::Write;
 use std::net::SocketAddr;
