@@ -62,6 +62,9 @@ impl Gateway {
         req: &Request,
         out: &mut Responder<'_>,
     ) -> Result<(), Failure> {
+        // A refused upgrade ends the connection: its client meant to
+        // leave HTTP, not to send another request on it.
+        out.close_after();
         if let Some(origin) = req.header("origin") {
             // Any page may open a WebSocket anywhere; the key (or, without
             // one, the origin check in the guard) decides, and the log tells.
