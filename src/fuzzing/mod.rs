@@ -21,6 +21,7 @@ mod pools;
 mod route;
 mod sse;
 mod stream;
+mod websocket;
 
 /// One fuzz target.
 pub struct Target {
@@ -93,6 +94,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "pools_file",
         run: pools::pools_file,
+        alloc_budget: json_budget,
+    },
+    Target {
+        name: "ws_message",
+        run: websocket::ws_message,
         alloc_budget: json_budget,
     },
 ];

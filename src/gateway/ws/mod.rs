@@ -28,8 +28,8 @@ use crate::metrics::Metrics;
 use crate::server::{Flow, Link, Outbound, Request, Responder, Upgraded};
 use crate::websocket::handshake;
 
-pub use message::{Kind, RequestMsg};
-pub use session::{Limits, Port, Session, Started};
+pub use message::{Inbound, Kind, RequestMsg, decode};
+pub use session::{Limits, Port, Session, Started, answer};
 
 /// Open WebSocket connections of one gateway.
 #[derive(Debug, Default)]
