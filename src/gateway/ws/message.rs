@@ -220,6 +220,21 @@ pub fn decode(text: &str) -> Result<Inbound, Refusal> {
 }
 
 fn read_envelope(text: &str) -> Result<Envelope<'_>, Refusal> {
+    if !text.trim_start().starts_with('{') {
+        // serde would read a list as the struct's fields in order.
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Refusal::new(
+                None,
+                "invalid_message",
+                "a message is a JSON object with a `type`",
+            ),
+            Err(e) => Refusal::new(
+                None,
+                "invalid_json",
+                format!("the message is not JSON: {e}"),
+            ),
+        });
+    }
     serde_json::from_str(text).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             Refusal::new(
@@ -470,6 +485,9 @@ mod tests {
         assert_eq!(refused("{").code, "invalid_json");
         assert_eq!(refused("not json").code, "invalid_json");
         assert_eq!(refused("[1]").code, "invalid_message");
+        assert_eq!(refused(r#"["request","x"]"#).code, "invalid_message");
+        assert_eq!(refused(r#"  "heartbeat""#).code, "invalid_message");
+        assert_eq!(refused("[1").code, "invalid_json");
         assert_eq!(refused(r#"{"id":"a"}"#).id.unwrap().json(), r#""a""#);
         let r = refused(r#"{"type":"nope","id":"x"}"#);
         assert_eq!((r.code, r.id.unwrap().text()), ("unknown_type", "x".into()));

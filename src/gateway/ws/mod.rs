@@ -232,6 +232,12 @@ impl Port for Poller<'_, '_, '_> {
             m.websocket_closed(code);
         }
     }
+
+    fn draining(&self) -> bool {
+        self.gateway
+            .upgrade()
+            .is_some_and(|g| g.draining.load(Ordering::Relaxed))
+    }
 }
 
 impl Connection {

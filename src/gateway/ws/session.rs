@@ -53,6 +53,10 @@ pub trait Port {
     fn count(&mut self, _kind: Kind, _inbound: bool) {}
     /// The connection closed with this code.
     fn closed(&mut self, _code: u16) {}
+    /// The gateway began draining (it may tell before the poller does).
+    fn draining(&self) -> bool {
+        false
+    }
 }
 
 /// An answer from a running call: one frame, tagged with the call's
@@ -239,7 +243,7 @@ impl Session {
     fn admit(&mut self, msg: RequestMsg, port: &mut dyn Port) {
         let refuse =
             |code: &str, message: String| message::error(Some(&msg.id), code, &message, None);
-        let refusal = if self.draining {
+        let refusal = if self.draining || port.draining() {
             Some(refuse(
                 "shutting_down",
                 "the server is shutting down: send the request to another instance".into(),
