@@ -206,7 +206,10 @@ impl Load {
                         continue;
                     };
                     let id = v["id"].as_str().and_then(|s| s.parse::<u64>().ok());
-                    match (v["type"].as_str(), id.and_then(|id| conn.waiting.remove(&id))) {
+                    match (
+                        v["type"].as_str(),
+                        id.and_then(|id| conn.waiting.remove(&id)),
+                    ) {
                         (Some("response"), Some(sent)) => self.latencies.push(now - sent),
                         (Some("heartbeat"), _) => {}
                         _ => self.errors += 1,
@@ -242,7 +245,9 @@ impl Load {
             }
             // The next connection with nothing in flight (HTTP allows one).
             let n = self.conns.len();
-            let free = (0..n).map(|k| (next + k) % n).find(|&i| self.conns[i].waiting.is_empty());
+            let free = (0..n)
+                .map(|k| (next + k) % n)
+                .find(|&i| self.conns[i].waiting.is_empty());
             match free {
                 Some(i) => {
                     self.send(i);
@@ -349,7 +354,9 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 fn main() -> io::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [addr, token, pid, conns, rate, seconds, tp_conns, tp_seconds] = args.as_slice() else {
-        eprintln!("usage: ws_bench ADDR TOKEN PID CONNECTIONS RATE SECONDS TP_CONNECTIONS TP_SECONDS");
+        eprintln!(
+            "usage: ws_bench ADDR TOKEN PID CONNECTIONS RATE SECONDS TP_CONNECTIONS TP_SECONDS"
+        );
         std::process::exit(2);
     };
     let num = |s: &String| -> u64 { s.parse().expect("a number") };
@@ -368,11 +375,17 @@ fn main() -> io::Result<()> {
         status_kib(pid, "VmRSS:")
     );
     ws.rate(rate, seconds)?;
-    println!("websocket: {rate} req/s for {seconds} s over {conns} connections: {}", ws.report());
+    println!(
+        "websocket: {rate} req/s for {seconds} s over {conns} connections: {}",
+        ws.report()
+    );
     println!("websocket: aiproxy RSS {} KiB", status_kib(pid, "VmRSS:"));
 
     let mut http = Load::new(addr, token, Kind::Http)?;
-    http.open(256.min((rate / 4).max(16) as usize), Duration::from_secs(10))?;
+    http.open(
+        256.min((rate / 4).max(16) as usize),
+        Duration::from_secs(10),
+    )?;
     http.rate(rate, seconds)?;
     println!(
         "http: {rate} req/s for {seconds} s over {} keep-alive connections ({conns} WebSockets still open): {}",

@@ -154,10 +154,11 @@ impl Session {
         let Some(at) = self.calls.iter().position(|c| c.number == number) else {
             return Flow::Continue;
         };
-        if !self.calls[at].answered && !payload.is_empty() {
-            if let Ok(text) = String::from_utf8(payload) {
-                self.send(port, kind, text);
-            }
+        if !self.calls[at].answered
+            && !payload.is_empty()
+            && let Ok(text) = String::from_utf8(payload)
+        {
+            self.send(port, kind, text);
         }
         if last {
             self.calls.remove(at);
