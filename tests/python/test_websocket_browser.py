@@ -151,3 +151,18 @@ def test_as_one_script_the_example_sends_before_the_socket_is_open(browser, site
     page.wait_for_function("window.__log.length > 0", timeout=15000)
     page.close()
     assert any("CONNECTING" in e for e in errors), errors
+
+
+def test_the_dashboard_shows_the_open_connection(browser, site, gateway):
+    page = browser.new_page()
+    page.goto(site.url + "/connect.html")
+    page.wait_for_function("window.__log.some(e => e.args[0] === 'Connected to AI Proxy WebSocket')",
+                           timeout=15000)
+    dash = browser.new_page()
+    dash.goto(gateway.url + "/dashboard")
+    count = "document.getElementById('ws-connections').textContent"
+    dash.wait_for_function(f"{count} === '1'", timeout=15000)
+    assert dash.locator("#ws-card").is_visible()
+    page.close()
+    dash.wait_for_function(f"{count} === '0'", timeout=15000)
+    dash.close()

@@ -139,6 +139,8 @@ impl WsSink<'_, '_> {
     fn finish(&mut self) {
         let id = &self.job.msg.id;
         if self.cancelled() {
+            // The pipeline saw only "end now", as at the drain deadline.
+            self.note("note", "cancelled".into());
             self.status = CANCELLED;
             let frame = message::error(
                 Some(id),
