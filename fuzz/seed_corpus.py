@@ -7,6 +7,8 @@ after what they are; fuzz runs add hash-named files only to a scratch
 corpus (see fuzz/run.sh), so these stay few and readable.
 """
 import glob
+import hashlib
+import hmac
 import json
 import os
 import zlib
@@ -446,6 +448,65 @@ put("ws_message", "not_json", "{type: request")
 put("ws_message", "not_utf8", b'{"type":"heartbeat","x":"\xff\xfe"}')
 put("ws_message", "duplicate_keys", '{"type":"request","type":"cancel","id":"a","request":{}}')
 put("ws_message", "deep_request", '{"type":"request","id":"d","request":{"a":' + "[" * 300 + "]" * 300 + "}}")
+
+# ------------------------------------------------------- cluster heartbeats
+# The layout of src/cluster/codec.rs; the first byte is the target's
+# control byte: bit 0 signs the rest (so a body reaches the parser), the
+# other bits pick the bit the target flips.
+CLUSTER_SECRET = b"aiproxy fuzz cluster secret"
+
+
+def hb_str(s):
+    s = s.encode() if isinstance(s, str) else s
+    return bytes([len(s)]) + s
+
+
+def hb_body(node, inc, seq, items, page=0, pages=1, version=1, kind=1):
+    head = b"AIPC" + bytes([version, kind, page, pages])
+    return head + inc.to_bytes(8, "big") + seq.to_bytes(8, "big") + hb_str(node) + b"".join(items)
+
+
+def hb_member(node, ip, port, inc, state, age_ms):
+    addr = bytes([4]) + bytes(ip) if len(ip) == 4 else bytes([6]) + bytes(ip)
+    return (b"\x01" + hb_str(node) + addr + port.to_bytes(2, "big") + inc.to_bytes(8, "big")
+            + bytes([state]) + age_ms.to_bytes(4, "big"))
+
+
+def hb_setting(name, value, clock, node):
+    return b"\x02" + hb_str(name) + hb_str(value) + clock.to_bytes(8, "big") + hb_str(node)
+
+
+def hb_clear(clock, node):
+    return b"\x03" + clock.to_bytes(8, "big") + hb_str(node)
+
+
+def hb_signed(body):
+    return body + hmac.new(CLUSTER_SECRET, body, hashlib.sha256).digest()
+
+
+HB_FULL = hb_body("node1", 1_795_705_660_000, 42, [
+    hb_setting("load_balancer.algorithm", "least_requests", 1_795_705_660_123, "node2"),
+    hb_setting("cache.enabled", "false", 1_795_705_660_124, "node3"),
+    hb_clear(1_795_705_660_125, "node2"),
+    hb_member("node2", [192, 168, 1, 11], 3000, 1_795_705_650_000, 0, 250),
+    hb_member("node3", [0xfe, 0x80] + [0] * 13 + [1], 3000, 7, 1, 3_500),
+    hb_member("node4", [10, 0, 0, 4], 3000, 9, 2, 12_000),
+])
+HB_MANY = hb_body("n" * 64, 5, 6, [hb_member(f"{i:0>64}", [10, 0, 0, 1], 3000, i, 0, i)
+                                   for i in range(13)], page=1, pages=3)
+put("cluster_datagram", "heartbeat_signed", b"\x00" + hb_signed(HB_FULL))
+put("cluster_datagram", "heartbeat_empty_signed", b"\x02" + hb_signed(hb_body("a", 1, 1, [])))
+put("cluster_datagram", "heartbeat_body", b"\x01" + HB_FULL)
+put("cluster_datagram", "heartbeat_full_page_body", b"\x03" + HB_MANY)
+put("cluster_datagram", "heartbeat_wrong_secret",
+    b"\x00" + HB_FULL + hmac.new(b"another secret", HB_FULL, hashlib.sha256).digest())
+put("cluster_datagram", "heartbeat_version_2", b"\x00" + hb_signed(hb_body("a", 1, 1, [], version=2)))
+put("cluster_datagram", "heartbeat_bad_state_body",
+    b"\x01" + hb_body("a", 1, 1, [hb_member("b", [1, 2, 3, 4], 1, 1, 3, 0)]))
+put("cluster_datagram", "heartbeat_bad_setting_body",
+    b"\x01" + hb_body("a", 1, 1, [hb_setting("Bad Name", "v", 1, "b")]))
+put("cluster_datagram", "heartbeat_truncated_item_body", b"\x01" + HB_FULL[:-3])
+put("cluster_datagram", "not_a_heartbeat", b"\x00GET / HTTP/1.1\r\n\r\n")
 
 for t in sorted(os.listdir(OUT)):
     print(f"{t}: {len(os.listdir(os.path.join(OUT, t)))} files")

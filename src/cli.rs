@@ -171,6 +171,32 @@ pub struct Flags {
     #[argh(option, arg_name = "duration")]
     pub websocket_idle_timeout: Option<String>,
 
+    /// join a cluster: heartbeats over UDP on the port of --node-address,
+    /// admin changes reach every node; takes an optional true|false
+    /// (default false)
+    #[argh(switch)]
+    pub cluster_enabled: Option<bool>,
+
+    /// this node's id, unique in the cluster (default: the host name)
+    #[argh(option, arg_name = "id")]
+    pub node_id: Option<String>,
+
+    /// host:port the cluster's UDP socket binds; HTTP stays on TCP
+    /// (default: the listen address)
+    #[argh(option, arg_name = "addr")]
+    pub node_address: Option<String>,
+
+    /// host:port of nodes to contact first, comma list; names are looked
+    /// up again until they answer (default: none)
+    #[argh(option, arg_name = "list")]
+    pub seed_nodes: Option<String>,
+
+    /// secret shared by every node, authenticating each datagram; at least
+    /// 16 bytes, required unless the node address is loopback (default:
+    /// none)
+    #[argh(option, arg_name = "secret")]
+    pub cluster_secret: Option<String>,
+
     /// enabled providers, comma list, the first is the default: openai-custom,
     /// claude-custom, gemini-cli, kiro-api, qwen-api, mock (default mock)
     #[argh(option, arg_name = "list")]

@@ -6,8 +6,56 @@
 //! whole or streamed. A fixed pool of worker threads serves all requests;
 //! there is no async runtime.
 //!
-//! Embedding: [`start`] runs the gateway on background threads and returns
-//! a [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT.
+//! Clients speak the OpenAI (chat completions or Responses), Anthropic or
+//! Gemini protocol; the Responses API makes a fourth.
+//!
+//! # Embedding
+//!
+//! [`start`] runs the gateway on background threads and returns a
+//! [`Handle`]; [`run`] does the same and blocks until SIGTERM/SIGINT. A
+//! [`Config`] is built in code (no file or environment is read unless you
+//! ask [`Config::load`] to):
+//!
+//! ```
+//! use std::io::{Read, Write};
+//!
+//! let mut config = aiproxy::Config::default(); // the built-in mock provider
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! let handle = aiproxy::start(config).unwrap();
+//!
+//! let body = r#"{"model":"mock-small","messages":[{"role":"user","content":"hi"}]}"#;
+//! let mut stream = std::net::TcpStream::connect(handle.addr()).unwrap();
+//! write!(
+//!     stream,
+//!     "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n\
+//!      Content-Type: application/json\r\nContent-Length: {}\r\n\
+//!      Connection: close\r\n\r\n{body}",
+//!     body.len()
+//! )
+//! .unwrap();
+//! let mut answer = String::new();
+//! stream.read_to_string(&mut answer).unwrap();
+//! assert!(answer.starts_with("HTTP/1.1 200 OK"));
+//!
+//! // The same pipeline without HTTP, and the admin API's switches.
+//! let call = aiproxy::gateway::Call::new(aiproxy::protocol::Protocol::OpenAi, body.as_bytes());
+//! # struct Ignore;
+//! # impl aiproxy::gateway::Sink for Ignore {
+//! #     fn whole(&mut self, a: aiproxy::gateway::Answer<'_>) { assert_eq!(a.status, 200) }
+//! #     fn open(&mut self, _: &str) -> bool { true }
+//! #     fn send(&mut self, _: &[u8]) -> bool { true }
+//! #     fn close(&mut self) {}
+//! # }
+//! handle.call(&call, &mut Ignore);
+//! handle.control().set_cache_enabled(false);
+//! assert!(handle.shutdown());
+//! ```
+//!
+//! The stable surface is [`start`], [`run`], [`Handle`], [`Config`] and
+//! its sections, [`gateway::Call`], [`gateway::Sink`], [`gateway::Answer`],
+//! [`gateway::Control`] and [`providers::Provider`]. Everything else is
+//! public so that the binary, the tests and the fuzz targets can reach it,
+//! and may change between minor versions; `fuzzing` is hidden.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -15,6 +63,7 @@ pub mod auth;
 pub mod balancer;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
@@ -57,9 +106,14 @@ impl Handle {
         self.server.addr()
     }
 
+    /// Requests being served right now.
+    pub fn in_flight(&self) -> usize {
+        self.server.in_flight()
+    }
+
     /// Changes the running gateway as the admin endpoints do (cache on or
-    /// off, cache clear); such changes survive a reload as the README's
-    /// Operations section says.
+    /// off, cache clear), in a cluster on every node; such changes survive
+    /// a reload as the README's Operations section says.
     pub fn control(&self) -> gateway::Control {
         gateway::Control::new(Arc::clone(&self.gateway))
     }
@@ -97,6 +151,9 @@ impl Handle {
         if fresh.listen != running.listen || fresh.workers != running.workers {
             log::warn("reload: the listen address and --workers change only after a restart");
         }
+        if cluster_changed(&fresh.cluster, &running.cluster) {
+            log::warn("reload: the cluster.* settings change only after a restart");
+        }
         let (level, format) = (fresh.log.level, fresh.log.format);
         match self.gateway.reload(Arc::new(fresh)) {
             Ok(()) => {
@@ -113,12 +170,32 @@ impl Handle {
     /// `--shutdown-timeout`) and stops. Returns true if all requests
     /// finished in time.
     pub fn shutdown(self) -> bool {
+        // Leave the cluster first: the other nodes stop counting on this
+        // one while it drains.
+        self.gateway.stop_cluster();
         self.gateway.set_draining();
         if let Some(metrics) = self.metrics_server {
             metrics.shutdown(std::time::Duration::from_secs(1));
         }
         self.server.shutdown(self.shutdown_timeout)
     }
+}
+
+fn cluster_changed(a: &config::ClusterConfig, b: &config::ClusterConfig) -> bool {
+    let secret = |c: &config::ClusterConfig| c.secret.as_ref().map(|s| s.expose().to_owned());
+    (
+        a.enabled,
+        &a.node_id,
+        &a.node_address,
+        &a.seed_nodes,
+        a.timing,
+    ) != (
+        b.enabled,
+        &b.node_id,
+        &b.node_address,
+        &b.seed_nodes,
+        b.timing,
+    ) || secret(a) != secret(b)
 }
 
 /// Checks what [`start`] checks short of binding the listeners: builds the
@@ -138,6 +215,12 @@ pub fn start(config: Config) -> Result<Handle, Error> {
     let gateway = gateway::Gateway::new(Arc::clone(&config))?;
     let listener =
         server::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
+    if config.cluster.enabled {
+        let listening = listener
+            .local_addr()
+            .map_err(|source| Error::Io { op: "bind", source })?;
+        gateway.attach_cluster(start_cluster(&config, listening, &gateway)?);
+    }
     let settings = server::Settings {
         workers: config.workers,
         queue_capacity: config.workers,
@@ -186,6 +269,37 @@ pub fn start(config: Config) -> Result<Handle, Error> {
         metrics_server,
         gateway,
         shutdown_timeout: config.shutdown_timeout,
+    })
+}
+
+/// Starts this process's cluster node: UDP on the port of
+/// `--node-address`, by default the listen address (`listening`, the bound
+/// one, so that `--port 0` gives UDP and TCP the same number).
+fn start_cluster(
+    config: &Config,
+    listening: SocketAddr,
+    gateway: &Arc<gateway::Gateway>,
+) -> Result<cluster::Node, Error> {
+    let c = &config.cluster;
+    let bind = c.bind(listening).map_err(|e| {
+        Error::Config(format!(
+            "cluster.node_address {}: {e}",
+            c.node_address.as_deref().unwrap_or_default()
+        ))
+    })?;
+    let secret = c.secret.as_ref().map(|s| s.expose().as_bytes());
+    cluster::check_secure(bind, secret).map_err(|e| Error::Config(e.to_string()))?;
+    let options = cluster::Options {
+        node_id: c.node_id.clone(),
+        bind,
+        address: c.node_address.clone().unwrap_or_else(|| bind.to_string()),
+        seeds: c.seed_nodes.clone(),
+        key: cluster::Key::new(secret.unwrap_or_default()),
+        timing: c.timing,
+    };
+    cluster::Node::start(options, gateway.cluster_local()).map_err(|e| match e {
+        cluster::Error::Io { op, source } => Error::Io { op, source },
+        other => Error::Config(other.to_string()),
     })
 }
 

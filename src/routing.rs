@@ -43,6 +43,8 @@ pub enum Route {
     CacheSwitch(bool),
     /// `GET /ws`: the WebSocket API.
     WebSocket,
+    /// `GET /cluster/status`.
+    ClusterStatus,
     /// A CORS preflight.
     Preflight,
     /// A known path with the wrong method.
@@ -81,6 +83,7 @@ impl Route {
             Self::CacheSwitch(true) => "/cache/enable",
             Self::CacheSwitch(false) => "/cache/disable",
             Self::WebSocket => "/ws",
+            Self::ClusterStatus => "/cluster/status",
             Self::Preflight => "OPTIONS",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::NotFound => "not_found",
@@ -128,6 +131,7 @@ fn is_operational(path: &str) -> bool {
             | "/cache/enable"
             | "/cache/disable"
             | "/ws"
+            | "/cluster/status"
     )
 }
 
@@ -171,6 +175,7 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
         // HEAD is no upgrade: the handshake refuses it.
         "/ws" => expect(get, "GET", Route::WebSocket),
+        "/cluster/status" => expect(get, "GET", Route::ClusterStatus),
         _ => gemini_model_route(path, get, post),
     }
 }
@@ -263,6 +268,11 @@ mod tests {
         assert_eq!(route("GET", "/metrics"), Route::Metrics);
         assert_eq!(route("DELETE", "/cache/clear"), Route::CacheClear);
         assert_eq!(route("PUT", "/cache/disable"), Route::CacheSwitch(false));
+        assert_eq!(route("GET", "/cluster/status/"), Route::ClusterStatus);
+        assert_eq!(
+            route("DELETE", "/cluster/status"),
+            Route::MethodNotAllowed("GET")
+        );
         assert_eq!(
             route("POST", "/cache/enable"),
             Route::MethodNotAllowed("PUT")
@@ -297,6 +307,7 @@ mod tests {
             "/qwen-api/dashboard/summary.json",
             "/mock/cache/clear",
             "/mock/ws",
+            "/mock/cluster/status",
         ] {
             assert_eq!(resolve("GET", path).1, Route::NotFound, "{path}");
             assert_eq!(resolve("DELETE", path).1, Route::NotFound, "{path}");

@@ -47,6 +47,10 @@ METRICS = {
     "aiproxy_websocket_closes_total",
     "aiproxy_loadbalancer_instance_healthy",
     "aiproxy_cluster_nodes",
+    "aiproxy_cluster_datagrams_dropped_total",
+    "aiproxy_cluster_datagrams_total",
+    "aiproxy_cluster_bytes_total",
+    "aiproxy_cluster_settings_version",
 }
 HISTOGRAMS = {
     "aiproxy_http_request_duration_seconds",

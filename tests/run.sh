@@ -42,6 +42,8 @@ command -v redis-server >/dev/null 2>&1 || need redis-server  # cargo test: Redi
 command -v promtool >/dev/null 2>&1 || need prometheus          # test_metrics.py: promtool
 command -v chromium >/dev/null 2>&1 || need chromium            # test_dashboard.py: headless
 command -v lintian >/dev/null 2>&1 || need lintian              # tests/package.sh: the .deb
+command -v docker-compose >/dev/null 2>&1 || need docker-compose  # tests/deploy_check.sh
+command -v nginx >/dev/null 2>&1 || need nginx                    # tests/deploy_check.sh
 command -v npm >/dev/null 2>&1 || need npm                      # test_codex.py: Codex CLI
 # Later stages: add further tools here with the same checks.
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -116,6 +118,10 @@ tests/package.sh
 # ---- Prometheus alert rules and the Grafana dashboard's queries --------------------
 step "promtool: rules, rule tests, Grafana queries"
 "$VENV/bin/python" tests/promql_check.py
+
+# ---- deployment files: Dockerfile, compose, nginx, Prometheus, Grafana -------------
+step "deployment files: hadolint, docker-compose config, nginx -t, promtool"
+VENV="$VENV" tests/deploy_check.sh
 
 # ---- fuzzing smoke: a fixed number of inputs per target ----------------------------
 # (cargo test above already replayed every corpus file and regression input.)

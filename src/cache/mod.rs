@@ -501,6 +501,13 @@ impl Cache {
         }
     }
 
+    /// Empties the memory tier only, for a clear made on another cluster
+    /// node, which emptied the Redis tier every node shares. Returns the
+    /// entries removed.
+    pub fn clear_memory(&self) -> u64 {
+        self.memory.clear() as u64
+    }
+
     /// Counters and sizes for `GET /cache/stats`. With Redis configured this
     /// sends a PING (bounded by the Redis timeout, skipped while the breaker
     /// is open) so that `connected` is current.

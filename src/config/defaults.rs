@@ -122,3 +122,15 @@ pub const DEFAULT_QWEN_TOKEN_URL: &str = "https://chat.qwen.ai/api/v1/oauth2/tok
 pub const DEFAULT_QWEN_EXT_TOOL: bool = true;
 /// qwen-api: base URL when the credentials carry no `resource_url`.
 pub const DEFAULT_QWEN_BASE_URL: &str = "https://portal.qwen.ai/v1";
+/// Whether this process joins a cluster.
+pub const DEFAULT_CLUSTER_ENABLED: bool = false;
+/// Interval between two heartbeats to every cluster member.
+pub const DEFAULT_CLUSTER_HEARTBEAT_INTERVAL: Duration =
+    crate::cluster::membership::DEFAULT_HEARTBEAT;
+/// Silence after which a cluster member is suspect.
+pub const DEFAULT_CLUSTER_SUSPECT_AFTER: Duration =
+    crate::cluster::membership::DEFAULT_SUSPECT_AFTER;
+/// Silence after which a cluster member is dead.
+pub const DEFAULT_CLUSTER_DEAD_AFTER: Duration = crate::cluster::membership::DEFAULT_DEAD_AFTER;
+/// How long a dead cluster member stays listed.
+pub const DEFAULT_CLUSTER_FORGET_AFTER: Duration = crate::cluster::membership::DEFAULT_FORGET_AFTER;

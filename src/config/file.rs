@@ -351,7 +351,7 @@ pub struct LoadBalancerSection {
     pub health_check_interval: Option<Scalar>,
 }
 
-/// `cluster:` section (not available in this release).
+/// `cluster:` section.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
@@ -365,6 +365,14 @@ pub struct ClusterSection {
     pub seed_nodes: Option<List>,
     /// `secret`.
     pub secret: Option<SecretScalar>,
+    /// `heartbeat_interval` (duration).
+    pub heartbeat_interval: Option<Scalar>,
+    /// `suspect_after` (duration).
+    pub suspect_after: Option<Scalar>,
+    /// `dead_after` (duration).
+    pub dead_after: Option<Scalar>,
+    /// `forget_after` (duration).
+    pub forget_after: Option<Scalar>,
 }
 
 /// config.yaml as written. See aiproxy(1), CONFIGURATION FILE.

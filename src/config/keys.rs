@@ -192,11 +192,18 @@ pub const KEYS: &[Key] = &[
     pending("load_balancer.enabled", Check::Bool),
     pending("load_balancer.algorithm", Check::OneOf(ALGORITHMS)),
     pending("load_balancer.health_check_interval", Check::Duration),
-    pending("cluster.enabled", Check::Bool),
-    pending("cluster.node_id", Check::NonEmpty),
-    pending("cluster.node_address", Check::HostPort),
-    pending("cluster.seed_nodes", Check::HostPortList),
-    pending("cluster.secret", Check::Any),
+    key("cluster.enabled", "--cluster-enabled"),
+    key("cluster.node_id", "--node-id"),
+    key("cluster.node_address", "--node-address"),
+    Key {
+        kind: Kind::List,
+        ..key("cluster.seed_nodes", "--seed-nodes")
+    },
+    key("cluster.secret", "--cluster-secret"),
+    file_only("cluster.heartbeat_interval"),
+    file_only("cluster.suspect_after"),
+    file_only("cluster.dead_after"),
+    file_only("cluster.forget_after"),
 ];
 
 /// Environment names used by the original project's compose file, read

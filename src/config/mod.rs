@@ -14,7 +14,7 @@
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
 //! Keys whose feature is not built in this release (load
-//! balancer, cluster and provider pools) are still parsed and type-checked, so the feature
+//! balancer and provider pools) are still parsed and type-checked, so the feature
 //! guide's config loads and typos stay errors; they are returned in
 //! [`Config::pending_features`] for the caller to warn about.
 //!
@@ -51,8 +51,8 @@ pub use file::FileConfig;
 pub use providers::{ClaudeConfig, GeminiConfig, KiroConfig, MockConfig, OpenAiConfig, QwenConfig};
 pub use secret::Secret;
 pub use sections::{
-    CacheConfig, CacheScope, Limits, LogConfig, LogFormat, LogLevel, MetricsConfig, RedisConfig,
-    Upstream, WebSocketConfig,
+    CacheConfig, CacheScope, ClusterConfig, Limits, LogConfig, LogFormat, LogLevel, MetricsConfig,
+    RedisConfig, Upstream, WebSocketConfig,
 };
 
 /// The validated configuration of one aiproxy process.
@@ -107,10 +107,12 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// The WebSocket API.
     pub websocket: WebSocketConfig,
+    /// Cluster membership.
+    pub cluster: ClusterConfig,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
     /// Key paths that were set but whose feature is not available in
-    /// this release (`cache.enabled`, `cluster.node_id`, …); the caller
+    /// this release (`websocket.enabled`, …); the caller
     /// warns "configured but not available in this version".
     pub pending_features: Vec<String>,
     /// Non-fatal findings for the caller to log, such as unknown

@@ -301,6 +301,69 @@ impl Resolver {
         set
     }
 
+    /// The `cluster:` settings; when the cluster is on, also the rules
+    /// `cluster::Node::start` would refuse at start: node id, intervals,
+    /// and a secret for a non-loopback node address.
+    fn cluster(&mut self, listen: SocketAddr) -> ClusterConfig {
+        let enabled = self.value("cluster.enabled", DEFAULT_CLUSTER_ENABLED, parse::boolean);
+        let node_id = self.value("cluster.node_id", crate::cluster::default_node_id(), |t| {
+            let id = t.trim();
+            if crate::cluster::membership::valid_node_id(id) {
+                Ok(id.to_owned())
+            } else {
+                Err(format!(
+                    "{t:?} is not 1 to {} printable ASCII characters without spaces",
+                    crate::cluster::membership::MAX_NODE_ID_LEN
+                ))
+            }
+        });
+        let node_address = self.value("cluster.node_address", None, |t| {
+            parse::host_port(t).map(Some)
+        });
+        let mut seed_nodes = Vec::new();
+        if let Some((items, source)) = self.list("cluster.seed_nodes") {
+            for item in items {
+                match parse::host_port(&item) {
+                    Ok(seed) => seed_nodes.push(seed),
+                    Err(message) => self.problem("cluster.seed_nodes", &source, message),
+                }
+            }
+        }
+        let secret = self.secret("cluster.secret");
+        let timing = crate::cluster::Timing {
+            heartbeat: self.timeout(
+                "cluster.heartbeat_interval",
+                DEFAULT_CLUSTER_HEARTBEAT_INTERVAL,
+            ),
+            suspect_after: self.timeout("cluster.suspect_after", DEFAULT_CLUSTER_SUSPECT_AFTER),
+            dead_after: self.timeout("cluster.dead_after", DEFAULT_CLUSTER_DEAD_AFTER),
+            forget_after: self.timeout("cluster.forget_after", DEFAULT_CLUSTER_FORGET_AFTER),
+        };
+        let config = ClusterConfig {
+            enabled,
+            node_id,
+            node_address,
+            seed_nodes,
+            secret,
+            timing,
+        };
+        if enabled {
+            if let Err(message) = timing.check() {
+                self.problems.push(message);
+            }
+            // A name is resolved at start, and checked there.
+            if let Some(bind) = config.literal_bind(listen)
+                && let Err(e) = crate::cluster::check_secure(
+                    bind,
+                    config.secret.as_ref().map(|s| s.expose().as_bytes()),
+                )
+            {
+                self.problems.push(e.to_string());
+            }
+        }
+        config
+    }
+
     fn path(&mut self, path: &str) -> Option<PathBuf> {
         self.value(path, None, |t| {
             parse::non_empty(t).map(|p| Some(PathBuf::from(p)))
@@ -497,6 +560,7 @@ impl Resolver {
             port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
         };
         let websocket = self.websocket();
+        let cluster = self.cluster(listen);
         let pending_features = self.pending();
 
         // Rules across keys.
@@ -550,6 +614,7 @@ impl Resolver {
             redis,
             metrics,
             websocket,
+            cluster,
             config_file: None,
             pending_features,
             warnings: Vec::new(),

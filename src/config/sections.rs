@@ -1,7 +1,8 @@
 //! The validated sections of [`super::Config`] that are not provider
-//! settings: logging, client limits, upstream calls, cache, Redis and
-//! metrics.
+//! settings: logging, client limits, upstream calls, cache, Redis,
+//! metrics and cluster.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use super::Secret;
@@ -145,4 +146,57 @@ pub struct WebSocketConfig {
     pub heartbeat_interval: Duration,
     /// `--websocket-idle-timeout`: silence before a close with 1001.
     pub idle_timeout: Duration,
+}
+
+/// Cluster membership (`cluster:`).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// `--cluster-enabled`, default false.
+    pub enabled: bool,
+    /// `--node-id`, default the host name.
+    pub node_id: String,
+    /// `--node-address` as given (`host:port`, UDP on that port); `None`
+    /// means the listen address.
+    pub node_address: Option<String>,
+    /// `--seed-nodes`: `host:port` of nodes to contact first.
+    pub seed_nodes: Vec<String>,
+    /// `--cluster-secret`: authenticates every datagram.
+    pub secret: Option<Secret>,
+    /// `cluster.heartbeat_interval`, `.suspect_after`, `.dead_after`,
+    /// `.forget_after`.
+    pub timing: crate::cluster::Timing,
+}
+
+impl ClusterConfig {
+    /// The UDP address to bind when `--node-address` names no host to
+    /// look up: the listen address (`listen`, the bound one when the port
+    /// was 0), an IP address or `localhost`. `None` for a host name.
+    pub fn literal_bind(&self, listen: SocketAddr) -> Option<SocketAddr> {
+        let Some(text) = &self.node_address else {
+            return Some(listen);
+        };
+        if let Ok(addr) = text.parse() {
+            return Some(addr);
+        }
+        let (host, port) = text.rsplit_once(':')?;
+        let port = port.parse().ok()?;
+        host.eq_ignore_ascii_case("localhost")
+            .then(|| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+    }
+
+    /// The UDP address to bind: [`ClusterConfig::literal_bind`], else the
+    /// first address the host name resolves to (as in a compose file,
+    /// where `--node-address aiproxy1:3000` names the container itself).
+    pub fn bind(&self, listen: SocketAddr) -> std::io::Result<SocketAddr> {
+        if let Some(addr) = self.literal_bind(listen) {
+            return Ok(addr);
+        }
+        let text = self.node_address.as_deref().unwrap_or_default();
+        text.to_socket_addrs()?.next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{text} resolves to no address"),
+            )
+        })
+    }
 }

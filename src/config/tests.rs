@@ -456,7 +456,9 @@ fn feature_guide_config_loads_with_pending_features() {
     );
     assert!(config.websocket.enabled);
     assert_eq!(config.websocket.max_connections, 1000);
-    for key in ["load_balancer.health_check_interval", "cluster.seed_nodes"] {
+    assert!(!config.cluster.enabled);
+    assert_eq!(config.cluster.node_id, "node1");
+    for key in ["load_balancer.health_check_interval"] {
         assert!(
             config.pending_features.iter().any(|p| p == key),
             "{key} not pending"
@@ -474,10 +476,6 @@ fn feature_guide_config_loads_with_pending_features() {
 fn pending_features_are_type_checked() {
     assert!(file_problem("load_balancer: {algorithm: fastest}").contains("not one of round_robin"));
     assert!(file_problem("cache: {enabled: maybe}").contains("cache.enabled"));
-    assert!(
-        file_problem("cluster: {seed_nodes: [nohost]}")
-            .contains("cluster.seed_nodes: \"nohost\" is not host:port")
-    );
     assert!(file_problem("metrics: {port: 70000}").contains("metrics.port"));
     assert!(
         file_problem("load_balancer: {health_check_interval: 0}").contains("greater than zero")
@@ -493,10 +491,9 @@ fn pending_features_are_type_checked() {
         &[],
     )
     .unwrap();
-    assert_eq!(
-        config.pending_features,
-        ["cluster.node_id", "cluster.seed_nodes"]
-    );
+    assert!(config.pending_features.is_empty());
+    assert_eq!(config.cluster.node_id, "n1");
+    assert_eq!(config.cluster.seed_nodes, ["a:1", "b:2"]);
     assert_eq!(config.redis.map(|r| r.addr), Some("redis:6379".to_owned()));
     let message = problem(None, &[("REDIS_ADDR", "redis")], &[]);
     assert_eq!(message, "REDIS_ADDR: \"redis\" is not host:port");
@@ -643,4 +640,102 @@ fn websocket_settings() {
     assert!(file_problem("websocket: {max_connections: 0}").contains("websocket.max_connections"));
     assert!(file_problem("websocket: {heartbeat_interval: 0s}").contains("greater than zero"));
     assert!(file_problem("websocket: {bogus: 1}").contains("bogus"));
+}
+
+#[test]
+fn cluster_settings_from_every_source() {
+    let config = Config::default();
+    assert!(!config.cluster.enabled);
+    assert_eq!(config.cluster.node_id, crate::cluster::default_node_id());
+    assert_eq!(config.cluster.node_address, None);
+    assert_eq!(config.cluster.timing, crate::cluster::Timing::default());
+    assert_eq!(
+        config.cluster.literal_bind(config.listen),
+        Some(config.listen),
+        "the listen address by default"
+    );
+
+    let config = load(
+        Some(
+            "cluster:\n  enabled: true\n  node_id: node1\n  heartbeat_interval: 500ms\n  \
+             suspect_after: 2s\n  dead_after: 5s\n  forget_after: 1h\n",
+        ),
+        &[("SEED_NODES", "a:1"), ("AIPROXY_CLUSTER_SECRET", "s3cret")],
+        &[
+            "--node-address=localhost:4000",
+            "--seed-nodes",
+            "b:2, c:3",
+            "--node-id",
+            "node7",
+        ],
+    )
+    .unwrap();
+    let c = &config.cluster;
+    assert!(c.enabled);
+    assert_eq!(c.node_id, "node7", "the flag wins over the file");
+    assert_eq!(
+        c.seed_nodes,
+        ["b:2", "c:3"],
+        "the flag wins over SEED_NODES"
+    );
+    assert_eq!(c.secret.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(c.timing.heartbeat, Duration::from_millis(500));
+    assert_eq!(c.timing.forget_after, Duration::from_secs(3600));
+    assert_eq!(
+        c.literal_bind(config.listen),
+        Some("127.0.0.1:4000".parse().unwrap())
+    );
+    let named = ClusterConfig {
+        node_address: Some("aiproxy1:3000".into()),
+        ..c.clone()
+    };
+    assert_eq!(
+        named.literal_bind(config.listen),
+        None,
+        "looked up at start"
+    );
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+}
+
+#[test]
+fn cluster_settings_are_checked_when_the_cluster_is_on() {
+    assert!(
+        file_problem("cluster: {seed_nodes: [nohost]}")
+            .contains("cluster.seed_nodes: \"nohost\" is not host:port")
+    );
+    assert!(file_problem("cluster: {node_id: \"a b\"}").contains("cluster.node_id"));
+    assert!(
+        file_problem("cluster: {enabled: true, suspect_after: 1s}")
+            .contains("at least twice cluster.heartbeat_interval")
+    );
+    // Off loopback, a secret is required, as an API key is for the
+    // listener; a cluster that is off is not checked.
+    let public = "host: 0.0.0.0\napi_key: k\ncluster: {enabled: true}\n";
+    assert!(file_problem(public).contains("--cluster-secret"));
+    let message = problem(
+        None,
+        &[],
+        &["--cluster-enabled", "--node-address", "10.0.0.1:3000"],
+    );
+    assert!(message.contains("10.0.0.1:3000"), "{message}");
+    assert!(
+        problem(
+            None,
+            &[],
+            &[
+                "--cluster-enabled",
+                "--node-address=10.0.0.1:3000",
+                "--cluster-secret=short"
+            ]
+        )
+        .contains("shorter than 16 bytes")
+    );
+    ok("host: 0.0.0.0\napi_key: k\ncluster: {enabled: false}\n");
+    load(
+        None,
+        &[("AIPROXY_CLUSTER_SECRET", "a-long-enough-secret")],
+        &["--cluster-enabled", "--node-address=10.0.0.1:3000"],
+    )
+    .unwrap();
 }

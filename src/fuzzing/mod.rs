@@ -13,6 +13,7 @@
 //! corpus directory. The replay test fails if a target has no corpus
 //! directory or a directory names no target.
 
+mod cluster;
 mod config;
 mod convert;
 mod eventstream;
@@ -85,6 +86,11 @@ pub const TARGETS: &[Target] = &[
         name: "aws_eventstream",
         run: eventstream::aws_eventstream,
         alloc_budget: json_budget,
+    },
+    Target {
+        name: "cluster_datagram",
+        run: cluster::cluster_datagram,
+        alloc_budget: small_budget,
     },
     Target {
         name: "config_yaml",

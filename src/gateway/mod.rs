@@ -51,6 +51,8 @@ pub struct Gateway {
     this: Weak<Gateway>,
     /// Open WebSocket connections.
     websockets: ws::Hub,
+    /// The cluster node, when clustering is on.
+    cluster: control::ClusterLink,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -98,6 +100,7 @@ impl Gateway {
                 max_models: 0,
                 redis: config.redis.is_some(),
                 websocket: config.websocket.enabled,
+                cluster: config.cluster.enabled,
                 ..MetricsOptions::default()
             })
         });
@@ -115,6 +118,7 @@ impl Gateway {
             overrides: Mutex::new(control::Overrides::default()),
             this: this.clone(),
             websockets: ws::Hub::default(),
+            cluster: control::ClusterLink::default(),
         }))
     }
 
@@ -195,6 +199,13 @@ impl Gateway {
                 .map_or_else(|| "no".to_owned(), |n| n.to_string())
         ));
         cleared
+    }
+
+    fn clear_memory_cache(&self) {
+        let entries = self.current().cache.clear_memory();
+        log::info(&format!(
+            "cache cleared: {entries} entries in memory (a clear made on another cluster node)"
+        ));
     }
 
     pub(crate) fn overrides_version(&self) -> u64 {
@@ -313,6 +324,7 @@ impl Gateway {
                 Ok(())
             }
             Route::WebSocket => self.upgrade_websocket(state, req, out),
+            Route::ClusterStatus => ops::cluster_status(self, out),
             Route::Preflight
             | Route::Health
             | Route::Metrics

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::guard::{MAX_ECHO_BYTES, echo};
 use super::{Failure, Gateway, State, infer};
 use crate::log;
-use crate::metrics::{DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML};
+use crate::metrics::{ClusterFigures, DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML, NodeState};
 use crate::protocol::{self, ModelInfo, Protocol};
 use crate::providers::ProviderKind;
 use crate::server::{Request, Responder};
@@ -109,12 +109,38 @@ impl Gateway {
         }
     }
 
+    /// Brings the cluster's figures into the metrics before they are read.
+    fn refresh_cluster_metrics(&self) {
+        let (Some(m), Some(status)) = (&self.metrics, self.cluster_status()) else {
+            return;
+        };
+        let state = |name: &str| match name {
+            "alive" => NodeState::Alive,
+            "suspect" => NodeState::Suspect,
+            _ => NodeState::Dead,
+        };
+        m.set_cluster(&ClusterFigures {
+            nodes: status
+                .nodes
+                .iter()
+                .map(|n| (n.node_id.clone(), state(n.state), n.last_heartbeat_ms_ago))
+                .collect(),
+            dropped: status.dropped.iter().map(|(r, n)| (*r, *n)).collect(),
+            sent_datagrams: status.sent_datagrams,
+            received_datagrams: status.received_datagrams,
+            sent_bytes: status.sent_bytes,
+            received_bytes: status.received_bytes,
+            settings_version: status.settings_version,
+        });
+    }
+
     pub(super) fn serve_metrics(&self, state: &State, req: &Request, out: &mut Responder<'_>) {
         let Some(m) = &self.metrics else {
             let _ = out.send(404, &[("Content-Type", "text/plain")], METRICS_OFF);
             return;
         };
         self.refresh_cache_metrics(state);
+        self.refresh_cluster_metrics();
         let (content_type, body) = m.encode(req.header("accept"));
         let _ = out.send(200, &[("Content-Type", content_type)], body.as_bytes());
     }
@@ -140,6 +166,7 @@ impl Gateway {
             return;
         };
         self.refresh_cache_metrics(state);
+        self.refresh_cluster_metrics();
         let mut summary = m.summary();
         summary["cache_enabled"] = json!(state.cache.is_enabled());
         let _ = out.send_json(
@@ -156,15 +183,40 @@ pub(super) fn cache_stats(state: &State, out: &mut Responder<'_>) {
 }
 
 pub(super) fn cache_clear(gateway: &Gateway, out: &mut Responder<'_>) {
-    let cleared = gateway.clear_cache();
-    let body =
+    let (cleared, version) = gateway.admin_clear_cache();
+    let mut body =
         json!({"cleared": true, "entries": cleared.entries, "redis_keys": cleared.redis_keys});
+    propagating(&mut body, version);
     let _ = out.send_json(200, &[], body.to_string().as_bytes());
 }
 
 pub(super) fn cache_switch(gateway: &Gateway, out: &mut Responder<'_>, on: bool) {
-    gateway.set_cache_enabled(on);
-    let _ = out.send_json(200, &[], json!({"enabled": on}).to_string().as_bytes());
+    let version = gateway.admin_cache_enabled(on);
+    let mut body = json!({"enabled": on});
+    propagating(&mut body, version);
+    let _ = out.send_json(200, &[], body.to_string().as_bytes());
+}
+
+/// In a cluster, an admin answer says the change is on its way to the
+/// other nodes, with the settings version that shows it arrived there
+/// (`settings_version` in their `GET /cluster/status`).
+fn propagating(body: &mut Value, version: Option<u64>) {
+    if let Some(version) = version {
+        body["cluster"] = json!({"propagating": true, "settings_version": version});
+    }
+}
+
+/// `GET /cluster/status`: the membership as this node sees it; 404 in
+/// the client's protocol when clustering is off.
+pub(super) fn cluster_status(gateway: &Gateway, out: &mut Responder<'_>) -> Result<(), Failure> {
+    let status = gateway.cluster_status().ok_or_else(|| {
+        Failure::new(
+            404,
+            "clustering is off on this node (start it with --cluster-enabled)",
+        )
+    })?;
+    let _ = out.send_json(200, &[], status.to_json().to_string().as_bytes());
+    Ok(())
 }
 
 /// A local estimate for `/v1/messages/count_tokens`, after the checks

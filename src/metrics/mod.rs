@@ -166,6 +166,27 @@ impl NodeState {
     }
 }
 
+/// A cluster node's figures, read from it at scrape time
+/// ([`Metrics::set_cluster`]).
+#[derive(Clone, Debug, Default)]
+pub struct ClusterFigures {
+    /// Every member (this node included): id, state, milliseconds since
+    /// it was last heard of.
+    pub nodes: Vec<(String, NodeState, u64)>,
+    /// Datagrams dropped since start, by reason.
+    pub dropped: Vec<(&'static str, u64)>,
+    /// Datagrams sent since start.
+    pub sent_datagrams: u64,
+    /// Datagrams received since start, dropped ones included.
+    pub received_datagrams: u64,
+    /// UDP payload bytes sent since start.
+    pub sent_bytes: u64,
+    /// UDP payload bytes received since start.
+    pub received_bytes: u64,
+    /// The newest cluster settings version this node has seen.
+    pub settings_version: u64,
+}
+
 /// What to register and how to bound labels. `Default` gives the core
 /// families only, the default label budgets and a sampler thread.
 #[derive(Clone, Debug)]
@@ -300,6 +321,30 @@ struct NodeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: &'static str,
+}
+
+/// The cluster families beside `aiproxy_cluster_nodes`, and the node
+/// list the dashboard shows.
+#[derive(Debug)]
+struct Cluster {
+    nodes: Family<NodeLabels, Gauge>,
+    dropped: Family<ReasonLabels, Counter>,
+    datagrams: Family<DirectionLabels, Counter>,
+    bytes: Family<DirectionLabels, Counter>,
+    settings_version: Gauge,
+    /// Serialises [`Metrics::set_cluster`], which turns the node's totals
+    /// into counter increments, and holds the latest node list.
+    members: Mutex<Vec<(String, NodeState, u64)>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -360,7 +405,7 @@ pub struct Metrics {
     redis: Option<Redis>,
     websocket: Option<WebSocket>,
     instances: Option<Family<InstanceLabels, Gauge>>,
-    cluster: Option<Family<NodeLabels, Gauge>>,
+    cluster: Option<Cluster>,
     models: LabelFolder,
     instance_ids: LabelFolder,
     // Dashboard aggregates.
@@ -630,20 +675,7 @@ impl Metrics {
             );
             f
         });
-        let cluster = options.cluster.then(|| {
-            let f = Family::<NodeLabels, Gauge>::default();
-            for state in NodeState::ALL {
-                drop(f.get_or_create(&NodeLabels {
-                    state: state.name(),
-                }));
-            }
-            registry.register(
-                "cluster_nodes",
-                "Cluster members as this node sees them (itself included), by state",
-                f.clone(),
-            );
-            f
-        });
+        let cluster = options.cluster.then(|| register_cluster(&mut registry));
 
         let metrics = Metrics {
             registry,
@@ -965,12 +997,49 @@ impl Metrics {
     /// Number of cluster members in `state` (no-op unless
     /// [`MetricsOptions::cluster`]).
     pub fn set_cluster_nodes(&self, state: NodeState, n: i64) {
-        if let Some(f) = &self.cluster {
-            f.get_or_create(&NodeLabels {
-                state: state.name(),
-            })
-            .set(n);
+        if let Some(c) = &self.cluster {
+            c.nodes
+                .get_or_create(&NodeLabels {
+                    state: state.name(),
+                })
+                .set(n);
         }
+    }
+
+    /// Takes in the cluster node's current figures: member counts by
+    /// state, the node list, and its totals since start, which the
+    /// counters catch up with (no-op unless [`MetricsOptions::cluster`]).
+    pub fn set_cluster(&self, figures: &ClusterFigures) {
+        let Some(c) = &self.cluster else { return };
+        let mut members = c.members.lock().unwrap_or_else(|e| e.into_inner());
+        for state in NodeState::ALL {
+            let n = figures.nodes.iter().filter(|(_, s, _)| *s == state).count();
+            self.set_cluster_nodes(state, i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        let catch_up = |counter: &Counter, total: u64| {
+            let seen = counter.get();
+            if total > seen {
+                counter.inc_by(total - seen);
+            }
+        };
+        for (reason, n) in &figures.dropped {
+            catch_up(&c.dropped.get_or_create(&ReasonLabels { reason }), *n);
+        }
+        for (direction, datagrams, bytes) in [
+            ("sent", figures.sent_datagrams, figures.sent_bytes),
+            (
+                "received",
+                figures.received_datagrams,
+                figures.received_bytes,
+            ),
+        ] {
+            let labels = DirectionLabels { direction };
+            catch_up(&c.datagrams.get_or_create(&labels), datagrams);
+            catch_up(&c.bytes.get_or_create(&labels), bytes);
+        }
+        c.settings_version
+            .set(i64::try_from(figures.settings_version).unwrap_or(i64::MAX));
+        members.clone_from(&figures.nodes);
     }
 
     // ---- Exposition -----------------------------------------------------
@@ -1055,6 +1124,63 @@ impl Metrics {
                 provider: provider.name(),
             })
         })
+    }
+}
+
+fn register_cluster(registry: &mut Registry) -> Cluster {
+    let nodes = Family::<NodeLabels, Gauge>::default();
+    for state in NodeState::ALL {
+        drop(nodes.get_or_create(&NodeLabels {
+            state: state.name(),
+        }));
+    }
+    registry.register(
+        "cluster_nodes",
+        "Cluster members as this node sees them (itself included), by state",
+        nodes.clone(),
+    );
+    let dropped = Family::<ReasonLabels, Counter>::default();
+    for reason in crate::cluster::DropReason::ALL {
+        drop(dropped.get_or_create(&ReasonLabels {
+            reason: reason.name(),
+        }));
+    }
+    registry.register(
+        "cluster_datagrams_dropped",
+        "Cluster datagrams dropped, by reason (bad_mac: another secret or a stranger; replay; \
+         malformed; unknown_version)",
+        dropped.clone(),
+    );
+    let datagrams = Family::<DirectionLabels, Counter>::default();
+    let bytes = Family::<DirectionLabels, Counter>::default();
+    for direction in ["sent", "received"] {
+        drop(datagrams.get_or_create(&DirectionLabels { direction }));
+        drop(bytes.get_or_create(&DirectionLabels { direction }));
+    }
+    registry.register(
+        "cluster_datagrams",
+        "Cluster datagrams sent and received (dropped ones included), by direction",
+        datagrams.clone(),
+    );
+    registry.register_with_unit(
+        "cluster",
+        "UDP payload bytes of cluster datagrams, by direction",
+        Unit::Bytes,
+        bytes.clone(),
+    );
+    let settings_version = Gauge::default();
+    registry.register(
+        "cluster_settings_version",
+        "Newest cluster-wide settings version this node has seen; equal on converged nodes",
+        settings_version.clone(),
+    );
+    Cluster {
+        nodes,
+        dropped,
+        datagrams,
+        bytes,
+        settings_version,
+        members: Mutex::new(Vec::new()),
     }
 }
 

@@ -23,7 +23,8 @@
 //!                  "redis_up", "redis_errors" },
 //!   "websocket": { "connections" } | null,
 //!   "instances": [ { "provider", "instance", "healthy" } ] | null,
-//!   "cluster":   { "alive", "suspect", "dead" } | null,
+//!   "cluster":   { "alive", "suspect", "dead", "settings_version",
+//!                  "nodes": [ { "node_id", "state", "last_heartbeat_ms_ago" } ] } | null,
 //!   "history":   { "interval_seconds", "t": [unix ms], "rps", "error_ratio",
 //!                  "p50", "p95", "p99", "active", "tokens_per_second",
 //!                  "cache_hit_ratio", "providers": { name: { "rps", "eps" } } } }
@@ -240,16 +241,28 @@ pub(super) fn render(m: &Metrics, history: &History, now: &Snapshot) -> Value {
     } else {
         Value::Null
     };
-    let cluster = m.cluster.as_ref().map_or(Value::Null, |f| {
+    let cluster = m.cluster.as_ref().map_or(Value::Null, |c| {
         let mut o = Map::new();
         for state in NodeState::ALL {
-            let n = f
+            let n = c
+                .nodes
                 .get_or_create(&NodeLabels {
                     state: state.name(),
                 })
                 .get();
             o.insert(state.name().into(), json!(n));
         }
+        // Ids and states only: the summary is served without a key, and
+        // the addresses are in the authenticated GET /cluster/status.
+        let members = c.members.lock().unwrap_or_else(|e| e.into_inner());
+        let nodes: Vec<Value> = members
+            .iter()
+            .map(|(id, state, ago)| {
+                json!({"node_id": id, "state": state.name(), "last_heartbeat_ms_ago": ago})
+            })
+            .collect();
+        o.insert("nodes".into(), Value::Array(nodes));
+        o.insert("settings_version".into(), json!(c.settings_version.get()));
         Value::Object(o)
     });
 

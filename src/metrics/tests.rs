@@ -665,3 +665,65 @@ fn promtool_check_metrics(body: &str, n: usize) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn cluster_figures_are_taken_in_at_scrape_time() {
+    let m = all_features();
+    let mut figures = ClusterFigures {
+        nodes: vec![
+            ("node1".into(), NodeState::Alive, 0),
+            ("node2".into(), NodeState::Suspect, 3500),
+            ("node3".into(), NodeState::Alive, 200),
+        ],
+        dropped: vec![("bad_mac", 7), ("replay", 1)],
+        sent_datagrams: 40,
+        received_datagrams: 38,
+        sent_bytes: 4000,
+        received_bytes: 3800,
+        settings_version: 12,
+    };
+    m.set_cluster(&figures);
+    // A second scrape with the same totals adds nothing; newer totals
+    // move the counters by the difference.
+    m.set_cluster(&figures);
+    figures.dropped[0].1 = 9;
+    figures.sent_datagrams = 43;
+    m.set_cluster(&figures);
+    let body = text(&m);
+    let get = |series: &str| sample(&body, series).unwrap_or_else(|| panic!("{series}"));
+    assert_eq!(get(r#"aiproxy_cluster_nodes{state="alive"}"#), 2.0);
+    assert_eq!(get(r#"aiproxy_cluster_nodes{state="suspect"}"#), 1.0);
+    assert_eq!(
+        get(r#"aiproxy_cluster_datagrams_dropped_total{reason="bad_mac"}"#),
+        9.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_cluster_datagrams_dropped_total{reason="malformed"}"#),
+        0.0,
+        "every reason present from the start"
+    );
+    assert_eq!(
+        get(r#"aiproxy_cluster_datagrams_total{direction="sent"}"#),
+        43.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_cluster_bytes_total{direction="received"}"#),
+        3800.0
+    );
+    assert_eq!(get("aiproxy_cluster_settings_version"), 12.0);
+    promtool_check_metrics(&body, 7);
+
+    let s = m.summary();
+    assert_eq!(s["cluster"]["alive"], 2);
+    assert_eq!(s["cluster"]["settings_version"], 12);
+    assert_eq!(s["cluster"]["nodes"][1]["node_id"], "node2");
+    assert_eq!(s["cluster"]["nodes"][1]["state"], "suspect");
+    assert!(
+        !s["cluster"].to_string().contains("address"),
+        "the summary is served without a key"
+    );
+
+    let off = quiet(MetricsOptions::default());
+    off.set_cluster(&figures);
+    assert!(!text(&off).contains("aiproxy_cluster"));
+}

@@ -14,6 +14,7 @@
 //! This module knows nothing about AI providers; it could be published on
 //! its own.
 
+mod chunked;
 mod listen;
 mod poller;
 pub mod request;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
@@ -70,6 +70,8 @@ pub(super) struct Conn {
     scanned: usize,
     /// The write side was shut down (lingering close under way).
     write_shut: bool,
+    /// Registered for writability too (output is waiting).
+    watching_writes: bool,
     /// A request was served on it already (it is idle between requests,
     /// not waiting for its first).
     served: bool,
@@ -233,8 +235,11 @@ impl Poller {
                 }
                 // Last words (a 503, a goodbye frame) go to the kernel
                 // before the sockets close; nothing waits for them.
-                for conn in self.conns.iter_mut().flatten() {
-                    let _ = flush(conn);
+                let registry = self.poll.registry();
+                for (slot, conn) in self.conns.iter_mut().enumerate() {
+                    if let Some(conn) = conn {
+                        let _ = flush(conn, registry, slot);
+                    }
                 }
                 return;
             }
@@ -325,6 +330,7 @@ impl Poller {
             deadline: Instant::now() + self.shared.settings.header_timeout,
             scanned: 0,
             write_shut: false,
+            watching_writes: false,
             served: false,
             last_used: Instant::now(),
             _open: guard,
@@ -392,7 +398,7 @@ impl Poller {
         }
     }
 
-    fn insert(&mut self, conn: Conn) -> Option<usize> {
+    fn insert(&mut self, mut conn: Conn) -> Option<usize> {
         let slot = match self.free.pop() {
             Some(slot) => slot,
             None => {
@@ -401,15 +407,16 @@ impl Poller {
             }
         };
         let fd = conn.stream.as_raw_fd();
-        // Edge-triggered; writable events matter only while `out` holds
-        // bytes, and cost nothing otherwise.
+        // Writability is watched only once an answer did not fit in the
+        // socket buffer (see `flush`).
+        conn.watching_writes = false;
         if self
             .poll
             .registry()
             .register(
                 &mut SourceFd(&fd),
                 Token(slot + FIRST_CONN),
-                Interest::READABLE | Interest::WRITABLE,
+                Interest::READABLE,
             )
             .is_err()
         {
@@ -425,7 +432,7 @@ impl Poller {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
-        if flush(conn).is_err() {
+        if flush(conn, self.poll.registry(), slot).is_err() {
             self.close(slot);
             return;
         }
@@ -595,7 +602,7 @@ impl Poller {
             && !reader.is_complete()
         {
             conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-            if flush(conn).is_err() {
+            if flush(conn, self.poll.registry(), slot).is_err() {
                 self.close(slot);
                 return false;
             }
@@ -668,7 +675,7 @@ impl Poller {
         conn.buf = Vec::new();
         conn.phase = Phase::Closing;
         conn.deadline = Instant::now() + LINGER;
-        if flush(conn).is_err() {
+        if flush(conn, self.poll.registry(), slot).is_err() {
             self.close(slot);
             return;
         }
@@ -786,7 +793,7 @@ impl Poller {
                 workers: &workers,
             },
         );
-        if flush(conn).is_err() {
+        if flush(conn, self.poll.registry(), slot).is_err() {
             self.close(slot);
             return;
         }
@@ -899,15 +906,27 @@ impl Spawn for Tasks<'_> {
     }
 }
 
-/// Writes as much of the pending output as the socket takes now.
-fn flush(conn: &mut Conn) -> io::Result<()> {
+/// Writes as much of the pending output as the socket takes now; when
+/// some is left, watches the socket for writability (edge-triggered, so
+/// the event comes once the peer has read).
+fn flush(conn: &mut Conn, registry: &Registry, slot: usize) -> io::Result<()> {
     while !conn.out.is_empty() {
         match conn.stream.write(&conn.out) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 conn.out.drain(..n);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !conn.watching_writes {
+                    registry.reregister(
+                        &mut SourceFd(&conn.stream.as_raw_fd()),
+                        Token(slot + FIRST_CONN),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    conn.watching_writes = true;
+                }
+                return Ok(());
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

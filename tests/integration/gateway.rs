@@ -605,3 +605,58 @@ fn a_call_without_http_goes_through_the_same_pipeline() {
     assert_eq!(*status, 400);
     assert!(text.contains(r#""type":"error""#), "{text}");
 }
+
+#[test]
+fn health_answers_503_while_draining_instead_of_refusing_connections() {
+    let mut config = base_config();
+    config.mock.latency = Duration::from_millis(1500);
+    config.shutdown_timeout = Duration::from_secs(5);
+    let mut p = Proxy(Some(aiproxy::start(config).unwrap()));
+    let addr = p.addr();
+    assert_eq!(get(addr, "/health").status, 200);
+    let handle = p.0.take().unwrap();
+    // That request counts as in flight until its log line is written.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while handle.in_flight() != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/health never finished"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A slow request keeps the drain going while /health is asked.
+    let slow = std::thread::spawn(move || {
+        post_json(
+            addr,
+            "/v1/chat/completions",
+            "",
+            r#"{"model":"mock-small","messages":[{"role":"user","content":"slow"}]}"#,
+        )
+        .status
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while handle.in_flight() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow request never started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let stopper = std::thread::spawn(move || handle.shutdown());
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let health = loop {
+        let resp = get(addr, "/health");
+        if resp.status == 503 || std::time::Instant::now() > deadline {
+            break resp;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(health.status, 503, "{}", health.text());
+    assert_eq!(health.json()["status"], "draining");
+    assert_eq!(
+        slow.join().unwrap(),
+        200,
+        "the in-flight request was not finished"
+    );
+    assert!(stopper.join().unwrap(), "drained in time");
+}
