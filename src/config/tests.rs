@@ -458,7 +458,10 @@ fn feature_guide_config_loads_with_pending_features() {
     assert_eq!(config.websocket.max_connections, 1000);
     assert!(!config.cluster.enabled);
     assert_eq!(config.cluster.node_id, "node1");
-    for key in ["load_balancer.health_check_interval"] {
+    for key in [
+        "load_balancer.enabled",
+        "load_balancer.health_check_interval",
+    ] {
         assert!(
             config.pending_features.iter().any(|p| p == key),
             "{key} not pending"
