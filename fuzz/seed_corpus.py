@@ -203,6 +203,7 @@ ROUTES = [
     "GET /mock", "POST /openai-custom/v1/chat/completions/", "GET /v1beta/models/:generateContent",
     "HEAD /health//", "GET /QWEN-API/v1/models", "POST /v1beta/models/a:b:streamGenerateContent",
     "POST /v1/responses", "POST /responses", "POST /gemini-cli/v1/responses/", "GET /v1/responses",
+    "GET /ws", "POST /ws", "GET /mock/ws",
 ]
 for i, r in enumerate(ROUTES):
     put("route", f"{i:02}-" + r.replace("/", "_").replace(" ", "_").replace(":", "_")[:60], r)
@@ -413,6 +414,40 @@ put("aws_eventstream", "bad_message_crc", b"\x0a" + KIRO_ANSWER[:-1] + b"\x00")
 put("aws_eventstream", "crcs_repaired_unknown_type", b"\x01" + es_message([es_header("x", 42)], b""))
 put("aws_eventstream", "crcs_repaired_header_overrun", b"\x03" + es_message([b"\x09abc"], b""))
 
+# -------------------------------------------------------------- ws_message
+# One client text message of the WebSocket API (the target frames it).
+WS_CHAT = {"messages": [{"role": "user", "content": "Hello!"}]}
+WS = {
+    "feature_guide_request": {"type": "request", "id": "123", "provider": "openai-custom",
+                              "model": "gpt-3.5-turbo", "request": WS_CHAT,
+                              "metadata": {"stream": True}},
+    "anthropic_request": {"type": "request", "id": 7, "model": "claude-x",
+                          "request": {"max_tokens": 64, **WS_CHAT},
+                          "metadata": {"protocol": "anthropic"}},
+    "gemini_request": {"type": "request", "id": "g", "model": "gemini-2.5-flash",
+                       "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                       "metadata": {"protocol": "gemini", "stream": False}},
+    "responses_request": {"type": "request", "id": "r", "request": {"model": "m", "input": "hi"},
+                          "metadata": {"protocol": "responses"}},
+    "batch": {"type": "batch", "requests": [
+        {"type": "request", "id": "1", "request": WS_CHAT},
+        {"id": "2", "request": WS_CHAT},
+        {"type": "request", "request": WS_CHAT},
+        {"type": "request", "id": "1", "request": WS_CHAT},
+        {"type": "heartbeat"}, 5]},
+    "cancel": {"type": "cancel", "id": "123"},
+    "heartbeat": {"type": "heartbeat"},
+    "unknown_type": {"type": "subscribe", "id": "x"},
+    "missing_id": {"type": "request", "request": WS_CHAT},
+    "bad_protocol": {"type": "request", "id": "p", "request": {}, "metadata": {"protocol": "soap"}},
+    "bad_id": {"type": "request", "id": [1], "request": {}},
+}
+for name, message in WS.items():
+    put("ws_message", name, json.dumps(message))
+put("ws_message", "not_json", "{type: request")
+put("ws_message", "not_utf8", b'{"type":"heartbeat","x":"\xff\xfe"}')
+put("ws_message", "duplicate_keys", '{"type":"request","type":"cancel","id":"a","request":{}}')
+put("ws_message", "deep_request", '{"type":"request","id":"d","request":{"a":' + "[" * 300 + "]" * 300 + "}}")
 
 # ------------------------------------------------------- cluster heartbeats
 # The layout of src/cluster/codec.rs; the first byte is the target's

@@ -45,6 +45,19 @@ pub fn presented_key(head: &Head) -> Option<Cow<'_, str>> {
     })
 }
 
+/// The key a WebSocket upgrade presents: `?token=` (a browser cannot set
+/// header fields on a WebSocket), else any of the ways of [`presented_key`].
+pub fn presented_token(head: &Head) -> Option<Cow<'_, str>> {
+    head.query()
+        .and_then(|query| {
+            query.split('&').find_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == "token").then(|| percent_decode(v))
+            })
+        })
+        .or_else(|| presented_key(head))
+}
+
 /// Whether `head` may pass: no keys configured, or a matching key presented.
 pub fn authorized(head: &Head, keys: &[Secret]) -> bool {
     keys.is_empty() || presented_key(head).is_some_and(|p| matches_any(&p, keys))
@@ -55,8 +68,12 @@ pub fn authorized(head: &Head, keys: &[Secret]) -> bool {
 /// admin keys every client is an admin, as before admin keys existed;
 /// without client keys (a loopback listener) every request is a client.
 pub fn access(head: &Head, client_keys: &[Secret], admin_keys: &[Secret]) -> Access {
-    let presented = presented_key(head);
-    let matches = |keys: &[Secret]| presented.as_deref().is_some_and(|p| matches_any(p, keys));
+    access_of(presented_key(head).as_deref(), client_keys, admin_keys)
+}
+
+/// What a client presenting `presented` may do (see [`access`]).
+pub fn access_of(presented: Option<&str>, client_keys: &[Secret], admin_keys: &[Secret]) -> Access {
+    let matches = |keys: &[Secret]| presented.is_some_and(|p| matches_any(p, keys));
     // Both lists are always compared, so timing does not tell which
     // kind of key was presented.
     let admin = matches(admin_keys);
@@ -154,5 +171,16 @@ mod tests {
         assert_eq!(access(&none, &[], &a), Access::Client);
         assert_eq!(access(&admin, &[], &a), Access::Admin);
         assert_eq!(access(&none, &[], &[]), Access::Admin);
+    }
+
+    #[test]
+    fn a_websocket_token_comes_first_from_the_query() {
+        let h = head("?token=t%2B1 HTTP/1.1\r\nHost: t\r\nx-api-key: k");
+        assert_eq!(presented_token(&h).as_deref(), Some("t+1"));
+        let h = head("?other=1 HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer b");
+        assert_eq!(presented_token(&h).as_deref(), Some("b"));
+        let h = head("?tokens=x&key=k HTTP/1.1\r\nHost: t");
+        assert_eq!(presented_token(&h).as_deref(), Some("k"));
+        assert_eq!(presented_key(&head("?token=t HTTP/1.1\r\nHost: t")), None);
     }
 }

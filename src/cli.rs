@@ -135,6 +135,42 @@ pub struct Flags {
     #[argh(option, arg_name = "port")]
     pub metrics_port: Option<String>,
 
+    /// the WebSocket API at GET /ws on or off; takes an optional true|false
+    /// (default true)
+    #[argh(switch)]
+    pub websocket_enabled: Option<bool>,
+
+    /// most WebSocket connections open at once; more get 503 (default 1000)
+    #[argh(option, arg_name = "n")]
+    pub websocket_max_connections: Option<String>,
+
+    /// largest WebSocket message a client may send, in bytes; larger closes
+    /// the connection with 1009 (default 4194304)
+    #[argh(option, arg_name = "bytes")]
+    pub websocket_max_message_size: Option<String>,
+
+    /// largest WebSocket frame a client may send, in bytes (default 1048576)
+    #[argh(option, arg_name = "bytes")]
+    pub websocket_max_frame_size: Option<String>,
+
+    /// requests in flight on one WebSocket connection (default 64)
+    #[argh(option, arg_name = "n")]
+    pub websocket_max_in_flight: Option<String>,
+
+    /// bytes waiting for a WebSocket client that does not read; past it the
+    /// connection is closed with 1008 (default 16777216)
+    #[argh(option, arg_name = "bytes")]
+    pub websocket_max_queued_bytes: Option<String>,
+
+    /// interval of the server's WebSocket heartbeat messages (default 30s)
+    #[argh(option, arg_name = "duration")]
+    pub websocket_heartbeat_interval: Option<String>,
+
+    /// silence after which an idle WebSocket connection is closed with
+    /// 1001 (default 90s)
+    #[argh(option, arg_name = "duration")]
+    pub websocket_idle_timeout: Option<String>,
+
     /// join a cluster: heartbeats over UDP on the port of --node-address,
     /// admin changes reach every node; takes an optional true|false
     /// (default false)

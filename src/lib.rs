@@ -78,6 +78,7 @@ pub mod providers;
 pub mod routing;
 pub mod server;
 pub mod time;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -216,7 +217,7 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
 pub fn start(config: Config) -> Result<Handle, Error> {
     log::configure(config.log.level, config.log.format);
     let config = Arc::new(config);
-    let gateway = Arc::new(gateway::Gateway::new(Arc::clone(&config))?);
+    let gateway = gateway::Gateway::new(Arc::clone(&config))?;
     let listener =
         server::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
     if config.cluster.enabled {

@@ -43,12 +43,6 @@ fn main() -> ExitCode {
     for warning in &config.warnings {
         aiproxy::log::warn(warning);
     }
-    if !config.pending_features.is_empty() {
-        aiproxy::log::warn(&format!(
-            "configured but not available in this version (ignored): {}",
-            config.pending_features.join(", ")
-        ));
-    }
     if cli.check_config {
         return match aiproxy::check(&config) {
             Ok(warnings) => {

@@ -41,6 +41,8 @@ pub enum Route {
     CacheClear,
     /// `PUT /cache/enable` (true) or `PUT /cache/disable` (false).
     CacheSwitch(bool),
+    /// `GET /ws`: the WebSocket API.
+    WebSocket,
     /// `GET /cluster/status`.
     ClusterStatus,
     /// `GET /loadbalancer/instances`.
@@ -89,6 +91,7 @@ impl Route {
             Self::CacheClear => "/cache/clear",
             Self::CacheSwitch(true) => "/cache/enable",
             Self::CacheSwitch(false) => "/cache/disable",
+            Self::WebSocket => "/ws",
             Self::ClusterStatus => "/cluster/status",
             Self::LoadBalancerInstances => "/loadbalancer/instances",
             Self::LoadBalancerMetrics => "/loadbalancer/metrics",
@@ -139,6 +142,7 @@ fn is_operational(path: &str) -> bool {
             | "/cache/clear"
             | "/cache/enable"
             | "/cache/disable"
+            | "/ws"
             | "/cluster/status"
             | "/loadbalancer/instances"
             | "/loadbalancer/metrics"
@@ -184,6 +188,8 @@ pub fn route(method: &str, path: &str) -> Route {
         "/cache/clear" => expect(method == "DELETE", "DELETE", Route::CacheClear),
         "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
+        // HEAD is no upgrade: the handshake refuses it.
+        "/ws" => expect(get, "GET", Route::WebSocket),
         "/cluster/status" => expect(get, "GET", Route::ClusterStatus),
         "/loadbalancer/instances" => expect(get, "GET", Route::LoadBalancerInstances),
         "/loadbalancer/metrics" => expect(get, "GET", Route::LoadBalancerMetrics),
@@ -307,6 +313,8 @@ mod tests {
         );
         assert!(Route::LoadBalancerAlgorithm.needs_admin());
         assert!(!Route::LoadBalancerInstances.needs_admin());
+        assert_eq!(route("GET", "/ws"), Route::WebSocket);
+        assert_eq!(route("POST", "/ws"), Route::MethodNotAllowed("GET"));
     }
 
     #[test]
@@ -334,6 +342,7 @@ mod tests {
             "/mock/dashboard/",
             "/qwen-api/dashboard/summary.json",
             "/mock/cache/clear",
+            "/mock/ws",
             "/mock/cluster/status",
             "/mock/loadbalancer/instances",
         ] {

@@ -6,8 +6,9 @@
 # (an OpenAI-compatible server answering in microseconds), so "direct"
 # is the upstream alone and "proxied" adds one aiproxy hop in front.
 #
-#   tests/bench.sh            # full run, ~3 minutes
+#   tests/bench.sh            # full run, ~5 minutes
 #   DURATION=5s tests/bench.sh
+#   WS_ONLY=1 tests/bench.sh  # only the WebSocket rows (~2 minutes)
 #
 # Needs oha (cargo install oha --locked); installs it when missing.
 set -euo pipefail
@@ -19,8 +20,10 @@ OUT=${BENCH_OUT:-tests/output/bench}
 mkdir -p "$OUT"
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-command -v oha >/dev/null || cargo install oha --locked
+[ -n "${WS_ONLY:-}" ] || command -v oha >/dev/null || cargo install oha --locked
 [ -x "$BIN" ] || cargo build --release
+WS_BENCH=${WS_BENCH:-target/release/examples/ws_bench}
+[ -x "$WS_BENCH" ] || cargo build --release --example ws_bench
 
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -68,7 +71,25 @@ print(f'{s["requestsPerSec"]:.0f} {p["p50"]*1000:.3f} {p["p99"]*1000:.3f} {error
 EOF
 }
 
-echo "== machine: $(nproc) cores, $(uname -r); aiproxy $("$BIN" --version)"
+echo "== machine: $(nproc) cores, $(uname -r); aiproxy $("$BIN" --version); open files $(ulimit -n)"
+
+# WebSocket: 10,000 connections held open on one aiproxy serving the mock
+# provider (cache off: every request is answered by the provider), 1,000
+# requests/s spread over them, then the same requests at the same rate
+# over HTTP keep-alive connections to the same process, then throughput
+# over 64 WebSockets against 64 HTTP keep-alive connections. The load
+# generator is examples/ws_bench.rs (one thread, non-blocking sockets,
+# bounded in connections and in time); it reads aiproxy's RSS from /proc.
+websocket_rows() {
+  local conns=${WS_CONNECTIONS:-10000} rate=${WS_RATE:-1000} secs=${WS_SECONDS:-30}
+  start --model-provider mock --cache-enabled=false --api-key bench \
+        --websocket-max-connections "$conns" --max-connections $((conns + 1000))
+  printf '\n'
+  "$WS_BENCH" "127.0.0.1:$PORT" bench "$PID" "$conns" "$rate" "$secs" 64 "${WS_THROUGHPUT_SECONDS:-10}"
+  kill "$PID"; wait "$PID" 2>/dev/null || true
+}
+websocket_rows
+[ -z "${WS_ONLY:-}" ] || exit 0
 
 start --model-provider mock --workers 64 --cache-enabled=false
 UP_PORT=$PORT; UP_PID=$PID

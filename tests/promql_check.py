@@ -43,6 +43,8 @@ METRICS = {
     "aiproxy_cache_redis_up",
     "aiproxy_cache_redis_errors_total",
     "aiproxy_websocket_connections",
+    "aiproxy_websocket_messages_total",
+    "aiproxy_websocket_closes_total",
     "aiproxy_loadbalancer_instance_healthy",
     "aiproxy_loadbalancer_selections_total",
     "aiproxy_loadbalancer_ejections_total",

@@ -80,6 +80,25 @@ pub const DEFAULT_LOAD_BALANCER_ALGORITHM: Algorithm = Algorithm::RoundRobin;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Length of a first passive ejection (3 consecutive failures).
 pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(30);
+/// Whether `GET /ws` upgrades to the WebSocket API.
+pub const DEFAULT_WEBSOCKET_ENABLED: bool = true;
+/// Most WebSocket connections open at once; more get 503 before upgrading.
+pub const DEFAULT_WEBSOCKET_MAX_CONNECTIONS: usize = 1000;
+/// Largest WebSocket message a client may send (4 MiB), all its fragments
+/// together; larger closes the connection with 1009.
+pub const DEFAULT_WEBSOCKET_MAX_MESSAGE_SIZE: usize = 4 << 20;
+/// Largest single WebSocket frame a client may send (1 MiB).
+pub const DEFAULT_WEBSOCKET_MAX_FRAME_SIZE: usize = 1 << 20;
+/// Requests in flight on one WebSocket connection; more get an error frame.
+pub const DEFAULT_WEBSOCKET_MAX_IN_FLIGHT: usize = 64;
+/// Bytes waiting for a WebSocket client that does not read (16 MiB);
+/// past it the connection is closed with 1008.
+pub const DEFAULT_WEBSOCKET_MAX_QUEUED_BYTES: usize = 16 << 20;
+/// Interval of the server's `heartbeat` messages.
+pub const DEFAULT_WEBSOCKET_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Silence after which a WebSocket connection with nothing in flight is
+/// closed with 1001.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// openai-custom upstream; includes the version path like the OpenAI SDK.
 pub const DEFAULT_OPENAI_BASE_URL: &str = "https://api.openai.com/v1";
 /// claude-custom upstream root; `/v1` is appended when missing.

@@ -317,7 +317,7 @@ pub struct MetricsSection {
     pub port: Option<Scalar>,
 }
 
-/// `websocket:` section (not available in this release).
+/// `websocket:` section.
 #[derive(Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebSocketSection {
@@ -325,6 +325,18 @@ pub struct WebSocketSection {
     pub enabled: Option<Scalar>,
     /// `max_connections`.
     pub max_connections: Option<Scalar>,
+    /// `max_message_size` (bytes).
+    pub max_message_size: Option<Scalar>,
+    /// `max_frame_size` (bytes).
+    pub max_frame_size: Option<Scalar>,
+    /// `max_in_flight` (requests per connection).
+    pub max_in_flight: Option<Scalar>,
+    /// `max_queued_bytes` (outbound queue of one connection).
+    pub max_queued_bytes: Option<Scalar>,
+    /// `heartbeat_interval` (duration).
+    pub heartbeat_interval: Option<Scalar>,
+    /// `idle_timeout` (duration).
+    pub idle_timeout: Option<Scalar>,
 }
 
 /// `load_balancer:` section.

@@ -17,31 +17,6 @@ pub enum Kind {
     Map,
 }
 
-/// How a key of a not-yet-available feature is type-checked.
-#[derive(Clone, Copy, Debug)]
-pub enum Check {
-    /// `true` or `false`.
-    Bool,
-    /// 0 to 65535.
-    Port,
-    /// A duration greater than zero.
-    Duration,
-    /// A whole number in the range.
-    Int(u64, u64),
-    /// `host:port`.
-    HostPort,
-    /// Every list element is `host:port`.
-    HostPortList,
-    /// An http(s) URL.
-    Url,
-    /// Any non-empty text.
-    NonEmpty,
-    /// One of these words.
-    OneOf(&'static [&'static str]),
-    /// Anything (secrets, which are never echoed).
-    Any,
-}
-
 /// One configuration key.
 #[derive(Clone, Copy, Debug)]
 pub struct Key {
@@ -51,9 +26,6 @@ pub struct Key {
     pub flag: Option<&'static str>,
     /// Value shape.
     pub kind: Kind,
-    /// `Some` when the feature behind the key is not built in this
-    /// release: the value is type-checked, then reported as pending.
-    pub pending: Option<Check>,
 }
 
 const fn key(path: &'static str, flag: &'static str) -> Key {
@@ -61,7 +33,6 @@ const fn key(path: &'static str, flag: &'static str) -> Key {
         path,
         flag: Some(flag),
         kind: Kind::Scalar,
-        pending: None,
     }
 }
 
@@ -70,21 +41,6 @@ const fn file_only(path: &'static str) -> Key {
         path,
         flag: None,
         kind: Kind::Scalar,
-        pending: None,
-    }
-}
-
-const fn pending(path: &'static str, check: Check) -> Key {
-    let kind = if matches!(check, Check::HostPortList) {
-        Kind::List
-    } else {
-        Kind::Scalar
-    };
-    Key {
-        path,
-        flag: None,
-        kind,
-        pending: Some(check),
     }
 }
 
@@ -168,8 +124,17 @@ pub const KEYS: &[Key] = &[
     key("redis.db", "--redis-db"),
     key("metrics.enabled", "--metrics-enabled"),
     key("metrics.port", "--metrics-port"),
-    pending("websocket.enabled", Check::Bool),
-    pending("websocket.max_connections", Check::Int(1, 1_000_000)),
+    key("websocket.enabled", "--websocket-enabled"),
+    key("websocket.max_connections", "--websocket-max-connections"),
+    key("websocket.max_message_size", "--websocket-max-message-size"),
+    key("websocket.max_frame_size", "--websocket-max-frame-size"),
+    key("websocket.max_in_flight", "--websocket-max-in-flight"),
+    key("websocket.max_queued_bytes", "--websocket-max-queued-bytes"),
+    key(
+        "websocket.heartbeat_interval",
+        "--websocket-heartbeat-interval",
+    ),
+    key("websocket.idle_timeout", "--websocket-idle-timeout"),
     key("cluster.enabled", "--cluster-enabled"),
     key("cluster.node_id", "--node-id"),
     key("cluster.node_address", "--node-address"),

@@ -13,11 +13,6 @@
 //! (`--port: "abc" is not a port number (0-65535)`,
 //! `config.yaml: limits.header_timeout: …`, `AIPROXY_WORKERS: …`).
 //!
-//! Keys whose feature is not built in this release (websocket) are still
-//! parsed and type-checked, so the feature guide's config loads and typos
-//! stay errors; they are returned in
-//! [`Config::pending_features`] for the caller to warn about.
-//!
 //! Layout: [`keys`] is the table of every key; [`file`](mod@file),
 //! [`env`](mod@env) and `load` read the sources into a [`layer::Layer`];
 //! `resolve` parses it with [`parse`] into the typed sections (`sections`,
@@ -54,7 +49,7 @@ pub use providers::{ClaudeConfig, GeminiConfig, KiroConfig, MockConfig, OpenAiCo
 pub use secret::Secret;
 pub use sections::{
     CacheConfig, CacheScope, ClusterConfig, Limits, LoadBalancerConfig, LogConfig, LogFormat,
-    LogLevel, MetricsConfig, RedisConfig, Upstream,
+    LogLevel, MetricsConfig, RedisConfig, Upstream, WebSocketConfig,
 };
 
 /// The validated configuration of one aiproxy process.
@@ -107,6 +102,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// The WebSocket API.
+    pub websocket: WebSocketConfig,
     /// Cluster membership.
     pub cluster: ClusterConfig,
     /// `--provider-pools-file`: where the pools were read from.
@@ -121,10 +118,6 @@ pub struct Config {
     pub trusted_proxies: TrustedProxies,
     /// The file this configuration was read from (re-read on SIGHUP).
     pub config_file: Option<PathBuf>,
-    /// Key paths that were set but whose feature is not available in
-    /// this release (`websocket.enabled`, …); the caller
-    /// warns "configured but not available in this version".
-    pub pending_features: Vec<String>,
     /// Non-fatal findings for the caller to log, such as unknown
     /// `AIPROXY_*` environment variables.
     pub warnings: Vec<String>,

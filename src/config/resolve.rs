@@ -213,45 +213,53 @@ impl Resolver {
         routes
     }
 
-    /// Type-checks the keys of features not built in this release and
-    /// returns the paths that were set.
-    fn pending(&mut self) -> Vec<String> {
-        let mut set = Vec::new();
-        for key in keys::KEYS {
-            let Some(check) = key.pending else { continue };
-            if self.layer.get(key.path).is_none() {
-                continue;
-            }
-            let before = self.problems.len();
-            if let keys::Check::HostPortList = check {
-                if let Some((items, source)) = self.list(key.path) {
-                    for item in items {
-                        if let Err(message) = parse::host_port(&item) {
-                            self.problem(key.path, &source, message);
-                        }
-                    }
-                }
-            } else {
-                self.value(key.path, (), |t| match check {
-                    keys::Check::Bool => parse::boolean(t).map(drop),
-                    keys::Check::Port => parse::port(t).map(drop),
-                    keys::Check::Duration => match parse::duration(t)? {
-                        d if d.is_zero() => Err("must be greater than zero".to_owned()),
-                        _ => Ok(()),
-                    },
-                    keys::Check::Int(min, max) => parse::integer(t, min, max).map(drop),
-                    keys::Check::HostPort => parse::host_port(t).map(drop),
-                    keys::Check::Url => parse::base_url(t).map(drop),
-                    keys::Check::NonEmpty => parse::non_empty(t).map(drop),
-                    keys::Check::OneOf(words) => parse::one_of(t, words).map(drop),
-                    keys::Check::Any | keys::Check::HostPortList => Ok(()),
-                });
-            }
-            if self.problems.len() == before {
-                set.push(key.path.to_owned());
-            }
+    /// The `websocket:` section.
+    fn websocket(&mut self) -> WebSocketConfig {
+        let max_message_size = self.size(
+            "websocket.max_message_size",
+            DEFAULT_WEBSOCKET_MAX_MESSAGE_SIZE,
+            1 << 30,
+        );
+        let max_frame_size = self.size(
+            "websocket.max_frame_size",
+            DEFAULT_WEBSOCKET_MAX_FRAME_SIZE,
+            1 << 30,
+        );
+        if max_frame_size > max_message_size {
+            self.problems.push(format!(
+                "websocket.max_frame_size ({max_frame_size}) is larger than \
+                 websocket.max_message_size ({max_message_size})"
+            ));
         }
-        set
+        WebSocketConfig {
+            enabled: self.value(
+                "websocket.enabled",
+                DEFAULT_WEBSOCKET_ENABLED,
+                parse::boolean,
+            ),
+            max_connections: self.size(
+                "websocket.max_connections",
+                DEFAULT_WEBSOCKET_MAX_CONNECTIONS,
+                1 << 20,
+            ),
+            max_message_size,
+            max_frame_size,
+            max_in_flight: self.size(
+                "websocket.max_in_flight",
+                DEFAULT_WEBSOCKET_MAX_IN_FLIGHT,
+                65536,
+            ),
+            max_queued_bytes: self.size(
+                "websocket.max_queued_bytes",
+                DEFAULT_WEBSOCKET_MAX_QUEUED_BYTES,
+                MAX_BYTES,
+            ),
+            heartbeat_interval: self.timeout(
+                "websocket.heartbeat_interval",
+                DEFAULT_WEBSOCKET_HEARTBEAT_INTERVAL,
+            ),
+            idle_timeout: self.timeout("websocket.idle_timeout", DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+        }
     }
 
     /// The `cluster:` settings; when the cluster is on, also the rules
@@ -578,11 +586,11 @@ impl Resolver {
             enabled: self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean),
             port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
         };
+        let websocket = self.websocket();
         let cluster = self.cluster(listen);
         let (load_balancer, trusted_proxies) = self.load_balancer();
         let mut warnings = Vec::new();
         let (provider_pools_file, pools) = self.pools(&model_providers, &mut warnings);
-        let pending_features = self.pending();
 
         // Rules across keys.
         if metrics.port.is_some_and(|p| p != 0 && p == port) {
@@ -655,13 +663,13 @@ impl Resolver {
             cache,
             redis,
             metrics,
+            websocket,
             cluster,
             provider_pools_file,
             pools,
             load_balancer,
             trusted_proxies,
             config_file: None,
-            pending_features,
             warnings,
         };
         if config.leaves_listener_open(listen) {

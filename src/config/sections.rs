@@ -127,6 +127,28 @@ pub struct MetricsConfig {
     pub port: Option<u16>,
 }
 
+/// The WebSocket API (`websocket:`).
+#[derive(Clone, Debug)]
+pub struct WebSocketConfig {
+    /// `--websocket-enabled`, default true: `GET /ws` upgrades.
+    pub enabled: bool,
+    /// `--websocket-max-connections`: more get 503 before upgrading.
+    pub max_connections: usize,
+    /// `--websocket-max-message-size`: largest client message, in bytes.
+    pub max_message_size: usize,
+    /// `--websocket-max-frame-size`: largest client frame, in bytes.
+    pub max_frame_size: usize,
+    /// `--websocket-max-in-flight`: requests in flight per connection.
+    pub max_in_flight: usize,
+    /// `--websocket-max-queued-bytes`: outbound bytes waiting for a client
+    /// before it is closed with 1008.
+    pub max_queued_bytes: usize,
+    /// `--websocket-heartbeat-interval`: the server's heartbeats.
+    pub heartbeat_interval: Duration,
+    /// `--websocket-idle-timeout`: silence before a close with 1001.
+    pub idle_timeout: Duration,
+}
+
 /// Cluster membership (`cluster:`).
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {

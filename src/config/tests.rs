@@ -82,7 +82,7 @@ fn no_sources_gives_the_defaults() {
             DEFAULT_CACHE_SCOPE
         )
     );
-    assert!(config.api_keys.is_empty() && config.pending_features.is_empty());
+    assert!(config.api_keys.is_empty());
     assert!(config.warnings.is_empty() && config.redis.is_none());
     assert_eq!(config.config_file, None);
 }
@@ -438,7 +438,7 @@ fn log_settings() {
 }
 
 #[test]
-fn feature_guide_config_loads_with_pending_features() {
+fn feature_guide_config_loads() {
     let yaml = include_str!("../../tests/fixtures/feature-guide-config.yaml");
     let vars = [
         ("AIPROXY_OPENAI_API_KEY", "sk"),
@@ -454,6 +454,8 @@ fn feature_guide_config_loads_with_pending_features() {
         config.redis.as_ref().map(|r| r.addr.as_str()),
         Some("localhost:6379")
     );
+    assert!(config.websocket.enabled);
+    assert_eq!(config.websocket.max_connections, 1000);
     assert!(!config.cluster.enabled);
     assert_eq!(config.cluster.node_id, "node1");
     assert_eq!(
@@ -468,13 +470,6 @@ fn feature_guide_config_loads_with_pending_features() {
             Duration::from_secs(30)
         )
     );
-    assert!(
-        config
-            .pending_features
-            .iter()
-            .any(|p| p == "websocket.max_connections"),
-        "websocket.max_connections not pending"
-    );
     // Without the upstream keys the same file is refused, naming the flags.
     let err = load(Some(yaml), &[], &[]).unwrap_err().to_string();
     assert!(
@@ -484,7 +479,7 @@ fn feature_guide_config_loads_with_pending_features() {
 }
 
 #[test]
-fn pending_features_are_type_checked() {
+fn feature_settings_are_type_checked() {
     assert!(
         file_problem("load_balancer: {algorithm: fastest}")
             .contains("expected one of round_robin, least_requests, weighted, random, ip_hash")
@@ -505,7 +500,6 @@ fn pending_features_are_type_checked() {
         &[],
     )
     .unwrap();
-    assert!(config.pending_features.is_empty());
     assert_eq!(config.cluster.node_id, "n1");
     assert_eq!(config.cluster.seed_nodes, ["a:1", "b:2"]);
     assert_eq!(config.redis.map(|r| r.addr), Some("redis:6379".to_owned()));
@@ -606,10 +600,48 @@ fn oauth_provider_settings() {
     assert_eq!(config.kiro.refresh_url, DEFAULT_KIRO_REFRESH_URL);
     assert_eq!(config.qwen.base_url.as_deref(), Some("http://127.0.0.1:7"));
     assert!(!config.qwen.ext_tool);
-    assert!(config.pending_features.is_empty());
     assert!(file_problem("gemini: {project_id: default}").contains("gemini.project_id"));
     assert!(file_problem("qwen: {ext_tool: maybe}").contains("qwen.ext_tool"));
     assert!(file_problem("kiro: {refresh_url: nope}").contains("kiro.refresh_url"));
+}
+
+#[test]
+fn websocket_settings() {
+    let config = load(None, &[], &[]).unwrap();
+    let ws = &config.websocket;
+    assert!(ws.enabled);
+    assert_eq!(
+        (ws.max_connections, ws.max_message_size, ws.max_frame_size),
+        (1000, 4 << 20, 1 << 20)
+    );
+    assert_eq!((ws.max_in_flight, ws.max_queued_bytes), (64, 16 << 20));
+    assert_eq!(ws.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(ws.idle_timeout, Duration::from_secs(90));
+    let config = load(
+        Some("websocket: {enabled: false, max_connections: 5, idle_timeout: 2s}"),
+        &[("AIPROXY_WEBSOCKET_MAX_IN_FLIGHT", "3")],
+        &[
+            "--websocket-heartbeat-interval=500ms",
+            "--websocket-max-frame-size",
+            "1000",
+        ],
+    )
+    .unwrap();
+    let ws = &config.websocket;
+    assert!(!ws.enabled);
+    assert_eq!(
+        (ws.max_connections, ws.max_in_flight, ws.max_frame_size),
+        (5, 3, 1000)
+    );
+    assert_eq!(ws.idle_timeout, Duration::from_secs(2));
+    assert_eq!(ws.heartbeat_interval, Duration::from_millis(500));
+    let err = load(None, &[], &["--websocket-max-frame-size", "9000000"])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("websocket.max_frame_size"), "{err}");
+    assert!(file_problem("websocket: {max_connections: 0}").contains("websocket.max_connections"));
+    assert!(file_problem("websocket: {heartbeat_interval: 0s}").contains("greater than zero"));
+    assert!(file_problem("websocket: {bogus: 1}").contains("bogus"));
 }
 
 #[test]
@@ -750,11 +782,6 @@ fn load_balancer_settings_from_every_source() {
     );
     assert!(config.trusted_proxies.contains("10.1.2.3".parse().unwrap()));
     assert!(!config.trusted_proxies.contains("11.1.2.3".parse().unwrap()));
-    assert!(
-        config.pending_features.is_empty(),
-        "{:?}",
-        config.pending_features
-    );
     let message = problem(None, &[], &["--trusted-proxies", "10.0.0.1/8"]);
     assert!(message.starts_with("--trusted-proxies: "), "{message}");
     assert!(

@@ -22,6 +22,7 @@ mod pools;
 mod route;
 mod sse;
 mod stream;
+mod websocket;
 
 /// One fuzz target.
 pub struct Target {
@@ -99,6 +100,11 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "pools_file",
         run: pools::pools_file,
+        alloc_budget: json_budget,
+    },
+    Target {
+        name: "ws_message",
+        run: websocket::ws_message,
         alloc_budget: json_budget,
     },
 ];

@@ -58,6 +58,7 @@ pub fn route(data: &[u8]) {
                         | Route::LoadBalancerInstances
                         | Route::LoadBalancerMetrics
                         | Route::LoadBalancerAlgorithm
+                        | Route::WebSocket
                 ),
                 "a prefix never reaches an operational route"
             );

@@ -87,13 +87,40 @@ pub(super) fn check(state: &State, head: &Head) -> Result<(), Box<Refusal>> {
         Route::DashboardSummary => return Ok(()),
         _ => {}
     }
-    let access = auth::access(head, &config.api_keys, &config.admin_api_keys);
+    let websocket = route == Route::WebSocket;
+    if websocket && !config.websocket.enabled {
+        return refuse(
+            404,
+            "the WebSocket API is turned off on this gateway (--websocket-enabled=false)".into(),
+        );
+    }
+    let access = if websocket {
+        let token = auth::presented_token(head);
+        auth::access_of(token.as_deref(), &config.api_keys, &config.admin_api_keys)
+    } else {
+        auth::access(head, &config.api_keys, &config.admin_api_keys)
+    };
     if access == Access::Denied {
+        let ways = if websocket { "`?token=`, " } else { "" };
         return refuse(
             401,
-            "Unauthorized: API key is invalid or missing. Send it as \
-             `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`."
-                .into(),
+            format!(
+                "Unauthorized: API key is invalid or missing. Send it as {ways}\
+                 `Authorization: Bearer <key>`, `x-api-key`, `x-goog-api-key` or `?key=`."
+            ),
+        );
+    }
+    if websocket && config.api_keys.is_empty() && !websocket_origin_allowed(config, head) {
+        // Browsers let any page open a WebSocket anywhere (no CORS, no
+        // preflight): without a key, the Origin is all that tells the
+        // user's own pages from a site they merely visit.
+        return refuse(
+            403,
+            format!(
+                "Origin {} may not open a WebSocket on a gateway without an API key: \
+                 list it in --cors-origins, or configure --api-key",
+                echo(head.header("origin").unwrap_or(""), MAX_ECHO_BYTES)
+            ),
         );
     }
     if route.needs_admin() && access != Access::Admin {
@@ -158,6 +185,24 @@ pub(super) fn allowed_origin<'h>(origins: &[String], head: &'h Head) -> Option<&
         .iter()
         .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
         .then_some(origin)
+}
+
+/// Whether a browser page may open a WebSocket on a gateway that has no
+/// key: no `Origin` (not a browser), the gateway's own origin, or one
+/// listed in `--cors-origins`.
+fn websocket_origin_allowed(config: &crate::config::Config, head: &Head) -> bool {
+    let Some(origin) = head.header("origin") else {
+        return true;
+    };
+    if allowed_origin(&config.cors_origins, head).is_some() {
+        return true;
+    }
+    let authority = origin
+        .split_once("://")
+        .map_or(origin, |(_, rest)| rest)
+        .trim_end_matches('/');
+    head.host()
+        .is_some_and(|host| host.trim().eq_ignore_ascii_case(authority))
 }
 
 fn takes_json(route: &Route) -> bool {

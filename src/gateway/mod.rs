@@ -16,6 +16,7 @@ mod guard;
 mod infer;
 mod ops;
 mod readers;
+pub(crate) mod ws;
 
 pub use call::{Answer, Call, Sink};
 pub(crate) use checks::HealthChecks;
@@ -23,7 +24,7 @@ pub use control::Control;
 pub use ops::MetricsOnly;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use crate::auth::{self, Access};
@@ -50,6 +51,11 @@ pub struct Gateway {
     readers: readers::Readers,
     /// Settings changed at run time, which a reload does not undo.
     overrides: Mutex<control::Overrides>,
+    /// The gateway itself, for work that outlives a call into it (a
+    /// WebSocket request runs on a worker after the poller decoded it).
+    this: Weak<Gateway>,
+    /// Open WebSocket connections.
+    websockets: ws::Hub,
     /// The cluster node, when clustering is on.
     cluster: control::ClusterLink,
     /// Chooses instances and retries; outlives reloads (the algorithm
@@ -90,7 +96,7 @@ fn build_cache(config: &Config) -> Arc<Cache> {
 
 impl Gateway {
     /// Builds the gateway, its providers, cache and metrics.
-    pub fn new(config: Arc<Config>) -> Result<Gateway, crate::Error> {
+    pub fn new(config: Arc<Config>) -> Result<Arc<Gateway>, crate::Error> {
         let registry = Registry::from_config(&config)?;
         let cache = build_cache(&config);
         let metrics = config.metrics.enabled.then(|| {
@@ -101,12 +107,13 @@ impl Gateway {
                 // and a model name is the client's to choose.
                 max_models: 0,
                 redis: config.redis.is_some(),
+                websocket: config.websocket.enabled,
                 cluster: config.cluster.enabled,
                 load_balancer: config.load_balancer.enabled,
                 ..MetricsOptions::default()
             })
         });
-        Ok(Gateway {
+        Ok(Arc::new_cyclic(|this| Gateway {
             balancer: balance::build(&config),
             state: RwLock::new(Arc::new(State {
                 config,
@@ -119,8 +126,10 @@ impl Gateway {
             redis_errors_seen: AtomicU64::new(0),
             readers: readers::Readers::new(),
             overrides: Mutex::new(control::Overrides::default()),
+            this: this.clone(),
+            websockets: ws::Hub::default(),
             cluster: control::ClusterLink::default(),
-        })
+        }))
     }
 
     /// Applies a reloaded configuration: keys, providers, routes, upstream
@@ -330,6 +339,7 @@ impl Gateway {
                 ops::cache_switch(self, out, on);
                 Ok(())
             }
+            Route::WebSocket => self.upgrade_websocket(state, req, out),
             Route::ClusterStatus => ops::cluster_status(self, out),
             Route::LoadBalancerInstances => {
                 balance::instances(self, state, out);

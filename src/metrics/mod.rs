@@ -203,7 +203,8 @@ pub struct MetricsOptions {
     /// How many instance ids get their own label. Default
     /// [`DEFAULT_MAX_INSTANCES`].
     pub max_instances: usize,
-    /// Registers `aiproxy_websocket_connections`.
+    /// Registers `aiproxy_websocket_connections`,
+    /// `aiproxy_websocket_messages_total` and `aiproxy_websocket_closes_total`.
     pub websocket: bool,
     /// Registers `aiproxy_loadbalancer_instance_healthy`.
     pub load_balancer: bool,
@@ -276,6 +277,43 @@ struct InstanceLabels {
     provider: &'static str,
     instance: Arc<str>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebSocketMessageLabels {
+    r#type: &'static str,
+    direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebSocketCloseLabels {
+    code: &'static str,
+}
+
+/// The WebSocket families.
+#[derive(Debug)]
+struct WebSocket {
+    connections: Gauge,
+    messages: Family<WebSocketMessageLabels, Counter>,
+    closes: Family<WebSocketCloseLabels, Counter>,
+}
+
+/// Message types of the WebSocket API by direction, each a series from
+/// the start; `invalid` counts client messages that could not be read.
+pub const WEBSOCKET_MESSAGE_TYPES: [(&str, &[&str]); 2] = [
+    (
+        "in",
+        &["request", "batch", "cancel", "heartbeat", "invalid"],
+    ),
+    (
+        "out",
+        &["response", "stream", "stream_end", "error", "heartbeat"],
+    ),
+];
+
+/// Close codes with a series of their own; others count as `other`.
+const WEBSOCKET_CLOSE_CODES: [&str; 11] = [
+    "1000", "1001", "1002", "1003", "1005", "1006", "1007", "1008", "1009", "1011", "other",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NodeLabels {
@@ -374,7 +412,7 @@ pub struct Metrics {
     cache_size: Gauge,
     cache_refused: Counter,
     redis: Option<Redis>,
-    websocket: Option<Gauge>,
+    websocket: Option<WebSocket>,
     instances: Option<Family<InstanceLabels, Gauge>>,
     cluster: Option<Cluster>,
     balancing: Option<Balancing>,
@@ -606,13 +644,37 @@ impl Metrics {
         });
 
         let websocket = options.websocket.then(|| {
-            let g = Gauge::default();
+            let connections = Gauge::default();
             registry.register(
                 "websocket_connections",
                 "Open WebSocket connections",
-                g.clone(),
+                connections.clone(),
             );
-            g
+            let messages = Family::<WebSocketMessageLabels, Counter>::default();
+            for (direction, types) in WEBSOCKET_MESSAGE_TYPES {
+                for &r#type in types {
+                    drop(messages.get_or_create(&WebSocketMessageLabels { r#type, direction }));
+                }
+            }
+            registry.register(
+                "websocket_messages",
+                "WebSocket API messages by type and direction (in: from clients)",
+                messages.clone(),
+            );
+            let closes = Family::<WebSocketCloseLabels, Counter>::default();
+            for code in WEBSOCKET_CLOSE_CODES {
+                drop(closes.get_or_create(&WebSocketCloseLabels { code }));
+            }
+            registry.register(
+                "websocket_closes",
+                "WebSocket connections closed, by close code (1006: no close frame)",
+                closes.clone(),
+            );
+            WebSocket {
+                connections,
+                messages,
+                closes,
+            }
         });
         let instances = options.load_balancer.then(|| {
             let f = Family::<InstanceLabels, Gauge>::default();
@@ -904,8 +966,38 @@ impl Metrics {
 
     /// Open WebSocket connections (no-op unless [`MetricsOptions::websocket`]).
     pub fn set_websocket_connections(&self, n: i64) {
-        if let Some(g) = &self.websocket {
-            g.set(n);
+        if let Some(ws) = &self.websocket {
+            ws.connections.set(n);
+        }
+    }
+
+    /// One WebSocket API message of `kind` (a name of
+    /// [`WEBSOCKET_MESSAGE_TYPES`]), from the client (`inbound`) or to it.
+    pub fn websocket_message(&self, kind: &'static str, inbound: bool) {
+        if let Some(ws) = &self.websocket {
+            let direction = if inbound { "in" } else { "out" };
+            ws.messages
+                .get_or_create(&WebSocketMessageLabels {
+                    r#type: kind,
+                    direction,
+                })
+                .inc();
+        }
+    }
+
+    /// One WebSocket connection closed with `code` (1006 when it ended
+    /// without a close frame).
+    pub fn websocket_closed(&self, code: u16) {
+        if let Some(ws) = &self.websocket {
+            let text = code.to_string();
+            let code = WEBSOCKET_CLOSE_CODES
+                .iter()
+                .find(|c| **c == text)
+                .copied()
+                .unwrap_or("other");
+            ws.closes
+                .get_or_create(&WebSocketCloseLabels { code })
+                .inc();
         }
     }
 

@@ -226,10 +226,10 @@ pub(super) fn render(m: &Metrics, history: &History, now: &Snapshot) -> Value {
         "redis_errors": m.redis.as_ref().map(|r| r.errors.get()),
     });
 
-    let websocket = m
-        .websocket
-        .as_ref()
-        .map_or(Value::Null, |g| json!({"connections": g.get()}));
+    let websocket = m.websocket.as_ref().map_or(
+        Value::Null,
+        |ws| json!({"connections": ws.connections.get()}),
+    );
     let instances = if m.instances.is_some() {
         let health = m.instance_health.lock().unwrap_or_else(|e| e.into_inner());
         Value::Array(

@@ -19,8 +19,10 @@ const CORE_NAMES: [&str; 13] = [
     "aiproxy_cache_size_bytes",
     "aiproxy_cache_refused_total",
 ];
-const FEATURE_NAMES: [&str; 9] = [
+const FEATURE_NAMES: [&str; 11] = [
     "aiproxy_websocket_connections",
+    "aiproxy_websocket_messages_total",
+    "aiproxy_websocket_closes_total",
     "aiproxy_loadbalancer_instance_healthy",
     "aiproxy_loadbalancer_selections_total",
     "aiproxy_loadbalancer_ejections_total",
@@ -139,6 +141,8 @@ fn record_some_traffic(m: &Metrics) {
     m.set_cache_size_bytes(4096);
     m.set_cache_redis_up(true);
     m.set_websocket_connections(3);
+    m.websocket_message("heartbeat", true);
+    m.websocket_closed(1001);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", true);
     m.set_instance_counts(ProviderKind::Mock, "mock-0", 4, 1);
     m.set_lb_retry_totals(2, 1);
@@ -214,6 +218,11 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
     m.set_cache_redis_up(false);
     m.cache_redis_error();
     m.set_websocket_connections(7);
+    m.websocket_message("stream", false);
+    m.websocket_message("stream", false);
+    m.websocket_message("request", true);
+    m.websocket_closed(1008);
+    m.websocket_closed(4321);
     m.set_instance_healthy(ProviderKind::Mock, "mock-0", false);
     m.set_cluster_nodes(NodeState::Dead, 1);
 
@@ -288,6 +297,20 @@ fn counters_and_histograms_move_by_the_recorded_amount() {
     assert_eq!(get("aiproxy_cache_redis_up"), 0.0);
     assert_eq!(get("aiproxy_cache_redis_errors_total"), 1.0);
     assert_eq!(get("aiproxy_websocket_connections"), 7.0);
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="stream",direction="out"}"#),
+        2.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="request",direction="in"}"#),
+        1.0
+    );
+    assert_eq!(
+        get(r#"aiproxy_websocket_messages_total{type="batch",direction="in"}"#),
+        0.0
+    );
+    assert_eq!(get(r#"aiproxy_websocket_closes_total{code="1008"}"#), 1.0);
+    assert_eq!(get(r#"aiproxy_websocket_closes_total{code="other"}"#), 1.0);
     assert_eq!(
         get(r#"aiproxy_loadbalancer_instance_healthy{provider="mock",instance="mock-0"}"#),
         0.0

@@ -35,7 +35,7 @@ use mio::Waker;
 pub use listen::{bind, open_files_limit};
 pub use request::{Head, Request, RequestError};
 pub use response::{ChunkWriter, Exchange, LogFields, Responder, ResponseState};
-pub use upgrade::{Flow, Link, Outbound, Upgraded};
+pub use upgrade::{Flow, Link, Outbound, Task, Upgraded, Worker};
 
 use poller::{Conn, Poller};
 
@@ -183,6 +183,17 @@ enum Returned {
     Upgraded(Conn, Box<dyn Upgraded>),
 }
 
+/// What the workers are given. Requests go unboxed: the queue holds a
+/// few hundred of them at most, and a box would cost every request an
+/// allocation.
+#[allow(clippy::large_enum_variant)]
+enum Work {
+    /// A complete HTTP request.
+    Request(Job),
+    /// A task of an upgraded connection.
+    Task(upgrade::Task),
+}
+
 /// A complete request, ready for a worker.
 struct Job {
     conn: Conn,
@@ -204,7 +215,7 @@ pub struct Server {
 
 /// Starts workers on demand.
 struct WorkerPool {
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
     done: Sender<()>,
     shared: Arc<Shared>,
 }
@@ -263,7 +274,7 @@ impl Server {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), poller::WAKER)?);
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(settings.queue_capacity.max(1));
+        let (job_tx, job_rx) = crossbeam_channel::bounded::<Work>(settings.queue_capacity.max(1));
         let (return_tx, return_rx) = crossbeam_channel::unbounded::<Returned>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
         let shared = Arc::new(Shared {
@@ -388,9 +399,24 @@ impl Server {
     }
 }
 
-fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
+fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
+    while let Ok(work) = jobs.recv() {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
+        let job = match work {
+            Work::Request(job) => job,
+            Work::Task(task) => {
+                let worker = Worker {
+                    stopping: &shared.stopping,
+                    cut: &shared.cut,
+                };
+                if panic::catch_unwind(AssertUnwindSafe(|| task(&worker))).is_err() {
+                    crate::log::warn("a task of an upgraded connection panicked");
+                }
+                shared.idle.fetch_add(1, Ordering::SeqCst);
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+        };
         let (returned, finished) = serve(shared, job);
         // The connection goes back before the log line is written: its
         // next request need not wait for the log.

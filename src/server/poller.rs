@@ -18,8 +18,8 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
-use super::upgrade::{ConnId, Flow, Link, LinkMessage, Outbound, Upgraded};
-use super::{Job, Returned, Shared, WorkerPool};
+use super::upgrade::{ConnId, Flow, Link, LinkMessage, Outbound, Spawn, Task, Upgraded};
+use super::{Job, Returned, Shared, Work, WorkerPool};
 
 const LISTENER: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);
@@ -145,7 +145,7 @@ pub(super) struct Poller {
     listener: Option<TcpListener>,
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
-    jobs: Option<Sender<Job>>,
+    jobs: Option<Sender<Work>>,
     returns: Receiver<Returned>,
     links: Receiver<(ConnId, LinkMessage)>,
     /// Gives every upgraded connection an identity of its own.
@@ -163,7 +163,7 @@ impl Poller {
         listener: TcpListener,
         pool: WorkerPool,
         (jobs, returns, links): (
-            Sender<Job>,
+            Sender<Work>,
             Receiver<Returned>,
             Receiver<(ConnId, LinkMessage)>,
         ),
@@ -228,6 +228,11 @@ impl Poller {
                 self.shared.stop_seen.store(true, Ordering::SeqCst);
             }
             if self.shared.exit.load(Ordering::SeqCst) {
+                // What the last tasks sent before they finished (the exit
+                // comes after them) reaches their connections first.
+                while let Ok((id, message)) = self.links.try_recv() {
+                    self.on_link(id, message);
+                }
                 // Last words (a 503, a goodbye frame) go to the kernel
                 // before the sockets close; nothing waits for them.
                 let registry = self.poll.registry();
@@ -640,7 +645,10 @@ impl Poller {
             received,
             queued: Instant::now(),
         };
-        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) = jobs.try_send(job) {
+        if let Err(
+            TrySendError::Full(Work::Request(job)) | TrySendError::Disconnected(Work::Request(job)),
+        ) = jobs.try_send(Work::Request(job))
+        {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             let answer =
                 response::simple_error(503, "server busy, retry shortly", "Retry-After: 1\r\n");
@@ -774,10 +782,15 @@ impl Poller {
         let Phase::Upgraded(upgraded) = &mut conn.phase else {
             return;
         };
+        let workers = Tasks {
+            jobs: self.jobs.as_ref(),
+            pool: &self.pool,
+        };
         let flow = f(
             upgraded.protocol.as_mut(),
             &mut Outbound {
                 queue: &mut conn.out,
+                workers: &workers,
             },
         );
         if flush(conn, self.poll.registry(), slot).is_err() {
@@ -868,6 +881,28 @@ impl Poller {
         for slot in self.upgraded_slots() {
             self.with_upgraded(slot, |protocol, out| protocol.on_drain(out));
         }
+    }
+}
+
+/// The worker queue as upgraded protocols reach it.
+struct Tasks<'a> {
+    jobs: Option<&'a Sender<Work>>,
+    pool: &'a WorkerPool,
+}
+
+impl Spawn for Tasks<'_> {
+    fn spawn(&self, task: Task) -> bool {
+        let Some(jobs) = self.jobs else {
+            return false;
+        };
+        let shared = &self.pool.shared;
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.pool.grow_for(jobs.len() + 1);
+        if jobs.try_send(Work::Task(task)).is_err() {
+            shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 }
 

@@ -8,9 +8,12 @@
 //! blocks on a slow peer. Other threads (a worker that finished an upstream
 //! call) reach the connection through its [`Link`]: what they send arrives
 //! at [`Upgraded::on_message`], on the poller thread again, so the protocol
-//! state needs no lock.
+//! state needs no lock. Work that may block (an upstream call) goes to the
+//! server's workers as a [`Task`] through [`Outbound::run`], sharing their
+//! bound with HTTP requests.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -56,9 +59,38 @@ pub trait Upgraded: Send {
     fn on_closed(&mut self) {}
 }
 
-/// The outbound queue of one upgraded connection, as its protocol sees it.
+/// Work an upgraded protocol hands to the server's workers.
+pub type Task = Box<dyn FnOnce(&Worker<'_>) + Send>;
+
+/// What a [`Task`] may ask the server while it runs on a worker.
+pub struct Worker<'a> {
+    pub(super) stopping: &'a AtomicBool,
+    pub(super) cut: &'a AtomicBool,
+}
+
+impl Worker<'_> {
+    /// The drain deadline passed: a long task (a stream) should end now,
+    /// as [`super::Responder::must_end`] tells HTTP streams.
+    pub fn must_end(&self) -> bool {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// The server is draining.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// Puts tasks on the worker queue (the poller's side of [`Outbound::run`]).
+pub(super) trait Spawn {
+    fn spawn(&self, task: Task) -> bool;
+}
+
+/// The outbound queue of one upgraded connection, as its protocol sees it,
+/// and its way to the workers.
 pub struct Outbound<'a> {
     pub(super) queue: &'a mut Vec<u8>,
+    pub(super) workers: &'a dyn Spawn,
 }
 
 impl Outbound<'_> {
@@ -71,6 +103,13 @@ impl Outbound<'_> {
     /// read makes this grow, and the protocol decides where to stop.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// Runs `task` on a worker. Tasks and HTTP requests share the workers
+    /// and their queue; false when the queue is full (the protocol says
+    /// "busy" its own way), and the task is dropped unrun.
+    pub fn run(&mut self, task: Task) -> bool {
+        self.workers.spawn(task)
     }
 }
 

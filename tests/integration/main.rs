@@ -8,3 +8,4 @@ mod server;
 mod support;
 mod upgrade;
 mod upstream;
+mod websocket;
