@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --example embed -- 3000 [API_KEY]
-//! curl -s localhost:3000/v1/chat/completions \
+//! curl -s localhost:3000/v1/chat/completions -H "Content-Type: application/json" \
 //!   -d '{"model":"shout-1","messages":[{"role":"user","content":"hello"}]}'
 //! ```
 //!
