@@ -52,7 +52,7 @@ pytestmark = pytest.mark.timeout(120)
 # Long enough streams to signal a node mid-way (16 text chunks), and a
 # little latency so that requests are in flight when a node is killed.
 NODE_SETTINGS = {
-    "AIPROXY_MOCK_CHUNK_DELAY": "150ms",
+    "AIPROXY_MOCK_CHUNK_DELAY": "250ms",
     "AIPROXY_MOCK_LATENCY": "20ms",
     "AIPROXY_LOG_LEVEL": "info",
 }
