@@ -18,6 +18,9 @@
 //!   out of the argument list and records their value itself (last
 //!   occurrence wins).
 
+// The flags' doc comments are the --help text, where a URL is plain text.
+#![allow(rustdoc::bare_urls)]
+
 use argh::{ArgsInfo, FromArgs};
 
 /// Switches that never take a value; every other switch is a setting that

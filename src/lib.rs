@@ -1,13 +1,10 @@
 //! aiproxy: a synchronous AI API gateway.
 //!
-//! Clients speak the OpenAI, Anthropic or Gemini protocol; aiproxy
-//! authenticates them, picks a provider instance, converts the request,
-//! forwards it with a blocking HTTP client and converts the answer back,
-//! whole or streamed. A fixed pool of worker threads serves all requests;
-//! there is no async runtime.
-//!
 //! Clients speak the OpenAI (chat completions or Responses), Anthropic or
-//! Gemini protocol; the Responses API makes a fourth.
+//! Gemini protocol; aiproxy authenticates them, picks a provider
+//! instance, converts the request, forwards it with a blocking HTTP
+//! client and converts the answer back, whole or streamed. A fixed pool
+//! of worker threads serves all requests; there is no async runtime.
 //!
 //! # Embedding
 //!
@@ -51,11 +48,87 @@
 //! assert!(handle.shutdown());
 //! ```
 //!
-//! The stable surface is [`start`], [`run`], [`Handle`], [`Config`] and
-//! its sections, [`gateway::Call`], [`gateway::Sink`], [`gateway::Answer`],
-//! [`gateway::Control`] and [`providers::Provider`]. Everything else is
-//! public so that the binary, the tests and the fuzz targets can reach it,
-//! and may change between minor versions; `fuzzing` is hidden.
+//! # A provider of your own
+//!
+//! [`start_with`] takes [`Extensions`] as well: [`Extensions::provider`]
+//! puts your implementation of [`providers::Provider`] behind a provider
+//! kind. It receives requests in that kind's protocol family (OpenAI
+//! chat completions for `openai-custom`) from clients of every protocol:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::time::Duration;
+//!
+//! use aiproxy::protocol::ModelInfo;
+//! use aiproxy::providers::{
+//!     Probe, Provider, ProviderKind, UpstreamError, UpstreamRequest, UpstreamResponse,
+//! };
+//!
+//! /// Answers every chat completion with the size of the request.
+//! struct Counter;
+//!
+//! impl Provider for Counter {
+//!     fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+//!         if req.stream {
+//!             return Err(UpstreamError::Config("Counter does not stream".into()));
+//!         }
+//!         let answer = format!(
+//!             r#"{{"id":"c1","object":"chat.completion","created":0,"model":"{}",
+//!                "choices":[{{"index":0,"finish_reason":"stop",
+//!                  "message":{{"role":"assistant","content":"{} bytes"}}}}],
+//!                "usage":{{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}}}"#,
+//!             req.model,
+//!             req.body.len()
+//!         );
+//!         Ok(UpstreamResponse::whole(200, answer.into_bytes()))
+//!     }
+//!
+//!     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
+//!         Ok(ModelInfo::list(["counter-1"], "me"))
+//!     }
+//!
+//!     fn probe(&self, _timeout: Duration) -> Probe {
+//!         Probe::Answered(200)
+//!     }
+//! }
+//!
+//! let mut config = aiproxy::Config::default();
+//! config.listen = "127.0.0.1:0".parse().unwrap();
+//! config.model_providers = vec![ProviderKind::OpenAiCustom];
+//! let extensions = aiproxy::Extensions::new()
+//!     .provider(ProviderKind::OpenAiCustom, |_instance| Ok(Box::new(Counter)));
+//! let handle = aiproxy::start_with(config, extensions).unwrap();
+//!
+//! // An Anthropic client; Counter sees an OpenAI request.
+//! let body = r#"{"model":"counter-1","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+//! let mut stream = std::net::TcpStream::connect(handle.addr()).unwrap();
+//! write!(
+//!     stream,
+//!     "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nanthropic-version: 2023-06-01\r\n\
+//!      Content-Type: application/json\r\nContent-Length: {}\r\n\
+//!      Connection: close\r\n\r\n{body}",
+//!     body.len()
+//! )
+//! .unwrap();
+//! let mut answer = String::new();
+//! stream.read_to_string(&mut answer).unwrap();
+//! assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+//! assert!(answer.contains(r#""type":"message""#) && answer.contains(" bytes"), "{answer}");
+//! assert!(handle.shutdown());
+//! ```
+//!
+//! `examples/embed.rs` is a complete program: a streaming provider
+//! behind `openai-custom`, run until SIGTERM, reloaded on SIGHUP.
+//!
+//! # Stability
+//!
+//! The stable surface is [`start`], [`start_with`], [`run`],
+//! [`run_with`], [`Handle`], [`Config`] and its sections, [`Extensions`],
+//! [`gateway::Call`], [`gateway::Sink`], [`gateway::Answer`],
+//! [`gateway::Control`] and the [`providers::Provider`] trait with the
+//! types it names. Everything else is public so that the binary, the
+//! tests and the fuzz targets can reach it, and may change between minor
+//! versions; `fuzzing` is hidden.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -66,6 +139,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod extensions;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
@@ -86,6 +160,7 @@ use std::time::Duration;
 
 pub use config::Config;
 pub use error::Error;
+pub use extensions::Extensions;
 
 /// Stack of a worker thread: enough for serde_json's 128-level recursion
 /// limit and TLS, small enough that thousands of workers stay cheap (only
@@ -114,10 +189,9 @@ impl Handle {
     }
 
     /// Changes the running gateway as the admin endpoints do (cache on or
-    /// off, cache clear), in a cluster on every node; such changes survive
-    /// a reload as the README's Operations section says.
-    /// off, cache clear, the load-balancing algorithm); such changes
-    /// survive a reload as the README's Operations section says.
+    /// off, cache clear, the load-balancing algorithm), in a cluster on
+    /// every node; such changes survive a reload as the README's
+    /// Operations section says.
     pub fn control(&self) -> gateway::Control {
         gateway::Control::new(Arc::clone(&self.gateway))
     }
@@ -213,11 +287,27 @@ pub fn check(config: &Config) -> Result<Vec<String>, Error> {
     Ok(warning.into_iter().collect())
 }
 
-/// Starts the gateway on background threads.
+/// Starts the gateway on background threads with the built-in providers.
+///
+/// # Errors
+///
+/// A provider that cannot be built (an unreadable credential file), a
+/// listener that cannot be bound, or cluster settings that cannot be
+/// used.
 pub fn start(config: Config) -> Result<Handle, Error> {
+    start_with(config, Extensions::new())
+}
+
+/// Starts the gateway on background threads, with the providers of
+/// `extensions` in place of the built-in ones of their kinds.
+///
+/// # Errors
+///
+/// As [`start`], and whatever error a provider factory returns.
+pub fn start_with(config: Config, extensions: Extensions) -> Result<Handle, Error> {
     log::configure(config.log.level, config.log.format);
     let config = Arc::new(config);
-    let gateway = gateway::Gateway::new(Arc::clone(&config))?;
+    let gateway = gateway::Gateway::with_extensions(Arc::clone(&config), extensions)?;
     let listener =
         server::bind(config.listen).map_err(|source| Error::Io { op: "bind", source })?;
     if config.cluster.enabled {
@@ -337,7 +427,24 @@ fn connection_bound(config: &Config) -> usize {
 /// Runs the gateway until SIGTERM or SIGINT, then drains and returns.
 /// On SIGHUP, `reload` is asked for a fresh configuration (normally by
 /// re-reading the config file) and it replaces the running one.
-pub fn run(config: Config, mut reload: impl FnMut() -> Result<Config, Error>) -> Result<(), Error> {
+///
+/// # Errors
+///
+/// As [`start`], or when the signal handlers cannot be installed.
+pub fn run(config: Config, reload: impl FnMut() -> Result<Config, Error>) -> Result<(), Error> {
+    run_with(config, Extensions::new(), reload)
+}
+
+/// [`run`] with the providers of `extensions` (see [`start_with`]).
+///
+/// # Errors
+///
+/// As [`start_with`], or when the signal handlers cannot be installed.
+pub fn run_with(
+    config: Config,
+    extensions: Extensions,
+    mut reload: impl FnMut() -> Result<Config, Error>,
+) -> Result<(), Error> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]).map_err(|source| {
@@ -348,7 +455,7 @@ pub fn run(config: Config, mut reload: impl FnMut() -> Result<Config, Error>) ->
         })?;
     let providers: Vec<&str> = config.model_providers.iter().map(|p| p.name()).collect();
     let workers = config.workers;
-    let handle = start(config)?;
+    let handle = start_with(config, extensions)?;
     log::info(&format!(
         "aiproxy {} listening on http://{} (providers: {}, workers: {workers})",
         env!("CARGO_PKG_VERSION"),

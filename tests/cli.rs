@@ -359,6 +359,171 @@ fn man_page_documents_every_flag() {
     }
 }
 
+/// The long flags of each entry of `--help`'s option list (`-V,
+/// --version` gives `--version`).
+fn help_entries(help: &str) -> BTreeSet<String> {
+    let options = help
+        .split("\nOptions:\n")
+        .nth(1)
+        .expect("an Options: list in --help");
+    let list = options.split("\n\n").next().unwrap_or_default();
+    list.lines()
+        .filter(|l| l.starts_with("  -"))
+        .flat_map(|l| long_flags(l.trim_start().split("  ").next().unwrap_or_default()))
+        .collect()
+}
+
+/// The long flags of each entry of the man page's OPTIONS section: the
+/// tag line after every `.TP`.
+fn man_option_entries(roff: &str) -> BTreeSet<String> {
+    let section = roff
+        .split("\n.SH OPTIONS\n")
+        .nth(1)
+        .expect("an OPTIONS section")
+        .split("\n.SH ")
+        .next()
+        .unwrap_or_default();
+    let lines: Vec<&str> = section.lines().collect();
+    lines
+        .windows(2)
+        .filter(|w| w[0] == ".TP")
+        .flat_map(|w| long_flags(&w[1].replace("\\-", "-")))
+        .collect()
+}
+
+/// Every option of `--help` has an entry of its own in the man page's
+/// OPTIONS, and every entry there is an option of `--help`: a flag only
+/// mentioned in passing, or an entry that lost its `.TP` and runs into
+/// the one before, does not count.
+#[test]
+fn man_page_options_and_help_list_the_same_flags() {
+    let help = help_entries(&stdout(&run(&["--help"])));
+    let man = man_option_entries(&man_source());
+    assert!(help.len() > 50 && help.contains("--version"), "{help:?}");
+    let missing: Vec<_> = help.difference(&man).collect();
+    let extra: Vec<_> = man.difference(&help).collect();
+    assert!(
+        missing.is_empty(),
+        "options in --help without an entry in the man page's OPTIONS: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "entries in the man page's OPTIONS that --help does not list: {extra:?}"
+    );
+}
+
+// ---- the packaged configuration file --------------------------------------
+
+fn packaged_config() -> String {
+    std::fs::read_to_string(format!("{ROOT}/packaging/config.yaml")).unwrap()
+}
+
+/// packaging/config.yaml with its commented settings switched on: a
+/// comment whose text starts (after indentation) with `key:` or `- ` is a
+/// setting, any other comment is prose.
+fn uncommented(yaml: &str) -> String {
+    yaml.lines()
+        .map(|line| {
+            let indent = line.len() - line.trim_start().len();
+            let Some(rest) = line[indent..].strip_prefix("# ") else {
+                return line.to_owned();
+            };
+            let text = rest.trim_start();
+            let key = text
+                .split_once(':')
+                .filter(|(k, v)| {
+                    k.starts_with(|c: char| c.is_ascii_lowercase())
+                        && k.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || "_.*-".contains(c)
+                        })
+                        && (v.is_empty() || v.starts_with(' '))
+                })
+                .is_some();
+            if key || text.starts_with("- ") {
+                format!("{}{rest}", &line[..indent])
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The dotted paths of the keys of an indented YAML text (two spaces a
+/// level; list items and comments skipped).
+fn yaml_paths(yaml: &str) -> BTreeSet<String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut paths = BTreeSet::new();
+    for line in yaml.lines() {
+        let text = line.trim_start();
+        if text.is_empty() || text.starts_with('#') || text.starts_with("- ") {
+            continue;
+        }
+        let Some((key, _)) = text.split_once(':') else {
+            continue;
+        };
+        let depth = (line.len() - text.len()) / 2;
+        stack.truncate(depth);
+        stack.push(key.to_owned());
+        paths.insert(stack.join("."));
+    }
+    paths
+}
+
+/// The .deb's /etc/aiproxy/config.yaml names every key, most of them
+/// commented; the test reads the commented ones as settings.
+#[test]
+fn packaged_config_names_every_key() {
+    let paths = yaml_paths(&uncommented(&packaged_config()));
+    let missing: Vec<&str> = keys::KEYS
+        .iter()
+        .map(|k| k.path)
+        .filter(|p| !paths.contains(*p))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from packaging/config.yaml (add them, commented): {missing:?}"
+    );
+}
+
+/// As shipped, and with every commented setting switched on, the file
+/// passes --check-config: no unknown key, no value of the wrong type. To
+/// switch everything on, the example pools file is replaced by a fixture
+/// and the providers the example model routes name are enabled.
+#[test]
+fn packaged_config_checks_ok_as_shipped_and_uncommented() {
+    let home = std::env::temp_dir();
+    let home = home.to_str().unwrap();
+    let shipped = temp_config(&packaged_config());
+    let out = run_env(
+        &["--config", shipped.to_str().unwrap(), "--check-config"],
+        &[("HOME", home)],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+
+    let all = uncommented(&packaged_config())
+        .replace(
+            "/etc/aiproxy/provider_pools.json",
+            &fixture("pools/provider_pools.json"),
+        )
+        .replace(
+            "model_providers:\n  - mock\n",
+            "model_providers:\n  - mock\n  - openai-custom\n  - claude-custom\n",
+        );
+    assert!(all.contains("  - claude-custom\n"), "{all}");
+    let everything = temp_config(&all);
+    let out = run_env(
+        &["--config", everything.to_str().unwrap(), "--check-config"],
+        &[("HOME", home)],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "packaging/config.yaml with every setting uncommented:\n{}\n{all}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn man_page_documents_every_config_key_and_variable() {
     let man = man_text();

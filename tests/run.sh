@@ -99,6 +99,9 @@ cargo build --release --locked
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "cargo doc: every public item documented, every link resolves"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
+
 step "cargo test --release"
 cargo test --release --locked
 

@@ -4,7 +4,7 @@
 //! The pure parts take bytes, values and the time as arguments:
 //! [`codec`] (the datagram, its MAC and the replay window),
 //! [`membership`] (who is alive, suspect or dead) and [`settings`]
-//! (last-writer-wins settings and cache-clear events). [`node`] is the
+//! (last-writer-wins settings and cache-clear events). `node` is the
 //! thin I/O shell: one thread, one UDP socket, no async runtime. It knows
 //! nothing of the gateway; the gateway implements [`Local`] to receive
 //! changes made elsewhere and calls [`Node::publish_setting`] and

@@ -31,6 +31,7 @@ use crate::auth::{self, Access};
 use crate::balancer::Balancer;
 use crate::cache::{self, Cache};
 use crate::config::{Config, LogLevel};
+use crate::extensions::Extensions;
 use crate::log::{self, Field};
 use crate::metrics::{Metrics, MetricsOptions};
 use crate::protocol::{self, Protocol};
@@ -61,6 +62,8 @@ pub struct Gateway {
     /// Chooses instances and retries; outlives reloads (the algorithm
     /// set at run time, the retry budget, the counters).
     balancer: Balancer,
+    /// The embedding program's providers, used again by every reload.
+    extensions: Extensions,
 }
 
 /// What a SIGHUP reload replaces; each request holds the version it
@@ -97,7 +100,15 @@ fn build_cache(config: &Config) -> Arc<Cache> {
 impl Gateway {
     /// Builds the gateway, its providers, cache and metrics.
     pub fn new(config: Arc<Config>) -> Result<Arc<Gateway>, crate::Error> {
-        let registry = Registry::from_config(&config)?;
+        Self::with_extensions(config, Extensions::default())
+    }
+
+    /// [`Gateway::new`] with the embedding program's `extensions`.
+    pub fn with_extensions(
+        config: Arc<Config>,
+        extensions: Extensions,
+    ) -> Result<Arc<Gateway>, crate::Error> {
+        let (registry, _) = Registry::reconcile_with(None, &config, &extensions)?;
         let cache = build_cache(&config);
         let metrics = config.metrics.enabled.then(|| {
             Metrics::with_options(MetricsOptions {
@@ -129,6 +140,7 @@ impl Gateway {
             this: this.clone(),
             websockets: ws::Hub::default(),
             cluster: control::ClusterLink::default(),
+            extensions,
         }))
     }
 
@@ -140,7 +152,8 @@ impl Gateway {
     /// the caller reports those.
     pub fn reload(&self, config: Arc<Config>) -> Result<(), crate::Error> {
         let running = self.current();
-        let (registry, changes) = Registry::reconcile(Some(&running.registry), &config)?;
+        let (registry, changes) =
+            Registry::reconcile_with(Some(&running.registry), &config, &self.extensions)?;
         let removed: Vec<&str> = changes.removed.iter().map(|(_, id)| id.as_str()).collect();
         log::info(&format!(
             "reload: instances kept with their state: [{}]; built: [{}]; removed: [{}]",

@@ -25,6 +25,7 @@ use crate::balancer::{Balanced, HealthPolicy, Member, MemberSettings, ModelFilte
 use crate::config::{
     ClaudeConfig, Config, GeminiConfig, KiroConfig, MockConfig, OpenAiConfig, QwenConfig, Secret,
 };
+use crate::extensions::{Extensions, InstanceInfo};
 use crate::pools::{Overrides, PoolMember};
 use crate::protocol::ModelInfo;
 
@@ -298,15 +299,25 @@ impl Registry {
         Self::reconcile(None, config).map(|(registry, _)| registry)
     }
 
+    /// [`Registry::reconcile_with`] with the built-in clients only.
+    pub fn reconcile(
+        running: Option<&Registry>,
+        config: &Config,
+    ) -> Result<(Registry, Reconciled), crate::Error> {
+        Self::reconcile_with(running, config, &Extensions::default())
+    }
+
     /// The registry `config` asks for, keeping from `running` every
     /// instance whose id and settings are unchanged (a pool member by its
     /// uuid), so its in-memory state (OAuth tokens, health, counters)
     /// survives a reload. A changed instance is built anew; a removed one
     /// is dropped here and goes once the requests that still hold it
-    /// finish.
-    pub fn reconcile(
+    /// finish. The instances of a kind that `extensions` provides for
+    /// are built by its factory instead of the built-in client.
+    pub fn reconcile_with(
         running: Option<&Registry>,
         config: &Config,
+        extensions: &Extensions,
     ) -> Result<(Registry, Reconciled), crate::Error> {
         let mut agent = None;
         let mut pools = Vec::new();
@@ -338,12 +349,22 @@ impl Registry {
                         instance
                     }
                     None => {
-                        let agent = agent.get_or_insert_with(|| http::agent(config)).clone();
+                        let provider = match extensions.provider_factory(kind) {
+                            Some(factory) => factory(&InstanceInfo {
+                                kind,
+                                id: &id,
+                                name: &spec.member.name,
+                            })?,
+                            None => {
+                                let agent = agent.get_or_insert_with(|| http::agent(config));
+                                spec.section.build(agent.clone())?
+                            }
+                        };
                         changes.built.push(id);
                         Arc::new(Instance {
                             kind,
                             settings,
-                            provider: spec.section.build(agent)?,
+                            provider,
                             member: Member::new(spec.member, now),
                             check_model: spec.check_model,
                         })

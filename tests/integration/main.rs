@@ -1,6 +1,7 @@
 //! One integration-test binary: real sockets on loopback, port 0.
 
 mod balancer;
+mod embed;
 mod gateway;
 mod hardening;
 mod http_grammar;
