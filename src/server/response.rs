@@ -309,15 +309,7 @@ impl<'a> Responder<'a> {
         self.status = 101;
         let mut buf = Vec::with_capacity(256);
         buf.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
-        for (name, value) in headers {
-            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
-                continue;
-            }
-            buf.extend_from_slice(name.as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
+        push_fields(&mut buf, headers.iter().copied());
         buf.extend_from_slice(b"\r\n");
         self.write(&buf);
         self.result()?;
@@ -374,17 +366,7 @@ impl<'a> Responder<'a> {
         with_http_date(|d| buf.extend_from_slice(d.as_bytes()));
         buf.extend_from_slice(b"\r\nServer: aiproxy\r\n");
         let added = self.added.iter().map(|(n, v)| (*n, v.as_str()));
-        for (name, value) in headers.iter().copied().chain(added) {
-            // Header values come from our own code, but a value copied from
-            // upstream must never be able to inject a second header.
-            if value.bytes().any(|b| b == b'\r' || b == b'\n') {
-                continue;
-            }
-            buf.extend_from_slice(name.as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
+        push_fields(buf, headers.iter().copied().chain(added));
         let bodiless = matches!(status, 100..=199 | 204 | 304);
         match len {
             Some(n) => {
@@ -522,18 +504,25 @@ pub fn simple_error(status: u16, message: &str, extra: &str) -> Vec<u8> {
 pub fn closing_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     closing_head(&mut out, status, body.len());
-    for (name, value) in headers {
-        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    push_fields(&mut out, headers.iter().copied());
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
     out
+}
+
+/// Appends `name: value` lines. Values come from our own code, but one
+/// copied from upstream must never be able to inject a second field: a
+/// value with CR or LF is dropped.
+fn push_fields<'h>(buf: &mut Vec<u8>, fields: impl Iterator<Item = (&'h str, &'h str)>) {
+    for (name, value) in fields {
+        if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+            continue;
+        }
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b": ");
+        buf.extend_from_slice(value.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
 }
 
 /// Status line, `Date`, `Server`, `Content-Length` and `Connection: close`.
