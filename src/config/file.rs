@@ -476,7 +476,7 @@ impl FileConfig {
             serde_saphyr::from_str_with_options(text, yaml_options());
         match parsed {
             Ok(file) => Ok(file.unwrap_or_default()),
-            Err(err) => Err(one_line(&err.to_string())),
+            Err(err) => Err(one_line(&err.to_string(), "invalid YAML")),
         }
     }
 
@@ -512,12 +512,14 @@ impl FileConfig {
 /// lines) into its first line, which names the problem and the position.
 /// Also drops the "error: " prefix and hints aimed at serde-saphyr's API
 /// rather than at the person editing the file.
-fn one_line(message: &str) -> String {
+/// Shared with the pools file's YAML reader; `fallback` names the file's
+/// kind when the message is empty.
+pub(crate) fn one_line(message: &str, fallback: &str) -> String {
     let line = message
         .lines()
         .map(str::trim)
         .find(|l| !l.is_empty())
-        .unwrap_or("invalid YAML");
+        .unwrap_or(fallback);
     let line = line.strip_prefix("error: ").unwrap_or(line);
     let line = line
         .split(", set DuplicateKeyPolicy")

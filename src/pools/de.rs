@@ -25,7 +25,7 @@ pub(super) fn parse(text: &str, format: Format) -> Result<PoolsFile, String> {
     let parsed = match format {
         Format::Json => serde_json::from_str::<Parsed>(text).map_err(json_error),
         Format::Yaml => serde_saphyr::from_str_with_options::<Parsed>(text, yaml_options())
-            .map_err(|e| first_line(&e.to_string())),
+            .map_err(|e| crate::config::file::one_line(&e.to_string(), "invalid file")),
     };
     parsed.map(|p| p.0)
 }
@@ -69,22 +69,6 @@ fn yaml_options() -> serde_saphyr::Options {
         leading_zero_numbers_as_strings: true,
         underscored_numbers_as_strings: true,
     }
-}
-
-/// The first line of a parser's message: serde-saphyr may add lines
-/// quoting the source, which could hold a secret.
-fn first_line(message: &str) -> String {
-    let line = message
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("invalid file");
-    let line = line.strip_prefix("error: ").unwrap_or(line);
-    let line = line
-        .split(", set DuplicateKeyPolicy")
-        .next()
-        .unwrap_or(line);
-    line.to_owned()
 }
 
 /// A value as read, before it is checked against its key.
