@@ -25,20 +25,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 WS_BENCH=${WS_BENCH:-target/release/examples/ws_bench}
 [ -x "$WS_BENCH" ] || cargo build --release --example ws_bench
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-wait_ready() {
-  for _ in $(seq 1 100); do
-    curl -fs "http://127.0.0.1:$1/health" >/dev/null && return 0
-    sleep 0.1
-  done
-  echo "aiproxy on port $1 did not become ready" >&2
-  exit 1
-}
+# shellcheck source=tests/bench_lib.sh
+. tests/bench_lib.sh
 
 # Starts aiproxy with the given flags; sets $PORT and $PID.
 start() {

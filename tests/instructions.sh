@@ -21,19 +21,8 @@ OUT=${BENCH_OUT:-tests/output/instructions}
 mkdir -p "$OUT"
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_ready() {
-  for _ in $(seq 1 600); do
-    curl -fs "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  echo "nothing answers on port $1" >&2
-  exit 1
-}
+# shellcheck source=tests/bench_lib.sh
+. tests/bench_lib.sh
 
 # Sends $2 requests (stream: $3) on one keep-alive connection to port $1.
 drive() {
@@ -56,7 +45,7 @@ EOF
 UP=$(free_port)
 "${BINS[0]}" --port "$UP" --model-provider mock --cache-enabled=false --log-level warn 2>/dev/null &
 pids+=("$!")
-wait_ready "$UP"
+wait_ready "$UP" 600
 
 # Total instructions of one proxy run serving $2 requests (stream: $3).
 count() {
@@ -67,7 +56,7 @@ count() {
     --openai-base-url "http://127.0.0.1:$UP/v1" --cache-enabled=false --log-level warn \
     2>"$OUT/valgrind.log" &
   local pid=$!
-  wait_ready "$port"
+  wait_ready "$port" 600
   [ "$n" -eq 0 ] || drive "$port" "$n" "$stream"
   kill -TERM "$pid"
   wait "$pid" || true
