@@ -10,11 +10,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde_json::Value;
 
 use super::call::{Answer, Call, Sink};
-use super::readers::Readers;
 use super::{Failure, Gateway, State, route_model};
 use crate::balancer::{
     Attempt, Finished, NoneEligible, Outcome as Health, RequestKey, RetryPolicy, SystemClock,
@@ -25,6 +23,7 @@ use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
 use crate::protocol::responses::ToolMap;
 use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
+use crate::providers::read_wait::{self, ReadWait};
 use crate::providers::{
     Instance, ProviderKind, UpstreamError, UpstreamFailure, UpstreamRequest, UpstreamResponse,
 };
@@ -58,33 +57,6 @@ impl<R: Read> Read for Backstop<R> {
         }
         self.inner.read(buf)
     }
-}
-
-/// Upstream stream bytes in the order read; an empty chunk is the end.
-type Chunks = Receiver<io::Result<Vec<u8>>>;
-
-/// Reads `upstream` on a reader thread, so that the worker can send
-/// keep-alives while the upstream is silent. The channel holds a few
-/// chunks: a slow client slows the upstream read, not memory. When the
-/// worker leaves, the next send fails and dropping `upstream` closes the
-/// upstream connection.
-fn pump(readers: &Readers, mut upstream: impl Read + Send + 'static) -> io::Result<Chunks> {
-    let (tx, rx) = crossbeam_channel::bounded(4);
-    readers.run(move || {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let read = match upstream.read(&mut buf) {
-                Ok(n) => Ok(buf[..n].to_vec()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-            let last = !matches!(&read, Ok(chunk) if !chunk.is_empty());
-            if tx.send(read).is_err() || last {
-                return;
-            }
-        }
-    })?;
-    Ok(rx)
 }
 
 /// A request ready to go upstream.
@@ -416,27 +388,22 @@ impl Gateway {
         if !sink.open(content_type) {
             return Ok(());
         }
-        let upstream = Backstop {
-            inner: resp.body,
-            deadline: started + UPSTREAM_TOTAL_TIMEOUT,
-        };
+        let mut upstream = resp.body;
         let mut pending = Vec::with_capacity(4096);
-        let Ok(chunks) = pump(&self.readers, upstream) else {
-            converter.fail(
-                503,
-                "no thread left to read the upstream stream",
-                &mut pending,
-            );
-            if sink.send(&pending) {
-                sink.close();
-            }
-            return Ok(());
-        };
+        let mut buf = vec![0u8; 16 * 1024];
         // Zero turns keep-alives off: wait for the next chunk as long as it takes.
         let keepalive = match state.config.upstream.stream_keepalive {
             d if d.is_zero() => UPSTREAM_TOTAL_TIMEOUT,
             d => d,
         };
+        let idle_timeout = state.config.upstream.idle_timeout;
+        // The worker reads the upstream itself, each read bounded so that
+        // keep-alives and the drain deadline are not missed; once a read
+        // brought events, reads that wait for nothing collect whatever else
+        // already arrived, and all of it goes to the client in one write.
+        let wait = ReadWait::start(Duration::ZERO);
+        let mut last_read = Instant::now();
+        let mut last_sent = last_read;
         let mut first_byte = true;
         let mut out_note = None;
         // How the stream ended, for the instance's health.
@@ -450,28 +417,28 @@ impl Gateway {
                 out_note = Some("cut_at_drain_deadline");
                 break;
             }
-            // While draining, wake often enough to notice the deadline.
-            let wait = if sink.wants_short_waits() {
-                keepalive.min(DRAIN_POLL)
+            if started.elapsed() >= UPSTREAM_TOTAL_TIMEOUT {
+                self.provider_error(p.kind, UpstreamFailure::Timeout);
+                end = Health::Timeout;
+                converter.fail(504, "upstream answer took over an hour", &mut pending);
+                break;
+            }
+            let batching = !pending.is_empty();
+            if batching {
+                wait.set(Duration::ZERO);
             } else {
-                keepalive
-            };
-            let read = match chunks.recv_timeout(wait) {
-                Ok(read) => read,
-                Err(RecvTimeoutError::Timeout) if wait < keepalive => continue,
-                Err(RecvTimeoutError::Timeout) => {
-                    converter.keepalive(&mut pending);
-                    if !sink.send(&pending) {
-                        sink.note("note", "client_disconnected".into());
-                        return Ok(());
-                    }
-                    pending.clear();
-                    continue;
+                let now = Instant::now();
+                let mut left = (last_sent + keepalive)
+                    .min(last_read + idle_timeout)
+                    .saturating_duration_since(now);
+                // While draining, wake often enough to notice the deadline.
+                if sink.wants_short_waits() {
+                    left = left.min(DRAIN_POLL);
                 }
-                Err(RecvTimeoutError::Disconnected) => Err(io::Error::other("stream reader ended")),
-            };
-            match read {
-                Ok(chunk) if chunk.is_empty() => {
+                wait.set(left.max(Duration::from_millis(1)));
+            }
+            match upstream.read(&mut buf) {
+                Ok(0) => {
                     converter.finish(&mut pending);
                     if converter.was_cut_off() {
                         // The connection ended before the upstream's own end.
@@ -480,26 +447,52 @@ impl Gateway {
                     }
                     break;
                 }
-                Ok(chunk) => {
+                Ok(n) => {
+                    last_read = Instant::now();
                     if first_byte {
                         first_byte = false;
                         if let Some(m) = &self.metrics {
                             m.time_to_first_token(p.kind, started.elapsed());
                         }
                     }
-                    converter.feed(&chunk, &mut pending);
-                    if !pending.is_empty() {
+                    converter.feed(&buf[..n], &mut pending);
+                    // A body that may block holds nothing back.
+                    if !wait.honoured() && !pending.is_empty() {
                         if !sink.send(&pending) {
-                            // The client left: dropping `upstream` closes the
-                            // upstream connection and stops generation.
                             sink.note("note", "client_disconnected".into());
                             return Ok(());
                         }
                         pending.clear();
+                        last_sent = last_read;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if batching && read_wait::timed_out(&e) => {
+                    // Everything that had arrived is converted: send it.
+                    if !sink.send(&pending) {
+                        // The client left: dropping `upstream` closes the
+                        // upstream connection and stops generation.
+                        sink.note("note", "client_disconnected".into());
+                        return Ok(());
+                    }
+                    pending.clear();
+                    last_sent = Instant::now();
+                }
+                Err(e)
+                    if read_wait::timed_out(&e) && last_read.elapsed() < idle_timeout =>
+                {
+                    if last_sent.elapsed() >= keepalive {
+                        converter.keepalive(&mut pending);
+                        if !sink.send(&pending) {
+                            sink.note("note", "client_disconnected".into());
+                            return Ok(());
+                        }
+                        pending.clear();
+                        last_sent = Instant::now();
                     }
                 }
                 Err(e) => {
-                    let (status, message, kind) = if e.kind() == io::ErrorKind::TimedOut {
+                    let (status, message, kind) = if read_wait::timed_out(&e) {
                         end = Health::Timeout;
                         (
                             504,
@@ -520,6 +513,7 @@ impl Gateway {
                 }
             }
         }
+        drop(wait);
         let effect = pick.end_stream(&end, Instant::now());
         self.balancer.observe(&pick.instance().member, &effect);
         let usage = converter.usage();

@@ -15,7 +15,6 @@ mod control;
 mod guard;
 mod infer;
 mod ops;
-mod readers;
 pub(crate) mod ws;
 
 pub use call::{Answer, Call, Sink};
@@ -48,8 +47,6 @@ pub struct Gateway {
     draining: AtomicBool,
     /// Redis errors already reported to the metrics.
     redis_errors_seen: AtomicU64,
-    /// Threads reading streamed upstream bodies.
-    readers: readers::Readers,
     /// Settings changed at run time, which a reload does not undo.
     overrides: Mutex<control::Overrides>,
     /// The gateway itself, for work that outlives a call into it (a
@@ -135,7 +132,6 @@ impl Gateway {
             started: Instant::now(),
             draining: AtomicBool::new(false),
             redis_errors_seen: AtomicU64::new(0),
-            readers: readers::Readers::new(),
             overrides: Mutex::new(control::Overrides::default()),
             this: this.clone(),
             websockets: ws::Hub::default(),

@@ -13,8 +13,11 @@ use std::time::Duration;
 
 use ureq::Agent;
 use ureq::config::Config as UreqConfig;
+use ureq::unversioned::resolver::DefaultResolver;
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::UpstreamError;
+use super::read_wait::WaitConnector;
 use crate::config::Config;
 
 /// Builds the shared agent from the configuration.
@@ -35,7 +38,8 @@ pub fn agent(config: &Config) -> Agent {
         .max_idle_connections(config.workers.max(16))
         .max_idle_connections_per_host(config.workers.max(16))
         .build();
-    ureq_config.new_agent()
+    let connector = DefaultConnector::default().chain(WaitConnector);
+    Agent::with_parts(ureq_config, connector, DefaultResolver::default())
 }
 
 /// Bounds `builder`'s whole exchange to `timeout`, when one is given (an

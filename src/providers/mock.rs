@@ -18,11 +18,11 @@ use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
-use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse};
+use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, read_wait};
 use crate::protocol::ModelInfo;
 
 /// Models the mock lists; it answers any model name.
@@ -421,12 +421,17 @@ fn text_of(content: &Value) -> String {
 }
 
 /// A reader that yields prepared chunks, pausing before each but the first
-/// as a model producing tokens would.
+/// as a model producing tokens would. Like a body from the network, it
+/// respects the thread's [`read_wait`](super::read_wait): a pause longer
+/// than the wait fails the read with `TimedOut`, and the next read waits
+/// for the rest of it.
 struct DelayedChunks {
     chunks: VecDeque<Vec<u8>>,
     current: io::Cursor<Vec<u8>>,
     delay: Duration,
     started: bool,
+    /// When the next chunk is due, once a read has started waiting for it.
+    due: Option<Instant>,
 }
 
 impl DelayedChunks {
@@ -436,25 +441,36 @@ impl DelayedChunks {
             current: io::Cursor::new(Vec::new()),
             delay,
             started: false,
+            due: None,
         }
     }
 }
 
 impl Read for DelayedChunks {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let wait = read_wait::current();
         loop {
             let n = self.current.read(buf)?;
             if n > 0 || buf.is_empty() {
                 return Ok(n);
             }
-            let Some(next) = self.chunks.pop_front() else {
+            if self.chunks.is_empty() {
                 return Ok(0);
-            };
-            if self.started && !self.delay.is_zero() {
-                thread::sleep(self.delay);
             }
+            if self.started && !self.delay.is_zero() {
+                let due = *self.due.get_or_insert_with(|| Instant::now() + self.delay);
+                let left = due.saturating_duration_since(Instant::now());
+                match wait {
+                    Some(wait) if wait < left => {
+                        thread::sleep(wait);
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    _ => thread::sleep(left),
+                }
+            }
+            self.due = None;
             self.started = true;
-            self.current = io::Cursor::new(next);
+            self.current = io::Cursor::new(self.chunks.pop_front().unwrap_or_default());
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod mock;
 pub mod oauth;
 pub mod openai;
 pub mod qwen;
+pub mod read_wait;
 pub mod transform;
 
 use std::borrow::Cow;

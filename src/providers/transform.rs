@@ -71,6 +71,9 @@ impl<R: Read, T: Transform> Read for TransformReader<R, T> {
                 }
                 Ok(n) => self.transform.feed(&self.buf[..n], &mut self.out),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Nothing yet within the reader's wait (see `read_wait`):
+                // not a failure, the read is made again.
+                Err(e) if super::read_wait::timed_out(&e) => return Err(e),
                 Err(e) => {
                     if self.transform.fail(&e, &mut self.out) {
                         self.done = true;
