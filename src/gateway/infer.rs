@@ -397,6 +397,7 @@ impl Gateway {
             d => d,
         };
         let idle_timeout = state.config.upstream.idle_timeout;
+        let tick = (keepalive.min(idle_timeout) / 2).max(Duration::from_millis(10));
         // The worker reads the upstream itself, each read bounded so that
         // keep-alives and the drain deadline are not missed; once a read
         // brought events, reads that wait for nothing collect whatever else
@@ -423,20 +424,18 @@ impl Gateway {
                 converter.fail(504, "upstream answer took over an hour", &mut pending);
                 break;
             }
+            // One wait for every read that may block (the socket's timeout
+            // is set again only when it changes): keep-alives go out at
+            // most one wait late, and while draining the deadline is
+            // checked often enough.
             let batching = !pending.is_empty();
-            if batching {
-                wait.set(Duration::ZERO);
+            wait.set(if batching {
+                Duration::ZERO
+            } else if sink.wants_short_waits() {
+                tick.min(DRAIN_POLL)
             } else {
-                let now = Instant::now();
-                let mut left = (last_sent + keepalive)
-                    .min(last_read + idle_timeout)
-                    .saturating_duration_since(now);
-                // While draining, wake often enough to notice the deadline.
-                if sink.wants_short_waits() {
-                    left = left.min(DRAIN_POLL);
-                }
-                wait.set(left.max(Duration::from_millis(1)));
-            }
+                tick
+            });
             match upstream.read(&mut buf) {
                 Ok(0) => {
                     converter.finish(&mut pending);
@@ -478,9 +477,7 @@ impl Gateway {
                     pending.clear();
                     last_sent = Instant::now();
                 }
-                Err(e)
-                    if read_wait::timed_out(&e) && last_read.elapsed() < idle_timeout =>
-                {
+                Err(e) if read_wait::timed_out(&e) && last_read.elapsed() < idle_timeout => {
                     if last_sent.elapsed() >= keepalive {
                         converter.keepalive(&mut pending);
                         if !sink.send(&pending) {

@@ -20,9 +20,7 @@ use std::io;
 use std::time::Duration;
 
 use ureq::Error;
-use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, NextTimeout, Transport,
-};
+use ureq::unversioned::transport::{Buffers, ConnectionDetails, Connector, NextTimeout, Transport};
 
 thread_local! {
     /// The wait in force on this thread, if any.

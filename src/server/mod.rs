@@ -447,17 +447,13 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         received,
         queued,
     } = job;
-    if conn.stream.set_nonblocking(false).is_err()
-        || conn
-            .stream
-            .set_write_timeout(Some(settings.send_timeout))
-            .is_err()
-    {
-        return (None, None);
-    }
+    // The socket stays non-blocking unless a write finds the client's
+    // buffer full (see `write_all_by`): most answers cost no mode switch.
+    let mut blocking = false;
     // The poller's own output (a `100 Continue`) goes first.
     if !conn.out.is_empty() {
-        if io::Write::write_all(&mut conn.stream, &conn.out).is_err() {
+        let deadline = Instant::now() + settings.send_timeout;
+        if response::write_all_by(&mut conn.stream, &conn.out, deadline, &mut blocking).is_err() {
             return (None, None);
         }
         conn.out.clear();
@@ -470,8 +466,9 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
             "server busy: no worker became free in time, retry shortly",
             "Retry-After: 1\r\n",
         );
-        let _ = io::Write::write_all(&mut conn.stream, &answer);
-        return (linger(conn), None);
+        let deadline = Instant::now() + settings.send_timeout;
+        let _ = response::write_all_by(&mut conn.stream, &answer, deadline, &mut blocking);
+        return (linger(conn, blocking), None);
     }
     // (An HTTP/1.0 request with a chunked body is never kept alive: the
     // head parser says so, RFC 9112 §6.1.)
@@ -496,6 +493,7 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         head_only,
         http10,
         settings.send_timeout,
+        blocking,
     );
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
     if outcome.is_err() {
@@ -513,10 +511,13 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
     let keep = out.keep_alive() && outcome.is_ok();
     let upgraded = out.take_upgraded();
     let exchange = out.exchange();
+    let blocking = out.turned_blocking();
     drop(out);
     let returned = match state {
         ResponseState::Upgraded if outcome.is_ok() => upgraded.and_then(|protocol| {
-            conn.stream.set_nonblocking(true).ok()?;
+            if blocking {
+                conn.stream.set_nonblocking(true).ok()?;
+            }
             Some(Returned::Upgraded(conn, protocol))
         }),
         // A write failed or timed out: nothing more may be sent, and a
@@ -524,18 +525,19 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         // stream cut short by a panic has no end the client can see but
         // the connection closing.
         ResponseState::Upgraded | ResponseState::Broken | ResponseState::Streaming => None,
-        _ if keep => conn
-            .stream
-            .set_nonblocking(true)
-            .ok()
-            .map(|()| Returned::KeepAlive(conn)),
-        _ => linger(conn),
+        _ if keep => {
+            if blocking && conn.stream.set_nonblocking(true).is_err() {
+                return (None, Some((req, exchange)));
+            }
+            Some(Returned::KeepAlive(conn))
+        }
+        _ => linger(conn, blocking),
     };
     (returned, Some((req, exchange)))
 }
 
-fn linger(conn: Conn) -> Option<Returned> {
-    if conn.stream.set_nonblocking(true).is_err() {
+fn linger(conn: Conn, blocking: bool) -> Option<Returned> {
+    if blocking && conn.stream.set_nonblocking(true).is_err() {
         return None;
     }
     Some(Returned::Linger(conn))

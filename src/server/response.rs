@@ -95,6 +95,8 @@ pub struct Responder<'a> {
     head_only: bool,
     http10: bool,
     send_timeout: Duration,
+    /// The socket was turned blocking for a client that fell behind.
+    blocking: bool,
     status: u16,
     /// Body bytes the client was given (written to the socket).
     bytes: u64,
@@ -116,6 +118,7 @@ impl<'a> Responder<'a> {
         head_only: bool,
         http10: bool,
         send_timeout: Duration,
+        blocking: bool,
     ) -> Self {
         Self {
             stream,
@@ -125,6 +128,7 @@ impl<'a> Responder<'a> {
             head_only,
             http10,
             send_timeout,
+            blocking,
             status: 0,
             bytes: 0,
             added: Vec::new(),
@@ -132,6 +136,12 @@ impl<'a> Responder<'a> {
             chunk: Vec::new(),
             log: LogFields::default(),
         }
+    }
+
+    /// Whether a write turned the socket blocking (it must be made
+    /// non-blocking again before the poller takes it back).
+    pub(crate) fn turned_blocking(&self) -> bool {
+        self.blocking
     }
 
     /// The exchange as the access log needs it; takes the handler's notes.
@@ -340,7 +350,8 @@ impl<'a> Responder<'a> {
         if self.state == ResponseState::Broken {
             return 0;
         }
-        match write_all_by(self.stream, buf, Instant::now() + self.send_timeout) {
+        let deadline = Instant::now() + self.send_timeout;
+        match write_all_by(self.stream, buf, deadline, &mut self.blocking) {
             Ok(()) => buf.len(),
             Err(written) => {
                 self.state = ResponseState::Broken;
@@ -395,25 +406,36 @@ impl<'a> Responder<'a> {
     }
 }
 
-/// Writes all of `buf` before `deadline`. The socket is blocking; its
-/// timeout is set to what is left before each write after the first
-/// partial one, so the deadline bounds the whole buffer. On failure,
+/// Writes all of `buf` before `deadline`. The socket comes non-blocking
+/// from the poller and stays so while the client keeps up (no syscalls
+/// but the writes); when its buffer is full, the socket turns blocking,
+/// `blocking` records it, and before each write its timeout is set to
+/// what is left, so the deadline bounds the whole buffer. On failure,
 /// returns how many bytes did go out.
-fn write_all_by(stream: &mut TcpStream, buf: &[u8], deadline: Instant) -> Result<(), usize> {
+pub(crate) fn write_all_by(
+    stream: &mut TcpStream,
+    buf: &[u8],
+    deadline: Instant,
+    blocking: &mut bool,
+) -> Result<(), usize> {
     let mut written = 0;
-    let mut first = true;
     while written < buf.len() {
-        if !first {
+        if *blocking {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
                 return Err(written);
             }
         }
-        first = false;
         match stream.write(&buf[written..]) {
             Ok(0) => return Err(written),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !*blocking => {
+                if stream.set_nonblocking(false).is_err() {
+                    return Err(written);
+                }
+                *blocking = true;
+            }
             Err(_) => return Err(written),
         }
     }
