@@ -390,7 +390,8 @@ impl Gateway {
         }
         let mut upstream = resp.body;
         let mut pending = Vec::with_capacity(4096);
-        let mut buf = vec![0u8; 16 * 1024];
+        // As large as ureq's input buffer: one read takes all it holds.
+        let mut buf = vec![0u8; 8 * 1024];
         // Zero turns keep-alives off: wait for the next chunk as long as it takes.
         let keepalive = match state.config.upstream.stream_keepalive {
             d if d.is_zero() => UPSTREAM_TOTAL_TIMEOUT,

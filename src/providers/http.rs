@@ -4,9 +4,11 @@
 //! (we relay them), redirects are followed (we relay them), the proxy is
 //! taken from the environment, there are no timeouts and buffers are
 //! 128 KiB per connection. Each is set here on purpose: buffers are
-//! 16 KiB in and 8 KiB out (ureq grows the input buffer when an answer's
+//! 8 KiB in and 8 KiB out (ureq grows the input buffer when an answer's
 //! head needs more), since with thousands of requests in flight every
-//! worker holds one upstream connection.
+//! worker holds one upstream connection, and ureq fills both buffers with
+//! zeros, so they are resident from the first request. A larger input
+//! buffer would only save read calls on long answers.
 
 use std::io;
 use std::time::Duration;
@@ -14,16 +16,70 @@ use std::time::Duration;
 use ureq::Agent;
 use ureq::config::Config as UreqConfig;
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, DefaultConnector};
+use ureq::unversioned::transport::{Connector, DefaultConnector, TcpConnector};
 
 use super::UpstreamError;
 use super::read_wait::WaitConnector;
 use crate::config::Config;
 
-/// Builds the shared agent from the configuration.
+/// The agents the providers of one configuration share: one for
+/// `https://` upstreams and one for plain `http://` ones (a local model
+/// server, a sidecar), built when first needed. The plain agent's
+/// connector has no TLS layer: ureq's connector chain keeps every layer's
+/// connection by value, and with TLS in the chain connecting takes some
+/// 20 KiB more stack, which stays resident in every worker thread — a
+/// third of a worker's memory when thousands of requests are in flight.
+pub struct Agents<'a> {
+    config: &'a Config,
+    plain: Option<Agent>,
+    tls: Option<Agent>,
+}
+
+impl<'a> Agents<'a> {
+    /// No agent built yet.
+    pub fn new(config: &'a Config) -> Self {
+        Self {
+            config,
+            plain: None,
+            tls: None,
+        }
+    }
+
+    /// The agent for upstreams under `base_url`.
+    pub fn for_url(&mut self, base_url: &str) -> Agent {
+        let plain = base_url
+            .get(..7)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"));
+        if plain {
+            let config = self.config;
+            self.plain
+                .get_or_insert_with(|| {
+                    let connector = TcpConnector::default().chain(WaitConnector);
+                    Agent::with_parts(settings(config), connector, DefaultResolver::default())
+                })
+                .clone()
+        } else {
+            self.tls()
+        }
+    }
+
+    /// The agent for any upstream, TLS included.
+    pub fn tls(&mut self) -> Agent {
+        let config = self.config;
+        self.tls.get_or_insert_with(|| agent(config)).clone()
+    }
+}
+
+/// An agent for any upstream, TLS included.
 pub fn agent(config: &Config) -> Agent {
+    let connector = DefaultConnector::default().chain(WaitConnector);
+    Agent::with_parts(settings(config), connector, DefaultResolver::default())
+}
+
+/// The agent settings, from the configuration.
+fn settings(config: &Config) -> UreqConfig {
     let up = &config.upstream;
-    let ureq_config: UreqConfig = Agent::config_builder()
+    Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         .proxy(None)
@@ -33,13 +89,11 @@ pub fn agent(config: &Config) -> Agent {
         .timeout_connect(Some(up.connect_timeout))
         .timeout_recv_response(Some(up.timeout))
         .timeout_per_read(Some(up.idle_timeout))
-        .input_buffer_size(16 * 1024)
+        .input_buffer_size(8 * 1024)
         .output_buffer_size(8 * 1024)
         .max_idle_connections(config.workers.max(16))
         .max_idle_connections_per_host(config.workers.max(16))
-        .build();
-    let connector = DefaultConnector::default().chain(WaitConnector);
-    Agent::with_parts(ureq_config, connector, DefaultResolver::default())
+        .build()
 }
 
 /// Bounds `builder`'s whole exchange to `timeout`, when one is given (an

@@ -216,14 +216,15 @@ impl Section {
         }
     }
 
-    fn build(&self, agent: ureq::Agent) -> Result<Box<dyn Provider>, crate::Error> {
+    fn build(&self, agents: &mut http::Agents) -> Result<Box<dyn Provider>, crate::Error> {
         Ok(match self {
-            Section::OpenAi(c) => Box::new(openai::OpenAi::new(agent, c)?),
-            Section::Claude(c) => Box::new(claude::Claude::new(agent, c)?),
+            Section::OpenAi(c) => Box::new(openai::OpenAi::new(agents.for_url(&c.base_url), c)?),
+            Section::Claude(c) => Box::new(claude::Claude::new(agents.for_url(&c.base_url), c)?),
             Section::Mock(c) => Box::new(mock::Mock::new(c.chunk_delay, c.latency)),
-            Section::Gemini(c) => Box::new(gemini_cli::GeminiCli::new(agent, c)?),
-            Section::Kiro(c) => Box::new(kiro::Kiro::new(agent, c)?),
-            Section::Qwen(c) => Box::new(qwen::Qwen::new(agent, c)?),
+            // The OAuth providers also reach HTTPS token endpoints.
+            Section::Gemini(c) => Box::new(gemini_cli::GeminiCli::new(agents.tls(), c)?),
+            Section::Kiro(c) => Box::new(kiro::Kiro::new(agents.tls(), c)?),
+            Section::Qwen(c) => Box::new(qwen::Qwen::new(agents.tls(), c)?),
         })
     }
 }
@@ -320,7 +321,7 @@ impl Registry {
         config: &Config,
         extensions: &Extensions,
     ) -> Result<(Registry, Reconciled), crate::Error> {
-        let mut agent = None;
+        let mut agents = http::Agents::new(config);
         let mut pools = Vec::new();
         let mut changes = Reconciled::default();
         let now = Instant::now();
@@ -356,10 +357,7 @@ impl Registry {
                                 id: &id,
                                 name: &spec.member.name,
                             })?,
-                            None => {
-                                let agent = agent.get_or_insert_with(|| http::agent(config));
-                                spec.section.build(agent.clone())?
-                            }
+                            None => spec.section.build(&mut agents)?,
                         };
                         changes.built.push(id);
                         Arc::new(Instance {
