@@ -27,11 +27,14 @@
 #             OpenAI and Anthropic clients, CONNS streams at once
 #   rates     unary latency at fixed offered rates (RATES)
 #   cache     cache hits
-#   inflight  IN_FLIGHT requests at once against a 1 s upstream, and as
-#             many slow streams (tests/bench_sse_mock.py upstream)
+#   inflight  IN_FLIGHT requests at once against a slow upstream (5 s:
+#             connecting 10,000 clients takes seconds, and with a 1 s
+#             upstream the first requests end before the last begin; the
+#             row shows the peak reached), and as many slow streams
+#             (tests/bench_sse_mock.py upstream)
 # Knobs: DURATION (10s) per load, ROUNDS (2), CONNS (64), RATES
 #   ("1000 5000 10000"), IN_FLIGHT (10000), IN_FLIGHT_ROUNDS (1 request
-#   per client), IN_FLIGHT_LATENCY (1s), SLOW_DELTAS (20), SLOW_DELAY
+#   per client), IN_FLIGHT_LATENCY (5s), SLOW_DELTAS (20), SLOW_DELAY
 #   (0.5 s), WS_CONNECTIONS (10000), WS_RATE (1000), WS_SECONDS (20),
 #   NGINX_WORKERS (nproc), AIPROXY_BIN, BENCH_OUT.
 #
@@ -46,7 +49,7 @@ RATES=${RATES:-1000 5000 10000}
 PARTS=${PARTS:-ws,unary,stream,paced,rates,cache,inflight}
 IN_FLIGHT=${IN_FLIGHT:-10000}
 IN_FLIGHT_ROUNDS=${IN_FLIGHT_ROUNDS:-1}
-IN_FLIGHT_LATENCY=${IN_FLIGHT_LATENCY:-1s}
+IN_FLIGHT_LATENCY=${IN_FLIGHT_LATENCY:-5s}
 SLOW_DELTAS=${SLOW_DELTAS:-20}
 SLOW_DELAY=${SLOW_DELAY:-0.5}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
@@ -214,6 +217,7 @@ sse_events() {
     "$(grep -c '^data:' <<<"$answer")" \
     "$(grep -c -e '"content":"[^"]' -e '"type":"content_block_delta"' <<<"$answer")"
 }
+commas() { python3 -c "print(f'{$1:,}')"; }
 label() { printf '%s\t%s\n' "$1" "$2" >>"$LABELS"; }
 label conns "$CONNS"
 
@@ -343,42 +347,53 @@ if has inflight; then
   fi
   total=$((n * IN_FLIGHT_ROUNDS))
 
-  # inflight_run CASE SIDE URL WORKLOAD PID…: n clients at once, each
-  # sending IN_FLIGHT_ROUNDS requests; records errors, latency, the peak
-  # RSS and the peak thread count of PID….
+  # inflight_run CASE SIDE URL WORKLOAD UPSTREAM_PORT LOG PID…: n clients
+  # at once, each sending IN_FLIGHT_ROUNDS requests; records errors,
+  # latency, the peak RSS and thread count of PID… (nginx: the sum of its
+  # processes' peaks) and the most upstream connections open at once (a
+  # fresh proxy opens one only when none is idle: the peak in flight).
+  # When the proxy dies, the last error line of LOG is noted.
   inflight_run() {
-    local case=$1 side=$2 url=$3 workload=$4 t0 t1 sampler threads
-    shift 4
+    local case=$1 side=$2 url=$3 workload=$4 upstream=$5 log=$6 sampler threads conns rss log0
+    shift 6
+    log0=$(wc -c <"$log")
     rm -f "$OUT/stop-sampling"
-    sample_threads "$OUT/stop-sampling" "$@" >"$OUT/threads" &
+    sample_peaks "$OUT/stop-sampling" "$upstream" "$@" >"$OUT/peaks" &
     sampler=$!
-    t0=$(cpu_ticks "$@")
+    pids+=("$sampler")
     timeout 600 oha --no-tui -c "$n" -n "$total" --connect-timeout 60s -t 120s -m POST \
         -H 'Content-Type: application/json' -Z "$OUT/$workload.lines" \
-        --output-format json "$url" >"$OUT/oha.json"
-    t1=$(cpu_ticks "$@")
+        --output-format json "$url" >"$OUT/oha.json" || true
     touch "$OUT/stop-sampling"
-    wait "$sampler"
-    threads=$(cat "$OUT/threads")
-    # nginx: the sum of its processes' peaks (at most that at once).
-    "${REPORT[@]}" oha "$case" "$side" "$t0" "$t1" "$OUT/oha.json" "$(status_kib VmHWM "$@")" "$threads"
+    wait "$sampler" || true
+    read -r threads conns <"$OUT/peaks"
+    if kill -0 "$1" 2>/dev/null; then
+      rss=$(status_kib VmHWM "$@")
+    else
+      rss=-
+      label "${case}_${side}_died" "$(tail -c +$((log0 + 1)) "$log" |
+        grep -i -e panic -e fatal -e error -e fail | tail -1 | cut -c1-160)"
+    fi
+    "${REPORT[@]}" oha "$case" "$side" - - "$OUT/oha.json" "$rss" "$threads" "$conns"
   }
 
-  label inflight_unary "$n requests, ${IN_FLIGHT_LATENCY} upstream"
+  label inflight_unary "$(commas "$n") requests, ${IN_FLIGHT_LATENCY} upstream"
   printf '\n== %s at once (%s request(s) each)\n' "$(tail -1 "$LABELS" | cut -f2)" "$IN_FLIGHT_ROUNDS"
   start --model-provider mock --cache-enabled=false --mock-latency "$IN_FLIGHT_LATENCY" \
         --workers $((n + 100)) --max-connections $((n + 100))
   SLOW_PORT=$PORT; SLOW_PID=$PID
   start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
         --openai-base-url "http://127.0.0.1:$SLOW_PORT/v1" --workers "$n" --max-connections $((n + 100))
-  inflight_run inflight_unary aiproxy "http://127.0.0.1:$PORT/v1/chat/completions" openai "$PID"
+  inflight_run inflight_unary aiproxy "http://127.0.0.1:$PORT/v1/chat/completions" openai \
+               "$SLOW_PORT" "$OUT/aiproxy.log" "$PID"
   stop "$PID"
   start_nginx inflight $((2 * n + 1000)) "$SLOW_PORT"
-  inflight_run inflight_unary nginx "http://127.0.0.1:${NGINX_PORTS[0]}/v1/chat/completions" openai "${NGINX_PIDS[@]}"
+  inflight_run inflight_unary nginx "http://127.0.0.1:${NGINX_PORTS[0]}/v1/chat/completions" openai \
+               "$SLOW_PORT" "$OUT/nginx-inflight/error.log" "${NGINX_PIDS[@]}"
   stop_nginx
   stop "$SLOW_PID"
 
-  label inflight_stream "$n streams, $SLOW_DELTAS deltas ${SLOW_DELAY} s apart"
+  label inflight_stream "$(commas "$n") streams, $SLOW_DELTAS deltas ${SLOW_DELAY} s apart"
   printf '\n== %s at once (%s stream(s) each)\n' "$(tail -1 "$LABELS" | cut -f2)" "$IN_FLIGHT_ROUNDS"
   SLOW_PORT=$(free_port)
   python3 tests/bench_sse_mock.py "$SLOW_PORT" "$SLOW_DELTAS" "$SLOW_DELAY" &
@@ -388,13 +403,16 @@ if has inflight; then
   workload slow_stream /v1/chat/completions "$OA_PRE" "$POST,\"stream\":true}"
   start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
         --openai-base-url "http://127.0.0.1:$SLOW_PORT/v1" --workers "$n" --max-connections $((n + 100))
-  inflight_run inflight_stream aiproxy "http://127.0.0.1:$PORT/v1/chat/completions" slow_stream "$PID"
+  inflight_run inflight_stream aiproxy "http://127.0.0.1:$PORT/v1/chat/completions" slow_stream \
+               "$SLOW_PORT" "$OUT/aiproxy.log" "$PID"
   stop "$PID"
   start_nginx inflight-stream $((2 * n + 1000)) "$SLOW_PORT"
-  inflight_run inflight_stream nginx "http://127.0.0.1:${NGINX_PORTS[0]}/v1/chat/completions" slow_stream "${NGINX_PIDS[@]}"
+  inflight_run inflight_stream nginx "http://127.0.0.1:${NGINX_PORTS[0]}/v1/chat/completions" slow_stream \
+               "$SLOW_PORT" "$OUT/nginx-inflight-stream/error.log" "${NGINX_PIDS[@]}"
   stop_nginx
   stop "$SLOW_PID"
 fi
 
+[ -s "$RESULTS" ] || exit 0
 printf '\n== README table (medians of %s rounds of %s; one run, compare rows of this run only)\n\n' "$ROUNDS" "$DURATION"
 "${REPORT[@]}" table | tee "$OUT/table.md"

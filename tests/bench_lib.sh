@@ -35,16 +35,21 @@ status_kib() {
   echo "$t"
 }
 
-# sample_threads STOPFILE PID…: the highest sum of the processes' thread
-# counts, sampled every 0.2 s until STOPFILE exists (at most 10 minutes).
-sample_threads() {
-  local stop=$1 peak=0 now p files=(); shift
+# sample_peaks STOPFILE PORT PID…: "THREADS CONNECTIONS", the highest sum
+# of the processes' thread counts and the most established connections
+# to 127.0.0.1:PORT, sampled every 0.2 s until STOPFILE exists or the
+# first process is gone (at most 10 minutes).
+sample_peaks() {
+  local stop=$1 port=$2 threads=0 conns=0 now p files=()
+  shift 2
   for p in "$@"; do files+=("/proc/$p/status"); done
   for _ in $(seq 1 3000); do
-    [ ! -e "$stop" ] || break
+    if [ -e "$stop" ] || [ ! -e "/proc/$1" ]; then break; fi
     now=$(awk '$1 == "Threads:" {t += $2} END {print t + 0}' "${files[@]}" 2>/dev/null || true)
-    [ "${now:-0}" -le "$peak" ] || peak=$now
+    [ "${now:-0}" -le "$threads" ] || threads=$now
+    now=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    [ "$now" -le "$conns" ] || conns=$now
     sleep 0.2
   done
-  echo "$peak"
+  echo "$threads $conns"
 }

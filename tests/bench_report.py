@@ -24,18 +24,21 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_us(t0, t1, total):
+    if t0 == "-":
+        return None
     return (int(t1) - int(t0)) * 1e6 / TICK / max(total, 1)
 
 
-def record(case, side, tool, rps, cpu, p50, p99, errors, total, rss="-", threads="-"):
+def record(case, side, tool, rps, cpu, p50, p99, errors, total, rss="-", threads="-", conns="-"):
     fields = [case, side, tool, f"{rps:.0f}", "-" if cpu is None else f"{cpu:.1f}",
               "-" if p50 is None else f"{p50:.3f}", "-" if p99 is None else f"{p99:.3f}",
-              str(errors), str(total), str(rss), str(threads)]
+              str(errors), str(total), str(rss), str(threads), str(conns)]
     with open(RESULTS, "a") as f:
         f.write("\t".join(fields) + "\n")
     print("  %-22s %-8s %-4s %9s req/s %9s µs CPU  p50 %9s ms  p99 %9s ms  %s errors / %s"
           % tuple(fields[:9])
-          + ("" if rss == "-" else f"  peak RSS {int(rss) / 1024:.0f} MiB, peak threads {threads}"))
+          + ("" if threads == "-" else f"  peak RSS {rss} KiB, peak threads {threads}, "
+             f"peak upstream connections {conns}"))
 
 
 def wrk(case, side, t0, t1):
@@ -49,16 +52,20 @@ def wrk(case, side, t0, t1):
     record(case, side, "wrk", rps, cpu_us(t0, t1, total), None, None, errors, total)
 
 
-def oha(case, side, t0, t1, path, rss="-", threads="-"):
-    r = json.load(open(path))
+def oha(case, side, t0, t1, path, rss="-", threads="-", conns="-"):
+    try:
+        r = json.load(open(path))
+    except ValueError:  # oha killed by its time bound
+        r = {"summary": {"requestsPerSec": 0}, "latencyPercentiles": {"p50": None, "p99": None},
+             "errorDistribution": {"oha gave no result": 1}}
     s, p = r["summary"], r["latencyPercentiles"]
     codes = r.get("statusCodeDistribution", {})
     total = sum(codes.values())
     errors = total - codes.get("200", 0) + sum(r.get("errorDistribution", {}).values())
     ms = lambda v: None if v is None else v * 1000  # noqa: E731
-    tool = "oha" if rss == "-" else "inflight"
+    tool = "oha" if threads == "-" else "inflight"
     record(case, side, tool, s["requestsPerSec"] or 0, cpu_us(t0, t1, total),
-           ms(p["p50"]), ms(p["p99"]), errors, codes.get("200", 0), rss, threads)
+           ms(p["p50"]), ms(p["p99"]), errors, codes.get("200", 0), rss, threads, conns)
 
 
 # ---- tables ----------------------------------------------------------------
@@ -98,10 +105,11 @@ def table():
             case, _, text = line.rstrip("\n").partition("\t")
             labels[case] = text
     m = lambda case, side, tool, i: median(rows, (case, side, tool), i)  # noqa: E731
-    RPS, CPU, P50, P99, ERR, DONE, RSS, THREADS = range(8)
+    RPS, CPU, P50, P99, ERR, DONE, RSS, THREADS, CONNS = range(9)
 
-    print("| case | nginx | aiproxy | ratio (aiproxy / nginx) | goal |")
-    print("|---|---|---|---|---|")
+    if any(k[2] != "inflight" for k in rows):
+        print("| case | nginx | aiproxy | ratio (aiproxy / nginx) | goal |")
+        print("|---|---|---|---|---|")
 
     def unary_cell(case, side):
         return (f"{num(m(case, side, 'wrk', RPS))} req/s, {num(m(case, side, 'wrk', CPU))} µs "
@@ -159,15 +167,18 @@ def table():
     inflight = [k for k in rows if k[2] == "inflight"]
     if inflight:
         print()
-        print("| in flight at once | errors | completed | p50 | p99 | peak RSS | peak threads |")
-        print("|---|---|---|---|---|---|---|")
-        for key in sorted(inflight, key=lambda k: (k[0], k[1] != "aiproxy")):
+        print("| in flight at once | errors | completed | p50 | p99 | peak in flight (upstream "
+              "connections) | peak RSS (nginx: sum over its processes) | peak threads |")
+        print("|---|---|---|---|---|---|---|---|")
+        for key in sorted(inflight, key=lambda k: (k[0] != "inflight_unary", k[0], k[1] != "aiproxy")):
             case, side, _ = key
             rss = m(case, side, "inflight", RSS)
-            print(f"| {side}, {labels.get(case, case)} | {num(m(case, side, 'inflight', ERR))} "
+            died = labels.get(f"{case}_{side}_died")
+            errors = num(m(case, side, "inflight", ERR)) + (f" (the process died: {died})" if died else "")
+            print(f"| {side}, {labels.get(case, case)} | {errors} "
                   f"| {num(m(case, side, 'inflight', DONE))} | {ms(m(case, side, 'inflight', P50))} "
-                  f"| {ms(m(case, side, 'inflight', P99))} "
-                  f"| {'?' if rss is None else f'{rss / 1024:,.0f} MiB'} "
+                  f"| {ms(m(case, side, 'inflight', P99))} | {num(m(case, side, 'inflight', CONNS))} "
+                  f"| {'—' if rss is None else f'{rss / 1024:,.0f} MiB'} "
                   f"| {num(m(case, side, 'inflight', THREADS))} |")
 
 
