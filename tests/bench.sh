@@ -36,7 +36,8 @@
 #   ("1000 5000 10000"), IN_FLIGHT (10000), IN_FLIGHT_ROUNDS (1 request
 #   per client), IN_FLIGHT_LATENCY (5s), SLOW_DELTAS (20), SLOW_DELAY
 #   (0.5 s), WS_CONNECTIONS (10000), WS_RATE (1000), WS_SECONDS (20),
-#   NGINX_WORKERS (nproc), AIPROXY_BIN, BENCH_OUT.
+#   NGINX_WORKERS (nproc), STREAM_UPSTREAM (static, or mock: see the
+#   stream part), AIPROXY_BIN, BENCH_OUT.
 #
 # Needs wrk, oha, nginx (installed when missing: apt-get, cargo install).
 set -euo pipefail
@@ -53,6 +54,7 @@ IN_FLIGHT_LATENCY=${IN_FLIGHT_LATENCY:-5s}
 SLOW_DELTAS=${SLOW_DELTAS:-20}
 SLOW_DELAY=${SLOW_DELAY:-0.5}
 NGINX_WORKERS=${NGINX_WORKERS:-$(nproc)}
+STREAM_UPSTREAM=${STREAM_UPSTREAM:-static}
 TARGET=${CARGO_TARGET_DIR:-target}
 BIN=${AIPROXY_BIN:-$TARGET/release/aiproxy}
 WS_BENCH=${WS_BENCH:-$TARGET/release/examples/ws_bench}
@@ -60,7 +62,7 @@ OUT=${BENCH_OUT:-tests/output/bench}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export RESULTS="$OUT/results.tsv" LABELS="$OUT/labels.tsv"
-: >"$RESULTS"; : >"$LABELS"
+: >"$RESULTS"; : >"$LABELS"; : >"$OUT/events.log"
 REPORT=(python3 tests/bench_report.py)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -242,20 +244,73 @@ if has ws; then
 fi
 
 # ---- forwarding: nginx and aiproxy in front of the same mocks ---------------
+# start_static ANSWER: an nginx (one worker) answering every POST with
+# ANSWER as an event stream and /v1/models with the mock's list; sets
+# STATIC_PORT and STATIC_PIDS.
+start_static() {
+  local dir="$OUT/nginx-static" master answer=${1//\\/\\\\}
+  answer=${answer//\'/\\\'}  # nginx unescapes \\ and \' in a quoted string
+  mkdir -p "$dir/tmp"
+  STATIC_PORT=$(free_port)
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes 1;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $dir/tmp/body;
+  server {
+    listen 127.0.0.1:$STATIC_PORT;
+    location = /v1/models {
+      default_type application/json;
+      return 200 '{"object":"list","data":[{"id":"mock-small","object":"model","owned_by":"bench"}]}';
+    }
+    location / {
+      default_type text/event-stream;
+      return 200 '$answer';
+    }
+  }
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" -g "pid $dir/nginx.pid; error_log $dir/error.log; daemon off;" &
+  master=$!
+  pids+=("$master")
+  wait_ready "$STATIC_PORT" 100 /v1/models
+  read -ra STATIC_PIDS <<<"$(with_children "$master")"
+}
+
 if has unary || has stream || has paced || has rates || has cache; then
   start --model-provider mock --cache-enabled=false
-  UP_PORT=$PORT
+  UP_PORT=$PORT; UP_PID=$PID
   start --model-provider mock --cache-enabled=false --mock-chunk-delay 2ms
   PACED_PORT=$PORT
-  start_nginx forward 4096 "$UP_PORT" "$PACED_PORT"
+  # The streams without pacing come from STREAM_UPSTREAM: static, an nginx
+  # replaying the mock's answer (one buffer per stream, a few µs of CPU),
+  # or the mock itself, whose reader thread and chunk writes cost it more
+  # CPU per stream than either proxy spends, so that it bounds the rate
+  # of both and hides the ratio.
+  STREAM_UP_PORT=$UP_PORT; STREAM_UP_PIDS=("$UP_PID")
+  if [ "$STREAM_UPSTREAM" = static ]; then
+    start_static "$(curl -fsN -H 'Content-Type: application/json' -d "${OA_PRE}x$STREAM8_POST" \
+                      "http://127.0.0.1:$UP_PORT/v1/chat/completions")"
+    STREAM_UP_PORT=$STATIC_PORT; STREAM_UP_PIDS=("${STATIC_PIDS[@]}")
+  fi
+  start_nginx forward 4096 "$UP_PORT" "$PACED_PORT" "$STREAM_UP_PORT"
   NG="http://127.0.0.1:${NGINX_PORTS[0]}"
   NG_PACED="http://127.0.0.1:${NGINX_PORTS[1]}"
+  NG_STREAM="http://127.0.0.1:${NGINX_PORTS[2]}"
   start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
         --openai-base-url "http://127.0.0.1:$UP_PORT/v1"
   AI="http://127.0.0.1:$PORT"; AI_PID=$PID
   start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
         --openai-base-url "http://127.0.0.1:$PACED_PORT/v1"
   AI_PACED="http://127.0.0.1:$PORT"; AI_PACED_PID=$PID
+  AI_STREAM=$AI; AI_STREAM_PID=$AI_PID
+  if [ "$STREAM_UPSTREAM" = static ]; then
+    start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
+          --openai-base-url "http://127.0.0.1:$STATIC_PORT/v1"
+    AI_STREAM="http://127.0.0.1:$PORT"; AI_STREAM_PID=$PID
+  fi
   echo "nginx: $NGINX_WORKERS workers (pids ${NGINX_PIDS[*]}); aiproxy idle RSS $(status_kib VmRSS "$AI_PID") KiB"
 fi
 
@@ -265,6 +320,7 @@ if has unary; then
   printf '\n== unary (wrk for req/s and CPU, oha for latency)\n'
   for round in $(seq 1 "$ROUNDS"); do
     echo "round $round"
+    [ "$round" -gt 1 ] || wrk_run unary direct "http://127.0.0.1:$UP_PORT/v1/chat/completions" openai "$UP_PID"
     wrk_run unary nginx "$NG/v1/chat/completions" openai "${NGINX_PIDS[@]}"
     wrk_run unary aiproxy "$AI/v1/chat/completions" openai "$AI_PID"
     wrk_run unary_anthropic aiproxy "$AI/v1/messages" anthropic "$AI_PID"
@@ -276,13 +332,16 @@ fi
 
 if has stream; then
   body="${OA_PRE}x$STREAM8_POST"
-  label stream "stream, $(sse_events "$AI/v1/chat/completions" "$body"), no pacing"
-  echo "through nginx: $(sse_events "$NG/v1/chat/completions" "$body")" >>"$OUT/events.log"
+  what="no pacing"
+  [ "$STREAM_UPSTREAM" != static ] || what="no pacing, static upstream"
+  label stream "stream, $(sse_events "$AI_STREAM/v1/chat/completions" "$body"), $what"
+  echo "through nginx: $(sse_events "$NG_STREAM/v1/chat/completions" "$body")" >>"$OUT/events.log"
   printf '\n== %s\n' "$(tail -1 "$LABELS" | cut -f2)"
   for round in $(seq 1 "$ROUNDS"); do
     echo "round $round"
-    wrk_run stream nginx "$NG/v1/chat/completions" stream8 "${NGINX_PIDS[@]}"
-    wrk_run stream aiproxy "$AI/v1/chat/completions" stream8 "$AI_PID"
+    [ "$round" -gt 1 ] || wrk_run stream direct "http://127.0.0.1:$STREAM_UP_PORT/v1/chat/completions" stream8 "${STREAM_UP_PIDS[@]}"
+    wrk_run stream nginx "$NG_STREAM/v1/chat/completions" stream8 "${NGINX_PIDS[@]}"
+    wrk_run stream aiproxy "$AI_STREAM/v1/chat/completions" stream8 "$AI_STREAM_PID"
   done
 fi
 
@@ -331,7 +390,7 @@ fi
 if [ -n "${AI_PID:-}" ]; then
   echo "aiproxy RSS after the load: $(status_kib VmRSS "$AI_PID") KiB (peak $(status_kib VmHWM "$AI_PID") KiB)"
   stop_nginx
-  stop "$AI_PID" "$AI_PACED_PID"
+  stop "$AI_PID" "$AI_PACED_PID" "$AI_STREAM_PID"
 fi
 
 # ---- requests in flight -----------------------------------------------------

@@ -164,6 +164,16 @@ def table():
         print(f"| cache hits at 1,000 req/s offered | — | p50 {ms(m('cache1000', 'aiproxy', 'oha', P50))}, "
               f"p99 {ms(m('cache1000', 'aiproxy', 'oha', P99))} | — | — |")
 
+    direct = [f"{num(m('unary', 'direct', 'wrk', RPS))} req/s unary "
+              f"({num(m('unary', 'direct', 'wrk', CPU))} µs CPU per request in the mock)"
+              if ("unary", "direct", "wrk") in rows else "",
+              f"{num(m('stream', 'direct', 'wrk', RPS))} streams/s "
+              f"({num(m('stream', 'direct', 'wrk', CPU))} µs CPU per stream in the upstream)"
+              if ("stream", "direct", "wrk") in rows else ""]
+    if any(direct):
+        print("\nThe upstream alone (wrk straight to it, no proxy): "
+              + "; ".join(d for d in direct if d) + ".")
+
     inflight = [k for k in rows if k[2] == "inflight"]
     if inflight:
         print()
