@@ -430,8 +430,8 @@ if has inflight; then
       rss=$(status_kib VmHWM "$@")
     else
       rss=-
-      label "${case}_${side}_died" "$(tail -c +$((log0 + 1)) "$log" |
-        grep -i -e panic -e fatal -e error -e fail | tail -1 | cut -c1-160)"
+      label "${case}_${side}_died" "$(tail -c +$((log0 + 1)) "$log" | grep -v 'panicked at' |
+        grep -i -m1 -e fail -e error -e fatal | cut -c1-160)"
     fi
     "${REPORT[@]}" oha "$case" "$side" - - "$OUT/oha.json" "$rss" "$threads" "$conns"
   }

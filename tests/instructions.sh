@@ -142,7 +142,7 @@ measure dhat "$N_DHAT" allocations
 
 printf '\n%-28s' "($EVENTS-event streams, $PACE)"
 for bin in "${BINS[@]}"; do
-  [ "${#bin}" -le 22 ] || bin=…${bin: -21}
+  [ "${#bin}" -le 22 ] || bin=..${bin: -20}
   printf ' %22s' "$bin"
 done
 printf '\n'
