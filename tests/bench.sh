@@ -22,7 +22,9 @@
 # PARTS, comma-separated (all by default):
 #   ws        WebSocket rows (examples/ws_bench.rs)
 #   unary     OpenAI client, then Anthropic client, to the OpenAI mock
-#   stream    streams of 8 content deltas, no pacing
+#   stream    streams of 8 content deltas, no pacing, from an nginx
+#             replaying the mock's answer (STREAM_UPSTREAM=static; the
+#             mock itself costs more per stream than either proxy)
 #   paced     streams of 16 content deltas 2 ms apart (20 SSE events),
 #             OpenAI and Anthropic clients, CONNS streams at once
 #   rates     unary latency at fixed offered rates (RATES)
@@ -31,7 +33,9 @@
 #             connecting 10,000 clients takes seconds, and with a 1 s
 #             upstream the first requests end before the last begin; the
 #             row shows the peak reached), and as many slow streams
-#             (tests/bench_sse_mock.py upstream)
+#             (tests/bench_sse_mock.py upstream); each in-flight request
+#             holds two descriptors in the proxy, so the open-files hard
+#             limit can lower IN_FLIGHT (it says so)
 # Knobs: DURATION (10s) per load, ROUNDS (2), CONNS (64), RATES
 #   ("1000 5000 10000"), IN_FLIGHT (10000), IN_FLIGHT_ROUNDS (1 request
 #   per client), IN_FLIGHT_LATENCY (5s), SLOW_DELTAS (20), SLOW_DELAY
@@ -72,7 +76,7 @@ need() {  # need COMMAND INSTALL…
   "${@:2}" >&2 || { echo "$1 is needed" >&2; exit 1; }
 }
 need wrk apt-get install -y wrk
-need nginx apt-get install -y nginx-light
+need nginx apt-get install -y nginx
 need oha cargo install oha --locked
 [ -x "$BIN" ] || cargo build --release
 ! has ws || [ -x "$WS_BENCH" ] || cargo build --release --example ws_bench
