@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the benchmark scripts (tests/bench.sh, tests/bench_topologies.sh,
 # tests/instructions.sh): processes they start are stopped by PID on exit.
 pids=()
@@ -6,12 +7,49 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_ready PORT [TRIES]: polls /health every 0.1 s (100 tries by default).
+# wait_ready PORT [TRIES] [PATH]: polls PATH (/health) every 0.1 s (100 tries by default).
 wait_ready() {
   for _ in $(seq 1 "${2:-100}"); do
-    curl -fs "http://127.0.0.1:$1/health" >/dev/null 2>&1 && return 0
+    curl -fs "http://127.0.0.1:$1${3:-/health}" >/dev/null 2>&1 && return 0
     sleep 0.1
   done
   echo "nothing answers on port $1" >&2
   exit 1
+}
+
+# cpu_ticks PID…: user + system clock ticks of the processes, their
+# finished threads included (/proc/PID/stat fields 14 and 15).
+cpu_ticks() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+
+# with_children PID: PID and its child processes (nginx's master and workers).
+with_children() { echo "$1 $(cat "/proc/$1/task/$1/children")"; }
+
+# status_kib FIELD PID…: the sum of a /proc/PID/status field (VmRSS, VmHWM).
+status_kib() {
+  local field=$1 t=0 p; shift
+  for p in "$@"; do t=$((t + $(awk -v f="$field:" '$1 == f {print $2}' "/proc/$p/status"))); done
+  echo "$t"
+}
+
+# sample_peaks STOPFILE PORT PID…: "THREADS CONNECTIONS", the highest sum
+# of the processes' thread counts and the most established connections
+# to 127.0.0.1:PORT, sampled every 0.2 s until STOPFILE exists or the
+# first process is gone (at most 10 minutes).
+sample_peaks() {
+  local stop=$1 port=$2 threads=0 conns=0 now p files=()
+  shift 2
+  for p in "$@"; do files+=("/proc/$p/status"); done
+  for _ in $(seq 1 3000); do
+    if [ -e "$stop" ] || [ ! -e "/proc/$1" ]; then break; fi
+    now=$(awk '$1 == "Threads:" {t += $2} END {print t + 0}' "${files[@]}" 2>/dev/null || true)
+    [ "${now:-0}" -le "$threads" ] || threads=$now
+    now=$(ss -Htn state established "( sport = :$port )" | wc -l)
+    [ "$now" -le "$conns" ] || conns=$now
+    sleep 0.2
+  done
+  echo "$threads $conns"
 }
