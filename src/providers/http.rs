@@ -22,6 +22,9 @@ use super::UpstreamError;
 use super::read_wait::WaitConnector;
 use crate::config::Config;
 
+/// Most idle upstream connections kept (see `settings`).
+const MAX_IDLE_CONNECTIONS: usize = 256;
+
 /// The agents the providers of one configuration share: one for
 /// `https://` upstreams and one for plain `http://` ones (a local model
 /// server, a sidecar), built when first needed. The plain agent's
@@ -79,6 +82,11 @@ pub fn agent(config: &Config) -> Agent {
 /// The agent settings, from the configuration.
 fn settings(config: &Config) -> UreqConfig {
     let up = &config.upstream;
+    // ureq scans its whole idle pool under one lock whenever a connection
+    // is taken or returned: with a pool as large as the worker pool, 10,000
+    // requests in flight cost seconds of CPU as they ended. 256 idle
+    // connections keep every worker of the default pool connected.
+    let idle = config.workers.clamp(16, MAX_IDLE_CONNECTIONS);
     Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -91,8 +99,8 @@ fn settings(config: &Config) -> UreqConfig {
         .timeout_per_read(Some(up.idle_timeout))
         .input_buffer_size(8 * 1024)
         .output_buffer_size(8 * 1024)
-        .max_idle_connections(config.workers.max(16))
-        .max_idle_connections_per_host(config.workers.max(16))
+        .max_idle_connections(idle)
+        .max_idle_connections_per_host(idle)
         .build()
 }
 

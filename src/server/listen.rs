@@ -7,7 +7,7 @@ use socket2::{Domain, Socket, Type};
 
 /// Pending connections the kernel queues before `accept`; nginx uses 511
 /// on Linux. The kernel caps it at `net.core.somaxconn`.
-const LISTEN_BACKLOG: i32 = 1024;
+const LISTEN_BACKLOG: i32 = 4096;
 
 /// Binds `addr` with a listen backlog sized for bursts (the standard
 /// library's 128 overflows under a few hundred simultaneous connects).
