@@ -12,6 +12,8 @@
 //! more is written.
 
 use crate::protocol::Lookup as _;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 
 use super::canonical::{StreamEvent, TokenUsage};
@@ -192,6 +194,49 @@ impl Passthrough {
             ended: false,
             saw_done: false,
         }
+    }
+
+    /// Forwards one OpenAI chunk whose data is a single line, reading only
+    /// what the relay needs (usage, whether a choice finished, an error)
+    /// instead of building the whole JSON tree: the bytes go out as they
+    /// came. Returns false, having done nothing, when the chunk needs the
+    /// general path (not an object of the usual shape, or several lines).
+    fn openai_chunk(&mut self, data: &str, usage: &mut TokenUsage, out: &mut Vec<u8>) -> bool {
+        /// The fields of a chunk the relay looks at; the rest is skipped.
+        #[derive(Deserialize)]
+        struct Chunk {
+            #[serde(default)]
+            usage: Option<Value>,
+            #[serde(default)]
+            choices: Option<Vec<Choice>>,
+            error: Option<IgnoredAny>,
+        }
+        #[derive(Deserialize)]
+        struct Choice {
+            #[serde(default)]
+            finish_reason: Option<IgnoredAny>,
+        }
+        let data = data.trim();
+        if self.ended || data.contains(['\n', '\r']) {
+            return false;
+        }
+        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+            return false;
+        };
+        if let Some(u) = chunk.usage.as_ref().filter(|u| u.is_object()) {
+            *usage = openai::parse_usage(u);
+        }
+        let first = chunk.choices.as_ref().and_then(|c| c.first());
+        if first.is_some_and(|c| c.finish_reason.is_some()) {
+            self.saw_finish = true;
+        }
+        out.extend_from_slice(b"data: ");
+        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(b"\n\n");
+        if chunk.error.is_some() {
+            self.ended = true;
+        }
+        true
     }
 
     /// Forwards one upstream event; `raw` is its data text when it came
@@ -481,6 +526,9 @@ impl Mode {
             Self::Pass(p) => {
                 if data.trim() == "[DONE]" {
                     p.saw_done = true;
+                    return;
+                }
+                if p.proto == Relay::OpenAi && p.openai_chunk(data, usage, out) {
                     return;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
