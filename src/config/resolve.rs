@@ -716,3 +716,43 @@ impl Default for Config {
         config
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a build without `cluster` says to `--cluster-enabled true`
+    /// (tests/run.sh checks the minimal binary itself; this checks the
+    /// rule in every build).
+    #[test]
+    fn a_part_the_build_lacks_is_refused_by_its_flag_and_feature() {
+        let mut layer = Layer::default();
+        let flag = Source::Flag("--cluster-enabled");
+        layer.set("cluster.enabled", Value::Text("true".into()), flag);
+        let mut resolver = Resolver {
+            layer,
+            problems: Vec::new(),
+        };
+        let lacking = Feature {
+            name: "cluster",
+            built: false,
+        };
+        assert!(!resolver.needs("cluster.enabled", true, lacking));
+        assert_eq!(
+            resolver.problems,
+            ["--cluster-enabled: this build has no `cluster` feature \
+              (rebuild with `cargo build --features cluster`)"]
+        );
+        // Off, or built: nothing to refuse.
+        assert!(!resolver.needs("cluster.enabled", false, lacking));
+        assert!(resolver.needs(
+            "cluster.enabled",
+            true,
+            Feature {
+                built: true,
+                ..lacking
+            }
+        ));
+        assert_eq!(resolver.problems.len(), 1);
+    }
+}
