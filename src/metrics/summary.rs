@@ -86,7 +86,7 @@ impl History {
 
 impl Metrics {
     /// Takes one dashboard history sample now. The sampler thread calls
-    /// this every [`MetricsOptions::sample_interval`].
+    /// this every [`MetricsOptions::sample_interval`](super::MetricsOptions::sample_interval).
     pub fn sample(&self) {
         let snap = self.snapshot_at(Instant::now());
         self.history
