@@ -129,7 +129,8 @@ pub struct Flags {
     pub redis_db: Option<String>,
 
     /// metrics (/metrics) and the dashboard on or off; takes an optional
-    /// true|false (default true)
+    /// true|false (default true; false in a build without the metrics
+    /// feature)
     #[argh(switch)]
     pub metrics_enabled: Option<bool>,
 
@@ -139,7 +140,7 @@ pub struct Flags {
     pub metrics_port: Option<String>,
 
     /// the WebSocket API at GET /ws on or off; takes an optional true|false
-    /// (default true)
+    /// (default true; false in a build without the websocket feature)
     #[argh(switch)]
     pub websocket_enabled: Option<bool>,
 
@@ -369,7 +370,7 @@ pub struct Flags {
     #[argh(switch)]
     pub log_prompts: Option<bool>,
 
-    /// print the version and exit
+    /// print the version and the optional features built in, and exit
     #[argh(switch, short = 'V')]
     pub version: Option<bool>,
 }
@@ -469,6 +470,16 @@ fn normalise(args: &[String]) -> Result<Normalised, CliExit> {
     Ok(Normalised { args: out, given })
 }
 
+/// The `--version` line: the package version and the Cargo features
+/// this binary was built with (`aiproxy 0.1.0 (features: redis metrics)`).
+pub fn version() -> String {
+    format!(
+        "aiproxy {} (features: {})\n",
+        env!("CARGO_PKG_VERSION"),
+        crate::features::built()
+    )
+}
+
 impl Cli {
     /// Parses `args` (with the program name first).
     ///
@@ -494,7 +505,7 @@ impl Cli {
         };
         if flags.version == Some(true) {
             return Err(CliExit {
-                output: format!("aiproxy {}\n", env!("CARGO_PKG_VERSION")),
+                output: version(),
                 status: 0,
             });
         }
@@ -614,10 +625,11 @@ mod tests {
         for arg in ["--version", "-V"] {
             let exit = parse(&[arg]).unwrap_err();
             assert_eq!(exit.status, 0);
-            assert_eq!(
-                exit.output,
-                format!("aiproxy {}\n", env!("CARGO_PKG_VERSION"))
-            );
+            assert_eq!(exit.output, version());
+            assert!(exit.output.starts_with(&format!(
+                "aiproxy {} (features: ",
+                env!("CARGO_PKG_VERSION")
+            )));
         }
     }
 

@@ -140,10 +140,15 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod extensions;
+pub mod features;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
 pub mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+#[cfg(not(feature = "metrics"))]
+#[path = "metrics/absent.rs"]
 pub mod metrics;
 pub mod pools;
 pub mod protocol;
@@ -152,6 +157,7 @@ pub mod providers;
 pub mod routing;
 pub mod server;
 pub mod time;
+#[cfg(feature = "websocket")]
 pub mod websocket;
 
 use std::net::SocketAddr;

@@ -1,6 +1,7 @@
 //! Request routing: (method, path) → [`Route`], plus the provider chosen
 //! by a path prefix. Pure, so it is unit-tested and fuzzed directly.
 
+use crate::features::{CLUSTER, DASHBOARD, METRICS, WEBSOCKET};
 use crate::provider_kind::ProviderKind;
 
 /// What a request asks for.
@@ -159,6 +160,8 @@ fn trim_slash(path: &str) -> &str {
 }
 
 /// Routes a method and a path (after the provider prefix was removed).
+/// The endpoints of a part this build lacks (see [`crate::features`])
+/// are unknown paths.
 pub fn route(method: &str, path: &str) -> Route {
     let path = trim_slash(path);
     if method == "OPTIONS" {
@@ -181,16 +184,18 @@ pub fn route(method: &str, path: &str) -> Route {
         "/v1/messages" => expect(post, "POST", Route::AnthropicMessages),
         "/v1/messages/count_tokens" => expect(post, "POST", Route::AnthropicCountTokens),
         "/v1beta/models" => expect(get, "GET", Route::GeminiListModels),
-        "/metrics" => expect(get, "GET", Route::Metrics),
-        "/dashboard" => expect(get, "GET", Route::Dashboard),
-        "/dashboard/summary.json" => expect(get, "GET", Route::DashboardSummary),
+        "/metrics" if METRICS.built => expect(get, "GET", Route::Metrics),
+        "/dashboard" if DASHBOARD.built && METRICS.built => expect(get, "GET", Route::Dashboard),
+        "/dashboard/summary.json" if DASHBOARD.built && METRICS.built => {
+            expect(get, "GET", Route::DashboardSummary)
+        }
         "/cache/stats" => expect(get, "GET", Route::CacheStats),
         "/cache/clear" => expect(method == "DELETE", "DELETE", Route::CacheClear),
         "/cache/enable" => expect(method == "PUT", "PUT", Route::CacheSwitch(true)),
         "/cache/disable" => expect(method == "PUT", "PUT", Route::CacheSwitch(false)),
         // HEAD is no upgrade: the handshake refuses it.
-        "/ws" => expect(get, "GET", Route::WebSocket),
-        "/cluster/status" => expect(get, "GET", Route::ClusterStatus),
+        "/ws" if WEBSOCKET.built => expect(get, "GET", Route::WebSocket),
+        "/cluster/status" if CLUSTER.built => expect(get, "GET", Route::ClusterStatus),
         "/loadbalancer/instances" => expect(get, "GET", Route::LoadBalancerInstances),
         "/loadbalancer/metrics" => expect(get, "GET", Route::LoadBalancerMetrics),
         "/loadbalancer/algorithm" => expect(method == "PUT", "PUT", Route::LoadBalancerAlgorithm),
@@ -315,6 +320,25 @@ mod tests {
         assert!(!Route::LoadBalancerInstances.needs_admin());
         assert_eq!(route("GET", "/ws"), Route::WebSocket);
         assert_eq!(route("POST", "/ws"), Route::MethodNotAllowed("GET"));
+    }
+
+    #[test]
+    fn the_endpoints_of_a_missing_part_are_unknown_paths() {
+        let dashboard = DASHBOARD.built && METRICS.built;
+        for (path, route, built) in [
+            ("/metrics", Route::Metrics, METRICS.built),
+            ("/dashboard", Route::Dashboard, dashboard),
+            (
+                "/dashboard/summary.json",
+                Route::DashboardSummary,
+                dashboard,
+            ),
+            ("/ws", Route::WebSocket, WEBSOCKET.built),
+            ("/cluster/status", Route::ClusterStatus, CLUSTER.built),
+        ] {
+            let want = if built { route } else { Route::NotFound };
+            assert_eq!(super::route("GET", path), want, "{path}");
+        }
     }
 
     #[test]

@@ -67,9 +67,14 @@ fn version_prints_the_package_version() {
     for arg in ["--version", "-V"] {
         let out = run(&[arg]);
         assert_eq!(out.status.code(), Some(0));
-        assert_eq!(
-            stdout(&out),
-            format!("aiproxy {}\n", env!("CARGO_PKG_VERSION"))
+        assert_eq!(stdout(&out), aiproxy::cli::version());
+        assert!(
+            stdout(&out).starts_with(&format!(
+                "aiproxy {} (features: ",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{}",
+            stdout(&out)
         );
     }
 }

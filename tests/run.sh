@@ -45,6 +45,11 @@ command -v lintian >/dev/null 2>&1 || need lintian              # tests/package.
 command -v docker-compose >/dev/null 2>&1 || need docker-compose  # tests/deploy_check.sh
 command -v nginx >/dev/null 2>&1 || need nginx                    # tests/deploy_check.sh
 command -v npm >/dev/null 2>&1 || need npm                      # test_codex.py: Codex CLI
+command -v curl >/dev/null 2>&1 || need curl                    # tests/static_binary.sh
+command -v file >/dev/null 2>&1 || need file                    # tests/static_binary.sh
+if [ "$(uname -m)" = x86_64 ]; then
+    command -v musl-gcc >/dev/null 2>&1 || need musl-tools      # the static binary (ring's C)
+fi
 # Later stages: add further tools here with the same checks.
 if [ "${#missing[@]}" -gt 0 ]; then
     step "apt-get install ${missing[*]}"
@@ -60,6 +65,13 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+# The static binary's target; where it cannot be installed,
+# tests/static_binary.sh builds for the host instead.
+MUSL=x86_64-unknown-linux-musl
+if [ "$(uname -m)" = x86_64 ] && ! rustup target list --installed 2>/dev/null | grep -qx "$MUSL"; then
+    step "rustup target add $MUSL"
+    rustup target add "$MUSL" || echo "tests/run.sh: no $MUSL target; host builds instead" >&2
+fi
 
 # ---- Python virtualenv for the SDK tests ---------------------------------------
 if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then   # missing or broken
@@ -104,6 +116,12 @@ RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked
 
 step "cargo test --release"
 cargo test --release --locked
+
+step "cargo clippy --no-default-features -- -D warnings (the minimal feature set)"
+cargo clippy --no-default-features --locked -- -D warnings
+
+step "static binary: musl builds with every feature and with none, smoke-tested"
+tests/static_binary.sh
 
 # ---- man page ------------------------------------------------------------------
 if [ -f man/aiproxy.1 ]; then

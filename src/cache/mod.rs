@@ -24,7 +24,11 @@
 
 mod coalesce;
 mod key;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(not(feature = "redis"))]
+#[path = "redis_absent.rs"]
+mod redis;
 pub mod sharded;
 
 use std::sync::Arc;

@@ -5,16 +5,24 @@
 //! [`codec`] (the datagram, its MAC and the replay window),
 //! [`membership`] (who is alive, suspect or dead) and [`settings`]
 //! (last-writer-wins settings and cache-clear events). `node` is the
-//! thin I/O shell: one thread, one UDP socket, no async runtime. It knows
+//! thin I/O shell: one thread, one UDP socket, no async runtime; a build
+//! without the `cluster` feature has a stand-in whose [`Node::start`]
+//! fails, and the pure parts only. It knows
 //! nothing of the gateway; the gateway implements [`Local`] to receive
 //! changes made elsewhere and calls [`Node::publish_setting`] and
 //! [`Node::publish_cache_clear`] for changes made here.
 
 pub mod codec;
 pub mod membership;
+#[cfg(feature = "cluster")]
 mod node;
+#[cfg(not(feature = "cluster"))]
+#[path = "node_absent.rs"]
+mod node;
+#[cfg(feature = "cluster")]
 mod seeds;
 pub mod settings;
+mod status;
 
 use std::fmt;
 use std::io;
@@ -22,8 +30,9 @@ use std::net::SocketAddr;
 
 pub use codec::{DropReason, Key};
 pub use membership::{State, Timing};
-pub use node::{Local, MemberStatus, Node, Options, SettingStatus, Status, default_node_id};
+pub use node::Node;
 pub use settings::SettingError;
+pub use status::{Local, MemberStatus, Options, SettingStatus, Status, default_node_id};
 
 /// Shortest cluster secret accepted on a non-loopback address: one
 /// captured heartbeat lets anyone test guesses of the secret offline.
@@ -44,6 +53,8 @@ pub enum Error {
     },
     /// A secret shorter than [`MIN_SECRET_LEN`] on a non-loopback address.
     WeakSecret,
+    /// This build has no `cluster` feature.
+    NotBuilt,
     /// The socket could not be set up.
     Io {
         /// What was being done.
@@ -73,6 +84,7 @@ impl fmt::Display for Error {
                 "the cluster secret is shorter than {MIN_SECRET_LEN} bytes; a captured \
                  heartbeat would let it be guessed offline"
             ),
+            Self::NotBuilt => crate::features::CLUSTER.missing().fmt(f),
             Self::Io { op, source } => write!(f, "{op}: {source}"),
         }
     }

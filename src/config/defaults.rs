@@ -70,8 +70,9 @@ pub const DEFAULT_CACHE_MAX_SIZE_MB: u64 = 100;
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(300);
 /// Redis database number.
 pub const DEFAULT_REDIS_DB: u64 = 0;
-/// Whether `/metrics` and `/dashboard` are served.
-pub const DEFAULT_METRICS_ENABLED: bool = true;
+/// Whether `/metrics` and `/dashboard` are served: yes, in a build with
+/// the `metrics` feature.
+pub const DEFAULT_METRICS_ENABLED: bool = crate::features::METRICS.built;
 /// Whether requests are spread over the instances of a provider.
 pub const DEFAULT_LOAD_BALANCER_ENABLED: bool = true;
 /// How instances are chosen.
@@ -80,8 +81,9 @@ pub const DEFAULT_LOAD_BALANCER_ALGORITHM: Algorithm = Algorithm::RoundRobin;
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// Length of a first passive ejection (3 consecutive failures).
 pub const DEFAULT_EJECTION_TIME: Duration = Duration::from_secs(30);
-/// Whether `GET /ws` upgrades to the WebSocket API.
-pub const DEFAULT_WEBSOCKET_ENABLED: bool = true;
+/// Whether `GET /ws` upgrades to the WebSocket API: yes, in a build with
+/// the `websocket` feature.
+pub const DEFAULT_WEBSOCKET_ENABLED: bool = crate::features::WEBSOCKET.built;
 /// Most WebSocket connections open at once; more get 503 before upgrading.
 pub const DEFAULT_WEBSOCKET_MAX_CONNECTIONS: usize = 1000;
 /// Largest WebSocket message a client may send (4 MiB), all its fragments

@@ -124,6 +124,32 @@ pub struct Config {
 }
 
 impl Config {
+    /// Refuses a configuration that asks for a part this build lacks
+    /// (see [`crate::features`]). [`Config::load`] already refused such a
+    /// setting, naming its flag or key; this catches one made in code.
+    pub fn check_features(&self) -> Result<(), String> {
+        use crate::features::{self, Feature};
+        let asked: [(&str, bool, Feature); 5] = [
+            ("redis", self.redis.is_some(), features::REDIS),
+            ("metrics.enabled", self.metrics.enabled, features::METRICS),
+            (
+                "metrics.port",
+                self.metrics.port.is_some(),
+                features::METRICS,
+            ),
+            (
+                "websocket.enabled",
+                self.websocket.enabled,
+                features::WEBSOCKET,
+            ),
+            ("cluster.enabled", self.cluster.enabled, features::CLUSTER),
+        ];
+        match asked.iter().find(|(_, on, f)| *on && !f.built) {
+            Some((key, _, f)) => Err(format!("{key}: {}", f.missing())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether serving on `listen` with this configuration would leave a
     /// non-loopback listener without authentication. Checked at load
     /// against the configured address and on reload against the running

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::layer::{Layer, Source, Value};
 use super::*;
 use crate::balancer::Algorithm;
+use crate::features::{self, Feature};
 use crate::pools::{self, Overrides};
 use crate::provider_kind::ProviderKind;
 
@@ -76,6 +77,19 @@ impl Resolver {
         self.value(path, default, |t| {
             parse::integer(t, 1, max).map(|n| usize::try_from(n).unwrap_or(usize::MAX))
         })
+    }
+
+    /// `asked`, unless it asks for a part this build lacks: then the
+    /// problem names the missing feature and the part stays off.
+    fn needs(&mut self, path: &str, asked: bool, feature: Feature) -> bool {
+        if !asked || feature.built {
+            return asked;
+        }
+        if let Some(setting) = self.layer.get(path) {
+            let source = setting.source.clone();
+            self.problem(path, &source, feature.missing());
+        }
+        false
     }
 
     /// A switch: off unless a source turns it on.
@@ -231,12 +245,13 @@ impl Resolver {
                  websocket.max_message_size ({max_message_size})"
             ));
         }
+        let enabled = self.value(
+            "websocket.enabled",
+            DEFAULT_WEBSOCKET_ENABLED,
+            parse::boolean,
+        );
         WebSocketConfig {
-            enabled: self.value(
-                "websocket.enabled",
-                DEFAULT_WEBSOCKET_ENABLED,
-                parse::boolean,
-            ),
+            enabled: self.needs("websocket.enabled", enabled, features::WEBSOCKET),
             max_connections: self.size(
                 "websocket.max_connections",
                 DEFAULT_WEBSOCKET_MAX_CONNECTIONS,
@@ -267,6 +282,7 @@ impl Resolver {
     /// and a secret for a non-loopback node address.
     fn cluster(&mut self, listen: SocketAddr) -> ClusterConfig {
         let enabled = self.value("cluster.enabled", DEFAULT_CLUSTER_ENABLED, parse::boolean);
+        let enabled = self.needs("cluster.enabled", enabled, features::CLUSTER);
         let node_id = self.value("cluster.node_id", crate::cluster::default_node_id(), |t| {
             let id = t.trim();
             if crate::cluster::membership::valid_node_id(id) {
@@ -577,14 +593,18 @@ impl Resolver {
         let redis_db = self.value("redis.db", DEFAULT_REDIS_DB, |t| {
             parse::integer(t, 0, 65535)
         });
+        let redis_addr = redis_addr.filter(|_| self.needs("redis.addr", true, features::REDIS));
         let redis = redis_addr.map(|addr| RedisConfig {
             addr,
             password: redis_password,
             db: redis_db,
         });
+        let metrics_enabled =
+            self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean);
+        let metrics_port = self.value("metrics.port", None, |t| parse::port(t).map(Some));
         let metrics = MetricsConfig {
-            enabled: self.value("metrics.enabled", DEFAULT_METRICS_ENABLED, parse::boolean),
-            port: self.value("metrics.port", None, |t| parse::port(t).map(Some)),
+            enabled: self.needs("metrics.enabled", metrics_enabled, features::METRICS),
+            port: metrics_port.filter(|_| self.needs("metrics.port", true, features::METRICS)),
         };
         let websocket = self.websocket();
         let cluster = self.cluster(listen);
@@ -694,5 +714,45 @@ impl Default for Config {
         let config = resolver.resolve();
         debug_assert!(resolver.problems.is_empty(), "{:?}", resolver.problems);
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a build without `cluster` says to `--cluster-enabled true`
+    /// (tests/run.sh checks the minimal binary itself; this checks the
+    /// rule in every build).
+    #[test]
+    fn a_part_the_build_lacks_is_refused_by_its_flag_and_feature() {
+        let mut layer = Layer::default();
+        let flag = Source::Flag("--cluster-enabled");
+        layer.set("cluster.enabled", Value::Text("true".into()), flag);
+        let mut resolver = Resolver {
+            layer,
+            problems: Vec::new(),
+        };
+        let lacking = Feature {
+            name: "cluster",
+            built: false,
+        };
+        assert!(!resolver.needs("cluster.enabled", true, lacking));
+        assert_eq!(
+            resolver.problems,
+            ["--cluster-enabled: this build has no `cluster` feature \
+              (rebuild with `cargo build --features cluster`)"]
+        );
+        // Off, or built: nothing to refuse.
+        assert!(!resolver.needs("cluster.enabled", false, lacking));
+        assert!(resolver.needs(
+            "cluster.enabled",
+            true,
+            Feature {
+                built: true,
+                ..lacking
+            }
+        ));
+        assert_eq!(resolver.problems.len(), 1);
     }
 }

@@ -862,3 +862,56 @@ fn the_pools_file_is_read_with_the_configuration() {
     assert!(message.contains("colour"), "{message}");
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn settings_that_ask_for_an_optional_part_need_it_built() {
+    use crate::features::{self, Feature};
+    let cases: [(&[&str], &str, Feature); 5] = [
+        (
+            &["--cluster-enabled"],
+            "--cluster-enabled",
+            features::CLUSTER,
+        ),
+        (
+            &["--redis-addr", "127.0.0.1:6379"],
+            "--redis-addr",
+            features::REDIS,
+        ),
+        (
+            &["--metrics-enabled=true"],
+            "--metrics-enabled",
+            features::METRICS,
+        ),
+        (
+            &["--metrics-port", "9100"],
+            "--metrics-port",
+            features::METRICS,
+        ),
+        (
+            &["--websocket-enabled"],
+            "--websocket-enabled",
+            features::WEBSOCKET,
+        ),
+    ];
+    for (args, flag, feature) in cases {
+        match load(None, &[], args) {
+            Ok(_) => assert!(feature.built, "{args:?}"),
+            Err(e) => {
+                assert!(!feature.built, "{args:?}: {e}");
+                assert_eq!(e.problems(), [format!("{flag}: {}", feature.missing())]);
+            }
+        }
+    }
+    // Switched off, a missing part is no problem; the defaults follow the build.
+    let config = load(
+        None,
+        &[],
+        &["--metrics-enabled=false", "--websocket-enabled=false"],
+    )
+    .unwrap();
+    assert!(!config.metrics.enabled && !config.websocket.enabled);
+    let config = Config::default();
+    assert_eq!(config.metrics.enabled, features::METRICS.built);
+    assert_eq!(config.websocket.enabled, features::WEBSOCKET.built);
+    assert!(config.check_features().is_ok());
+}

@@ -22,6 +22,7 @@ mod pools;
 mod route;
 mod sse;
 mod stream;
+#[cfg(feature = "websocket")]
 mod websocket;
 
 /// One fuzz target.
@@ -102,6 +103,7 @@ pub const TARGETS: &[Target] = &[
         run: pools::pools_file,
         alloc_budget: json_budget,
     },
+    #[cfg(feature = "websocket")]
     Target {
         name: "ws_message",
         run: websocket::ws_message,

@@ -6,16 +6,28 @@
 //! (around the whole-answer fetch), the metrics (around each upstream
 //! attempt) and the load balancer (around the attempts of a request)
 //! each plug into one place; `ops` answers the operational endpoints,
-//! `balance` the balancer's, and `checks` runs the active health checks.
+//! `dashboard` the dashboard's, `balance` the balancer's, `ws` the
+//! WebSocket API, and `checks` runs the active health checks. A part a
+//! build leaves out (see [`crate::features`]) has a stand-in module of
+//! the same name that answers 404.
 
 mod balance;
 mod call;
 mod checks;
 mod control;
+#[cfg(all(feature = "dashboard", feature = "metrics"))]
+mod dashboard;
+#[cfg(not(all(feature = "dashboard", feature = "metrics")))]
+#[path = "dashboard_absent.rs"]
+mod dashboard;
 mod guard;
 mod infer;
 mod ops;
+#[cfg(feature = "websocket")]
 pub(crate) mod ws;
+#[cfg(not(feature = "websocket"))]
+#[path = "ws_absent.rs"]
+mod ws;
 
 pub use call::{Answer, Call, Sink};
 pub(crate) use checks::HealthChecks;
@@ -51,8 +63,10 @@ pub struct Gateway {
     overrides: Mutex<control::Overrides>,
     /// The gateway itself, for work that outlives a call into it (a
     /// WebSocket request runs on a worker after the poller decoded it).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     this: Weak<Gateway>,
     /// Open WebSocket connections.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     websockets: ws::Hub,
     /// The cluster node, when clustering is on.
     cluster: control::ClusterLink,
@@ -105,10 +119,12 @@ impl Gateway {
         config: Arc<Config>,
         extensions: Extensions,
     ) -> Result<Arc<Gateway>, crate::Error> {
+        config.check_features().map_err(crate::Error::Config)?;
         let (registry, _) = Registry::reconcile_with(None, &config, &extensions)?;
         let cache = build_cache(&config);
-        let metrics = config.metrics.enabled.then(|| {
-            Metrics::with_options(MetricsOptions {
+        // Metrics::start gives None in a build without metrics.
+        let metrics = if config.metrics.enabled {
+            Metrics::start(MetricsOptions {
                 providers: config.model_providers.clone(),
                 known_models: known_models(&config, &registry),
                 // Only the known names: metrics are served without a key,
@@ -120,7 +136,9 @@ impl Gateway {
                 load_balancer: config.load_balancer.enabled,
                 ..MetricsOptions::default()
             })
-        });
+        } else {
+            None
+        };
         Ok(Arc::new_cyclic(|this| Gateway {
             balancer: balance::build(&config),
             state: RwLock::new(Arc::new(State {
@@ -147,6 +165,7 @@ impl Gateway {
     /// the worker count and switching metrics on or off need a restart;
     /// the caller reports those.
     pub fn reload(&self, config: Arc<Config>) -> Result<(), crate::Error> {
+        config.check_features().map_err(crate::Error::Config)?;
         let running = self.current();
         let (registry, changes) =
             Registry::reconcile_with(Some(&running.registry), &config, &self.extensions)?;

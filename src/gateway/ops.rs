@@ -1,5 +1,5 @@
-//! Operational endpoints: CORS preflight, health, metrics and dashboard,
-//! cache management, model lists and token counting.
+//! Operational endpoints: CORS preflight, health, metrics, cache
+//! management, model lists and token counting.
 
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -9,13 +9,13 @@ use serde_json::{Value, json};
 use super::guard::{MAX_ECHO_BYTES, echo};
 use super::{Failure, Gateway, State, balance, infer};
 use crate::log;
-use crate::metrics::{ClusterFigures, DASHBOARD_CONTENT_TYPE, DASHBOARD_HTML, NodeState};
+use crate::metrics::{ClusterFigures, NodeState};
 use crate::protocol::{self, ModelInfo, Protocol};
 use crate::providers::ProviderKind;
 use crate::server::{Request, Responder};
 use crate::time::rfc3339;
 
-const METRICS_OFF: &[u8] = b"metrics are disabled (--metrics-enabled=false)\n";
+pub(super) const METRICS_OFF: &[u8] = b"metrics are disabled (--metrics-enabled=false)\n";
 
 /// A CORS preflight. Origins not in `--cors-origins` get no CORS headers,
 /// so the browser refuses the real request; allowed ones get a fixed list
@@ -84,7 +84,7 @@ impl Gateway {
 
     /// Brings the cache figures that only the cache knows (size, Redis
     /// health) into the metrics before they are read.
-    fn refresh_cache_metrics(&self, state: &State) {
+    pub(super) fn refresh_cache_metrics(&self, state: &State) {
         let Some(m) = &self.metrics else { return };
         m.set_cache_size_bytes(state.cache.size_bytes() as u64);
         m.cache_refused(state.cache.take_refused());
@@ -99,7 +99,7 @@ impl Gateway {
     }
 
     /// Brings the cluster's figures into the metrics before they are read.
-    fn refresh_cluster_metrics(&self) {
+    pub(super) fn refresh_cluster_metrics(&self) {
         let (Some(m), Some(status)) = (&self.metrics, self.cluster_status()) else {
             return;
         };
@@ -133,38 +133,6 @@ impl Gateway {
         self.refresh_balancer_metrics(state);
         let (content_type, body) = m.encode(req.header("accept"));
         let _ = out.send(200, &[("Content-Type", content_type)], body.as_bytes());
-    }
-
-    pub(super) fn dashboard(&self, out: &mut Responder<'_>) {
-        if self.metrics.is_none() {
-            let _ = out.send(404, &[("Content-Type", "text/plain")], METRICS_OFF);
-            return;
-        }
-        let _ = out.send(
-            200,
-            &[
-                ("Content-Type", DASHBOARD_CONTENT_TYPE),
-                ("Cache-Control", "no-cache"),
-            ],
-            DASHBOARD_HTML.as_bytes(),
-        );
-    }
-
-    pub(super) fn dashboard_summary(&self, state: &State, out: &mut Responder<'_>) {
-        let Some(m) = &self.metrics else {
-            let _ = out.send(404, &[("Content-Type", "text/plain")], METRICS_OFF);
-            return;
-        };
-        self.refresh_cache_metrics(state);
-        self.refresh_cluster_metrics();
-        self.refresh_balancer_metrics(state);
-        let mut summary = m.summary();
-        summary["cache_enabled"] = json!(state.cache.is_enabled());
-        let _ = out.send_json(
-            200,
-            &[("Cache-Control", "no-cache")],
-            summary.to_string().as_bytes(),
-        );
     }
 }
 

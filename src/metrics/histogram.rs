@@ -130,6 +130,7 @@ impl EncodeMetric for LatencyHistogram {
 }
 
 /// Subtracts an older snapshot of counts (saturating, in case of a reset).
+#[cfg(feature = "dashboard")]
 pub(crate) fn delta(new: &Counts, old: &Counts) -> Counts {
     std::array::from_fn(|i| new[i].saturating_sub(old[i]))
 }
@@ -138,6 +139,7 @@ pub(crate) fn delta(new: &Counts, old: &Counts) -> Counts {
 /// PromQL's `histogram_quantile` does: linear interpolation inside the
 /// bucket, 0 as the lower bound of the first one, and the highest finite
 /// bound when the rank falls in `+Inf`. `None` when there is no data.
+#[cfg(feature = "dashboard")]
 pub fn quantile(q: f64, counts: &Counts) -> Option<f64> {
     let total: u64 = counts.iter().sum();
     if total == 0 || !(0.0..=1.0).contains(&q) {

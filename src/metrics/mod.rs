@@ -24,15 +24,16 @@
 
 mod fold;
 mod histogram;
+#[cfg(feature = "dashboard")]
 mod summary;
+mod vocabulary;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::MetricType;
@@ -42,10 +43,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::providers::{ProviderKind, UpstreamFailure};
+use crate::providers::ProviderKind;
 
 pub use fold::{LabelFolder, MAX_LABEL_LEN, OTHER};
 pub use histogram::{LATENCY_BUCKETS, LatencyHistogram};
+pub use vocabulary::{
+    ClusterFigures, DEFAULT_MAX_INSTANCES, DEFAULT_MAX_MODELS, DEFAULT_SAMPLE_INTERVAL, ErrorKind,
+    MetricsOptions, NodeState,
+};
 
 /// `Content-Type` of the OpenMetrics exposition.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -55,184 +60,17 @@ pub const TEXT_CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text
 /// The live dashboard, one self-contained page (no external assets),
 /// served at `GET /dashboard`. It polls `summary.json` beside itself
 /// (`GET /dashboard/summary.json`, which serves [`Metrics::summary`]).
+#[cfg(feature = "dashboard")]
 pub const DASHBOARD_HTML: &str = include_str!("../dashboard.html");
 /// `Content-Type` of [`DASHBOARD_HTML`].
+#[cfg(feature = "dashboard")]
 pub const DASHBOARD_CONTENT_TYPE: &str = "text/html; charset=utf-8";
 /// Path the dashboard polls, relative to the server root.
+#[cfg(feature = "dashboard")]
 pub const SUMMARY_PATH: &str = "/dashboard/summary.json";
 
-/// Default number of model names that get a label of their own.
-pub const DEFAULT_MAX_MODELS: usize = 100;
-/// Default number of instance ids that get a label of their own.
-pub const DEFAULT_MAX_INSTANCES: usize = 256;
-/// Default interval between dashboard history samples.
-pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 /// Samples kept for the dashboard (5 minutes at the default interval).
 pub const HISTORY_LEN: usize = 151;
-
-/// Why an upstream call failed: the `kind` label of
-/// `aiproxy_provider_errors_total`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorKind {
-    /// No answer (or no next chunk) in time.
-    Timeout,
-    /// Connect, TLS or DNS failure.
-    Connect,
-    /// Any other 4xx answer.
-    Status4xx,
-    /// A 5xx answer.
-    Status5xx,
-    /// 429.
-    RateLimited,
-    /// 401 or 403, or credentials that could not be used or refreshed.
-    Auth,
-    /// An answer that could not be parsed or converted (bad JSON, broken
-    /// SSE, truncated stream).
-    Parse,
-}
-
-impl ErrorKind {
-    /// Every kind, in label order.
-    pub const ALL: [ErrorKind; 7] = [
-        Self::Timeout,
-        Self::Connect,
-        Self::Status4xx,
-        Self::Status5xx,
-        Self::RateLimited,
-        Self::Auth,
-        Self::Parse,
-    ];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Connect => "connect",
-            Self::Status4xx => "status_4xx",
-            Self::Status5xx => "status_5xx",
-            Self::RateLimited => "rate_limited",
-            Self::Auth => "auth",
-            Self::Parse => "parse",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl From<UpstreamFailure> for ErrorKind {
-    fn from(failure: UpstreamFailure) -> Self {
-        match failure {
-            UpstreamFailure::Connect => Self::Connect,
-            UpstreamFailure::Timeout => Self::Timeout,
-            UpstreamFailure::RateLimited => Self::RateLimited,
-            UpstreamFailure::Credential | UpstreamFailure::Config => Self::Auth,
-            UpstreamFailure::Client(_) => Self::Status4xx,
-            UpstreamFailure::Server(_) => Self::Status5xx,
-            UpstreamFailure::Protocol => Self::Parse,
-        }
-    }
-}
-
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A cluster member's state: the `state` label of `aiproxy_cluster_nodes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum NodeState {
-    /// Heard from recently.
-    Alive,
-    /// Silent for a while.
-    Suspect,
-    /// Silent for long.
-    Dead,
-}
-
-impl NodeState {
-    /// Every state.
-    pub const ALL: [NodeState; 3] = [Self::Alive, Self::Suspect, Self::Dead];
-
-    /// The label value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Alive => "alive",
-            Self::Suspect => "suspect",
-            Self::Dead => "dead",
-        }
-    }
-}
-
-/// A cluster node's figures, read from it at scrape time
-/// ([`Metrics::set_cluster`]).
-#[derive(Clone, Debug, Default)]
-pub struct ClusterFigures {
-    /// Every member (this node included): id, state, milliseconds since
-    /// it was last heard of.
-    pub nodes: Vec<(String, NodeState, u64)>,
-    /// Datagrams dropped since start, by reason.
-    pub dropped: Vec<(&'static str, u64)>,
-    /// Datagrams sent since start.
-    pub sent_datagrams: u64,
-    /// Datagrams received since start, dropped ones included.
-    pub received_datagrams: u64,
-    /// UDP payload bytes sent since start.
-    pub sent_bytes: u64,
-    /// UDP payload bytes received since start.
-    pub received_bytes: u64,
-    /// The newest cluster settings version this node has seen.
-    pub settings_version: u64,
-}
-
-/// What to register and how to bound labels. `Default` gives the core
-/// families only, the default label budgets and a sampler thread.
-#[derive(Clone, Debug)]
-pub struct MetricsOptions {
-    /// Enabled providers: their per-provider series (errors by kind,
-    /// latency histograms) are created at zero, so rates and alerts see
-    /// them before the first failure.
-    pub providers: Vec<ProviderKind>,
-    /// Model names that always get their own label (the configured ones).
-    pub known_models: Vec<String>,
-    /// How many other model names get their own label before the rest
-    /// fold into `other`. Default [`DEFAULT_MAX_MODELS`].
-    pub max_models: usize,
-    /// How many instance ids get their own label. Default
-    /// [`DEFAULT_MAX_INSTANCES`].
-    pub max_instances: usize,
-    /// Registers `aiproxy_websocket_connections`,
-    /// `aiproxy_websocket_messages_total` and `aiproxy_websocket_closes_total`.
-    pub websocket: bool,
-    /// Registers `aiproxy_loadbalancer_instance_healthy`.
-    pub load_balancer: bool,
-    /// Registers `aiproxy_cluster_nodes` (all three states at 0).
-    pub cluster: bool,
-    /// Registers `aiproxy_cache_redis_up` and `aiproxy_cache_redis_errors_total`.
-    pub redis: bool,
-    /// Interval of the dashboard history sampler thread; `None` starts no
-    /// thread (call [`Metrics::sample`] yourself). Default
-    /// [`DEFAULT_SAMPLE_INTERVAL`].
-    pub sample_interval: Option<Duration>,
-}
-
-impl Default for MetricsOptions {
-    fn default() -> Self {
-        Self {
-            providers: Vec::new(),
-            known_models: Vec::new(),
-            max_models: DEFAULT_MAX_MODELS,
-            max_instances: DEFAULT_MAX_INSTANCES,
-            websocket: false,
-            load_balancer: false,
-            cluster: false,
-            redis: false,
-            sample_interval: Some(DEFAULT_SAMPLE_INTERVAL),
-        }
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -419,13 +257,15 @@ pub struct Metrics {
     models: LabelFolder,
     instance_ids: LabelFolder,
     // Dashboard aggregates.
-    started: Instant,
+    #[cfg(feature = "dashboard")]
+    started: std::time::Instant,
     http_total: AtomicU64,
     http_4xx: AtomicU64,
     http_5xx: AtomicU64,
     http_latency: LatencyHistogram,
     providers: [ProviderStats; 6],
     instance_health: Mutex<BTreeMap<(&'static str, Arc<str>), bool>>,
+    #[cfg(feature = "dashboard")]
     history: Mutex<summary::History>,
 }
 
@@ -521,20 +361,22 @@ impl Metrics {
         Self::with_options(MetricsOptions::default())
     }
 
-    /// Builds the registry as `options` say and starts the history
-    /// sampler thread if asked. The thread holds only a weak reference and
-    /// ends within one interval after the last `Arc` is dropped.
+    /// [`Metrics::with_options`] as an `Option`: the gateway's call reads
+    /// the same in a build without the `metrics` feature, where it is
+    /// always `None`.
+    pub fn start(options: MetricsOptions) -> Option<Arc<Metrics>> {
+        Some(Self::with_options(options))
+    }
+
+    /// Builds the registry as `options` say and, in a build with the
+    /// dashboard, starts the history sampler thread if asked. The thread
+    /// holds only a weak reference and ends within one interval after the
+    /// last `Arc` is dropped.
     pub fn with_options(options: MetricsOptions) -> Arc<Metrics> {
         let metrics = Arc::new(Self::build(&options));
+        #[cfg(feature = "dashboard")]
         if let Some(interval) = options.sample_interval {
-            let weak = Arc::downgrade(&metrics);
-            metrics.sample();
-            let spawned = thread::Builder::new()
-                .name("aiproxy-metrics".into())
-                .spawn(move || sampler(&weak, interval));
-            if let Err(e) = spawned {
-                crate::log::warn(&format!("metrics: no dashboard history sampler: {e}"));
-            }
+            summary::start_sampler(&metrics, interval);
         }
         metrics
     }
@@ -740,13 +582,15 @@ impl Metrics {
             cluster,
             models: LabelFolder::new(options.max_models, &options.known_models),
             instance_ids: LabelFolder::new(options.max_instances, Vec::<&str>::new()),
-            started: Instant::now(),
+            #[cfg(feature = "dashboard")]
+            started: std::time::Instant::now(),
             http_total: AtomicU64::new(0),
             http_4xx: AtomicU64::new(0),
             http_5xx: AtomicU64::new(0),
             http_latency: LatencyHistogram::default(),
             providers: Default::default(),
             instance_health: Mutex::new(BTreeMap::new()),
+            #[cfg(feature = "dashboard")]
             history: Mutex::new(summary::History::default()),
         };
         for &kind in &options.providers {
@@ -1147,30 +991,6 @@ impl Metrics {
         }
     }
 
-    /// Takes one dashboard history sample now. The sampler thread calls
-    /// this every [`MetricsOptions::sample_interval`].
-    pub fn sample(&self) {
-        let snap = self.snapshot_at(Instant::now());
-        self.history
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(snap);
-    }
-
-    /// The JSON document the dashboard polls: totals, rates and latency
-    /// quantiles over the recent window, per-provider figures, cache,
-    /// optional sections and the history ring. See `summary.rs` for the
-    /// field list.
-    pub fn summary(&self) -> serde_json::Value {
-        self.summary_at(Instant::now())
-    }
-
-    fn summary_at(&self, at: Instant) -> serde_json::Value {
-        let now = self.snapshot_at(at);
-        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
-        summary::render(self, &history, &now)
-    }
-
     // ---- Internals ------------------------------------------------------
 
     /// Runs `f` on this thread's handle cache for this registry.
@@ -1296,16 +1116,6 @@ fn wants_openmetrics(accept: Option<&str>) -> bool {
                 .is_some_and(|q| q <= 0.0)
         })
     })
-}
-
-fn sampler(weak: &Weak<Metrics>, interval: Duration) {
-    loop {
-        thread::sleep(interval);
-        match weak.upgrade() {
-            Some(metrics) => metrics.sample(),
-            None => return,
-        }
-    }
 }
 
 #[cfg(test)]

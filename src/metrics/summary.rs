@@ -32,6 +32,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
@@ -83,6 +85,30 @@ impl History {
 }
 
 impl Metrics {
+    /// Takes one dashboard history sample now. The sampler thread calls
+    /// this every [`MetricsOptions::sample_interval`](super::MetricsOptions::sample_interval).
+    pub fn sample(&self) {
+        let snap = self.snapshot_at(Instant::now());
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(snap);
+    }
+
+    /// The JSON document the dashboard polls: totals, rates and latency
+    /// quantiles over the recent window, per-provider figures, cache,
+    /// optional sections and the history ring; the module documentation
+    /// lists the fields.
+    pub fn summary(&self) -> Value {
+        self.summary_at(Instant::now())
+    }
+
+    pub(super) fn summary_at(&self, at: Instant) -> Value {
+        let now = self.snapshot_at(at);
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        render(self, &history, &now)
+    }
+
     pub(super) fn snapshot_at(&self, at: Instant) -> Snapshot {
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -115,6 +141,30 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(snap);
+    }
+}
+
+/// Samples `metrics` now and then every `interval` on a thread of its
+/// own, which holds only a weak reference and ends within one interval
+/// after the last `Arc` is dropped.
+pub(super) fn start_sampler(metrics: &Arc<Metrics>, interval: Duration) {
+    let weak = Arc::downgrade(metrics);
+    metrics.sample();
+    let spawned = thread::Builder::new()
+        .name("aiproxy-metrics".into())
+        .spawn(move || sampler(&weak, interval));
+    if let Err(e) = spawned {
+        crate::log::warn(&format!("metrics: no dashboard history sampler: {e}"));
+    }
+}
+
+fn sampler(weak: &Weak<Metrics>, interval: Duration) {
+    loop {
+        thread::sleep(interval);
+        match weak.upgrade() {
+            Some(metrics) => metrics.sample(),
+            None => return,
+        }
     }
 }
 

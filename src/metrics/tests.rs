@@ -2,6 +2,8 @@ use super::*;
 
 use std::collections::HashSet;
 use std::process::Command;
+use std::thread;
+use std::time::Instant;
 
 /// Every family name as it appears in `# TYPE` lines.
 const CORE_NAMES: [&str; 13] = [
