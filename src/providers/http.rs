@@ -4,11 +4,12 @@
 //! (we relay them), redirects are followed (we relay them), the proxy is
 //! taken from the environment, there are no timeouts and buffers are
 //! 128 KiB per connection. Each is set here on purpose: buffers are
-//! 8 KiB in and 8 KiB out (ureq grows the input buffer when an answer's
+//! 10 KiB in and 8 KiB out (ureq grows the input buffer when an answer's
 //! head needs more), since with thousands of requests in flight every
 //! worker holds one upstream connection, and ureq fills both buffers with
-//! zeros, so they are resident from the first request. A larger input
-//! buffer would only save read calls on long answers.
+//! zeros, so they are resident from the first request. 10 KiB is ureq's
+//! scratch space for sending a body: an input buffer any smaller is grown
+//! and zeroed again for every request (+6,000 instructions each).
 
 use std::io;
 use std::time::Duration;
@@ -97,7 +98,7 @@ fn settings(config: &Config) -> UreqConfig {
         .timeout_connect(Some(up.connect_timeout))
         .timeout_recv_response(Some(up.timeout))
         .timeout_per_read(Some(up.idle_timeout))
-        .input_buffer_size(8 * 1024)
+        .input_buffer_size(10 * 1024)
         .output_buffer_size(8 * 1024)
         .max_idle_connections(idle)
         .max_idle_connections_per_host(idle)
