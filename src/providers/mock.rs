@@ -479,6 +479,26 @@ impl Read for DelayedChunks {
 mod tests {
     use super::*;
 
+    /// Like a network body, a paced mock stream gives up a read after the
+    /// thread's wait and loses nothing: the relay sends keep-alives then.
+    #[test]
+    fn paced_chunks_respect_the_read_wait() {
+        let mut body = DelayedChunks::new(
+            vec![b"a".to_vec(), b"b".to_vec()],
+            Duration::from_millis(200),
+        );
+        let wait = read_wait::ReadWait::start(Duration::from_millis(20));
+        let mut buf = [0u8; 8];
+        assert_eq!(body.read(&mut buf).unwrap(), 1);
+        let e = body.read(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(wait.honoured());
+        wait.set(Duration::from_secs(5));
+        assert_eq!(body.read(&mut buf).unwrap(), 1);
+        assert_eq!(&buf[..1], b"b");
+        assert_eq!(body.read(&mut buf).unwrap(), 0);
+    }
+
     fn call(body: Value, stream: bool) -> Vec<u8> {
         let mock = Mock::new(Duration::ZERO, Duration::ZERO);
         let req = UpstreamRequest {

@@ -56,7 +56,13 @@ pub struct UpstreamResponse {
     pub content_length: Option<u64>,
     /// `Retry-After`, relayed on 429/503.
     pub retry_after: Option<String>,
-    /// The body, read incrementally.
+    /// The body, read incrementally. A streamed body is read by the
+    /// worker relaying it, which sends keep-alives between reads: a body
+    /// that can should respect [`read_wait::current`] (fail a read with
+    /// `TimedOut` when nothing arrived within the wait, and carry on at the
+    /// next read), as bodies from aiproxy's own HTTP client do; a body that
+    /// blocks instead is relayed read by read, with no keep-alives while it
+    /// is silent.
     pub body: Box<dyn Read + Send>,
 }
 
