@@ -30,9 +30,9 @@ const MAX_IDLE_CONNECTIONS: usize = 256;
 /// `https://` upstreams and one for plain `http://` ones (a local model
 /// server, a sidecar), built when first needed. The plain agent's
 /// connector has no TLS layer: ureq's connector chain keeps every layer's
-/// connection by value, and with TLS in the chain connecting takes some
-/// 20 KiB more stack, which stays resident in every worker thread — a
-/// third of a worker's memory when thousands of requests are in flight.
+/// connection by value, and with TLS in the chain a connect takes some
+/// 12 KiB more stack, which stays resident in every worker thread that
+/// ever connected (48 KiB against 36 KiB a worker, measured).
 pub struct Agents<'a> {
     config: &'a Config,
     plain: Option<Agent>,
