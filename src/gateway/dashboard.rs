@@ -26,13 +26,9 @@ impl Gateway {
     }
 
     pub(super) fn dashboard_summary(&self, state: &State, out: &mut Responder<'_>) {
-        let Some(m) = &self.metrics else {
-            let _ = out.send(404, &[("Content-Type", "text/plain")], METRICS_OFF);
+        let Some(m) = self.fresh_metrics(state, out) else {
             return;
         };
-        self.refresh_cache_metrics(state);
-        self.refresh_cluster_metrics();
-        self.refresh_balancer_metrics(state);
         let mut summary = m.summary();
         summary["cache_enabled"] = json!(state.cache.is_enabled());
         let _ = out.send_json(

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::guard::{MAX_ECHO_BYTES, echo};
 use super::{Failure, Gateway, State, balance, infer};
 use crate::log;
-use crate::metrics::{ClusterFigures, NodeState};
+use crate::metrics::{ClusterFigures, Metrics, NodeState};
 use crate::protocol::{self, ModelInfo, Protocol};
 use crate::providers::ProviderKind;
 use crate::server::{Request, Responder};
@@ -123,14 +123,23 @@ impl Gateway {
         });
     }
 
-    pub(super) fn serve_metrics(&self, state: &State, req: &Request, out: &mut Responder<'_>) {
+    /// The metrics, brought up to date with the cache, the cluster and the
+    /// balancer; with metrics off, a 404 is sent and there are none.
+    pub(super) fn fresh_metrics(&self, state: &State, out: &mut Responder<'_>) -> Option<&Metrics> {
         let Some(m) = &self.metrics else {
             let _ = out.send(404, &[("Content-Type", "text/plain")], METRICS_OFF);
-            return;
+            return None;
         };
         self.refresh_cache_metrics(state);
         self.refresh_cluster_metrics();
         self.refresh_balancer_metrics(state);
+        Some(m)
+    }
+
+    pub(super) fn serve_metrics(&self, state: &State, req: &Request, out: &mut Responder<'_>) {
+        let Some(m) = self.fresh_metrics(state, out) else {
+            return;
+        };
         let (content_type, body) = m.encode(req.header("accept"));
         let _ = out.send(200, &[("Content-Type", content_type)], body.as_bytes());
     }
