@@ -17,6 +17,7 @@
 use std::cell::Cell;
 use std::fmt;
 use std::io;
+use std::marker::PhantomData;
 use std::time::Duration;
 
 use ureq::Error;
@@ -29,15 +30,17 @@ thread_local! {
     static HONOURED: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Bounds every upstream body read on this thread until dropped.
-pub struct ReadWait(());
+/// Bounds every upstream body read on this thread until dropped. It
+/// stays on the thread it was started on (not `Send`): dropped elsewhere,
+/// it would clear another thread's wait.
+pub struct ReadWait(PhantomData<*const ()>);
 
 impl ReadWait {
     /// Starts bounding reads on this thread by `wait`.
     pub fn start(wait: Duration) -> Self {
         WAIT.set(Some(wait));
         HONOURED.set(false);
-        ReadWait(())
+        ReadWait(PhantomData)
     }
 
     /// Bounds the next reads by `wait` instead.
