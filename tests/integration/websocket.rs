@@ -409,8 +409,9 @@ fn draining_lets_a_stream_finish_then_closes_1001() {
     assert!(stopper.join().unwrap(), "the drain finished in time");
 }
 
-#[test]
-fn a_closed_socket_stops_its_upstream_call_within_a_second() {
+/// A proxy in front of an upstream streaming 500 words 20 ms apart: long
+/// enough for a client to leave or cancel in the middle.
+fn slow_stream_proxy() -> (MockUpstream, Proxy) {
     let up = MockUpstream::start(|_, _| {
         let words: Vec<&str> = std::iter::repeat_n("w", 500).collect();
         Reply::Sse(openai_stream(&words, Duration::from_millis(20)))
@@ -420,6 +421,12 @@ fn a_closed_socket_stops_its_upstream_call_within_a_second() {
         c.openai.api_key = Some(Secret::new("sk-upstream"));
         c.openai.base_url = format!("{}/v1", up.base_url());
     });
+    (up, p)
+}
+
+#[test]
+fn a_closed_socket_stops_its_upstream_call_within_a_second() {
+    let (up, p) = slow_stream_proxy();
     let mut ws = open(p.addr());
     ws.send(&chat("up", true).replace("mock-small", "gpt-test"));
     assert_eq!(ws.json()["type"], "stream");
@@ -437,15 +444,7 @@ fn a_closed_socket_stops_its_upstream_call_within_a_second() {
 
 #[test]
 fn cancel_stops_the_upstream_call_and_answers_cancelled() {
-    let up = MockUpstream::start(|_, _| {
-        let words: Vec<&str> = std::iter::repeat_n("w", 500).collect();
-        Reply::Sse(openai_stream(&words, Duration::from_millis(20)))
-    });
-    let p = proxy(|c| {
-        c.model_providers = vec![ProviderKind::OpenAiCustom];
-        c.openai.api_key = Some(Secret::new("sk-upstream"));
-        c.openai.base_url = format!("{}/v1", up.base_url());
-    });
+    let (up, p) = slow_stream_proxy();
     let mut ws = open(p.addr());
     ws.send(&chat("c", true).replace("mock-small", "gpt-test"));
     assert_eq!(ws.json()["type"], "stream");
