@@ -15,6 +15,7 @@
 //! its own.
 
 mod chunked;
+mod keep_alive;
 mod listen;
 mod poller;
 pub mod request;
@@ -402,8 +403,8 @@ impl Server {
 fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
     while let Ok(work) = jobs.recv() {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
-        let job = match work {
-            Work::Request(job) => job,
+        match work {
+            Work::Request(job) => serve_connection(shared, jobs, job),
             Work::Task(task) => {
                 let worker = Worker {
                     stopping: &shared.stopping,
@@ -412,24 +413,53 @@ fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
                 if panic::catch_unwind(AssertUnwindSafe(|| task(&worker))).is_err() {
                     crate::log::warn("a task of an upgraded connection panicked");
                 }
-                shared.idle.fetch_add(1, Ordering::SeqCst);
                 shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                continue;
             }
-        };
-        let (returned, finished) = serve(shared, job);
-        // The connection goes back before the log line is written: its
-        // next request need not wait for the log.
-        if let Some(returned) = returned
-            && shared.returns.send(returned).is_ok()
-        {
-            let _ = shared.waker.wake();
-        }
-        if let Some((req, exchange)) = finished {
-            shared.handler.log(&req, &exchange, req.received.elapsed());
         }
         shared.idle.fetch_add(1, Ordering::SeqCst);
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Serves `job`, then the requests that follow it on the same connection
+/// for as long as they come right away (see `keep_alive`).
+fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
+    loop {
+        let (returned, finished) = serve(shared, job);
+        let next = match returned {
+            Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs) => {
+                if let Some((req, exchange)) = finished {
+                    shared.handler.log(&req, &exchange, req.received.elapsed());
+                }
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                keep_alive::next_request(shared, conn)
+            }
+            returned => {
+                // The connection goes back before the log line is
+                // written: its next request need not wait for the log.
+                if let Some(returned) = returned {
+                    give_back(shared, returned);
+                }
+                if let Some((req, exchange)) = finished {
+                    shared.handler.log(&req, &exchange, req.received.elapsed());
+                }
+                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                None
+            }
+        };
+        match next {
+            Some(next) => {
+                shared.in_flight.fetch_add(1, Ordering::SeqCst);
+                job = next;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Hands a connection a worker is done with to the poller.
+fn give_back(shared: &Shared, returned: Returned) {
+    if shared.returns.send(returned).is_ok() {
+        let _ = shared.waker.wake();
     }
 }
 

@@ -60,7 +60,7 @@ pub(super) struct Conn {
     pub(super) stream: TcpStream,
     pub(super) peer: SocketAddr,
     /// Input received and not yet consumed.
-    buf: Vec<u8>,
+    pub(super) buf: Vec<u8>,
     /// Output the poller still has to write (its own answers, `100 Continue`).
     pub(super) out: Vec<u8>,
     phase: Phase,
@@ -77,7 +77,10 @@ pub(super) struct Conn {
     served: bool,
     /// When its last request arrived (or it was accepted): the least
     /// recently used idle connection is the first to make room.
-    last_used: Instant,
+    pub(super) last_used: Instant,
+    /// The read timeout a worker waits with between requests is set (see
+    /// `keep_alive`).
+    pub(super) hold_timeout_set: bool,
     _open: OpenGuard,
 }
 
@@ -333,6 +336,7 @@ impl Poller {
             watching_writes: false,
             served: false,
             last_used: Instant::now(),
+            hold_timeout_set: false,
             _open: guard,
         };
         if let Some(slot) = self.insert(conn) {

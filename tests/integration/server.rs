@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use aiproxy::server::{Handler, Request, Responder, Server, Settings};
+use aiproxy::server::{Handler, Rejection, Request, Responder, Server, Settings};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::support::*;
@@ -23,6 +23,15 @@ struct TestHandler {
 }
 
 impl Handler for TestHandler {
+    fn screen(&self, head: &aiproxy::server::Head, _peer: SocketAddr) -> Option<Rejection> {
+        (head.path() == "/refused").then(|| Rejection {
+            status: 403,
+            headers: vec![("Content-Type", "text/plain".to_string())],
+            body: b"refused".to_vec(),
+            route: "/refused",
+        })
+    }
+
     fn handle(&self, req: &Request, out: &mut Responder<'_>) {
         self.served.fetch_add(1, Ordering::SeqCst);
         match req.path() {
@@ -231,6 +240,92 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
         .write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut stream).body, b"ok");
+}
+
+/// A worker that answered on a keep-alive connection reads the next
+/// request itself when it comes at once, else the poller does: every way a
+/// next request can arrive must be answered alike on both paths.
+#[test]
+fn next_requests_are_answered_alike_at_once_later_or_in_pieces() {
+    let t = TestServer::start(|_| {});
+    let echo = |stream: &mut std::net::TcpStream, body: &str| {
+        let raw = format!(
+            "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(raw.as_bytes()).unwrap();
+        read_response(stream).text()
+    };
+    let mut stream = connect(t.addr);
+    // Back to back: the answering worker is still there to read it.
+    for i in 0..20 {
+        assert_eq!(
+            echo(&mut stream, &format!("at once {i}")),
+            format!("at once {i}")
+        );
+    }
+    // Long after the answer: the poller has the connection by then.
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(echo(&mut stream, "later"), "later");
+    // A head at once, its body well after it.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\nfirst")
+        .unwrap();
+    thread::sleep(Duration::from_millis(50));
+    stream.write_all(b"-half").unwrap();
+    assert_eq!(read_response(&mut stream).text(), "first-half");
+    // A client that waits for `100 Continue` right after an answer.
+    stream
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+    assert_eq!(read_response(&mut stream).status, 100);
+    stream.write_all(b"body").unwrap();
+    assert_eq!(read_response(&mut stream).text(), "body");
+    // A chunked body at once.
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).text(), "abc");
+    // Screening still comes first: refused, answered, closed.
+    stream
+        .write_all(b"GET /refused HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let refused = read_response(&mut stream);
+    assert_eq!((refused.status, refused.text().as_str()), (403, "refused"));
+    assert!(time_until_closed(&mut stream, Duration::from_secs(5)) < Duration::from_secs(5));
+    // A malformed head right after an answer gets the poller's 400.
+    let mut stream = connect(t.addr);
+    assert_eq!(echo(&mut stream, "one"), "one");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost localhost\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut stream).status, 400);
+}
+
+/// A worker waiting on a quiet connection for its next request must not
+/// keep another client's request waiting for it.
+#[test]
+fn a_worker_waiting_on_a_quiet_connection_leaves_other_clients_served() {
+    let t = TestServer::start(|s| s.workers = 2);
+    let mut quiet: Vec<_> = (0..8).map(|_| connect(t.addr)).collect();
+    for stream in &mut quiet {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(stream).status, 200);
+    }
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(get(t.addr, "/").status, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(t.handler.served.load(Ordering::SeqCst), 28);
 }
 
 #[test]

@@ -1,0 +1,197 @@
+//! Serving a keep-alive connection's next request on the worker that
+//! answered the previous one.
+//!
+//! Giving a connection back to the poller and its next request to a worker
+//! costs, per request, two epoll changes, a waker write and two thread
+//! wake-ups on top of the read. A client that sends its next request right
+//! after an answer (SDKs in a loop, batch jobs, agents calling tools, load
+//! balancers reusing upstream connections) finds instead the worker that
+//! answered it still reading, for a moment ([`HOLD`]). Only a whole,
+//! ordinary request is served this way; anything else (a partial head, a
+//! body still arriving, `Expect: 100-continue`, a malformed head) goes to
+//! the poller with the bytes received, which carries on as if it had read
+//! them itself. A worker holds a connection only while other workers are
+//! idle and no request waits, so a busy pool never sits on quiet clients.
+
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+use super::poller::Conn;
+use super::request::{self, BodyReader, Head, ParseStatus};
+use super::response;
+use super::{Job, Returned, Shared, Work, give_back, linger};
+
+/// How long a worker waits for the next request on a connection it just
+/// answered before handing the connection to the poller. Long enough for
+/// a client on the same host or LAN to turn around under load, short
+/// enough that a quiet connection costs a worker only briefly.
+pub(super) const HOLD: Duration = Duration::from_millis(2);
+
+/// First read size; doubled while a request keeps arriving.
+const FIRST_READ: usize = 4 * 1024;
+/// Largest single read.
+const MAX_READ: usize = 64 * 1024;
+/// Input buffer capacity a connection keeps when it goes back to the
+/// poller between requests.
+const KEPT_CAPACITY: usize = 4 * 1024;
+
+/// Whether the worker that just answered on a keep-alive connection may
+/// wait there for the next request.
+pub(super) fn may_hold(shared: &Shared, jobs: &Receiver<Work>) -> bool {
+    use std::sync::atomic::Ordering::Relaxed;
+    !shared.stopping.load(Relaxed) && jobs.is_empty() && shared.idle.load(Relaxed) > 0
+}
+
+/// Waits up to [`HOLD`] for the next request on `conn`. A whole request
+/// that passes screening comes back ready to serve; otherwise the
+/// connection goes to the poller (or is answered and closed, or dropped
+/// when the client left) and `None` comes back.
+pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
+    let received = receive(shared, &mut conn);
+    // Workers and the poller expect the socket non-blocking.
+    if conn.stream.set_nonblocking(true).is_err() {
+        return None;
+    }
+    match received {
+        Received::Whole(head, body) => admit(shared, conn, head, body),
+        Received::NotYet => {
+            if conn.buf.is_empty() && conn.buf.capacity() > KEPT_CAPACITY {
+                conn.buf = Vec::new();
+            }
+            give_back(shared, Returned::KeepAlive(conn));
+            None
+        }
+        Received::Gone => None,
+    }
+}
+
+enum Received {
+    /// A whole request; its bytes left the connection's input.
+    Whole(Head, Vec<u8>),
+    /// Nothing, part of a request, or something the poller must answer.
+    NotYet,
+    /// The client closed the connection or it failed.
+    Gone,
+}
+
+fn receive(shared: &Shared, conn: &mut Conn) -> Received {
+    let settings = &shared.settings;
+    let until = Instant::now() + HOLD;
+    let mut blocking = false;
+    loop {
+        match whole_request(settings, &mut conn.buf) {
+            Ok(Some((head, body))) => return Received::Whole(head, body),
+            Ok(None) => {}
+            Err(()) => return Received::NotYet,
+        }
+        if Instant::now() >= until {
+            return Received::NotYet;
+        }
+        if !blocking {
+            // A blocking read with a timeout is the one wait std offers a
+            // single socket; the timeout is set once per connection.
+            if conn.stream.set_nonblocking(false).is_err() {
+                return Received::Gone;
+            }
+            blocking = true;
+            if !conn.hold_timeout_set {
+                if conn.stream.set_read_timeout(Some(HOLD)).is_err() {
+                    return Received::Gone;
+                }
+                conn.hold_timeout_set = true;
+            }
+        }
+        let len = conn.buf.len();
+        let want = len.clamp(FIRST_READ, MAX_READ);
+        conn.buf.resize(len + want, 0);
+        let read = conn.stream.read(&mut conn.buf[len..]);
+        conn.buf.truncate(len + *read.as_ref().unwrap_or(&0));
+        match read {
+            Ok(0) => return Received::Gone,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Received::NotYet;
+            }
+            Err(_) => return Received::Gone,
+        }
+    }
+}
+
+/// A whole request at the start of `buf` (its bytes removed), `None` when
+/// more is needed, `Err` for what only the poller answers: a head or body
+/// it refuses, or a client that waits for `100 Continue`.
+fn whole_request(
+    settings: &super::Settings,
+    buf: &mut Vec<u8>,
+) -> Result<Option<(Head, Vec<u8>)>, ()> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let (head, head_len) =
+        match request::parse_head(buf, settings.max_header_bytes, settings.max_headers) {
+            Ok(ParseStatus::Complete(head, len)) => (head, len),
+            Ok(ParseStatus::Partial) => return Ok(None),
+            Err(_) => return Err(()),
+        };
+    let mut reader = BodyReader::new(head.framing, settings.max_body_bytes)
+        .map_err(|_| ())?
+        .trailer_limits(settings.max_header_bytes, settings.max_headers);
+    let body_len = reader.feed(&buf[head_len..]).map_err(|_| ())?;
+    if !reader.is_complete() {
+        return if head.expect_continue {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    }
+    buf.drain(..head_len + body_len);
+    Ok(Some((head, reader.into_body())))
+}
+
+/// Screens a whole request as the poller would; a refused one is answered
+/// here and its connection closed.
+fn admit(shared: &Shared, mut conn: Conn, head: Head, body: Vec<u8>) -> Option<Job> {
+    use std::sync::atomic::Ordering::Relaxed;
+    if let Some(rejection) = shared.handler.screen(&head, conn.peer) {
+        shared.handler.log_rejected(&head, &rejection);
+        let head_only = head.method() == "HEAD";
+        close_with(shared, conn, &rejection.to_bytes(head_only));
+        return None;
+    }
+    if shared.stopping.load(Relaxed) {
+        let answer = response::simple_error(
+            503,
+            "server is shutting down, retry on another instance",
+            "Retry-After: 1\r\n",
+        );
+        close_with(shared, conn, &answer);
+        return None;
+    }
+    let now = Instant::now();
+    conn.last_used = now;
+    Some(Job {
+        conn,
+        head,
+        body,
+        received: now,
+        queued: now,
+    })
+}
+
+fn close_with(shared: &Shared, mut conn: Conn, answer: &[u8]) {
+    let deadline = Instant::now() + shared.settings.send_timeout;
+    let mut blocking = false;
+    if response::write_all_by(&mut conn.stream, answer, deadline, &mut blocking).is_ok()
+        && let Some(returned) = linger(conn, blocking)
+    {
+        give_back(shared, returned);
+    }
+}
