@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use ureq::Agent;
-
+use super::http::ShardedAgent;
 use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::{ClaudeConfig, Secret};
 use crate::protocol::ModelInfo;
@@ -23,20 +22,23 @@ const FALLBACK_MODELS: &[&str] = &[
 
 /// An Anthropic-compatible upstream.
 pub struct Claude {
-    agent: Agent,
+    agent: ShardedAgent,
     api_root: String,
     api_key: Secret,
 }
 
 impl Claude {
     /// Validates the settings; the key is required.
-    pub fn new(agent: Agent, config: &ClaudeConfig) -> Result<Self, crate::Error> {
+    pub fn new(
+        agent: impl Into<ShardedAgent>,
+        config: &ClaudeConfig,
+    ) -> Result<Self, crate::Error> {
         let api_key = config
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("claude-custom needs --claude-api-key".into()))?;
         Ok(Self {
-            agent,
+            agent: agent.into(),
             api_root: api_root(&config.base_url),
             api_key,
         })
@@ -53,6 +55,7 @@ impl Provider for Claude {
     fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
         let mut builder = self
             .agent
+            .pick()
             .post(format!("{}/v1/messages", self.api_root))
             .header("x-api-key", self.api_key.expose())
             .header("Content-Type", "application/json");
@@ -76,6 +79,7 @@ impl Provider for Claude {
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
         let listed = self
             .agent
+            .pick()
             .get(format!("{}/v1/models", self.api_root))
             .header("x-api-key", self.api_key.expose())
             .header("anthropic-version", ANTHROPIC_VERSION)
@@ -107,6 +111,7 @@ impl Provider for Claude {
     fn probe(&self, timeout: Duration) -> Probe {
         let builder = self
             .agent
+            .pick()
             .get(format!("{}/v1/models", self.api_root))
             .header("x-api-key", self.api_key.expose())
             .header("anthropic-version", ANTHROPIC_VERSION);

@@ -2,15 +2,14 @@
 
 use std::time::Duration;
 
-use ureq::Agent;
-
+use super::http::ShardedAgent;
 use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::OpenAiConfig;
 use crate::protocol::ModelInfo;
 
 /// An OpenAI-compatible upstream.
 pub struct OpenAi {
-    agent: Agent,
+    agent: ShardedAgent,
     base_url: String,
     /// Built once: they are the same for every request.
     chat_url: String,
@@ -19,14 +18,17 @@ pub struct OpenAi {
 
 impl OpenAi {
     /// Validates the settings; the key is required.
-    pub fn new(agent: Agent, config: &OpenAiConfig) -> Result<Self, crate::Error> {
+    pub fn new(
+        agent: impl Into<ShardedAgent>,
+        config: &OpenAiConfig,
+    ) -> Result<Self, crate::Error> {
         let api_key = config
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("openai-custom needs --openai-api-key".into()))?;
         let base_url = config.base_url.trim_end_matches('/').to_owned();
         Ok(Self {
-            agent,
+            agent: agent.into(),
             chat_url: format!("{base_url}/chat/completions"),
             authorization: format!("Bearer {}", api_key.expose()),
             base_url,
@@ -38,6 +40,7 @@ impl Provider for OpenAi {
     fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
         let mut builder = self
             .agent
+            .pick()
             .post(&self.chat_url)
             .header("Authorization", &self.authorization)
             .header("Content-Type", "application/json");
@@ -56,6 +59,7 @@ impl Provider for OpenAi {
     fn models(&self) -> Result<Vec<ModelInfo>, UpstreamError> {
         let resp = self
             .agent
+            .pick()
             .get(format!("{}/models", self.base_url))
             .header("Authorization", &self.authorization)
             .call()
@@ -83,6 +87,7 @@ impl Provider for OpenAi {
     fn probe(&self, timeout: Duration) -> Probe {
         let builder = self
             .agent
+            .pick()
             .get(format!("{}/models", self.base_url))
             .header("Authorization", &self.authorization);
         match http::bounded(builder, Some(timeout)).call() {

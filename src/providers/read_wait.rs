@@ -161,7 +161,8 @@ mod tests {
             s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
         });
         let config = Config::default();
-        let agent = Agents::new(&config).for_url("http://x/");
+        let agents = Agents::new(&config).for_url("http://x/");
+        let agent = agents.pick();
         let resp = agent.get(format!("http://{addr}/")).call().unwrap();
         let mut body = resp.into_body().into_reader();
         let wait = ReadWait::start(Duration::from_millis(50));

@@ -33,9 +33,6 @@ pub(super) const HOLD: Duration = Duration::from_millis(2);
 const FIRST_READ: usize = 4 * 1024;
 /// Largest single read.
 const MAX_READ: usize = 64 * 1024;
-/// Input buffer capacity a connection keeps when it goes back to the
-/// poller between requests.
-const KEPT_CAPACITY: usize = 4 * 1024;
 
 /// Whether the worker that just answered on a keep-alive connection may
 /// wait there for the next request.
@@ -57,7 +54,9 @@ pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
     match received {
         Received::Whole(head, body) => admit(shared, conn, head, body),
         Received::NotYet => {
-            if conn.buf.is_empty() && conn.buf.capacity() > KEPT_CAPACITY {
+            // A quiet connection keeps no buffer: with thousands of them
+            // idle, 4 KiB each would add up.
+            if conn.buf.is_empty() {
                 conn.buf = Vec::new();
             }
             give_back(shared, Returned::KeepAlive(conn));
