@@ -426,7 +426,7 @@ fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
     loop {
         let (returned, finished) = serve(shared, job);
         let next = match returned {
-            Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs) => {
+            Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs, &conn) => {
                 if let Some((req, exchange)) = finished {
                     shared.handler.log(&req, &exchange, req.received.elapsed());
                 }

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
+use super::keep_alive;
 use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
 use super::upgrade::{ConnId, Flow, Link, LinkMessage, Outbound, Spawn, Task, Upgraded};
@@ -81,6 +82,11 @@ pub(super) struct Conn {
     /// The read timeout a worker waits with between requests is set (see
     /// `keep_alive`).
     pub(super) hold_timeout_set: bool,
+    /// Its client sends the next request right after an answer: the
+    /// worker that answers may wait for it (see `keep_alive`).
+    pub(super) quick: bool,
+    /// When it last went idle between requests.
+    idle_since: Instant,
     _open: OpenGuard,
 }
 
@@ -337,6 +343,8 @@ impl Poller {
             served: false,
             last_used: Instant::now(),
             hold_timeout_set: false,
+            quick: false,
+            idle_since: Instant::now(),
             _open: guard,
         };
         if let Some(slot) = self.insert(conn) {
@@ -375,6 +383,7 @@ impl Poller {
                 }
                 conn.scanned = 0;
                 conn.served = true;
+                conn.idle_since = now;
                 if conn.buf.is_empty() {
                     conn.phase = Phase::Idle;
                     self.shared.keep_alive_idle.fetch_add(1, Ordering::Relaxed);
@@ -629,6 +638,7 @@ impl Poller {
         // The poller's own clock orders connections by their requests'
         // arrival, which is what "least recently used" means to a client.
         conn.last_used = Instant::now();
+        conn.quick = conn.served && conn.last_used - conn.idle_since < keep_alive::HOLD;
         let Phase::Body(pending) = std::mem::replace(&mut conn.phase, Phase::Idle) else {
             return;
         };
