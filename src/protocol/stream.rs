@@ -179,6 +179,13 @@ pub struct Passthrough {
     saw_done: bool,
 }
 
+/// Whether upstream event data spans lines (and so cannot be re-sent as
+/// one `data:` line). A byte search: a `char` pattern decodes UTF-8 on
+/// the way, and cost more than the rest of the check.
+fn is_multiline(data: &str) -> bool {
+    memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some()
+}
+
 impl Passthrough {
     fn new(proto: Relay, model: &str, framing: GeminiFraming) -> Self {
         Self {
@@ -217,7 +224,7 @@ impl Passthrough {
             finish_reason: Option<IgnoredAny>,
         }
         let data = data.trim();
-        if self.ended || data.contains(['\n', '\r']) {
+        if self.ended || is_multiline(data) {
             return false;
         }
         let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
@@ -247,7 +254,7 @@ impl Passthrough {
         }
         // Multi-line upstream data cannot be re-sent as one `data:` line.
         let body = match raw.map(str::trim) {
-            Some(r) if !r.contains(['\n', '\r']) => r.to_string(),
+            Some(r) if !is_multiline(r) => r.to_string(),
             _ => v.to_string(),
         };
         let text = |out: &mut Vec<u8>| out.extend_from_slice(body.as_bytes());
