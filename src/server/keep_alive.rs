@@ -6,8 +6,9 @@
 //! wake-ups on top of the read. A client that sends its next request right
 //! after an answer (SDKs in a loop, batch jobs, agents calling tools, load
 //! balancers reusing upstream connections) finds instead the worker that
-//! answered it still reading, for a moment ([`HOLD`]). Only a whole,
-//! ordinary request is served this way; anything else (a partial head, a
+//! answered it still reading, for a moment ([`HOLD`]). A head is screened
+//! as soon as it is complete, as the poller does, so a refused client's
+//! body is never read. Only a whole, ordinary request is served this way; anything else (a partial head, a
 //! body still arriving, `Expect: 100-continue`, a malformed head) goes to
 //! the poller with the bytes received, which carries on as if it had read
 //! them itself. A worker holds a connection only while other workers are
@@ -19,6 +20,7 @@
 //! one run out of four before this rule).
 
 use std::io::{self, Read};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -59,11 +61,25 @@ pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
         return None;
     }
     match received {
-        Received::Whole(head, body) => admit(shared, conn, head, body),
+        Received::Whole(head, body) => {
+            let now = Instant::now();
+            conn.last_used = now;
+            Some(Job {
+                conn,
+                head,
+                body,
+                received: now,
+                queued: now,
+            })
+        }
+        Received::Refused(answer) => {
+            close_with(shared, conn, &answer);
+            None
+        }
         Received::NotYet => {
             conn.quick = false;
-            // A quiet connection keeps no buffer: with thousands of them
-            // idle, 4 KiB each would add up.
+            // A quiet connection keeps no read buffer: with thousands of
+            // them idle, a few KiB each would add up.
             if conn.buf.is_empty() {
                 conn.buf = Vec::new();
             }
@@ -75,23 +91,69 @@ pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
 }
 
 enum Received {
-    /// A whole request; its bytes left the connection's input.
+    /// A whole request that passed screening; its bytes left the
+    /// connection's input.
     Whole(Head, Vec<u8>),
+    /// A head refused by screening (or while draining): this answer, then
+    /// the connection closes.
+    Refused(Vec<u8>),
     /// Nothing, part of a request, or something the poller must answer.
     NotYet,
     /// The client closed the connection or it failed.
     Gone,
 }
 
+/// A head that passed screening, and its body so far.
+struct Pending {
+    head: Head,
+    reader: BodyReader,
+    /// Bytes of the connection's input taken by the head and the body.
+    used: usize,
+}
+
 fn receive(shared: &Shared, conn: &mut Conn) -> Received {
     let settings = &shared.settings;
     let until = Instant::now() + HOLD;
     let mut blocking = false;
+    let mut pending: Option<Pending> = None;
     loop {
-        match whole_request(settings, &mut conn.buf) {
-            Ok(Some((head, body))) => return Received::Whole(head, body),
-            Ok(None) => {}
-            Err(()) => return Received::NotYet,
+        if pending.is_none() && !conn.buf.is_empty() {
+            match request::parse_head(&conn.buf, settings.max_header_bytes, settings.max_headers) {
+                Ok(ParseStatus::Complete(head, len)) => {
+                    // Screened before any body byte is looked at, as the
+                    // poller does: a refused client's body is never read.
+                    if let Some(answer) = refusal(shared, &head, conn.peer) {
+                        return Received::Refused(answer);
+                    }
+                    let Ok(reader) = BodyReader::new(head.framing, settings.max_body_bytes) else {
+                        return Received::NotYet;
+                    };
+                    let reader =
+                        reader.trailer_limits(settings.max_header_bytes, settings.max_headers);
+                    pending = Some(Pending {
+                        head,
+                        reader,
+                        used: len,
+                    });
+                }
+                Ok(ParseStatus::Partial) => {}
+                Err(_) => return Received::NotYet,
+            }
+        }
+        if let Some(p) = pending.as_mut() {
+            match p.reader.feed(&conn.buf[p.used..]) {
+                Ok(n) => p.used += n,
+                Err(_) => return Received::NotYet,
+            }
+            if p.reader.is_complete() {
+                let Pending { head, reader, used } = pending.take().expect("pending");
+                conn.buf.drain(..used);
+                return Received::Whole(head, reader.into_body());
+            }
+            if p.head.expect_continue {
+                // Only the poller sends `100 Continue`.
+                return Received::NotYet;
+            }
         }
         if Instant::now() >= until {
             return Received::NotYet;
@@ -132,64 +194,20 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
     }
 }
 
-/// A whole request at the start of `buf` (its bytes removed), `None` when
-/// more is needed, `Err` for what only the poller answers: a head or body
-/// it refuses, or a client that waits for `100 Continue`.
-fn whole_request(
-    settings: &super::Settings,
-    buf: &mut Vec<u8>,
-) -> Result<Option<(Head, Vec<u8>)>, ()> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    let (head, head_len) =
-        match request::parse_head(buf, settings.max_header_bytes, settings.max_headers) {
-            Ok(ParseStatus::Complete(head, len)) => (head, len),
-            Ok(ParseStatus::Partial) => return Ok(None),
-            Err(_) => return Err(()),
-        };
-    let mut reader = BodyReader::new(head.framing, settings.max_body_bytes)
-        .map_err(|_| ())?
-        .trailer_limits(settings.max_header_bytes, settings.max_headers);
-    let body_len = reader.feed(&buf[head_len..]).map_err(|_| ())?;
-    if !reader.is_complete() {
-        return if head.expect_continue {
-            Err(())
-        } else {
-            Ok(None)
-        };
-    }
-    buf.drain(..head_len + body_len);
-    Ok(Some((head, reader.into_body())))
-}
-
-/// Screens a whole request as the poller would; a refused one is answered
-/// here and its connection closed.
-fn admit(shared: &Shared, mut conn: Conn, head: Head, body: Vec<u8>) -> Option<Job> {
+/// The answer to a head the poller would refuse at once: screening's, or
+/// a 503 while draining.
+fn refusal(shared: &Shared, head: &Head, peer: SocketAddr) -> Option<Vec<u8>> {
     use std::sync::atomic::Ordering::Relaxed;
-    if let Some(rejection) = shared.handler.screen(&head, conn.peer) {
-        shared.handler.log_rejected(&head, &rejection);
-        let head_only = head.method() == "HEAD";
-        close_with(shared, conn, &rejection.to_bytes(head_only));
-        return None;
+    if let Some(rejection) = shared.handler.screen(head, peer) {
+        shared.handler.log_rejected(head, &rejection);
+        return Some(rejection.to_bytes(head.method() == "HEAD"));
     }
-    if shared.stopping.load(Relaxed) {
-        let answer = response::simple_error(
+    shared.stopping.load(Relaxed).then(|| {
+        response::simple_error(
             503,
             "server is shutting down, retry on another instance",
             "Retry-After: 1\r\n",
-        );
-        close_with(shared, conn, &answer);
-        return None;
-    }
-    let now = Instant::now();
-    conn.last_used = now;
-    Some(Job {
-        conn,
-        head,
-        body,
-        received: now,
-        queued: now,
+        )
     })
 }
 

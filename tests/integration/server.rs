@@ -288,9 +288,10 @@ fn next_requests_are_answered_alike_at_once_later_or_in_pieces() {
         .write_all(b"POST /echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
         .unwrap();
     assert_eq!(read_response(&mut stream).text(), "abc");
-    // Screening still comes first: refused, answered, closed.
+    // Screening still comes first, at the head: refused, answered and
+    // closed without the announced body ever being sent.
     stream
-        .write_all(b"GET /refused HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .write_all(b"POST /refused HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n")
         .unwrap();
     let refused = read_response(&mut stream);
     assert_eq!((refused.status, refused.text().as_str()), (403, "refused"));
