@@ -91,7 +91,7 @@ pub struct ShardedAgent {
     shards: Arc<[Agent]>,
 }
 
-/// Agents in an [`ShardedAgent`].
+/// The agents of a [`ShardedAgent`].
 const SHARDS: usize = 8;
 
 impl ShardedAgent {
