@@ -186,7 +186,10 @@ def test_least_requests_keeps_streams_off_a_slow_instance(start_pool, ups, nonce
         t.join(60)
     assert not failures, failures
     assert sum(chats(u) for u in ups) == 36
-    assert chats(ups[0]) <= 6, f"the slow instance got {chats(ups[0])} of 36 (round robin: 12)"
+    # least_requests draws two instances at random and takes the lighter
+    # (ties: the first drawn), so the count is random: 3-5 in 16 runs on a
+    # quiet machine, 7 once under CI load. Round robin gives 12.
+    assert chats(ups[0]) <= 8, f"the slow instance got {chats(ups[0])} of 36 (round robin: 12)"
 
 
 def test_failing_instance_is_ejected_without_failed_requests_and_returns(start_pool, ups, nonce):
