@@ -9,7 +9,9 @@
 //! and hands each complete request to the workers through a bounded queue.
 //! A worker runs the handler, writes the response and gives the connection
 //! back to the poller — the one place where that happens is
-//! `Poller::adopt`.
+//! `Poller::adopt` — unless the client is one that sends its next request
+//! at once: then the worker waits a moment for it and serves it itself
+//! (see `keep_alive`).
 //!
 //! This module knows nothing about AI providers; it could be published on
 //! its own.
