@@ -20,7 +20,6 @@
 //! one run out of four before this rule).
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -122,14 +121,12 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
                 Ok(ParseStatus::Complete(head, len)) => {
                     // Screened before any body byte is looked at, as the
                     // poller does: a refused client's body is never read.
-                    if let Some(answer) = refusal(shared, &head, conn.peer) {
+                    if let Some(answer) = shared.refusal(&head, conn.peer) {
                         return Received::Refused(answer);
                     }
-                    let Ok(reader) = BodyReader::new(head.framing, settings.max_body_bytes) else {
+                    let Ok(reader) = shared.body_reader(&head) else {
                         return Received::NotYet;
                     };
-                    let reader =
-                        reader.trailer_limits(settings.max_header_bytes, settings.max_headers);
                     pending = Some(Pending {
                         head,
                         reader,
@@ -192,23 +189,6 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
             Err(_) => return Received::Gone,
         }
     }
-}
-
-/// The answer to a head the poller would refuse at once: screening's, or
-/// a 503 while draining.
-fn refusal(shared: &Shared, head: &Head, peer: SocketAddr) -> Option<Vec<u8>> {
-    use std::sync::atomic::Ordering::Relaxed;
-    if let Some(rejection) = shared.handler.screen(head, peer) {
-        shared.handler.log_rejected(head, &rejection);
-        return Some(rejection.to_bytes(head.method() == "HEAD"));
-    }
-    shared.stopping.load(Relaxed).then(|| {
-        response::simple_error(
-            503,
-            "server is shutting down, retry on another instance",
-            "Retry-After: 1\r\n",
-        )
-    })
 }
 
 fn close_with(shared: &Shared, mut conn: Conn, answer: &[u8]) {

@@ -175,6 +175,39 @@ struct Shared {
     waker: Arc<Waker>,
 }
 
+impl Shared {
+    /// The answer to a complete head that is refused before any of its
+    /// body is accepted: the handler's screening (logged), or a 503 while
+    /// draining — still accepting, so that health checks see 503 rather
+    /// than a refused connection, but starting nothing new. The poller and
+    /// a worker reading a connection's next request both ask here.
+    fn refusal(&self, head: &Head, peer: SocketAddr) -> Option<Vec<u8>> {
+        if let Some(rejection) = self.handler.screen(head, peer) {
+            self.handler.log_rejected(head, &rejection);
+            return Some(rejection.to_bytes(head.method() == "HEAD"));
+        }
+        self.stopping.load(Ordering::Relaxed).then(draining_answer)
+    }
+
+    /// A reader for the body `head` announces, within the limits.
+    fn body_reader(&self, head: &Head) -> Result<request::BodyReader, RequestError> {
+        let settings = &self.settings;
+        Ok(
+            request::BodyReader::new(head.framing, settings.max_body_bytes)?
+                .trailer_limits(settings.max_header_bytes, settings.max_headers),
+        )
+    }
+}
+
+/// What a request that arrives while the server drains is told.
+fn draining_answer() -> Vec<u8> {
+    response::simple_error(
+        503,
+        "server is shutting down, retry on another instance",
+        "Retry-After: 1\r\n",
+    )
+}
+
 /// A connection a worker is done with.
 enum Returned {
     /// Serve its next request.
@@ -427,13 +460,9 @@ fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
 fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
     loop {
         let (returned, finished) = serve(shared, job);
-        let next = match returned {
+        let held = match returned {
             Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs, &conn) => {
-                if let Some((req, exchange)) = finished {
-                    shared.handler.log(&req, &exchange, req.received.elapsed());
-                }
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-                keep_alive::next_request(shared, conn)
+                Some(conn)
             }
             returned => {
                 // The connection goes back before the log line is
@@ -441,20 +470,18 @@ fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
                 if let Some(returned) = returned {
                     give_back(shared, returned);
                 }
-                if let Some((req, exchange)) = finished {
-                    shared.handler.log(&req, &exchange, req.received.elapsed());
-                }
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 None
             }
         };
-        match next {
-            Some(next) => {
-                shared.in_flight.fetch_add(1, Ordering::SeqCst);
-                job = next;
-            }
-            None => return,
+        if let Some((req, exchange)) = finished {
+            shared.handler.log(&req, &exchange, req.received.elapsed());
         }
+        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let Some(next) = held.and_then(|conn| keep_alive::next_request(shared, conn)) else {
+            return;
+        };
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        job = next;
     }
 }
 

@@ -575,36 +575,27 @@ impl Poller {
 
     /// Screens a complete head; starts reading its body if it passes.
     fn accept_head(&mut self, slot: usize, head: Head) -> bool {
-        let settings = &self.shared.settings;
-        let head_only = head.method() == "HEAD";
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return false;
         };
-        if let Some(rejection) = self.shared.handler.screen(&head, conn.peer) {
-            self.shared.handler.log_rejected(&head, &rejection);
-            self.answer_and_close(slot, rejection.to_bytes(head_only));
-            return false;
-        }
-        if self.shared.stopping.load(Ordering::Relaxed) || self.jobs.is_none() {
-            // Draining: still accepting, so that health checks see 503
-            // rather than a refused connection, but starting nothing new.
-            let answer = response::simple_error(
-                503,
-                "server is shutting down, retry on another instance",
-                "Retry-After: 1\r\n",
-            );
+        let refused = self
+            .shared
+            .refusal(&head, conn.peer)
+            .or_else(|| self.jobs.is_none().then(super::draining_answer));
+        if let Some(answer) = refused {
             self.answer_and_close(slot, answer);
             return false;
         }
-        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return false;
-        };
-        let reader = match BodyReader::new(head.framing, settings.max_body_bytes) {
-            Ok(reader) => reader.trailer_limits(settings.max_header_bytes, settings.max_headers),
+        let reader = match self.shared.body_reader(&head) {
+            Ok(reader) => reader,
             Err(err) => {
                 self.refuse(slot, &err);
                 return false;
             }
+        };
+        let settings = &self.shared.settings;
+        let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            return false;
         };
         // `100 Continue` only to a request that passed screening, fits the
         // limit and whose body is not already on its way; never to HTTP/1.0
