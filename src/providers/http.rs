@@ -19,9 +19,10 @@ use std::time::Duration;
 use ureq::Agent;
 use ureq::config::Config as UreqConfig;
 use ureq::unversioned::resolver::DefaultResolver;
-use ureq::unversioned::transport::{Connector, DefaultConnector, TcpConnector};
+use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::UpstreamError;
+use super::plain_tcp::PlainConnector;
 use super::read_wait::WaitConnector;
 use crate::config::Config;
 
@@ -61,7 +62,7 @@ impl<'a> Agents<'a> {
             self.plain
                 .get_or_insert_with(|| {
                     ShardedAgent::build(|| {
-                        let connector = TcpConnector::default().chain(WaitConnector);
+                        let connector = PlainConnector.chain(WaitConnector);
                         Agent::with_parts(settings(config), connector, DefaultResolver::default())
                     })
                 })

@@ -1,0 +1,428 @@
+//! The connections to plain `http://` upstreams, with page-sized buffers.
+//!
+//! ureq's own TCP transport keeps an input buffer that must hold 10 KiB of
+//! scratch space for sending a body besides what it reads, and an output
+//! buffer of fixed size: 18 KiB per connection as configured, zeroed when
+//! the connection is made. With every worker holding one upstream
+//! connection, that was a third of what a request in flight costs (10,000
+//! requests: 174 MiB of 591). Here both buffers start at one page, as
+//! nginx's `proxy_buffer_size` does, and the input buffer grows (doubling)
+//! only when what is buffered fills it: a response head larger than a page,
+//! which nginx refuses by default and this accepts up to ureq's
+//! `max_response_header_size`. A body is sent a page at a time.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ureq::Error;
+use ureq::unversioned::transport::{
+    Buffers, ConnectionDetails, Connector, NextTimeout, ShutdownHandle, Transport,
+};
+
+/// The size both buffers start at.
+const PAGE: usize = 4096;
+
+/// The most the input buffer grows to (ureq's own default size): with it
+/// full, a read finds no room and the exchange fails as one that made no
+/// progress, whatever an upstream sends.
+const MAX_INPUT: usize = 128 * 1024;
+
+/// Connects plain TCP to the upstream (the first link of a chain).
+#[derive(Debug, Default)]
+pub struct PlainConnector;
+
+impl Connector<()> for PlainConnector {
+    type Out = PlainTransport;
+
+    fn connect(
+        &self,
+        details: &ConnectionDetails,
+        _: Option<()>,
+    ) -> Result<Option<Self::Out>, Error> {
+        let stream = connect_any(&details.addrs, details.timeout)?;
+        if details.config.no_delay() {
+            stream.set_nodelay(true)?;
+        }
+        let stream = Arc::new(stream);
+        // The agent shuts registered connections down when it is dropped.
+        (details.register_shutdown)(Arc::downgrade(&stream) as Weak<dyn ShutdownHandle>)?;
+        Ok(Some(PlainTransport {
+            stream,
+            buffers: PageBuffers::default(),
+            read_timeout: None,
+            write_timeout: None,
+        }))
+    }
+}
+
+/// Tries the resolved addresses in order within the connect timeout,
+/// going on to the next only when one refuses or cannot be reached.
+fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, Error> {
+    let deadline = timeout.not_zero().map(|t| Instant::now() + *t);
+    let mut last = None;
+    for addr in addrs {
+        let attempt = match deadline {
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout(timeout.reason));
+                }
+                TcpStream::connect_timeout(addr, left)
+            }
+            None => TcpStream::connect(addr),
+        };
+        match attempt {
+            Ok(stream) => return Ok(stream),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                return Err(Error::Timeout(timeout.reason));
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::HostUnreachable
+                        | io::ErrorKind::NetworkUnreachable
+                        | io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                last = Some(e);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(last
+        .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into())
+        .into())
+}
+
+/// One connection to a plain upstream.
+pub struct PlainTransport {
+    /// Shared (weakly) with the agent, which may shut it down.
+    stream: Arc<TcpStream>,
+    buffers: PageBuffers,
+    /// The socket's timeouts as last set, to set them only on a change.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for PlainTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainTransport")
+            .field("peer", &self.stream.peer_addr().ok())
+            .finish()
+    }
+}
+
+/// `after` as a socket timeout: `None` blocks for ever.
+fn socket_timeout(timeout: &NextTimeout) -> Option<Duration> {
+    timeout.not_zero().map(|t| *t)
+}
+
+impl Transport for PlainTransport {
+    fn buffers(&mut self) -> &mut dyn Buffers {
+        &mut self.buffers
+    }
+
+    fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
+        let timeout = timeout.for_write();
+        if timeout.after.is_zero() {
+            return Err(Error::Timeout(timeout.reason));
+        }
+        let wanted = socket_timeout(&timeout);
+        if wanted != self.write_timeout {
+            self.stream.set_write_timeout(wanted)?;
+            self.write_timeout = wanted;
+        }
+        match (&*self.stream).write_all(&self.buffers.output[..amount]) {
+            Ok(()) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(Error::Timeout(timeout.reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        let timeout = timeout.for_read();
+        if timeout.after.is_zero() {
+            return Err(Error::Timeout(timeout.reason));
+        }
+        let limit = socket_timeout(&timeout);
+        let started = Instant::now();
+        let mut wanted = limit;
+        loop {
+            if wanted != self.read_timeout {
+                self.stream.set_read_timeout(wanted)?;
+                self.read_timeout = wanted;
+            }
+            match (&*self.stream).read(self.buffers.input_append_buf()) {
+                Ok(n) => {
+                    self.buffers.input_appended(n);
+                    return Ok(n > 0);
+                }
+                // A signal cut the wait short: wait for what is left of it.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if let Some(limit) = limit {
+                        let left = limit.saturating_sub(started.elapsed());
+                        if left.is_zero() {
+                            return Err(Error::Timeout(timeout.reason));
+                        }
+                        wanted = Some(left);
+                    }
+                }
+                Err(e) if is_timeout(&e) => return Err(Error::Timeout(timeout.reason)),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn is_open(&mut self) -> bool {
+        // Idle in the pool, the connection must have nothing to read: a
+        // byte is garbage from the upstream, end of file or an error means
+        // it was closed.
+        let stream = &*self.stream;
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let quiet = matches!(
+            (&*stream).read(&mut [0u8]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock
+        );
+        quiet && stream.set_nonblocking(false).is_ok()
+    }
+}
+
+/// A socket timeout expiring (`EAGAIN` on Linux).
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The input and output buffers of one connection.
+#[derive(Default)]
+struct PageBuffers {
+    /// Bytes read are `input[consumed..filled]`; the rest is free.
+    input: Vec<u8>,
+    consumed: usize,
+    filled: usize,
+    /// Whether the last look at the input consumed some: if not, what is
+    /// buffered is not enough and more must be read before looking again.
+    progress: bool,
+    output: Vec<u8>,
+}
+
+impl PageBuffers {
+    /// Moves what is unconsumed to the front, and grows the buffer when
+    /// that leaves no room to read into.
+    fn make_room(&mut self) {
+        if self.consumed == self.filled {
+            self.consumed = 0;
+            self.filled = 0;
+        } else if self.consumed > 0 && self.filled == self.input.len() {
+            self.input.copy_within(self.consumed..self.filled, 0);
+            self.filled -= self.consumed;
+            self.consumed = 0;
+        }
+        if self.filled == self.input.len() && self.input.len() < MAX_INPUT {
+            let size = (self.input.len() * 2).clamp(PAGE, MAX_INPUT);
+            self.input.resize(size, 0);
+        }
+    }
+}
+
+impl Buffers for PageBuffers {
+    fn output(&mut self) -> &mut [u8] {
+        if self.output.is_empty() {
+            self.output = vec![0; PAGE];
+        }
+        &mut self.output
+    }
+
+    fn input(&self) -> &[u8] {
+        &self.input[self.consumed..self.filled]
+    }
+
+    fn input_append_buf(&mut self) -> &mut [u8] {
+        self.make_room();
+        &mut self.input[self.filled..]
+    }
+
+    fn input_appended(&mut self, amount: usize) {
+        self.filled += amount;
+        assert!(self.filled <= self.input.len());
+    }
+
+    fn input_consume(&mut self, amount: usize) {
+        self.progress = amount > 0;
+        self.consumed += amount;
+        assert!(self.consumed <= self.filled);
+    }
+
+    fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
+        // The scratch space a body is read into before it is framed.
+        self.make_room();
+        if self.output.is_empty() {
+            self.output = vec![0; PAGE];
+        }
+        (&mut self.input[self.filled..], &mut self.output)
+    }
+
+    fn can_use_input(&self) -> bool {
+        self.progress && self.consumed < self.filled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpListener;
+    use std::thread;
+
+    use crate::config::Config;
+    use crate::providers::http::Agents;
+
+    /// Serves `answers` in turn on one connection, each after reading a
+    /// request whose body is `Content-Length` long; returns the bodies
+    /// received.
+    fn upstream(answers: Vec<Vec<u8>>) -> (String, thread::JoinHandle<Vec<Vec<u8>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            let mut bodies = Vec::new();
+            for answer in answers {
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).unwrap();
+                bodies.push(body);
+                writer.write_all(&answer).unwrap();
+            }
+            bodies
+        });
+        (url, server)
+    }
+
+    fn answer(extra_head: &str, body: &[u8]) -> Vec<u8> {
+        let mut a = format!(
+            "HTTP/1.1 200 OK\r\n{extra_head}Content-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        a.extend_from_slice(body);
+        a
+    }
+
+    /// Bodies and heads larger than the buffers' first page go through
+    /// whole, on one kept-alive connection, in both directions.
+    #[test]
+    fn more_than_a_page_passes_both_ways() {
+        let big_head = format!("X-Padding: {}\r\n", "h".repeat(20_000));
+        let big_body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (url, server) = upstream(vec![
+            answer(&big_head, b"first"),
+            answer("", &big_body),
+            answer("", b"third"),
+        ]);
+        let config = Config::default();
+        let agents = Agents::new(&config).for_url("http://x/");
+        let agent = agents.pick();
+
+        let resp = agent.post(&url).send(&big_body[..]).unwrap();
+        assert_eq!(resp.headers()["x-padding"].len(), 20_000);
+        assert_eq!(resp.into_body().read_to_vec().unwrap(), b"first");
+        let resp = agent.post(&url).send(&b"small"[..]).unwrap();
+        let got = resp.into_body().with_config().limit(1 << 20).read_to_vec();
+        assert_eq!(got.unwrap(), big_body);
+        let resp = agent.post(&url).send(&big_body[..50_000]).unwrap();
+        assert_eq!(resp.into_body().read_to_vec().unwrap(), b"third");
+
+        let bodies = server.join().unwrap();
+        assert_eq!(bodies[0], big_body);
+        assert_eq!(bodies[1], b"small");
+        assert_eq!(bodies[2], &big_body[..50_000]);
+    }
+
+    /// An upstream that sends a head without end is refused once the head
+    /// passes ureq's limit, and the buffer stops growing.
+    #[test]
+    fn an_endless_head_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\n");
+            let line = format!("X-More: {}\r\n", "m".repeat(1000));
+            for _ in 0..1000 {
+                if stream.write_all(line.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        });
+        let config = Config::default();
+        let agents = Agents::new(&config).for_url("http://x/");
+        let err = agents.pick().get(&url).call().unwrap_err();
+        assert!(
+            matches!(err, ureq::Error::LargeResponseHeader(..)),
+            "{err:?}"
+        );
+        server.join().unwrap();
+    }
+
+    /// An upstream that never answers times out as configured.
+    #[test]
+    fn a_silent_upstream_times_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut config = Config::default();
+        config.upstream.timeout = std::time::Duration::from_millis(200);
+        let agents = Agents::new(&config).for_url("http://x/");
+        let started = std::time::Instant::now();
+        let err = agents.pick().get(&url).call().unwrap_err();
+        assert!(matches!(
+            crate::providers::http::map_error(err),
+            crate::providers::UpstreamError::Timeout(_)
+        ),);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        drop(listener);
+    }
+
+    /// A refused connection is reported as one, not as a timeout.
+    #[test]
+    fn a_refused_connection_is_a_connect_error() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = Config::default();
+        let agents = Agents::new(&config).for_url("http://x/");
+        let err = agents
+            .pick()
+            .get(format!("http://127.0.0.1:{port}/"))
+            .call()
+            .unwrap_err();
+        assert!(matches!(
+            crate::providers::http::map_error(err),
+            crate::providers::UpstreamError::Connect(_)
+        ),);
+    }
+}
