@@ -22,7 +22,7 @@ use crate::cache::{self, Entry, Fetched, Key, Outcome};
 use crate::config::{CacheScope, LogLevel};
 use crate::log::{self, Field};
 use crate::protocol::responses::ToolMap;
-use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, StreamConverter};
+use crate::protocol::{self, GeminiFraming, Protocol, RequestInfo, SliceError, StreamConverter};
 use crate::providers::read_wait::{self, ReadWait};
 use crate::providers::{
     Instance, ProviderKind, UpstreamError, UpstreamFailure, UpstreamRequest, UpstreamResponse,
@@ -284,32 +284,25 @@ impl Gateway {
         if let Some(m) = &self.metrics {
             m.provider_latency(p.kind, started.elapsed());
         }
+        if let Some(m) = &self.metrics
+            && let Some(usage) = protocol::usage_from_slice(p.family, &raw)
+        {
+            m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+        }
         let answer = if p.family == p.client {
-            if let Some(m) = &self.metrics
-                && let Some(usage) = protocol::usage_from_slice(p.family, &raw)
-            {
-                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
-            }
             raw
         } else {
-            let Ok(value) = serde_json::from_slice::<Value>(&raw) else {
-                self.provider_error(p.kind, UpstreamFailure::Protocol);
-                return failed(Health::Protocol, 502, "upstream answered with invalid JSON");
-            };
-            if let Some(m) = &self.metrics
-                && let Some(usage) = protocol::usage(p.family, &value)
-            {
-                m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
-            }
-            match protocol::convert_response_for(p.family, p.client, &value, &p.model, &p.tools) {
-                Ok(converted) => serde_json::to_vec(&converted).unwrap_or_default(),
+            match protocol::convert_response_slice(p.family, p.client, &raw, &p.model, &p.tools) {
+                Ok(converted) => converted,
                 Err(e) => {
                     self.provider_error(p.kind, UpstreamFailure::Protocol);
-                    return failed(
-                        Health::Protocol,
-                        502,
-                        &format!("upstream answer could not be converted: {}", e.message),
-                    );
+                    let message = match e {
+                        SliceError::Json => "upstream answered with invalid JSON".to_owned(),
+                        SliceError::Convert(e) => {
+                            format!("upstream answer could not be converted: {}", e.message)
+                        }
+                    };
+                    return failed(Health::Protocol, 502, &message);
                 }
             }
         };

@@ -505,33 +505,90 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
 
 /// Renders a whole Anthropic answer.
 pub fn emit_response(resp: &ChatResponse, model: &str) -> Value {
-    let content: Vec<Value> = resp
-        .parts
-        .iter()
-        .filter_map(|p| match p {
-            Part::Text(t) => Some(json!({"type": "text", "text": t})),
-            Part::Thinking { text, signature } => Some(json!({
-                "type": "thinking", "thinking": text, "signature": signature.clone().unwrap_or_default(),
-            })),
-            Part::ToolUse(c) => Some(json!({
-                "type": "tool_use",
-                "id": if c.id.is_empty() { ids::new_id("toolu_") } else { tool_id(&c.id) },
-                "name": c.name,
-                "input": c.input,
-            })),
-            other => emit_block(other),
-        })
-        .collect();
-    json!({
-        "id": ids::new_id("msg_"),
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": finish_name(resp.finish),
-        "stop_sequence": null,
-        "usage": emit_usage(&resp.usage),
-    })
+    serde_json::to_value(WholeAnswer::of(resp, model)).unwrap_or_default()
+}
+
+/// The bytes of a whole Anthropic answer: [`emit_response`] written
+/// straight from the answer, without building a `Value` tree first.
+pub fn emit_response_bytes(resp: &ChatResponse, model: &str) -> Vec<u8> {
+    serde_json::to_vec(&WholeAnswer::of(resp, model)).unwrap_or_default()
+}
+
+/// A whole Anthropic answer as written. Fields (and those of the blocks)
+/// are in alphabetical order, the order a `Value`'s map writes them in, so
+/// both renderings give the same bytes.
+#[derive(serde::Serialize)]
+struct WholeAnswer<'a> {
+    content: Vec<AnswerBlock<'a>>,
+    id: String,
+    model: &'a str,
+    role: &'static str,
+    stop_reason: &'static str,
+    stop_sequence: Option<()>,
+    r#type: &'static str,
+    usage: Value,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum AnswerBlock<'a> {
+    Text {
+        text: &'a str,
+        r#type: &'static str,
+    },
+    Thinking {
+        signature: &'a str,
+        thinking: &'a str,
+        r#type: &'static str,
+    },
+    ToolUse {
+        id: String,
+        input: &'a Value,
+        name: &'a str,
+        r#type: &'static str,
+    },
+    Other(Value),
+}
+
+impl<'a> WholeAnswer<'a> {
+    fn of(resp: &'a ChatResponse, model: &'a str) -> Self {
+        let content = resp
+            .parts
+            .iter()
+            .filter_map(|p| match p {
+                Part::Text(t) => Some(AnswerBlock::Text {
+                    text: t,
+                    r#type: "text",
+                }),
+                Part::Thinking { text, signature } => Some(AnswerBlock::Thinking {
+                    signature: signature.as_deref().unwrap_or_default(),
+                    thinking: text,
+                    r#type: "thinking",
+                }),
+                Part::ToolUse(c) => Some(AnswerBlock::ToolUse {
+                    id: if c.id.is_empty() {
+                        ids::new_id("toolu_")
+                    } else {
+                        tool_id(&c.id)
+                    },
+                    input: &c.input,
+                    name: &c.name,
+                    r#type: "tool_use",
+                }),
+                other => emit_block(other).map(AnswerBlock::Other),
+            })
+            .collect();
+        WholeAnswer {
+            content,
+            id: ids::new_id("msg_"),
+            model,
+            role: "assistant",
+            stop_reason: finish_name(resp.finish),
+            stop_sequence: None,
+            r#type: "message",
+            usage: emit_usage(&resp.usage),
+        }
+    }
 }
 
 // ------------------------------------------------------- upstream streams

@@ -147,3 +147,99 @@ fn golden_conversions() {
     );
     assert!(checked >= 30, "only {checked} fixtures found");
 }
+
+/// Every answer fixture, and OpenAI answers in unusual shapes, convert
+/// to the same thing from bytes as through a `Value`.
+#[test]
+fn answers_converted_from_bytes_match_the_value_path() {
+    let mut cases: Vec<(Protocol, Vec<u8>)> = Vec::new();
+    for dir in fs::read_dir(fixture_root()).expect("tests/fixtures exists") {
+        let dir = dir.expect("readable").path();
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let Some((from, _)) = name.split_once("_to_") else {
+            continue;
+        };
+        for file in fs::read_dir(&dir).expect("readable fixture dir") {
+            let file = file.expect("readable").path();
+            if file.to_string_lossy().ends_with(".response.json") {
+                cases.push((proto(from), fs::read(&file).expect("readable fixture")));
+            }
+        }
+    }
+    assert!(cases.len() >= 12, "only {} answer fixtures", cases.len());
+    for odd in [
+        // A present null wins over the other name, as `Value::get` finds it.
+        r#"{"id":"a","choices":[{"message":{"reasoning_content":null,"reasoning":"hm","content":"hi"},"finish_reason":"stop"}]}"#,
+        r#"{"choices":[{"message":{"reasoning":"hm <x>","content":"<thinking>t</thinking>ok"}}]}"#,
+        r#"{"choices":[{"message":{"content":[{"type":"text","text":"a"},"b"]},"finish_reason":null}],"usage":null}"#,
+        r#"{"choices":[{"message":null,"finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+        r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"x\":1}"}}]},"finish_reason":"tool_calls"}]}"#,
+        r#"{"choices":[{"message":{"content":"x","tool_calls":null}}],"extra":{"deep":[1,{"a":null}]}}"#,
+        r#"{"choices":[]}"#,
+        r#"{"object":"chat.completion"}"#,
+        r#"{"id":5,"choices":[{"message":{"content":"x"}}]}"#,
+        r#"{"choices":[{"message":{"content":"a","content":"b"}}]}"#,
+        r#"{"choices":{"0":{"message":{"content":"x"}}}}"#,
+        r#"{"choices":[{"message":"text"}]}"#,
+        r#"{"choices":[{"message":{"content":7}}]}"#,
+        r#"[1,2]"#,
+        r#"not json"#,
+        r#"{"choices":[{"message":{"content":"x"}}]} trailing"#,
+    ] {
+        cases.push((Protocol::OpenAi, odd.as_bytes().to_vec()));
+    }
+    let tools = super::responses::ToolMap::default();
+    for (from, body) in &cases {
+        for to in [
+            Protocol::OpenAi,
+            Protocol::Anthropic,
+            Protocol::Gemini,
+            Protocol::Responses,
+        ] {
+            let what = format!("{from:?} -> {to:?}: {}", String::from_utf8_lossy(body));
+            let got = super::convert_response_slice(*from, to, body, model_for(to), &tools);
+            let Ok(value) = serde_json::from_slice::<Value>(body) else {
+                assert_eq!(got, Err(super::SliceError::Json), "{what}");
+                continue;
+            };
+            match super::convert_response_for(*from, to, &value, model_for(to), &tools) {
+                Err(e) => assert_eq!(got, Err(super::SliceError::Convert(e)), "{what}"),
+                Ok(mut expected) => {
+                    let mut got: Value = serde_json::from_slice(&got.expect(&what)).expect(&what);
+                    normalise(&mut expected);
+                    normalise(&mut got);
+                    assert_eq!(got, expected, "{what}");
+                }
+            }
+        }
+    }
+}
+
+/// The usual OpenAI answer takes the path without a `Value`, and an
+/// Anthropic answer written from it has the bytes the `Value` would give.
+#[test]
+fn a_usual_openai_answer_skips_the_value_tree() {
+    let body = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Hello \"you\" \u00e9","tool_calls":[{"id":"call_9","type":"function","function":{"name":"f","arguments":"{}"}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#;
+    let resp = super::openai::parse_response_slice(body)
+        .expect("the usual shape")
+        .expect("convertible");
+    let value: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(resp, super::openai::parse_response(&value).unwrap());
+    let mask = |bytes: Vec<u8>| {
+        let mut v: Value = serde_json::from_slice(&bytes).unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        v["id"] = Value::from("msg_*");
+        let text = String::from_utf8(bytes).unwrap();
+        (text.replace(&id, "msg_*"), v)
+    };
+    let (typed, typed_value) = mask(super::anthropic::emit_response_bytes(&resp, "claude"));
+    let via_value = serde_json::to_vec(&super::anthropic::emit_response(&resp, "claude")).unwrap();
+    let (via_value, via_value_value) = mask(via_value);
+    assert_eq!(typed, via_value);
+    assert_eq!(typed_value["content"][1]["id"], "call_9");
+    assert_eq!(typed_value, via_value_value);
+}

@@ -265,6 +265,52 @@ pub fn convert_response_for(
     })
 }
 
+/// Why [`convert_response_slice`] gave no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SliceError {
+    /// The answer is not JSON.
+    Json,
+    /// The answer is JSON that cannot be converted.
+    Convert(ConvertError),
+}
+
+/// [`convert_response_for`] from and to bytes. The usual conversions
+/// (an OpenAI answer, an Anthropic client) skip building `Value` trees,
+/// which cost about as much as the rest of a converted request; the
+/// result is the same.
+pub fn convert_response_slice(
+    from: Protocol,
+    to: Protocol,
+    body: &[u8],
+    model: &str,
+    tools: &responses::ToolMap,
+) -> Result<Vec<u8>, SliceError> {
+    let fast = match from {
+        Protocol::OpenAi if to != from => openai::parse_response_slice(body),
+        _ => None,
+    };
+    let resp = match fast {
+        Some(resp) => resp.map_err(SliceError::Convert)?,
+        None => {
+            let value: Value = serde_json::from_slice(body).map_err(|_| SliceError::Json)?;
+            if from == to {
+                let same = convert_response_for(from, to, &value, model, tools);
+                return Ok(
+                    serde_json::to_vec(&same.map_err(SliceError::Convert)?).unwrap_or_default()
+                );
+            }
+            parse_response(from, &value).map_err(SliceError::Convert)?
+        }
+    };
+    let converted = match to {
+        Protocol::Anthropic => return Ok(anthropic::emit_response_bytes(&resp, model)),
+        Protocol::OpenAi => openai::emit_response(&resp, model),
+        Protocol::Gemini => gemini::emit_response(&resp, model),
+        Protocol::Responses => responses::emit_response(&resp, model, tools),
+    };
+    Ok(serde_json::to_vec(&converted).unwrap_or_default())
+}
+
 /// Token usage reported in a whole answer of protocol `proto`.
 pub fn usage(proto: Protocol, body: &Value) -> Option<Usage> {
     let u = match proto {

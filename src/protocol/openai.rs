@@ -9,6 +9,7 @@
 use crate::protocol::Lookup as _;
 use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::ConvertError;
@@ -549,39 +550,136 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
         .at(&["choices", "0"])
         .ok_or_else(|| bad("OpenAI response has no choices"))?;
     let msg = choice.get("message").unwrap_or(&Value::Null);
+    Ok(answer_from(AnswerFields {
+        id: body.get("id"),
+        reasoning: msg
+            .get("reasoning_content")
+            .or_else(|| msg.get("reasoning")),
+        content: msg.get("content"),
+        tool_calls: msg.get("tool_calls"),
+        finish_reason: choice.get("finish_reason"),
+        usage: body.get("usage"),
+    }))
+}
+
+/// [`parse_response`] straight from the bytes: only the members the
+/// conversion reads become `Value`s, the rest is skipped unparsed. `None`
+/// when the answer is not in the usual shape (not JSON, a member of an
+/// unexpected type, a repeated member): the caller then parses it whole.
+pub fn parse_response_slice(body: &[u8]) -> Option<Result<ChatResponse, ConvertError>> {
+    let raw: RawAnswer<'_> = serde_json::from_slice(body).ok()?;
+    let value = |raw: Option<&RawValue>| -> Option<Option<Value>> {
+        match raw {
+            None => Some(None),
+            Some(r) => serde_json::from_str(r.get()).ok().map(Some),
+        }
+    };
+    let Some(choice) = raw.choices.as_deref().and_then(<[RawChoice<'_>]>::first) else {
+        return Some(Err(bad("OpenAI response has no choices")));
+    };
+    let msg = choice.message.as_ref();
+    let reasoning = match msg {
+        Some(m) => value(m.reasoning_content.or(m.reasoning))?,
+        None => None,
+    };
+    let content = value(msg.and_then(|m| m.content))?;
+    let tool_calls = value(msg.and_then(|m| m.tool_calls))?;
+    let id = value(raw.id)?;
+    let finish_reason = value(choice.finish_reason)?;
+    let usage = value(raw.usage)?;
+    Some(Ok(answer_from(AnswerFields {
+        id: id.as_ref(),
+        reasoning: reasoning.as_ref(),
+        content: content.as_ref(),
+        tool_calls: tool_calls.as_ref(),
+        finish_reason: finish_reason.as_ref(),
+        usage: usage.as_ref(),
+    })))
+}
+
+/// The members of an OpenAI answer the conversion reads, each exactly as
+/// `Value::get` finds it (present `null` included).
+struct AnswerFields<'v> {
+    id: Option<&'v Value>,
+    /// `reasoning_content`, else `reasoning`.
+    reasoning: Option<&'v Value>,
+    content: Option<&'v Value>,
+    tool_calls: Option<&'v Value>,
+    finish_reason: Option<&'v Value>,
+    usage: Option<&'v Value>,
+}
+
+fn answer_from(f: AnswerFields<'_>) -> ChatResponse {
     let mut parts = Vec::new();
-    let reasoning = msg
-        .get("reasoning_content")
-        .or_else(|| msg.get("reasoning"))
-        .and_then(Value::as_str);
-    if let Some(r) = reasoning.filter(|r| !r.is_empty()) {
+    if let Some(r) = f
+        .reasoning
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+    {
         parts.push(Part::Thinking {
             text: r.to_string(),
             signature: None,
         });
     }
-    let text = text_of(msg.get("content")).unwrap_or_default();
+    let text = text_of(f.content).unwrap_or_default();
     for p in split_thinking_tags(&text) {
         parts.push(p);
     }
     // Thinking spans found inside the text go before it (Claude's order).
     parts.sort_by_key(|p| !matches!(p, Part::Thinking { .. }));
-    parts.extend(assistant_parts(
-        &json!({"tool_calls": msg.get("tool_calls")}),
-    ));
-    let mut finish = choice
-        .get("finish_reason")
+    if let Some(calls) = f.tool_calls {
+        parts.extend(assistant_parts(&json!({ "tool_calls": calls })));
+    }
+    let mut finish = f
+        .finish_reason
         .and_then(Value::as_str)
         .map_or(FinishReason::Stop, parse_finish);
     if finish == FinishReason::Stop && parts.iter().any(|p| matches!(p, Part::ToolUse(_))) {
         finish = FinishReason::ToolUse;
     }
-    Ok(ChatResponse {
-        id: body.get("id").and_then(Value::as_str).map(str::to_string),
+    ChatResponse {
+        id: f.id.and_then(Value::as_str).map(str::to_string),
         parts,
         finish,
-        usage: body.get("usage").map(parse_usage).unwrap_or_default(),
-    })
+        usage: f.usage.map(parse_usage).unwrap_or_default(),
+    }
+}
+
+/// An OpenAI answer's members, unparsed; a member present as `null` is
+/// kept (`Some("null")`), as `Value::get` would find it.
+#[derive(serde::Deserialize)]
+struct RawAnswer<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    choices: Option<Vec<RawChoice<'a>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    usage: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawChoice<'a> {
+    #[serde(borrow)]
+    message: Option<RawMessage<'a>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    finish_reason: Option<&'a RawValue>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawMessage<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    reasoning_content: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    reasoning: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    content: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    tool_calls: Option<&'a RawValue>,
+}
+
+/// A member that is there, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 /// Renders a whole OpenAI answer.
