@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Counts per forwarded request, per stream and per streamed event:
+# Counts per forwarded request (same protocol, and converted: an Anthropic
+# client to the OpenAI upstream), per stream and per streamed event:
 # user-space instructions (valgrind's callgrind), heap allocations
 # (valgrind's DHAT: every malloc, the crate forbids the unsafe code a
 # counting #[global_allocator] would need) and system calls (strace -c -f).
@@ -13,7 +14,8 @@
 # For each binary and each counter: aiproxy forwards small OpenAI chat
 # completions, one after the other on one keep-alive connection, to a mock
 # upstream (aiproxy serving the built-in mock provider, outside valgrind
-# and strace); then STREAMS streamed ones of 16 content deltas, then as
+# and strace); then as many Anthropic messages to the same upstream
+# (converted there and back); then STREAMS streamed ones of 16 content deltas, then as
 # many of 2, from a mock that spaces the events PACE apart as a model does
 # (without pauses the events coalesce in the socket buffers as timing
 # allows, and the counts would move between runs). The count of a run
@@ -43,8 +45,9 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 . tests/bench_lib.sh
 
 # drive PORT COUNT KIND: COUNT requests on one keep-alive connection;
-# KIND unary, stream (16 content deltas) or short (a stream of 2). Prints
-# the SSE events of the last answer (0 for unary).
+# KIND unary, converted (unary from an Anthropic client, so converted both
+# ways), stream (16 content deltas) or short (a stream of 2). Prints the
+# SSE events of the last answer (0 for unary).
 drive() {
   python3 - "$@" <<'EOF'
 import http.client, json, sys
@@ -53,12 +56,16 @@ conn = http.client.HTTPConnection("127.0.0.1", port)
 events = 0
 for i in range(n):
     body = {"model": "mock-small", "messages": [{"role": "user", "content": f"count {i}"}]}
-    if kind != "unary":
+    path, headers = "/v1/chat/completions", {"Content-Type": "application/json"}
+    if kind == "converted":
+        body["max_tokens"] = 256
+        path = "/v1/messages"
+        headers["anthropic-version"] = "2023-06-01"
+    elif kind != "unary":
         body["stream"] = True
     if kind == "short":
         body["max_tokens"] = 2
-    conn.request("POST", "/v1/chat/completions", json.dumps(body),
-                 {"Content-Type": "application/json"})
+    conn.request("POST", path, json.dumps(body), headers)
     r = conn.getresponse()
     answer = r.read()
     assert r.status == 200, (r.status, answer[:200])
@@ -83,7 +90,7 @@ wait_ready "$PACED" 600
 run() {
   local tool=$1 bin=$2 n=$3 kind=$4 port pid child events=0 total upstream=$UP
   port=$(free_port)
-  [ "$kind" = unary ] || upstream=$PACED
+  case $kind in unary | converted) ;; *) upstream=$PACED ;; esac
   local flags=(--port "$port" --model-provider openai-custom --openai-api-key k
                --openai-base-url "http://127.0.0.1:$upstream/v1" --cache-enabled=false --log-level warn)
   case $tool in
@@ -110,27 +117,30 @@ run() {
   echo "$total $events"
 }
 
-# counts TOOL BIN REQUESTS: "PER_REQUEST PER_STREAM PER_EVENT EVENTS" for BIN.
+# counts TOOL BIN REQUESTS: "PER_REQUEST PER_STREAM PER_EVENT EVENTS
+# PER_CONVERTED_REQUEST" for BIN.
 counts() {
-  local tool=$1 bin=$2 n=$3 base unary stream short long_events short_events
+  local tool=$1 bin=$2 n=$3 base unary converted stream short long_events short_events
   read -r base _ < <(run "$tool" "$bin" 0 unary)
   read -r unary _ < <(run "$tool" "$bin" "$n" unary)
+  read -r converted _ < <(run "$tool" "$bin" "$n" converted)
   read -r stream long_events < <(run "$tool" "$bin" "$STREAMS" stream)
   read -r short short_events < <(run "$tool" "$bin" "$STREAMS" short)
   python3 -c "import sys
-b, u, s, t, n, m, el, es = map(int, sys.argv[1:])
-print(f'{(u - b) / n:.1f} {(s - b) / m:.1f} {(s - t) / m / (el - es):.1f} {el}')" \
-    "$base" "$unary" "$stream" "$short" "$n" "$STREAMS" "$long_events" "$short_events"
+b, u, s, t, n, m, el, es, c = map(int, sys.argv[1:])
+print(f'{(u - b) / n:.1f} {(s - b) / m:.1f} {(s - t) / m / (el - es):.1f} {el} {(c - b) / n:.1f}')" \
+    "$base" "$unary" "$stream" "$short" "$n" "$STREAMS" "$long_events" "$short_events" "$converted"
 }
 
 declare -A result
 metrics=()
-measure() {  # measure TOOL COUNT NAME: three rows of the table
-  local tool=$1 n=$2 name=$3 bin r e s v
-  metrics+=("$name per request" "$name per stream" "$name per event")
+measure() {  # measure TOOL COUNT NAME: four rows of the table
+  local tool=$1 n=$2 name=$3 bin r e s v c
+  metrics+=("$name per request" "$name per converted request" "$name per stream" "$name per event")
   for bin in "${BINS[@]}"; do
-    read -r r s v e < <(counts "$tool" "$bin" "$n")
+    read -r r s v e c < <(counts "$tool" "$bin" "$n")
     result["$name per request|$bin"]=$r
+    result["$name per converted request|$bin"]=$c
     result["$name per stream|$bin"]=$s
     result["$name per event|$bin"]=$v
     EVENTS=$e
