@@ -77,11 +77,9 @@ fn fixture_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
-#[test]
-fn golden_conversions() {
-    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
-    let mut checked = 0;
-    let mut failures = Vec::new();
+/// The fixture directories (`<from>_to_<to>`), in order, each with its
+/// name, the two protocols and its files in order.
+fn fixture_dirs() -> Vec<(String, Protocol, Protocol, Vec<PathBuf>)> {
     let mut dirs: Vec<PathBuf> = fs::read_dir(fixture_root())
         .expect("tests/fixtures exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -92,21 +90,30 @@ fn golden_conversions() {
         })
         .collect();
     dirs.sort();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            let name = dir.file_name()?.to_string_lossy().into_owned();
+            let (from, to) = name.split_once("_to_")?;
+            let (from, to) = (proto(from), proto(to));
+            let mut files: Vec<PathBuf> = fs::read_dir(&dir)
+                .expect("readable fixture dir")
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            files.sort();
+            Some((name, from, to, files))
+        })
+        .collect()
+}
+
+#[test]
+fn golden_conversions() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    let dirs = fixture_dirs();
     assert_eq!(dirs.len(), 12, "one directory per conversion direction");
-    for dir in dirs {
-        let name = dir
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let Some((from, to)) = name.split_once("_to_") else {
-            continue;
-        };
-        let (from, to) = (proto(from), proto(to));
-        let mut files: Vec<PathBuf> = fs::read_dir(&dir)
-            .expect("readable fixture dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .collect();
-        files.sort();
+    for (name, from, to, files) in dirs {
+        let dir = fixture_root().join(&name);
         for input in files {
             let fname = input
                 .file_name()
@@ -153,20 +160,10 @@ fn golden_conversions() {
 #[test]
 fn answers_converted_from_bytes_match_the_value_path() {
     let mut cases: Vec<(Protocol, Vec<u8>)> = Vec::new();
-    for dir in fs::read_dir(fixture_root()).expect("tests/fixtures exists") {
-        let dir = dir.expect("readable").path();
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let Some((from, _)) = name.split_once("_to_") else {
-            continue;
-        };
-        for file in fs::read_dir(&dir).expect("readable fixture dir") {
-            let file = file.expect("readable").path();
+    for (_, from, _, files) in fixture_dirs() {
+        for file in files {
             if file.to_string_lossy().ends_with(".response.json") {
-                cases.push((proto(from), fs::read(&file).expect("readable fixture")));
+                cases.push((from, fs::read(&file).expect("readable fixture")));
             }
         }
     }

@@ -75,14 +75,7 @@ fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, 
         };
         match attempt {
             Ok(stream) => return Ok(stream),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
-                ) =>
-            {
-                return Err(Error::Timeout(timeout.reason));
-            }
+            Err(e) if is_timeout(&e) => return Err(Error::Timeout(timeout.reason)),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -219,6 +212,13 @@ struct PageBuffers {
 }
 
 impl PageBuffers {
+    /// The output buffer is made when the connection first sends.
+    fn allocate_output(&mut self) {
+        if self.output.is_empty() {
+            self.output = vec![0; PAGE];
+        }
+    }
+
     /// Moves what is unconsumed to the front, and grows the buffer when
     /// that leaves no room to read into.
     fn make_room(&mut self) {
@@ -239,9 +239,7 @@ impl PageBuffers {
 
 impl Buffers for PageBuffers {
     fn output(&mut self) -> &mut [u8] {
-        if self.output.is_empty() {
-            self.output = vec![0; PAGE];
-        }
+        self.allocate_output();
         &mut self.output
     }
 
@@ -268,9 +266,7 @@ impl Buffers for PageBuffers {
     fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
         // The scratch space a body is read into before it is framed.
         self.make_room();
-        if self.output.is_empty() {
-            self.output = vec![0; PAGE];
-        }
+        self.allocate_output();
         (&mut self.input[self.filled..], &mut self.output)
     }
 
