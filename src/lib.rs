@@ -150,6 +150,7 @@ pub mod metrics;
 #[cfg(not(feature = "metrics"))]
 #[path = "metrics/absent.rs"]
 pub mod metrics;
+mod net;
 pub mod pools;
 pub mod protocol;
 pub mod provider_kind;

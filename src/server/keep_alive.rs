@@ -27,7 +27,7 @@ use crossbeam_channel::Receiver;
 use super::poller::Conn;
 use super::request::{self, BodyReader, Head, ParseStatus};
 use super::response;
-use super::{Job, Returned, Shared, Work, give_back, linger};
+use super::{Job, Returned, Shared, Work, give_back};
 
 /// How long a worker waits for the next request on a connection it just
 /// answered before handing the connection to the poller. Long enough for
@@ -54,12 +54,10 @@ pub(super) fn may_hold(shared: &Shared, jobs: &Receiver<Work>, conn: &Conn) -> b
 /// connection goes to the poller (or is answered and closed, or dropped
 /// when the client left) and `None` comes back.
 pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
-    let received = receive(shared, &mut conn);
-    // Workers and the poller expect the socket non-blocking.
-    if conn.stream.set_nonblocking(true).is_err() {
-        return None;
-    }
-    match received {
+    // The socket stays blocking while the worker has it (writes do not
+    // wait on it, see `write_all_by`); `give_back` turns it non-blocking
+    // for the poller.
+    match receive(shared, &mut conn) {
         Received::Whole(head, body) => {
             let now = Instant::now();
             conn.last_used = now;
@@ -113,7 +111,6 @@ struct Pending {
 fn receive(shared: &Shared, conn: &mut Conn) -> Received {
     let settings = &shared.settings;
     let until = Instant::now() + HOLD;
-    let mut blocking = false;
     let mut pending: Option<Pending> = None;
     loop {
         if pending.is_none() && !conn.buf.is_empty() {
@@ -155,19 +152,19 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
         if Instant::now() >= until {
             return Received::NotYet;
         }
-        if !blocking {
-            // A blocking read with a timeout is the one wait std offers a
-            // single socket; the timeout is set once per connection.
+        // A blocking read with a timeout is the one wait std offers a
+        // single socket; the timeout is set once per connection.
+        if !conn.blocking {
             if conn.stream.set_nonblocking(false).is_err() {
                 return Received::Gone;
             }
-            blocking = true;
-            if !conn.hold_timeout_set {
-                if conn.stream.set_read_timeout(Some(HOLD)).is_err() {
-                    return Received::Gone;
-                }
-                conn.hold_timeout_set = true;
+            conn.blocking = true;
+        }
+        if !conn.hold_timeout_set {
+            if conn.stream.set_read_timeout(Some(HOLD)).is_err() {
+                return Received::Gone;
             }
+            conn.hold_timeout_set = true;
         }
         let len = conn.buf.len();
         let want = len.clamp(FIRST_READ, MAX_READ);
@@ -193,10 +190,7 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
 
 fn close_with(shared: &Shared, mut conn: Conn, answer: &[u8]) {
     let deadline = Instant::now() + shared.settings.send_timeout;
-    let mut blocking = false;
-    if response::write_all_by(&mut conn.stream, answer, deadline, &mut blocking).is_ok()
-        && let Some(returned) = linger(conn, blocking)
-    {
-        give_back(shared, returned);
+    if response::write_all_by(&mut conn.stream, answer, deadline, &mut conn.blocking).is_ok() {
+        give_back(shared, Returned::Linger(conn));
     }
 }

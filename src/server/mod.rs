@@ -485,8 +485,17 @@ fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
     }
 }
 
-/// Hands a connection a worker is done with to the poller.
-fn give_back(shared: &Shared, returned: Returned) {
+/// Hands a connection a worker is done with to the poller, non-blocking
+/// as the poller needs it (a socket that cannot be switched is dropped).
+fn give_back(shared: &Shared, mut returned: Returned) {
+    let (Returned::KeepAlive(conn) | Returned::Linger(conn) | Returned::Upgraded(conn, _)) =
+        &mut returned;
+    if conn.blocking {
+        if conn.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        conn.blocking = false;
+    }
     if shared.returns.send(returned).is_ok() {
         let _ = shared.waker.wake();
     }
@@ -506,13 +515,12 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         received,
         queued,
     } = job;
-    // The socket stays non-blocking unless a write finds the client's
-    // buffer full (see `write_all_by`): most answers cost no mode switch.
-    let mut blocking = false;
     // The poller's own output (a `100 Continue`) goes first.
     if !conn.out.is_empty() {
         let deadline = Instant::now() + settings.send_timeout;
-        if response::write_all_by(&mut conn.stream, &conn.out, deadline, &mut blocking).is_err() {
+        if response::write_all_by(&mut conn.stream, &conn.out, deadline, &mut conn.blocking)
+            .is_err()
+        {
             return (None, None);
         }
         conn.out.clear();
@@ -526,8 +534,8 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
             "Retry-After: 1\r\n",
         );
         let deadline = Instant::now() + settings.send_timeout;
-        let _ = response::write_all_by(&mut conn.stream, &answer, deadline, &mut blocking);
-        return (linger(conn, blocking), None);
+        let _ = response::write_all_by(&mut conn.stream, &answer, deadline, &mut conn.blocking);
+        return (Some(Returned::Linger(conn)), None);
     }
     // (An HTTP/1.0 request with a chunked body is never kept alive: the
     // head parser says so, RFC 9112 §6.1.)
@@ -552,7 +560,7 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         head_only,
         http10,
         settings.send_timeout,
-        blocking,
+        conn.blocking,
     );
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
     if outcome.is_err() {
@@ -570,34 +578,20 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
     let keep = out.keep_alive() && outcome.is_ok();
     let upgraded = out.take_upgraded();
     let exchange = out.exchange();
-    let blocking = out.turned_blocking();
+    let blocking = out.socket_blocking();
     drop(out);
+    conn.blocking = blocking;
     let returned = match state {
-        ResponseState::Upgraded if outcome.is_ok() => upgraded.and_then(|protocol| {
-            if blocking {
-                conn.stream.set_nonblocking(true).ok()?;
-            }
-            Some(Returned::Upgraded(conn, protocol))
-        }),
+        ResponseState::Upgraded if outcome.is_ok() => {
+            upgraded.map(|protocol| Returned::Upgraded(conn, protocol))
+        }
         // A write failed or timed out: nothing more may be sent, and a
         // half-written answer must not be followed by another one. A
         // stream cut short by a panic has no end the client can see but
         // the connection closing.
         ResponseState::Upgraded | ResponseState::Broken | ResponseState::Streaming => None,
-        _ if keep => {
-            if blocking && conn.stream.set_nonblocking(true).is_err() {
-                return (None, Some((req, exchange)));
-            }
-            Some(Returned::KeepAlive(conn))
-        }
-        _ => linger(conn, blocking),
+        _ if keep => Some(Returned::KeepAlive(conn)),
+        _ => Some(Returned::Linger(conn)),
     };
     (returned, Some((req, exchange)))
-}
-
-fn linger(conn: Conn, blocking: bool) -> Option<Returned> {
-    if blocking && conn.stream.set_nonblocking(true).is_err() {
-        return None;
-    }
-    Some(Returned::Linger(conn))
 }

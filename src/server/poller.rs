@@ -82,6 +82,9 @@ pub(super) struct Conn {
     /// The read timeout a worker waits with between requests is set (see
     /// `keep_alive`).
     pub(super) hold_timeout_set: bool,
+    /// The socket is in blocking mode: a worker made it so to wait on it.
+    /// The poller needs it non-blocking (see `give_back`).
+    pub(super) blocking: bool,
     /// Its client sends the next request right after an answer: the
     /// worker that answers may wait for it (see `keep_alive`).
     pub(super) quick: bool,
@@ -343,6 +346,7 @@ impl Poller {
             served: false,
             last_used: Instant::now(),
             hold_timeout_set: false,
+            blocking: false,
             quick: false,
             idle_since: Instant::now(),
             _open: guard,

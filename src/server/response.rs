@@ -95,7 +95,7 @@ pub struct Responder<'a> {
     head_only: bool,
     http10: bool,
     send_timeout: Duration,
-    /// The socket was turned blocking for a client that fell behind.
+    /// The socket is in blocking mode (see [`write_all_by`]).
     blocking: bool,
     status: u16,
     /// Body bytes the client was given (written to the socket).
@@ -138,9 +138,9 @@ impl<'a> Responder<'a> {
         }
     }
 
-    /// Whether a write turned the socket blocking (it must be made
+    /// Whether the socket is in blocking mode now (it must be made
     /// non-blocking again before the poller takes it back).
-    pub(crate) fn turned_blocking(&self) -> bool {
+    pub(crate) fn socket_blocking(&self) -> bool {
         self.blocking
     }
 
@@ -406,12 +406,12 @@ impl<'a> Responder<'a> {
     }
 }
 
-/// Writes all of `buf` before `deadline`. The socket comes non-blocking
-/// from the poller and stays so while the client keeps up (no syscalls
-/// but the writes); when its buffer is full, the socket turns blocking,
-/// `blocking` records it, and before each write its timeout is set to
-/// what is left, so the deadline bounds the whole buffer. On failure,
-/// returns how many bytes did go out.
+/// Writes all of `buf` before `deadline`. Each write is first tried
+/// without waiting, whatever mode the socket is in, so while the client
+/// keeps up the writes are the only system calls. When its buffer is full
+/// the socket turns blocking (`blocking` records the mode) and the write
+/// waits, its timeout set to what is left, so the deadline bounds the
+/// whole buffer. On failure, returns how many bytes did go out.
 pub(crate) fn write_all_by(
     stream: &mut TcpStream,
     buf: &[u8],
@@ -420,22 +420,30 @@ pub(crate) fn write_all_by(
 ) -> Result<(), usize> {
     let mut written = 0;
     while written < buf.len() {
-        if *blocking {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+        match crate::net::send_now(stream, &buf[written..]) {
+            Ok(0) => return Err(written),
+            Ok(n) => {
+                written += n;
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(written),
+        }
+        if !*blocking {
+            if stream.set_nonblocking(false).is_err() {
                 return Err(written);
             }
+            *blocking = true;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_write_timeout(Some(left)).is_err() {
+            return Err(written);
         }
         match stream.write(&buf[written..]) {
             Ok(0) => return Err(written),
             Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !*blocking => {
-                if stream.set_nonblocking(false).is_err() {
-                    return Err(written);
-                }
-                *blocking = true;
-            }
             Err(_) => return Err(written),
         }
     }

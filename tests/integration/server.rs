@@ -298,6 +298,45 @@ fn next_requests_are_answered_alike_at_once_later_or_in_pieces() {
     assert_eq!(read_response(&mut stream).status, 400);
 }
 
+/// A worker holding a connection reads it in blocking mode, and writes
+/// to it without waiting until the client's buffer is full; an answer
+/// larger than the client takes at once still arrives whole, and the
+/// connection goes back to the poller non-blocking, as the poller needs.
+#[test]
+fn a_held_connection_answers_a_slow_reader_and_returns_non_blocking() {
+    // Larger than the most a socket's send buffer grows to (4 MiB).
+    const LEN: u32 = 6_000_000;
+    let t = TestServer::start(|s| s.max_body_bytes = LEN as usize);
+    let stream = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stream.set_recv_buffer_size(4096).unwrap();
+    stream.connect(&t.addr.into()).unwrap();
+    let mut stream: std::net::TcpStream = stream.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body: String = (0..LEN)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
+    for round in 0..3 {
+        // The first of two back-to-back requests comes through the
+        // poller; the worker that answers it reads the second.
+        for _ in 0..2 {
+            let raw = format!(
+                "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(raw.as_bytes()).unwrap();
+            // Late enough that the answer fills the client's buffer.
+            thread::sleep(Duration::from_millis(20));
+            assert!(read_response(&mut stream).text() == body, "round {round}");
+        }
+        // Long after the answer: the poller has the connection by then.
+        thread::sleep(Duration::from_millis(50));
+        assert!(peer_socket_nonblocking(&stream), "round {round}");
+    }
+    assert_eq!(t.handler.served.load(Ordering::SeqCst), 6);
+}
+
 /// A worker waiting on a quiet connection for its next request must not
 /// keep another client's request waiting for it.
 #[test]

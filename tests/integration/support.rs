@@ -159,3 +159,43 @@ pub fn rss_kib() -> u64 {
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap()
 }
+
+/// Whether this process's end of the connection whose other end is
+/// `client` (both in this process) is in non-blocking mode, read from
+/// /proc: the socket's inode from /proc/net/tcp, its descriptor from
+/// /proc/self/fd, its `O_NONBLOCK` from /proc/self/fdinfo.
+pub fn peer_socket_nonblocking(client: &TcpStream) -> bool {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => panic!("IPv4 loopback only"),
+    };
+    let (local, remote) = (
+        hex(client.peer_addr().unwrap()),
+        hex(client.local_addr().unwrap()),
+    );
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let inode = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 9 && f[1] == local && f[2] == remote)
+        .map(|f| f[9].to_string())
+        .expect("the server's end of the connection in /proc/net/tcp");
+    let target = format!("socket:[{inode}]");
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        if std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy() == target) {
+            let fd = entry.file_name().to_string_lossy().into_owned();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+                .unwrap();
+            return flags & 0o4000 != 0;
+        }
+    }
+    panic!("no descriptor for {target}");
+}
