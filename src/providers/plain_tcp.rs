@@ -10,6 +10,13 @@
 //! only when what is buffered fills it: a response head larger than a page,
 //! which nginx refuses by default and this accepts up to ureq's
 //! `max_response_header_size`. A body is sent a page at a time.
+//!
+//! It also spares the system calls ureq's transport makes on every
+//! exchange (ten for a small request, four here): ureq writes the head
+//! and the body separately, and both go out in one send when the answer
+//! is awaited; the pool's probes of an idle connection peek without
+//! switching the socket's mode; and a read timeout that is where it
+//! should be to within a thousandth is not set again.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -23,6 +30,11 @@ use ureq::unversioned::transport::{
 
 /// The size both buffers start at.
 const PAGE: usize = 4096;
+
+/// Output is held back (until the answer is awaited) only while at least
+/// this much room is left after it, so that ureq is never handed an
+/// output buffer too small for a body chunk and its framing.
+const MIN_OUTPUT_ROOM: usize = 1024;
 
 /// The most the input buffer grows to (ureq's own default size): with it
 /// full, a read finds no room and the exchange fails as one that made no
@@ -53,6 +65,7 @@ impl Connector<()> for PlainConnector {
             buffers: PageBuffers::default(),
             read_timeout: None,
             write_timeout: None,
+            send_timeout: NextTimeout::default(),
         }))
     }
 }
@@ -103,6 +116,8 @@ pub struct PlainTransport {
     /// The socket's timeouts as last set, to set them only on a change.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// The timeout ureq gave with the output still held back.
+    send_timeout: NextTimeout,
 }
 
 impl std::fmt::Debug for PlainTransport {
@@ -124,23 +139,25 @@ impl Transport for PlainTransport {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), Error> {
-        let timeout = timeout.for_write();
-        if timeout.after.is_zero() {
-            return Err(Error::Timeout(timeout.reason));
+        self.buffers.unsent += amount;
+        self.send_timeout = timeout;
+        if self.buffers.output.len() - self.buffers.unsent < MIN_OUTPUT_ROOM {
+            self.flush()?;
         }
-        let wanted = socket_timeout(&timeout);
-        if wanted != self.write_timeout {
-            self.stream.set_write_timeout(wanted)?;
-            self.write_timeout = wanted;
+        Ok(())
+    }
+
+    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        // (`can_use_input` is false while output is held back, so a
+        // transport wrapping this one reaches `await_input` too.)
+        if self.buffers.can_use_input() {
+            return Ok(true);
         }
-        match (&*self.stream).write_all(&self.buffers.output[..amount]) {
-            Ok(()) => Ok(()),
-            Err(e) if is_timeout(&e) => Err(Error::Timeout(timeout.reason)),
-            Err(e) => Err(e.into()),
-        }
+        self.await_input(timeout)
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
+        self.flush()?;
         let timeout = timeout.for_read();
         if timeout.after.is_zero() {
             return Err(Error::Timeout(timeout.reason));
@@ -149,7 +166,7 @@ impl Transport for PlainTransport {
         let started = Instant::now();
         let mut wanted = limit;
         loop {
-            if wanted != self.read_timeout {
+            if !close_enough(self.read_timeout, wanted) {
                 self.stream.set_read_timeout(wanted)?;
                 self.read_timeout = wanted;
             }
@@ -178,15 +195,43 @@ impl Transport for PlainTransport {
         // Idle in the pool, the connection must have nothing to read: a
         // byte is garbage from the upstream, end of file or an error means
         // it was closed.
-        let stream = &*self.stream;
-        if stream.set_nonblocking(true).is_err() {
-            return false;
+        crate::net::is_quiet(&self.stream)
+    }
+}
+
+impl PlainTransport {
+    /// Sends the output held back, within the timeout ureq gave with it.
+    fn flush(&mut self) -> Result<(), Error> {
+        if self.buffers.unsent == 0 {
+            return Ok(());
         }
-        let quiet = matches!(
-            (&*stream).read(&mut [0u8]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock
-        );
-        quiet && stream.set_nonblocking(false).is_ok()
+        let timeout = self.send_timeout.for_write();
+        if timeout.after.is_zero() {
+            return Err(Error::Timeout(timeout.reason));
+        }
+        let wanted = socket_timeout(&timeout);
+        if !close_enough(self.write_timeout, wanted) {
+            self.stream.set_write_timeout(wanted)?;
+            self.write_timeout = wanted;
+        }
+        let unsent = std::mem::take(&mut self.buffers.unsent);
+        match (&*self.stream).write_all(&self.buffers.output[..unsent]) {
+            Ok(()) => Ok(()),
+            Err(e) if is_timeout(&e) => Err(Error::Timeout(timeout.reason)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Whether a socket timeout set to `set` will do for `wanted`: the same,
+/// or both finite and apart by at most a thousandth of `wanted`. ureq
+/// counts each exchange's timeouts down from when its phase began, so
+/// they differ by microseconds from one exchange to the next; setting
+/// each anew would cost a system call for nothing.
+fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
+    match (set, wanted) {
+        (Some(set), Some(wanted)) => set.abs_diff(wanted) <= wanted / 1000,
+        (set, wanted) => set == wanted,
     }
 }
 
@@ -208,7 +253,10 @@ struct PageBuffers {
     /// Whether the last look at the input consumed some: if not, what is
     /// buffered is not enough and more must be read before looking again.
     progress: bool,
+    /// What ureq wrote is `output[..unsent]`, held back until the answer
+    /// is awaited; ureq writes on after it.
     output: Vec<u8>,
+    unsent: usize,
 }
 
 impl PageBuffers {
@@ -240,7 +288,7 @@ impl PageBuffers {
 impl Buffers for PageBuffers {
     fn output(&mut self) -> &mut [u8] {
         self.allocate_output();
-        &mut self.output
+        &mut self.output[self.unsent..]
     }
 
     fn input(&self) -> &[u8] {
@@ -267,11 +315,14 @@ impl Buffers for PageBuffers {
         // The scratch space a body is read into before it is framed.
         self.make_room();
         self.allocate_output();
-        (&mut self.input[self.filled..], &mut self.output)
+        (
+            &mut self.input[self.filled..],
+            &mut self.output[self.unsent..],
+        )
     }
 
     fn can_use_input(&self) -> bool {
-        self.progress && self.consumed < self.filled
+        self.unsent == 0 && self.progress && self.consumed < self.filled
     }
 }
 
@@ -280,6 +331,10 @@ mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::thread;
+
+    use std::time::Duration;
+
+    use ureq::unversioned::transport::{NextTimeout, Transport};
 
     use crate::config::Config;
     use crate::providers::http::Agents;
@@ -355,6 +410,126 @@ mod tests {
         assert_eq!(bodies[0], big_body);
         assert_eq!(bodies[1], b"small");
         assert_eq!(bodies[2], &big_body[..50_000]);
+    }
+
+    /// A body from a reader goes chunked, in pieces that each leave room
+    /// for the framing after what is held back.
+    #[test]
+    fn a_chunked_body_passes_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while line != "\r\n" {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+            }
+            let mut body = Vec::new();
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let size = usize::from_str_radix(line.trim_end(), 16).unwrap();
+                let mut chunk = vec![0; size + 2];
+                reader.read_exact(&mut chunk).unwrap();
+                if size == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..size]);
+            }
+            (&stream).write_all(&answer("", b"done")).unwrap();
+            body
+        });
+        let sent: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+        let config = Config::default();
+        let agents = Agents::new(&config).for_url("http://x/");
+        let resp = agents
+            .pick()
+            .post(&url)
+            .send(ureq::SendBody::from_reader(&mut &sent[..]))
+            .unwrap();
+        assert_eq!(resp.into_body().read_to_vec().unwrap(), b"done");
+        assert_eq!(server.join().unwrap(), sent);
+    }
+
+    /// The head and a small body are held back until the answer is
+    /// awaited, then sent together.
+    #[test]
+    fn a_small_request_is_sent_when_the_answer_is_awaited() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut transport = connect_to(addr);
+        let (mut server, _) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let timeout = NextTimeout::default();
+        for part in [&b"POST / HTTP/1.1\r\n\r\n"[..], b"body"] {
+            let out = transport.buffers().output();
+            out[..part.len()].copy_from_slice(part);
+            transport.transmit_output(part.len(), timeout).unwrap();
+        }
+        let mut got = [0u8; 64];
+        assert_eq!(
+            server.read(&mut got).unwrap_err().kind(),
+            std::io::ErrorKind::WouldBlock,
+            "sent before the answer was awaited"
+        );
+        server.set_nonblocking(false).unwrap();
+        let waiter = thread::spawn(move || {
+            let read = transport.maybe_await_input(NextTimeout::default());
+            (read.unwrap(), transport.buffers().input().to_vec())
+        });
+        let mut request = Vec::new();
+        while request.len() < 23 {
+            let n = server.read(&mut got).unwrap();
+            request.extend_from_slice(&got[..n]);
+        }
+        assert_eq!(request, b"POST / HTTP/1.1\r\n\r\nbody");
+        server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        let (progress, input) = waiter.join().unwrap();
+        assert!(progress);
+        assert_eq!(input, b"HTTP/1.1 200 OK\r\n");
+    }
+
+    /// A request that leaves too little room behind it goes out at once.
+    #[test]
+    fn output_that_fills_the_page_is_sent_at_once() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut transport = connect_to(listener.local_addr().unwrap());
+        let (mut server, _) = listener.accept().unwrap();
+        let len = super::PAGE - super::MIN_OUTPUT_ROOM + 1;
+        transport.buffers().output()[..len].fill(b'x');
+        transport
+            .transmit_output(len, NextTimeout::default())
+            .unwrap();
+        assert_eq!(transport.buffers().output().len(), super::PAGE);
+        let mut got = vec![0; len];
+        server.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|&b| b == b'x'));
+    }
+
+    #[test]
+    fn a_timeout_within_a_thousandth_is_kept() {
+        use super::close_enough;
+        let s = |ms| Some(Duration::from_millis(ms));
+        assert!(close_enough(s(120_000), s(119_990)));
+        assert!(close_enough(s(120_000), s(120_100)));
+        assert!(!close_enough(s(120_000), s(119_000)));
+        assert!(!close_enough(s(100), s(99)));
+        assert!(close_enough(None, None));
+        assert!(!close_enough(None, s(5)));
+        assert!(!close_enough(s(5), None));
+    }
+
+    /// A transport connected to `addr` as ureq would make it.
+    fn connect_to(addr: std::net::SocketAddr) -> super::PlainTransport {
+        super::PlainTransport {
+            stream: std::sync::Arc::new(std::net::TcpStream::connect(addr).unwrap()),
+            buffers: super::PageBuffers::default(),
+            read_timeout: None,
+            write_timeout: None,
+            send_timeout: NextTimeout::default(),
+        }
     }
 
     /// An upstream that sends a head without end is refused once the head
