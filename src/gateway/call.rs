@@ -141,6 +141,15 @@ pub trait Sink {
     /// Ends the stream.
     fn close(&mut self);
 
+    /// Sends the last `events` (none when empty) and ends the stream, in
+    /// one write where the transport can: [`Sink::send`] then
+    /// [`Sink::close`] unless overridden.
+    fn finish(&mut self, events: &[u8]) {
+        if events.is_empty() || self.send(events) {
+            self.close();
+        }
+    }
+
     /// Whether the transport wants streams ended now (the drain deadline
     /// passed, or the client cancelled this call).
     fn must_end(&self) -> bool {
@@ -189,6 +198,10 @@ impl Sink for HttpSink<'_, '_> {
 
     fn close(&mut self) {
         let _ = self.out.end_stream();
+    }
+
+    fn finish(&mut self, events: &[u8]) {
+        let _ = self.out.end_stream_with(events);
     }
 
     fn must_end(&self) -> bool {

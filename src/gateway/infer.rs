@@ -512,9 +512,7 @@ impl Gateway {
             m.provider_latency(p.kind, started.elapsed());
             m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
         }
-        if sink.send(&pending) {
-            sink.close();
-        }
+        sink.finish(&pending);
         sink.note(
             "note",
             format!(

@@ -215,13 +215,36 @@ impl Passthrough {
             #[serde(default)]
             usage: Option<Value>,
             #[serde(default)]
-            choices: Option<Vec<Choice>>,
+            choices: Option<FirstChoice>,
             error: Option<IgnoredAny>,
         }
         #[derive(Deserialize)]
         struct Choice {
             #[serde(default)]
             finish_reason: Option<IgnoredAny>,
+        }
+        /// The first of the choices; the rest are skipped, so that no
+        /// event costs a vector.
+        struct FirstChoice(Option<Choice>);
+        impl<'de> Deserialize<'de> for FirstChoice {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct Visit;
+                impl<'de> serde::de::Visitor<'de> for Visit {
+                    type Value = FirstChoice;
+                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                        f.write_str("an array of choices")
+                    }
+                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                        self,
+                        mut seq: A,
+                    ) -> Result<FirstChoice, A::Error> {
+                        let first = seq.next_element::<Choice>()?;
+                        while seq.next_element::<IgnoredAny>()?.is_some() {}
+                        Ok(FirstChoice(first))
+                    }
+                }
+                d.deserialize_seq(Visit)
+            }
         }
         let data = data.trim();
         if self.ended || is_multiline(data) {
@@ -233,7 +256,7 @@ impl Passthrough {
         if let Some(u) = chunk.usage.as_ref().filter(|u| u.is_object()) {
             *usage = openai::parse_usage(u);
         }
-        let first = chunk.choices.as_ref().and_then(|c| c.first());
+        let first = chunk.choices.as_ref().and_then(|c| c.0.as_ref());
         if first.is_some_and(|c| c.finish_reason.is_some()) {
             self.saw_finish = true;
         }

@@ -188,6 +188,49 @@ fn empty_upstream_is_reported_as_cut_off() {
     }
 }
 
+/// A same-protocol OpenAI stream ends properly when its first choice has
+/// a finish reason, whatever the other choices hold; a finish reason only
+/// on a later choice does not count (as `choices[0].finish_reason` on the
+/// general path). The chunks pass through byte for byte either way.
+#[test]
+fn openai_passthrough_reads_the_first_choice_only() {
+    let cases: [(&str, bool); 5] = [
+        (
+            r#"{"choices":[{"finish_reason":"stop"},{"x":1},5,[]]}"#,
+            true,
+        ),
+        (
+            r#"{"choices":[{"finish_reason":null},{"finish_reason":"stop"}]}"#,
+            false,
+        ),
+        (r#"{"choices":[]}"#, false),
+        (r#"{"choices":null}"#, false),
+        (
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
+            true,
+        ),
+    ];
+    for (chunk, finished) in cases {
+        let wire = format!("data: {chunk}\n\n");
+        let out = convert(
+            Protocol::OpenAi,
+            Protocol::OpenAi,
+            GeminiFraming::Sse,
+            &[wire.as_bytes()],
+        );
+        let out = text(&out);
+        assert!(
+            out.starts_with(&wire),
+            "{chunk}: passed through as it came: {out}"
+        );
+        assert_eq!(
+            !out.contains(super::stream::TRUNCATED),
+            finished,
+            "{chunk}: {out}"
+        );
+    }
+}
+
 #[test]
 fn garbage_is_skipped_without_panicking() {
     let junk: &[&[u8]] = &[

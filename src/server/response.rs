@@ -270,36 +270,51 @@ impl<'a> Responder<'a> {
     /// Sends `data` as one chunk of a streamed response and flushes it.
     /// An error means the client is gone: stop producing.
     pub fn send_chunk(&mut self, data: &[u8]) -> io::Result<()> {
-        if data.is_empty() || self.head_only || self.state != ResponseState::Streaming {
-            return self.result();
-        }
-        let framed = !self.http10;
-        let mut buf = std::mem::take(&mut self.chunk);
-        buf.clear();
-        if framed {
-            buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        let prefix = buf.len();
-        buf.extend_from_slice(data);
-        if framed {
-            buf.extend_from_slice(b"\r\n");
-        }
-        let written = self.write(&buf);
-        self.bytes += written.saturating_sub(prefix).min(data.len()) as u64;
-        self.chunk = buf;
-        self.result()
+        self.write_chunk(data, false)
     }
 
     /// Ends a streamed response: the terminating chunk, or nothing for
     /// HTTP/1.0, whose body ends when the connection closes.
     pub fn end_stream(&mut self) -> io::Result<()> {
+        self.write_chunk(&[], true)
+    }
+
+    /// Sends `data` as the last chunk and ends the stream, in one write.
+    pub fn end_stream_with(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write_chunk(data, true)
+    }
+
+    /// Writes `data` as a chunk (none when empty), then the terminating
+    /// chunk if `last`, in one write.
+    fn write_chunk(&mut self, data: &[u8], last: bool) -> io::Result<()> {
         if self.state != ResponseState::Streaming {
             return self.result();
         }
-        if !self.head_only && !self.http10 {
-            self.write(b"0\r\n\r\n");
+        let framed = !self.http10;
+        let mut buf = std::mem::take(&mut self.chunk);
+        buf.clear();
+        let mut prefix = 0;
+        if !data.is_empty() && !self.head_only {
+            if framed {
+                push_hex(&mut buf, data.len());
+                buf.extend_from_slice(b"\r\n");
+            }
+            prefix = buf.len();
+            buf.extend_from_slice(data);
+            if framed {
+                buf.extend_from_slice(b"\r\n");
+            }
         }
-        if self.state != ResponseState::Broken {
+        let body = buf.len();
+        if last && framed && !self.head_only {
+            buf.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !buf.is_empty() {
+            let written = self.write(&buf).min(body);
+            self.bytes += written.saturating_sub(prefix).min(data.len()) as u64;
+        }
+        self.chunk = buf;
+        if last && self.state != ResponseState::Broken {
             self.state = ResponseState::Done;
         }
         self.result()
@@ -403,6 +418,15 @@ impl<'a> Responder<'a> {
             buf.extend_from_slice(b"Connection: keep-alive\r\n");
         }
         buf.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Appends `n` in lower-case hexadecimal (a chunk size), without the
+/// allocation `format!` would make for every chunk.
+fn push_hex(buf: &mut Vec<u8>, n: usize) {
+    let digits = (usize::BITS - n.leading_zeros()).div_ceil(4).max(1);
+    for shift in (0..digits).rev() {
+        buf.push(b"0123456789abcdef"[(n >> (shift * 4)) & 0xf]);
     }
 }
 
@@ -591,6 +615,27 @@ fn with_http_date(f: impl FnOnce(&str)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_sizes_are_lower_case_hex() {
+        for n in [
+            0usize,
+            1,
+            9,
+            10,
+            15,
+            16,
+            255,
+            256,
+            4096,
+            0xabcdef,
+            usize::MAX,
+        ] {
+            let mut buf = b"x".to_vec();
+            push_hex(&mut buf, n);
+            assert_eq!(buf, format!("x{n:x}").into_bytes());
+        }
+    }
 
     #[test]
     fn simple_error_is_a_complete_response() {
