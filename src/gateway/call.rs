@@ -141,11 +141,11 @@ pub trait Sink {
     /// Ends the stream.
     fn close(&mut self);
 
-    /// Sends the last `events` (none when empty) and ends the stream, in
-    /// one write where the transport can: [`Sink::send`] then
-    /// [`Sink::close`] unless overridden.
+    /// Sends the last `events` and ends the stream, in one write where
+    /// the transport can: [`Sink::send`], then [`Sink::close`] if the
+    /// peer is still there, unless overridden.
     fn finish(&mut self, events: &[u8]) {
-        if events.is_empty() || self.send(events) {
+        if self.send(events) {
             self.close();
         }
     }

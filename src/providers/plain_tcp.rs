@@ -147,15 +147,6 @@ impl Transport for PlainTransport {
         Ok(())
     }
 
-    fn maybe_await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
-        // (`can_use_input` is false while output is held back, so a
-        // transport wrapping this one reaches `await_input` too.)
-        if self.buffers.can_use_input() {
-            return Ok(true);
-        }
-        self.await_input(timeout)
-    }
-
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
         self.flush()?;
         let timeout = timeout.for_read();
@@ -322,6 +313,9 @@ impl Buffers for PageBuffers {
     }
 
     fn can_use_input(&self) -> bool {
+        // False while output is held back: ureq's `maybe_await_input`
+        // (and a transport wrapping this one) then calls `await_input`,
+        // which sends it.
         self.unsent == 0 && self.progress && self.consumed < self.filled
     }
 }
@@ -331,7 +325,6 @@ mod tests {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
     use std::thread;
-
     use std::time::Duration;
 
     use ureq::unversioned::transport::{NextTimeout, Transport};
