@@ -26,6 +26,7 @@ pub mod upgrade;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -173,6 +174,8 @@ struct Shared {
     /// Messages for upgraded connections, from any thread.
     links: Sender<(upgrade::ConnId, upgrade::LinkMessage)>,
     waker: Arc<Waker>,
+    /// The poller's epoll, for workers giving connections back.
+    registry: mio::Registry,
 }
 
 impl Shared {
@@ -212,6 +215,12 @@ fn draining_answer() -> Vec<u8> {
 enum Returned {
     /// Serve its next request.
     KeepAlive(Conn),
+    /// Serve its next request; it has no input yet and the worker has
+    /// registered it with the poller's epoll already, so the poller need
+    /// not be woken: the request's arrival wakes it (see `give_back`).
+    Watched(Conn),
+    /// Registering the `Watched` connection in this slot failed.
+    Unwatched(usize),
     /// Send nothing more; drain its input briefly, then close, so that the
     /// answer is not destroyed by a reset.
     Linger(Conn),
@@ -328,6 +337,7 @@ impl Server {
             returns: return_tx,
             links: link_tx,
             waker,
+            registry: poll.registry().try_clone()?,
         });
         let pool = WorkerPool {
             jobs: job_rx,
@@ -487,14 +497,45 @@ fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
 
 /// Hands a connection a worker is done with to the poller, non-blocking
 /// as the poller needs it (a socket that cannot be switched is dropped).
+///
+/// A keep-alive connection with nothing pending goes back without waking
+/// the poller: the worker queues it, then registers it for readability
+/// itself, so the poller first hears of it when its next request arrives
+/// (or at its next tick, which is all an idle deadline needs). That saves
+/// each such request a waker write and a poller wake-up. Queued first,
+/// registered second: an event for it can only come once it is in the
+/// queue, and the poller empties the queue before it looks at events.
 fn give_back(shared: &Shared, mut returned: Returned) {
-    let (Returned::KeepAlive(conn) | Returned::Linger(conn) | Returned::Upgraded(conn, _)) =
-        &mut returned;
-    if conn.blocking {
+    if let Returned::KeepAlive(conn)
+    | Returned::Watched(conn)
+    | Returned::Linger(conn)
+    | Returned::Upgraded(conn, _) = &mut returned
+        && conn.blocking
+    {
         if conn.stream.set_nonblocking(true).is_err() {
             return;
         }
         conn.blocking = false;
+    }
+    if let Returned::KeepAlive(mut conn) = returned {
+        conn.idle_since = Instant::now();
+        if conn.buf.is_empty() && conn.out.is_empty() && !shared.stopping.load(Ordering::Relaxed) {
+            // Only the number is kept: if the poller closes the socket
+            // first, registering the number fails or names that number's
+            // next socket under its own token (see `poller::slot_of`).
+            let fd = conn.stream.as_raw_fd();
+            if shared.returns.send(Returned::Watched(conn)).is_ok()
+                && poller::watch(&shared.registry, fd).is_err()
+                && shared
+                    .returns
+                    .send(Returned::Unwatched(poller::slot_of_fd(fd)))
+                    .is_ok()
+            {
+                let _ = shared.waker.wake();
+            }
+            return;
+        }
+        returned = Returned::KeepAlive(conn);
     }
     if shared.returns.send(returned).is_ok() {
         let _ = shared.waker.wake();

@@ -6,7 +6,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
@@ -25,6 +25,40 @@ use super::{Job, Returned, Shared, Work, WorkerPool};
 const LISTENER: Token = Token(0);
 pub(super) const WAKER: Token = Token(1);
 const FIRST_CONN: usize = 2;
+
+/// A connection's slot is its descriptor's number, so that a worker can
+/// register a connection it gives back under the token the poller will
+/// look it up by, without asking the poller for a slot (see `give_back`).
+/// A descriptor number names one open socket at a time, so two live
+/// connections never share a slot; a registration made for a socket that
+/// has since closed names the same slot as the socket's successor, which
+/// costs that one at most a spurious readiness event.
+fn slot_of(stream: &TcpStream) -> usize {
+    slot_of_fd(stream.as_raw_fd())
+}
+
+pub(super) fn slot_of_fd(fd: RawFd) -> usize {
+    // Descriptors of open sockets are never negative.
+    usize::try_from(fd).unwrap_or(usize::MAX - FIRST_CONN)
+}
+
+fn token_of(slot: usize) -> Token {
+    Token(slot + FIRST_CONN)
+}
+
+/// Registers socket `fd` for readability under its slot's token. It may
+/// be registered already: a worker that gave it back did that, or a
+/// registration of an earlier socket with the same number is there;
+/// either way it names the same token, and is renewed.
+pub(super) fn watch(registry: &Registry, fd: RawFd) -> io::Result<()> {
+    let token = token_of(slot_of_fd(fd));
+    match registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            registry.reregister(&mut SourceFd(&fd), token, Interest::READABLE)
+        }
+        done => done,
+    }
+}
 
 /// How often deadlines are checked when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
@@ -88,8 +122,9 @@ pub(super) struct Conn {
     /// Its client sends the next request right after an answer: the
     /// worker that answers may wait for it (see `keep_alive`).
     pub(super) quick: bool,
-    /// When it last went idle between requests.
-    idle_since: Instant,
+    /// When it last went idle between requests (set by the worker that
+    /// lets go of it: the poller may take it back later).
+    pub(super) idle_since: Instant,
     _open: OpenGuard,
 }
 
@@ -155,8 +190,8 @@ pub(super) struct Poller {
     scratch: Box<[u8]>,
     poll: Poll,
     listener: Option<TcpListener>,
+    /// Indexed by descriptor number (see `slot_of`).
     conns: Vec<Option<Conn>>,
-    free: Vec<usize>,
     jobs: Option<Sender<Work>>,
     returns: Receiver<Returned>,
     links: Receiver<(ConnId, LinkMessage)>,
@@ -192,7 +227,6 @@ impl Poller {
             poll,
             listener: Some(listener),
             conns: Vec::new(),
-            free: Vec::new(),
             jobs: Some(jobs),
             returns,
             links,
@@ -216,15 +250,18 @@ impl Poller {
                 }
                 continue;
             }
+            // Connections come back before events are looked at: one a
+            // worker registered itself was queued before it was registered,
+            // so an event for it finds it here.
+            while let Ok(returned) = self.returns.try_recv() {
+                self.adopt(returned);
+            }
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept_all(),
                     WAKER => {}
                     Token(t) => self.on_ready(t - FIRST_CONN),
                 }
-            }
-            while let Ok(returned) = self.returns.try_recv() {
-                self.adopt(returned);
             }
             while let Ok((id, message)) = self.links.try_recv() {
                 self.on_link(id, message);
@@ -381,26 +418,44 @@ impl Poller {
     fn adopt(&mut self, returned: Returned) {
         let now = Instant::now();
         match returned {
+            Returned::KeepAlive(conn) | Returned::Watched(conn)
+                if self.shared.stopping.load(Ordering::Relaxed) =>
+            {
+                drop(conn)
+            }
             Returned::KeepAlive(mut conn) => {
-                if self.shared.stopping.load(Ordering::Relaxed) {
-                    return;
-                }
                 conn.scanned = 0;
                 conn.served = true;
-                conn.idle_since = now;
-                if conn.buf.is_empty() {
-                    conn.phase = Phase::Idle;
-                    self.shared.keep_alive_idle.fetch_add(1, Ordering::Relaxed);
-                    conn.deadline = now + self.shared.settings.idle_timeout;
-                } else {
+                let pipelined = !conn.buf.is_empty();
+                if pipelined {
                     conn.phase = Phase::Head;
                     conn.deadline = now + self.shared.settings.header_timeout;
+                } else {
+                    self.idle(&mut conn);
                 }
-                let pipelined = !conn.buf.is_empty();
                 if let Some(slot) = self.insert(conn)
                     && pipelined
                 {
                     self.advance(slot);
+                }
+            }
+            Returned::Watched(mut conn) => {
+                conn.scanned = 0;
+                conn.served = true;
+                conn.watching_writes = false;
+                self.idle(&mut conn);
+                let slot = slot_of(&conn.stream);
+                self.place(slot, conn);
+            }
+            // The worker could not register it: try once more, else the
+            // client would wait for the idle deadline for nothing.
+            Returned::Unwatched(slot) => {
+                let registered = match self.conns.get(slot).and_then(Option::as_ref) {
+                    Some(conn) => watch(self.poll.registry(), conn.stream.as_raw_fd()).is_ok(),
+                    None => true,
+                };
+                if !registered {
+                    self.close(slot);
                 }
             }
             Returned::Upgraded(conn, protocol) => self.adopt_upgraded(conn, protocol),
@@ -415,33 +470,31 @@ impl Poller {
         }
     }
 
+    /// A connection back between requests: idle since its worker let go.
+    fn idle(&self, conn: &mut Conn) {
+        conn.phase = Phase::Idle;
+        self.shared.keep_alive_idle.fetch_add(1, Ordering::Relaxed);
+        conn.deadline = conn.idle_since + self.shared.settings.idle_timeout;
+    }
+
     fn insert(&mut self, mut conn: Conn) -> Option<usize> {
-        let slot = match self.free.pop() {
-            Some(slot) => slot,
-            None => {
-                self.conns.push(None);
-                self.conns.len() - 1
-            }
-        };
-        let fd = conn.stream.as_raw_fd();
         // Writability is watched only once an answer did not fit in the
         // socket buffer (see `flush`).
         conn.watching_writes = false;
-        if self
-            .poll
-            .registry()
-            .register(
-                &mut SourceFd(&fd),
-                Token(slot + FIRST_CONN),
-                Interest::READABLE,
-            )
-            .is_err()
-        {
-            self.free.push(slot);
+        if watch(self.poll.registry(), conn.stream.as_raw_fd()).is_err() {
             return None;
         }
-        self.conns[slot] = Some(conn);
+        let slot = slot_of(&conn.stream);
+        self.place(slot, conn);
         Some(slot)
+    }
+
+    /// Puts a registered connection in its slot.
+    fn place(&mut self, slot: usize, conn: Conn) {
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        self.conns[slot] = Some(conn);
     }
 
     /// The socket is readable or writable (or both, or closed).
@@ -722,7 +775,6 @@ impl Poller {
             .poll
             .registry()
             .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
-        self.free.push(slot);
         Some(conn)
     }
 
@@ -929,7 +981,7 @@ fn flush(conn: &mut Conn, registry: &Registry, slot: usize) -> io::Result<()> {
                 if !conn.watching_writes {
                     registry.reregister(
                         &mut SourceFd(&conn.stream.as_raw_fd()),
-                        Token(slot + FIRST_CONN),
+                        token_of(slot),
                         Interest::READABLE | Interest::WRITABLE,
                     )?;
                     conn.watching_writes = true;

@@ -139,18 +139,6 @@ impl Drop for Running {
     }
 }
 
-/// Polls `cond` every 10 ms for up to `limit`.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + limit;
-    while Instant::now() < until {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    cond()
-}
-
 #[test]
 fn a_reader_that_never_reads_loses_its_connection_not_a_worker() {
     let r = start(|s| {

@@ -298,6 +298,85 @@ fn next_requests_are_answered_alike_at_once_later_or_in_pieces() {
     assert_eq!(read_response(&mut stream).status, 400);
 }
 
+/// A keep-alive connection its worker does not wait on goes back to the
+/// poller without waking it (the worker registers it itself): the poller
+/// still counts it idle, serves its next request when it comes, and
+/// closes it at its idle deadline, counted from the answer.
+#[test]
+fn a_connection_given_back_quietly_is_served_counted_and_timed_out() {
+    let t = TestServer::start(|s| s.idle_timeout = Duration::from_millis(800));
+    let server = t.server.as_ref().unwrap();
+    let mut stream = connect(t.addr);
+    for round in 0..3 {
+        // The next request comes after the answering worker stopped
+        // waiting for it, but well before the poller's next tick: only
+        // its arrival tells the poller (and finds the connection there).
+        for _ in 0..5 {
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut stream).text(), "ok", "round {round}");
+            thread::sleep(Duration::from_millis(5));
+        }
+        // Nothing else happens on the server: only its tick can show the
+        // poller that the connection is back.
+        assert!(
+            eventually(Duration::from_secs(2), || server.idle_connections() == 1),
+            "round {round}: the poller never took the connection back"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let answered = Instant::now();
+    let closed = time_until_closed(&mut stream, Duration::from_secs(10));
+    let after = answered.elapsed();
+    assert!(
+        closed >= Duration::from_millis(500) && after < Duration::from_secs(3),
+        "closed {after:?} after the last answer, idle timeout 800 ms"
+    );
+    assert!(eventually(Duration::from_secs(2), || server
+        .idle_connections()
+        == 0));
+}
+
+/// Connections are found by their descriptor's number, which the kernel
+/// hands out again as soon as one closes: with clients coming and going
+/// while others wait between requests, every answer still reaches the
+/// client that asked, and none waits for a wake-up that never comes.
+#[test]
+fn reused_descriptors_never_mix_up_connections() {
+    let t = TestServer::start(|s| {
+        s.workers = 8;
+        s.queue_capacity = 64;
+    });
+    let addr = t.addr;
+    let clients: Vec<_> = (0..8)
+        .map(|client| {
+            thread::spawn(move || {
+                for round in 0..40 {
+                    let mut stream = connect(addr);
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(5)))
+                        .unwrap();
+                    for request in 0..3 {
+                        let body = format!("client {client} round {round} request {request}");
+                        let raw = format!(
+                            "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        stream.write_all(raw.as_bytes()).unwrap();
+                        assert_eq!(read_response(&mut stream).text(), body);
+                        // Long enough that the worker gives it back.
+                        thread::sleep(Duration::from_millis(3));
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().unwrap();
+    }
+}
+
 /// A worker holding a connection reads it in blocking mode, and writes
 /// to it without waiting until the client's buffer is full; an answer
 /// larger than the client takes at once still arrives whole, and the

@@ -150,6 +150,18 @@ pub fn time_until_closed(stream: &mut TcpStream, limit: Duration) -> Duration {
     }
 }
 
+/// Polls `cond` every 10 ms for up to `limit`.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
 /// Resident set size of this process in KiB.
 pub fn rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
