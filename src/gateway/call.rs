@@ -68,6 +68,7 @@ impl<'a> Call<'a> {
     }
 
     /// The call an HTTP request makes on an inference route.
+    #[inline(never)]
     pub(super) fn from_http(
         req: &'a Request,
         client: Protocol,

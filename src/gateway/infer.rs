@@ -96,7 +96,12 @@ impl Gateway {
     }
 
     /// Parses the client request, chooses the provider and instance, and
-    /// converts the body to the provider's protocol.
+    /// converts the body to the provider's protocol. Not inlined, like the
+    /// other stages around the upstream wait: a stage's locals would
+    /// otherwise sit in the frame that stays on the stack while the worker
+    /// waits for the upstream, and every page of stack a waiting worker
+    /// touched stays resident (README, "Requests in flight").
+    #[inline(never)]
     fn prepare<'a>(
         &self,
         state: &State,
@@ -174,25 +179,24 @@ impl Gateway {
     /// A whole answer, from the cache or the upstream. Concurrent identical
     /// requests share one upstream call; only complete 200 answers are
     /// stored.
+    #[inline(never)]
     fn infer_whole(&self, state: &State, call: &Call<'_>, sink: &mut dyn Sink, p: &Prepared<'_>) {
-        let bypass = !state.cache.is_enabled() || call.no_cache;
-        let key = if bypass {
-            None
-        } else {
-            match state.config.cache.scope {
-                CacheScope::Shared => Key::new(p.kind, &p.model, p.client, p.client_body),
-                CacheScope::PerKey => {
-                    let scope = cache::scope_of(call.client_key.as_deref());
-                    Key::scoped(p.kind, &p.model, p.client, &scope, p.client_body)
-                }
-            }
-        };
-        let (entry, outcome) = match key {
-            Some(key) => state
-                .cache
-                .get_or_fetch(&key, || self.fetch_whole(state, p)),
+        let (entry, outcome) = match cache_key(state, call, p) {
+            Some(key) => self.through_cache(state, p, &key),
             None => (Arc::new(self.fetch_whole(state, p).entry), Outcome::Bypass),
         };
+        self.answer_whole(state, sink, &entry, outcome);
+    }
+
+    /// The answer from the cache, or fetched and stored.
+    #[inline(never)]
+    fn through_cache(&self, state: &State, p: &Prepared<'_>, key: &Key) -> (Arc<Entry>, Outcome) {
+        state.cache.get_or_fetch(key, || self.fetch_whole(state, p))
+    }
+
+    /// Sends a whole answer, with what the cache did about it.
+    #[inline(never)]
+    fn answer_whole(&self, state: &State, sink: &mut dyn Sink, entry: &Entry, outcome: Outcome) {
         if let Some(m) = &self.metrics {
             match outcome {
                 Outcome::Hit | Outcome::Coalesced => m.cache_hit(),
@@ -238,29 +242,49 @@ impl Gateway {
     /// any other.
     fn fetch_once(&self, state: &State, p: &Prepared<'_>, instance: &Instance) -> Attempt<Fetched> {
         let started = Instant::now();
+        match instance.provider.call(&p.upstream) {
+            Ok(resp) if resp.status < 400 => self.read_whole(state, p, resp, started),
+            result => self.failed_attempt(p, result),
+        }
+    }
+
+    /// An attempt that got an error status or no answer.
+    #[inline(never)]
+    fn failed_attempt(
+        &self,
+        p: &Prepared<'_>,
+        result: Result<UpstreamResponse, UpstreamError>,
+    ) -> Attempt<Fetched> {
+        let outcome = self.failure(p.kind, &result);
+        let entry = match result {
+            Ok(resp) => relay_error(p, resp),
+            Err(e) => error_entry(p.client, e.status(), e.message()),
+        };
+        Attempt {
+            outcome,
+            answer: Fetched {
+                entry,
+                cacheable: false,
+            },
+        }
+    }
+
+    /// Reads a successful answer whole and converts it to the client's
+    /// protocol.
+    #[inline(never)]
+    fn read_whole(
+        &self,
+        state: &State,
+        p: &Prepared<'_>,
+        resp: UpstreamResponse,
+        started: Instant,
+    ) -> Attempt<Fetched> {
         let failed = |outcome: Health, status: u16, message: &str| Attempt {
             outcome,
             answer: Fetched {
                 entry: error_entry(p.client, status, message),
                 cacheable: false,
             },
-        };
-        let resp = match instance.provider.call(&p.upstream) {
-            Ok(resp) if resp.status < 400 => resp,
-            result => {
-                let outcome = self.failure(p.kind, &result);
-                let entry = match result {
-                    Ok(resp) => relay_error(p, resp),
-                    Err(e) => error_entry(p.client, e.status(), e.message()),
-                };
-                return Attempt {
-                    outcome,
-                    answer: Fetched {
-                        entry,
-                        cacheable: false,
-                    },
-                };
-            }
         };
         let capacity = resp.content_length.unwrap_or(0).min(MAX_UPSTREAM_BODY) as usize;
         let mut raw = Vec::with_capacity(capacity);
@@ -319,6 +343,7 @@ impl Gateway {
         }
     }
 
+    #[inline(never)]
     fn infer_stream(
         &self,
         state: &State,
@@ -587,6 +612,21 @@ impl Gateway {
     fn provider_error(&self, kind: ProviderKind, failure: UpstreamFailure) {
         if let Some(m) = &self.metrics {
             m.provider_error(kind, failure.into());
+        }
+    }
+}
+
+/// The cache key of a whole answer; `None` when the cache is bypassed.
+#[inline(never)]
+fn cache_key(state: &State, call: &Call<'_>, p: &Prepared<'_>) -> Option<Key> {
+    if !state.cache.is_enabled() || call.no_cache {
+        return None;
+    }
+    match state.config.cache.scope {
+        CacheScope::Shared => Key::new(p.kind, &p.model, p.client, p.client_body),
+        CacheScope::PerKey => {
+            let scope = cache::scope_of(call.client_key.as_deref());
+            Key::scoped(p.kind, &p.model, p.client, &scope, p.client_body)
         }
     }
 }

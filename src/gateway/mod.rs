@@ -316,31 +316,6 @@ impl Gateway {
             return Err((refusal.proto, refusal.failure));
         }
         let proto = client_protocol(&route, &req.head);
-        // Routes answered without authentication.
-        match route {
-            Route::Preflight => {
-                ops::preflight(state, req, out);
-                return Ok(());
-            }
-            Route::Health => {
-                let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
-                self.health(state, out, access != Access::Denied);
-                return Ok(());
-            }
-            Route::Metrics => {
-                self.serve_metrics(state, req, out);
-                return Ok(());
-            }
-            Route::Dashboard => {
-                self.dashboard(out);
-                return Ok(());
-            }
-            Route::DashboardSummary => {
-                self.dashboard_summary(state, out);
-                return Ok(());
-            }
-            _ => {}
-        }
         let result = match route {
             Route::OpenAiChat | Route::AnthropicMessages | Route::Responses => {
                 let call = Call::from_http(req, proto, prefix, None, false);
@@ -349,6 +324,48 @@ impl Gateway {
             Route::GeminiGenerate { model, stream } => {
                 let call = Call::from_http(req, proto, prefix, Some(model), stream);
                 self.infer(state, &call, &mut HttpSink { out })
+            }
+            route => self.dispatch_other(state, req, out, route, prefix, proto),
+        };
+        result.map_err(|f| (proto, f))
+    }
+
+    /// The routes other than inference. Kept out of `dispatch` so that its
+    /// stack frame, which stays on the stack while a worker waits for the
+    /// upstream, holds only what inference needs: with thousands of
+    /// requests in flight every byte of a waiting worker's stack counts.
+    #[inline(never)]
+    fn dispatch_other(
+        &self,
+        state: &State,
+        req: &Request,
+        out: &mut Responder<'_>,
+        route: Route,
+        prefix: Option<ProviderKind>,
+        proto: Protocol,
+    ) -> Result<(), Failure> {
+        let config = &state.config;
+        match route {
+            Route::Preflight => {
+                ops::preflight(state, req, out);
+                Ok(())
+            }
+            Route::Health => {
+                let access = auth::access(&req.head, &config.api_keys, &config.admin_api_keys);
+                self.health(state, out, access != Access::Denied);
+                Ok(())
+            }
+            Route::Metrics => {
+                self.serve_metrics(state, req, out);
+                Ok(())
+            }
+            Route::Dashboard => {
+                self.dashboard(out);
+                Ok(())
+            }
+            Route::DashboardSummary => {
+                self.dashboard_summary(state, out);
+                Ok(())
             }
             Route::AnthropicCountTokens => ops::count_tokens(state, req, out, prefix),
             Route::ListModels | Route::GeminiListModels => {
@@ -378,16 +395,28 @@ impl Gateway {
                 Ok(())
             }
             Route::LoadBalancerAlgorithm => balance::set_algorithm(self, req, out),
-            Route::Preflight
-            | Route::Health
-            | Route::Metrics
-            | Route::Dashboard
-            | Route::DashboardSummary
+            Route::OpenAiChat
+            | Route::AnthropicMessages
+            | Route::Responses
+            | Route::GeminiGenerate { .. }
             | Route::NotFound
             | Route::MethodNotAllowed(_) => Ok(()),
-        };
-        result.map_err(|f| (proto, f))
+        }
     }
+}
+
+/// Answers a failure in the client's protocol, unless an answer began.
+/// Out of line: `Handler::handle`'s frame is under every upstream wait.
+#[inline(never)]
+fn refuse(out: &mut Responder<'_>, proto: Protocol, failure: &Failure) {
+    if out.state() != ResponseState::Pending {
+        return;
+    }
+    if out.log.get("note").is_none() {
+        out.log.set("note", failure.message.clone());
+    }
+    let body = protocol::error_body(proto, failure.status, &failure.message);
+    let _ = out.send_json(failure.status, &[], &body);
 }
 
 impl Handler for Gateway {
@@ -413,14 +442,7 @@ impl Handler for Gateway {
     fn handle(&self, req: &Request, out: &mut Responder<'_>) {
         let _active = self.metrics.as_ref().map(|m| m.active_guard());
         if let Err((proto, failure)) = self.dispatch(req, out) {
-            if out.state() != ResponseState::Pending {
-                return;
-            }
-            if out.log.get("note").is_none() {
-                out.log.set("note", failure.message.clone());
-            }
-            let body = protocol::error_body(proto, failure.status, &failure.message);
-            let _ = out.send_json(failure.status, &[], &body);
+            refuse(out, proto, &failure);
         }
     }
 

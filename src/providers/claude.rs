@@ -51,8 +51,14 @@ pub fn api_root(base_url: &str) -> String {
     trimmed.strip_suffix("/v1").unwrap_or(trimmed).to_owned()
 }
 
-impl Provider for Claude {
-    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+impl Claude {
+    /// The request for `req`, body not yet attached, built in a frame of
+    /// its own (see `OpenAi::request`).
+    #[inline(never)]
+    fn request(
+        &self,
+        req: &UpstreamRequest<'_>,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
         let mut builder = self
             .agent
             .pick()
@@ -71,6 +77,12 @@ impl Provider for Claude {
             builder = builder.header("Accept", "text/event-stream");
         }
         http::bounded(builder, req.timeout)
+    }
+}
+
+impl Provider for Claude {
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        self.request(req)
             .send(&req.body[..])
             .map(http::into_upstream)
             .map_err(http::map_error)

@@ -168,6 +168,7 @@ pub fn bounded<B>(
 }
 
 /// Maps a transport failure to what the client is told.
+#[inline(never)]
 pub fn map_error(err: ureq::Error) -> UpstreamError {
     match err {
         ureq::Error::Timeout(which) => {
@@ -197,6 +198,7 @@ pub fn retry_after<B>(resp: &ureq::http::Response<B>) -> Option<String> {
 }
 
 /// Converts a ureq response into an [`super::UpstreamResponse`].
+#[inline(never)]
 pub fn into_upstream(resp: ureq::http::Response<ureq::Body>) -> super::UpstreamResponse {
     let status = resp.status().as_u16();
     let retry_after = retry_after(&resp);

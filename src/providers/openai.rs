@@ -36,8 +36,16 @@ impl OpenAi {
     }
 }
 
-impl Provider for OpenAi {
-    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+impl OpenAi {
+    /// The request for `req`, body not yet attached. Built in a frame of
+    /// its own: each builder step moves the builder, and those copies
+    /// would otherwise stay in the frame that is on the stack while the
+    /// worker waits for the answer.
+    #[inline(never)]
+    fn request(
+        &self,
+        req: &UpstreamRequest<'_>,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
         let mut builder = self
             .agent
             .pick()
@@ -51,6 +59,12 @@ impl Provider for OpenAi {
             builder = builder.header(*name, value);
         }
         http::bounded(builder, req.timeout)
+    }
+}
+
+impl Provider for OpenAi {
+    fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        self.request(req)
             .send(&req.body[..])
             .map(http::into_upstream)
             .map_err(http::map_error)

@@ -44,6 +44,7 @@ const MAX_READ: usize = 64 * 1024;
 
 /// Whether the worker that just answered on `conn` may wait there for the
 /// next request.
+#[inline(never)]
 pub(super) fn may_hold(shared: &Shared, jobs: &Receiver<Work>, conn: &Conn) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     conn.quick && !shared.stopping.load(Relaxed) && jobs.is_empty() && shared.idle.load(Relaxed) > 0
@@ -53,7 +54,8 @@ pub(super) fn may_hold(shared: &Shared, jobs: &Receiver<Work>, conn: &Conn) -> b
 /// that passes screening comes back ready to serve; otherwise the
 /// connection goes to the poller (or is answered and closed, or dropped
 /// when the client left) and `None` comes back.
-pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
+#[inline(never)]
+pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Box<Job>> {
     // The socket stays blocking while the worker has it (writes do not
     // wait on it, see `write_all_by`); `give_back` turns it non-blocking
     // for the poller.
@@ -61,13 +63,7 @@ pub(super) fn next_request(shared: &Shared, mut conn: Conn) -> Option<Job> {
         Received::Whole(head, body) => {
             let now = Instant::now();
             conn.last_used = now;
-            Some(Job {
-                conn,
-                head,
-                body,
-                received: now,
-                queued: now,
-            })
+            Some(Box::new(Job::new(conn, head, body, now, now)))
         }
         Received::Refused(answer) => {
             close_with(shared, conn, &answer);

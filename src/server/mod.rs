@@ -228,26 +228,43 @@ enum Returned {
     Upgraded(Conn, Box<dyn Upgraded>),
 }
 
-/// What the workers are given. Requests go unboxed: the queue holds a
-/// few hundred of them at most, and a box would cost every request an
-/// allocation.
-#[allow(clippy::large_enum_variant)]
+/// What the workers are given. A request goes boxed (one allocation,
+/// against copies of some 400 bytes): a worker moves it through several
+/// frames on its way to the handler, and those frames stay on the stack
+/// while the worker waits for an upstream, where every page a waiting
+/// worker touched stays resident (README, "Requests in flight").
 enum Work {
     /// A complete HTTP request.
-    Request(Job),
+    Request(Box<Job>),
     /// A task of an upgraded connection.
     Task(upgrade::Task),
 }
 
-/// A complete request, ready for a worker.
+/// A complete request, ready for a worker. The request is built here, not
+/// by the worker, so that it reaches the handler without being moved.
 struct Job {
     conn: Conn,
-    head: Head,
-    body: Vec<u8>,
-    /// When the head was complete.
-    received: Instant,
+    req: Request,
     /// When it was queued.
     queued: Instant,
+}
+
+impl Job {
+    /// A request that passed screening, read whole from `conn`.
+    fn new(conn: Conn, head: Head, body: Vec<u8>, received: Instant, queued: Instant) -> Self {
+        let peer = conn.peer;
+        Self {
+            conn,
+            req: Request {
+                head,
+                body,
+                peer,
+                received,
+                screened: true,
+            },
+            queued,
+        }
+    }
 }
 
 /// A running server.
@@ -280,7 +297,7 @@ impl WorkerPool {
             .stack_size(self.shared.settings.worker_stack_bytes)
             .spawn(move || {
                 worker_loop(&shared, &jobs);
-                let _ = done.send(());
+                report_done(&done);
             });
         if let Err(e) = started {
             self.shared.spawned.fetch_sub(1, Ordering::SeqCst);
@@ -445,54 +462,83 @@ impl Server {
     }
 }
 
+/// A worker's life. The frames of this loop and of `serve_connection` are
+/// under every upstream wait, and every stack page a waiting worker has
+/// touched stays resident, so whatever else they do (taking a job,
+/// running a task, waiting for a connection's next request) is kept in
+/// functions of its own rather than inlined into them.
+#[inline(never)]
 fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
-    while let Ok(work) = jobs.recv() {
+    while let Some(work) = next_work(jobs) {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
         match work {
             Work::Request(job) => serve_connection(shared, jobs, job),
-            Work::Task(task) => {
-                let worker = Worker {
-                    stopping: &shared.stopping,
-                    cut: &shared.cut,
-                };
-                if panic::catch_unwind(AssertUnwindSafe(|| task(&worker))).is_err() {
-                    crate::log::warn("a task of an upgraded connection panicked");
-                }
-                shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-            }
+            Work::Task(task) => run_task(shared, task),
         }
         shared.idle.fetch_add(1, Ordering::SeqCst);
     }
 }
 
+/// Tells the server a worker ended (out of line: see `worker_loop`).
+#[inline(never)]
+fn report_done(done: &Sender<()>) {
+    let _ = done.send(());
+}
+
+/// The next job; `None` once the server stops.
+#[inline(never)]
+fn next_work(jobs: &Receiver<Work>) -> Option<Work> {
+    jobs.recv().ok()
+}
+
+/// Runs a task of an upgraded connection.
+#[inline(never)]
+fn run_task(shared: &Shared, task: upgrade::Task) {
+    let worker = Worker {
+        stopping: &shared.stopping,
+        cut: &shared.cut,
+    };
+    if panic::catch_unwind(AssertUnwindSafe(|| task(&worker))).is_err() {
+        crate::log::warn("a task of an upgraded connection panicked");
+    }
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+}
+
 /// Serves `job`, then the requests that follow it on the same connection
 /// for as long as they come right away (see `keep_alive`).
-fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Job) {
-    loop {
-        let (returned, finished) = serve(shared, job);
-        let held = match returned {
-            Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs, &conn) => {
-                Some(conn)
-            }
-            returned => {
-                // The connection goes back before the log line is
-                // written: its next request need not wait for the log.
-                if let Some(returned) = returned {
-                    give_back(shared, returned);
-                }
-                None
-            }
-        };
-        if let Some((req, exchange)) = finished {
-            shared.handler.log(&req, &exchange, req.received.elapsed());
-        }
-        shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let Some(next) = held.and_then(|conn| keep_alive::next_request(shared, conn)) else {
-            return;
-        };
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Box<Job>) {
+    while let Some(next) = serve_one(shared, jobs, job) {
         job = next;
     }
+}
+
+/// What follows an answer: the connection is held for its next request
+/// or given back, the request is logged.
+#[inline(never)]
+fn follow_up(
+    shared: &Shared,
+    jobs: &Receiver<Work>,
+    returned: Option<Returned>,
+    finished: Option<Finished>,
+) -> Option<Box<Job>> {
+    let held = match returned {
+        Some(Returned::KeepAlive(conn)) if keep_alive::may_hold(shared, jobs, &conn) => Some(conn),
+        returned => {
+            // The connection goes back before the log line is
+            // written: its next request need not wait for the log.
+            if let Some(returned) = returned {
+                give_back(shared, returned);
+            }
+            None
+        }
+    };
+    if let Some((req, exchange)) = finished {
+        shared.handler.log(&req, &exchange, req.received.elapsed());
+    }
+    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+    let next = keep_alive::next_request(shared, held?)?;
+    shared.in_flight.fetch_add(1, Ordering::SeqCst);
+    Some(next)
 }
 
 /// Hands a connection a worker is done with to the poller, non-blocking
@@ -542,54 +588,68 @@ fn give_back(shared: &Shared, mut returned: Returned) {
     }
 }
 
+/// Answers a request that waited too long for a worker (HAProxy's
+/// `timeout queue`): the client is better off retrying elsewhere than
+/// waiting longer. Out of line, like everything rare in `serve_one`,
+/// whose frame is under every upstream wait.
+#[cold]
+#[inline(never)]
+fn too_late(settings: &Settings, mut conn: Conn) -> Returned {
+    let answer = response::simple_error(
+        503,
+        "server busy: no worker became free in time, retry shortly",
+        "Retry-After: 1\r\n",
+    );
+    let deadline = Instant::now() + settings.send_timeout;
+    let _ = response::write_all_by(&mut conn.stream, &answer, deadline, &mut conn.blocking);
+    Returned::Linger(conn)
+}
+
+/// The answer to a request its handler left unanswered (it panicked).
+#[cold]
+#[inline(never)]
+fn internal_error(out: &mut Responder<'_>) {
+    out.close_after();
+    let _ = out.send_json(
+        500,
+        &[],
+        br#"{"error":{"message":"internal error","type":"server_error"}}"#,
+    );
+}
+
 /// A request served, and what the log needs of it.
 type Finished = (Request, Exchange);
 
-/// Serves one request; says what becomes of the connection, and what to
-/// log.
-fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
+/// Serves `job`; returns the connection's next request when it came
+/// right away.
+///
+/// This frame (with the worker loop's) is under the handler's, so under
+/// every upstream wait, and every stack page a waiting worker touched
+/// stays resident: what comes before the handler and after it is done
+/// out of line (`answered`, `after_answer`, `follow_up`) to keep it small.
+#[inline(never)]
+fn serve_one(shared: &Shared, jobs: &Receiver<Work>, mut job: Box<Job>) -> Option<Box<Job>> {
     let settings = &shared.settings;
-    let Job {
-        mut conn,
-        head,
-        body,
-        received,
-        queued,
-    } = job;
+    let conn = &mut job.conn;
     // The poller's own output (a `100 Continue`) goes first.
     if !conn.out.is_empty() {
         let deadline = Instant::now() + settings.send_timeout;
         if response::write_all_by(&mut conn.stream, &conn.out, deadline, &mut conn.blocking)
             .is_err()
         {
-            return (None, None);
+            return follow_up(shared, jobs, None, None);
         }
         conn.out.clear();
     }
-    if queued.elapsed() > settings.queue_timeout {
-        // Waited too long for a worker (HAProxy's `timeout queue`): the
-        // client is better off retrying elsewhere than waiting longer.
-        let answer = response::simple_error(
-            503,
-            "server busy: no worker became free in time, retry shortly",
-            "Retry-After: 1\r\n",
-        );
-        let deadline = Instant::now() + settings.send_timeout;
-        let _ = response::write_all_by(&mut conn.stream, &answer, deadline, &mut conn.blocking);
-        return (Some(Returned::Linger(conn)), None);
+    if job.queued.elapsed() > settings.queue_timeout {
+        return follow_up(shared, jobs, Some(too_late(settings, job.conn)), None);
     }
+    let (conn, req) = (&mut job.conn, &job.req);
     // (An HTTP/1.0 request with a chunked body is never kept alive: the
     // head parser says so, RFC 9112 §6.1.)
-    let http10 = head.minor_version == 0;
-    let keep_alive = head.keep_alive;
-    let head_only = head.method() == "HEAD";
-    let req = Request {
-        head,
-        body,
-        peer: conn.peer,
-        received,
-        screened: true,
-    };
+    let http10 = req.head.minor_version == 0;
+    let keep_alive = req.head.keep_alive;
+    let head_only = req.head.method() == "HEAD";
     let drain = response::Drain {
         stopping: &shared.stopping,
         cut: &shared.cut,
@@ -603,36 +663,66 @@ fn serve(shared: &Shared, job: Job) -> (Option<Returned>, Option<Finished>) {
         settings.send_timeout,
         conn.blocking,
     );
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(&req, &mut out)));
-    if outcome.is_err() {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| shared.handler.handle(req, &mut out)));
+    let answered = answered(&mut out, outcome.is_ok());
+    drop(out);
+    after_answer(shared, jobs, job, answered)
+}
+
+/// How a request was answered, as the connection's fate depends on it.
+struct Answered {
+    state: ResponseState,
+    /// The connection may serve another request.
+    keep: bool,
+    upgraded: Option<Box<dyn Upgraded>>,
+    exchange: Exchange,
+    /// The socket was left blocking.
+    blocking: bool,
+    /// The handler returned (did not panic).
+    returned: bool,
+}
+
+/// Finishes the answer (an internal error if the handler gave none) and
+/// says how it went.
+#[inline(never)]
+fn answered(out: &mut Responder<'_>, returned: bool) -> Answered {
+    if !returned {
         out.log.set("note", "panic");
     }
     if out.state() == ResponseState::Pending {
-        out.close_after();
-        let _ = out.send_json(
-            500,
-            &[],
-            br#"{"error":{"message":"internal error","type":"server_error"}}"#,
-        );
+        internal_error(out);
     }
-    let state = out.state();
-    let keep = out.keep_alive() && outcome.is_ok();
-    let upgraded = out.take_upgraded();
-    let exchange = out.exchange();
-    let blocking = out.socket_blocking();
-    drop(out);
-    conn.blocking = blocking;
-    let returned = match state {
-        ResponseState::Upgraded if outcome.is_ok() => {
-            upgraded.map(|protocol| Returned::Upgraded(conn, protocol))
-        }
+    Answered {
+        state: out.state(),
+        keep: out.keep_alive() && returned,
+        upgraded: out.take_upgraded(),
+        exchange: out.exchange(),
+        blocking: out.socket_blocking(),
+        returned,
+    }
+}
+
+/// What becomes of the connection after an answer, and what to log.
+#[inline(never)]
+fn after_answer(
+    shared: &Shared,
+    jobs: &Receiver<Work>,
+    job: Box<Job>,
+    answered: Answered,
+) -> Option<Box<Job>> {
+    let Job { mut conn, req, .. } = *job;
+    conn.blocking = answered.blocking;
+    let returned = match answered.state {
+        ResponseState::Upgraded if answered.returned => answered
+            .upgraded
+            .map(|protocol| Returned::Upgraded(conn, protocol)),
         // A write failed or timed out: nothing more may be sent, and a
         // half-written answer must not be followed by another one. A
         // stream cut short by a panic has no end the client can see but
         // the connection closing.
         ResponseState::Upgraded | ResponseState::Broken | ResponseState::Streaming => None,
-        _ if keep => Some(Returned::KeepAlive(conn)),
+        _ if answered.keep => Some(Returned::KeepAlive(conn)),
         _ => Some(Returned::Linger(conn)),
     };
-    (returned, Some((req, exchange)))
+    follow_up(shared, jobs, returned, Some((req, answered.exchange)))
 }

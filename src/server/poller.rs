@@ -700,13 +700,13 @@ impl Poller {
         } = *pending;
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
         self.pool.grow_for(jobs.len() + 1);
-        let job = Job {
+        let job = Box::new(Job::new(
             conn,
             head,
-            body: reader.into_body(),
+            reader.into_body(),
             received,
-            queued: Instant::now(),
-        };
+            Instant::now(),
+        ));
         if let Err(
             TrySendError::Full(Work::Request(job)) | TrySendError::Disconnected(Work::Request(job)),
         ) = jobs.try_send(Work::Request(job))
