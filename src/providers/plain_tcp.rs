@@ -23,6 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,31 @@ const MIN_OUTPUT_ROOM: usize = 1024;
 /// full, a read finds no room and the exchange fails as one that made no
 /// progress, whatever an upstream sends.
 const MAX_INPUT: usize = 128 * 1024;
+
+/// Requests (of this process) waiting for an upstream's answer to begin.
+static AWAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Beyond this many requests waiting for an answer, a waiting request
+/// holds no buffer (see `await_input`). Below it the buffers stay, which
+/// spares each request a system call, and cost at most 2 MiB.
+const LEAN_ABOVE: usize = 256;
+
+/// Counts a request as waiting for its answer while alive.
+struct Awaiting;
+
+impl Awaiting {
+    /// Counts one more; returns whether `lean_above` were waiting already.
+    fn start(lean_above: usize) -> (Self, bool) {
+        let before = AWAITING.fetch_add(1, Ordering::Relaxed);
+        (Self, before >= lean_above)
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        AWAITING.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Connects plain TCP to the upstream (the first link of a chain).
 #[derive(Debug, Default)]
@@ -69,6 +95,7 @@ impl Connector<()> for PlainConnector {
             read_timeout: None,
             write_timeout: None,
             send_timeout: NextTimeout::default(),
+            lean_above: LEAN_ABOVE,
         }))
     }
 }
@@ -121,6 +148,8 @@ pub struct PlainTransport {
     write_timeout: Option<Duration>,
     /// The timeout ureq gave with the output still held back.
     send_timeout: NextTimeout,
+    /// `LEAN_ABOVE`, but for tests.
+    lean_above: usize,
 }
 
 impl std::fmt::Debug for PlainTransport {
@@ -159,14 +188,17 @@ impl Transport for PlainTransport {
         }
         let limit = socket_timeout(&timeout);
         let started = Instant::now();
-        // A request just went out and nothing of the answer is buffered:
-        // the worker waits for the answer holding no buffer (both pages
-        // are freed, and made again when the answer comes). With
-        // thousands of requests in flight, each waiting for a model,
-        // that is 8 KiB less per request for one extra system call (the
-        // peek) per request; the reads of an answer already under way,
-        // a stream's events among them, keep the input buffer.
-        let mut wait_first = request_sent && self.buffers.release();
+        // A request just went out: it is counted as waiting for its
+        // answer until the first read. When hundreds of others wait too,
+        // it waits holding no buffer (both pages are freed, and the input
+        // one made again when the answer comes): with thousands of
+        // requests in flight, each waiting for a model, that is 8 KiB
+        // less per request, for one more system call (the peek). Reads
+        // of an answer under way, a stream's events among them, keep the
+        // input buffer.
+        let awaiting = request_sent.then(|| Awaiting::start(self.lean_above));
+        let lean = awaiting.as_ref().is_some_and(|(_, lean)| *lean);
+        let mut wait_first = lean && self.buffers.release();
         let mut wanted = limit;
         loop {
             if !close_enough(self.read_timeout, wanted) {
@@ -535,6 +567,25 @@ mod tests {
             .unwrap();
     }
 
+    /// While few requests wait for answers, a waiting request keeps its
+    /// buffers (and is spared the peek).
+    #[test]
+    fn a_wait_is_lean_only_when_many_wait() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut transport = connect_to(listener.local_addr().unwrap());
+        transport.lean_above = usize::MAX;
+        let (mut server, _) = listener.accept().unwrap();
+        hold_request(&mut transport);
+        let answerer = thread::spawn(move || {
+            let mut request = [0u8; 18];
+            server.read_exact(&mut request).unwrap();
+            server.write_all(b"HTTP/1.1 200 OK\r\n").unwrap();
+        });
+        assert!(transport.maybe_await_input(NextTimeout::default()).unwrap());
+        answerer.join().unwrap();
+        assert_eq!(transport.buffers.output.len(), super::PAGE, "kept");
+    }
+
     /// An upstream that closes instead of answering ends the wait with no
     /// input, not an error.
     #[test]
@@ -581,7 +632,8 @@ mod tests {
         assert!(!close_enough(s(5), None));
     }
 
-    /// A transport connected to `addr` as ureq would make it.
+    /// A transport connected to `addr` as ureq would make it, except
+    /// that every wait for an answer is lean.
     fn connect_to(addr: std::net::SocketAddr) -> super::PlainTransport {
         super::PlainTransport {
             stream: std::sync::Arc::new(std::net::TcpStream::connect(addr).unwrap()),
@@ -589,6 +641,7 @@ mod tests {
             read_timeout: None,
             write_timeout: None,
             send_timeout: NextTimeout::default(),
+            lean_above: 0,
         }
     }
 
