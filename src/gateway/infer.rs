@@ -408,8 +408,11 @@ impl Gateway {
         }
         let mut upstream = resp.body;
         let mut pending = Vec::with_capacity(4096);
-        // As large as ureq's input buffer: one read takes all it holds.
-        let mut buf = vec![0u8; 8 * 1024];
+        // As large as a plain upstream's input buffer: one read takes all
+        // it holds (a TLS upstream's larger one is drained in two or three
+        // reads, copies without a system call). With thousands of streams
+        // in flight, each holds this page for the whole stream.
+        let mut buf = vec![0u8; 4 * 1024];
         // Zero turns keep-alives off: wait for the next chunk as long as it takes.
         let keepalive = match state.config.upstream.stream_keepalive {
             d if d.is_zero() => UPSTREAM_TOTAL_TIMEOUT,
