@@ -244,29 +244,33 @@ impl Gateway {
         let started = Instant::now();
         match instance.provider.call(&p.upstream) {
             Ok(resp) if resp.status < 400 => self.read_whole(state, p, resp, started),
-            result => self.failed_attempt(p, result),
+            result => {
+                let (outcome, entry) = self.failed_attempt(p, result);
+                Attempt {
+                    outcome,
+                    answer: Fetched {
+                        entry,
+                        cacheable: false,
+                    },
+                }
+            }
         }
     }
 
-    /// An attempt that got an error status or no answer.
+    /// What an attempt that got an error status or no answer means to the
+    /// balancer, and the answer the client gets if it is the last.
     #[inline(never)]
     fn failed_attempt(
         &self,
         p: &Prepared<'_>,
         result: Result<UpstreamResponse, UpstreamError>,
-    ) -> Attempt<Fetched> {
+    ) -> (Health, Entry) {
         let outcome = self.failure(p.kind, &result);
         let entry = match result {
             Ok(resp) => relay_error(p, resp),
             Err(e) => error_entry(p.client, e.status(), e.message()),
         };
-        Attempt {
-            outcome,
-            answer: Fetched {
-                entry,
-                cacheable: false,
-            },
-        }
+        (outcome, entry)
     }
 
     /// Reads a successful answer whole and converts it to the client's
@@ -361,11 +365,7 @@ impl Gateway {
                     answer: Ok(resp),
                 },
                 result => {
-                    let outcome = self.failure(p.kind, &result);
-                    let entry = match result {
-                        Ok(resp) => relay_error(p, resp),
-                        Err(e) => error_entry(p.client, e.status(), e.message()),
-                    };
+                    let (outcome, entry) = self.failed_attempt(p, result);
                     Attempt {
                         outcome,
                         answer: Err(entry),

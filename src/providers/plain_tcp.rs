@@ -9,10 +9,11 @@
 //! nginx's `proxy_buffer_size` does, and the input buffer grows (doubling)
 //! only when what is buffered fills it: a response head larger than a page,
 //! which nginx refuses by default and this accepts up to ureq's
-//! `max_response_header_size`. A body is sent a page at a time. Neither
-//! buffer is held while an answer is awaited: both are freed once the
-//! request is out, and the input buffer is made again when the answer
-//! begins to arrive (see `await_input`).
+//! `max_response_header_size`. A body is sent a page at a time. While
+//! hundreds of requests wait for their answers, neither buffer is held
+//! during the wait: both are freed once the request is out, and the input
+//! buffer is made again when the answer begins to arrive (see
+//! `await_input`).
 //!
 //! It also spares the system calls ureq's transport makes on every
 //! exchange (ten for a small request, four here): ureq writes the head
@@ -54,13 +55,17 @@ static AWAITING: AtomicUsize = AtomicUsize::new(0);
 const LEAN_ABOVE: usize = 256;
 
 /// Counts a request as waiting for its answer while alive.
-struct Awaiting;
+struct Awaiting {
+    /// `lean_above` others were waiting already when it began.
+    lean: bool,
+}
 
 impl Awaiting {
-    /// Counts one more; returns whether `lean_above` were waiting already.
-    fn start(lean_above: usize) -> (Self, bool) {
+    fn start(lean_above: usize) -> Self {
         let before = AWAITING.fetch_add(1, Ordering::Relaxed);
-        (Self, before >= lean_above)
+        Self {
+            lean: before >= lean_above,
+        }
     }
 }
 
@@ -197,8 +202,7 @@ impl Transport for PlainTransport {
         // of an answer under way, a stream's events among them, keep the
         // input buffer.
         let awaiting = request_sent.then(|| Awaiting::start(self.lean_above));
-        let lean = awaiting.as_ref().is_some_and(|(_, lean)| *lean);
-        let mut wait_first = lean && self.buffers.release();
+        let mut wait_first = awaiting.as_ref().is_some_and(|a| a.lean) && self.buffers.release();
         let mut wanted = limit;
         loop {
             if !close_enough(self.read_timeout, wanted) {
