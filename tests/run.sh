@@ -19,7 +19,9 @@ if [ -f "$ROOT/tests/python/requirements-observability.txt" ]; then
     REQUIREMENTS+=("$ROOT/tests/python/requirements-observability.txt")
 fi
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+# Each step prints the minutes and seconds since the start, so a slow CI run
+# shows where its time went.
+step() { printf '\n==> [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*" >&2; }
 die() { printf 'tests/run.sh: %s\n' "$*" >&2; exit 1; }
 
 SUDO=""
