@@ -186,6 +186,70 @@ fn is_multiline(data: &str) -> bool {
     memchr::memchr2(b'\n', b'\r', data.as_bytes()).is_some()
 }
 
+/// The fields of an OpenAI stream chunk a passthrough reads (usage,
+/// whether the first choice finished, an error); the rest is skipped
+/// unread, so a chunk goes out as the upstream wrote it whenever these
+/// parse — even when elsewhere it holds JSON that a [`Value`] cannot
+/// (a number beyond `f64`, a lone surrogate escape), as a proxy that
+/// only forwards would pass it.
+#[derive(Deserialize)]
+pub(crate) struct OpenAiChunk {
+    #[serde(default)]
+    usage: Option<Value>,
+    #[serde(default)]
+    choices: Option<FirstChoice>,
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    #[serde(default)]
+    finish_reason: Option<IgnoredAny>,
+}
+
+/// The first of the choices; the rest are skipped, so that no event costs
+/// a vector.
+struct FirstChoice(Option<Choice>);
+
+impl<'de> Deserialize<'de> for FirstChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = FirstChoice;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FirstChoice, A::Error> {
+                let first = seq.next_element::<Choice>()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(FirstChoice(first))
+            }
+        }
+        d.deserialize_seq(Visit)
+    }
+}
+
+impl OpenAiChunk {
+    /// The chunk's fields, if `data` is an object of that shape.
+    pub(crate) fn read(data: &str) -> Option<Self> {
+        serde_json::from_str(data).ok()
+    }
+
+    /// Whether the first choice has a (non-null) finish reason.
+    pub(crate) fn finished(&self) -> bool {
+        let first = self.choices.as_ref().and_then(|c| c.0.as_ref());
+        first.is_some_and(|c| c.finish_reason.is_some())
+    }
+
+    /// Whether the chunk carries an `error`.
+    pub(crate) fn is_error(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
 impl Passthrough {
     fn new(proto: Relay, model: &str, framing: GeminiFraming) -> Self {
         Self {
@@ -209,61 +273,23 @@ impl Passthrough {
     /// came. Returns false, having done nothing, when the chunk needs the
     /// general path (not an object of the usual shape, or several lines).
     fn openai_chunk(&mut self, data: &str, usage: &mut TokenUsage, out: &mut Vec<u8>) -> bool {
-        /// The fields of a chunk the relay looks at; the rest is skipped.
-        #[derive(Deserialize)]
-        struct Chunk {
-            #[serde(default)]
-            usage: Option<Value>,
-            #[serde(default)]
-            choices: Option<FirstChoice>,
-            error: Option<IgnoredAny>,
-        }
-        #[derive(Deserialize)]
-        struct Choice {
-            #[serde(default)]
-            finish_reason: Option<IgnoredAny>,
-        }
-        /// The first of the choices; the rest are skipped, so that no
-        /// event costs a vector.
-        struct FirstChoice(Option<Choice>);
-        impl<'de> Deserialize<'de> for FirstChoice {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct Visit;
-                impl<'de> serde::de::Visitor<'de> for Visit {
-                    type Value = FirstChoice;
-                    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                        f.write_str("an array of choices")
-                    }
-                    fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                        self,
-                        mut seq: A,
-                    ) -> Result<FirstChoice, A::Error> {
-                        let first = seq.next_element::<Choice>()?;
-                        while seq.next_element::<IgnoredAny>()?.is_some() {}
-                        Ok(FirstChoice(first))
-                    }
-                }
-                d.deserialize_seq(Visit)
-            }
-        }
         let data = data.trim();
         if self.ended || is_multiline(data) {
             return false;
         }
-        let Ok(chunk) = serde_json::from_str::<Chunk>(data) else {
+        let Some(chunk) = OpenAiChunk::read(data) else {
             return false;
         };
         if let Some(u) = chunk.usage.as_ref().filter(|u| u.is_object()) {
             *usage = openai::parse_usage(u);
         }
-        let first = chunk.choices.as_ref().and_then(|c| c.0.as_ref());
-        if first.is_some_and(|c| c.finish_reason.is_some()) {
+        if chunk.finished() {
             self.saw_finish = true;
         }
         out.extend_from_slice(b"data: ");
         out.extend_from_slice(data.as_bytes());
         out.extend_from_slice(b"\n\n");
-        if chunk.error.is_some() {
+        if chunk.is_error() {
             self.ended = true;
         }
         true

@@ -191,10 +191,13 @@ fn empty_upstream_is_reported_as_cut_off() {
 /// A same-protocol OpenAI stream ends properly when its first choice has
 /// a finish reason, whatever the other choices hold; a finish reason only
 /// on a later choice does not count (as `choices[0].finish_reason` on the
-/// general path). The chunks pass through byte for byte either way.
+/// general path). The chunks pass through byte for byte either way, also
+/// when elsewhere they hold JSON that serde_json's `Value` cannot (found by
+/// fuzzing: the relay reads only its fields, so such a chunk goes out as a
+/// forwarding proxy would pass it, for the client's parser to judge).
 #[test]
 fn openai_passthrough_reads_the_first_choice_only() {
-    let cases: [(&str, bool); 5] = [
+    let cases: [(&str, bool); 7] = [
         (
             r#"{"choices":[{"finish_reason":"stop"},{"x":1},5,[]]}"#,
             true,
@@ -208,6 +211,14 @@ fn openai_passthrough_reads_the_first_choice_only() {
         (
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#,
             true,
+        ),
+        (
+            r#"{"created":1e705,"choices":[{"finish_reason":"stop"}]}"#,
+            true,
+        ),
+        (
+            r#"{"id":"\ud800","choices":[{"finish_reason":null}]}"#,
+            false,
         ),
     ];
     for (chunk, finished) in cases {
