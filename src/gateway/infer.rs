@@ -406,13 +406,58 @@ impl Gateway {
         if !sink.open(content_type) {
             return Ok(());
         }
-        let mut upstream = resp.body;
-        let mut pending = Vec::with_capacity(4096);
+        let Some(Relayed {
+            end,
+            pending,
+            note: out_note,
+        }) = self.relay(state, sink, p, resp.body, &mut converter, started)
+        else {
+            sink.note("note", "client_disconnected".into());
+            return Ok(());
+        };
+        let effect = pick.end_stream(&end, Instant::now());
+        self.balancer.observe(&pick.instance().member, &effect);
+        let usage = converter.usage();
+        if let Some(m) = &self.metrics {
+            m.provider_latency(p.kind, started.elapsed());
+            m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
+        }
+        sink.finish(&pending);
+        sink.note(
+            "note",
+            format!(
+                "cache=BYPASS tokens_in={} tokens_out={}{}",
+                usage.prompt,
+                usage.completion,
+                out_note.map(|n| format!(" {n}")).unwrap_or_default()
+            ),
+        );
+        Ok(())
+    }
+
+    /// Relays the stream `upstream` to the client through `converter`
+    /// until either ends; None when the client left (dropping `upstream`
+    /// then closes the upstream connection and stops generation). Its own
+    /// frame, entered after the call that began the stream returned, so
+    /// that its read buffer lies in stack pages that call touched already.
+    #[inline(never)]
+    fn relay(
+        &self,
+        state: &State,
+        sink: &mut dyn Sink,
+        p: &Prepared<'_>,
+        mut upstream: Box<dyn Read + Send>,
+        converter: &mut StreamConverter,
+        started: Instant,
+    ) -> Option<Relayed> {
+        let mut pending = Vec::new();
         // As large as a plain upstream's input buffer: one read takes all
         // it holds (a TLS upstream's larger one is drained in two or three
-        // reads, copies without a system call). With thousands of streams
-        // in flight, each holds this page for the whole stream.
-        let mut buf = vec![0u8; 4 * 1024];
+        // reads, copies without a system call). On the stack, not the
+        // heap: the upstream call that began the stream went deeper than
+        // this, so these pages are resident already, while a heap page
+        // would be one more for every stream in flight.
+        let mut buf = [0u8; 4 * 1024];
         // Zero turns keep-alives off: wait for the next chunk as long as it takes.
         let keepalive = match state.config.upstream.stream_keepalive {
             d if d.is_zero() => UPSTREAM_TOTAL_TIMEOUT,
@@ -480,8 +525,7 @@ impl Gateway {
                     // A body that may block holds nothing back.
                     if !wait.honoured() && !pending.is_empty() {
                         if !sink.send(&pending) {
-                            sink.note("note", "client_disconnected".into());
-                            return Ok(());
+                            return None;
                         }
                         pending.clear();
                         last_sent = last_read;
@@ -491,10 +535,7 @@ impl Gateway {
                 Err(e) if batching && read_wait::timed_out(&e) => {
                     // Everything that had arrived is converted: send it.
                     if !sink.send(&pending) {
-                        // The client left: dropping `upstream` closes the
-                        // upstream connection and stops generation.
-                        sink.note("note", "client_disconnected".into());
-                        return Ok(());
+                        return None;
                     }
                     pending.clear();
                     last_sent = Instant::now();
@@ -503,8 +544,7 @@ impl Gateway {
                     if last_sent.elapsed() >= keepalive {
                         converter.keepalive(&mut pending);
                         if !sink.send(&pending) {
-                            sink.note("note", "client_disconnected".into());
-                            return Ok(());
+                            return None;
                         }
                         pending.clear();
                         last_sent = Instant::now();
@@ -532,25 +572,11 @@ impl Gateway {
                 }
             }
         }
-        drop(wait);
-        let effect = pick.end_stream(&end, Instant::now());
-        self.balancer.observe(&pick.instance().member, &effect);
-        let usage = converter.usage();
-        if let Some(m) = &self.metrics {
-            m.provider_latency(p.kind, started.elapsed());
-            m.tokens(p.kind, &p.model, usage.prompt, usage.completion);
-        }
-        sink.finish(&pending);
-        sink.note(
-            "note",
-            format!(
-                "cache=BYPASS tokens_in={} tokens_out={}{}",
-                usage.prompt,
-                usage.completion,
-                out_note.map(|n| format!(" {n}")).unwrap_or_default()
-            ),
-        );
-        Ok(())
+        Some(Relayed {
+            end,
+            pending,
+            note: out_note,
+        })
     }
 
     /// Runs `attempt` on instances of `p.kind` chosen by the balancer,
@@ -714,6 +740,16 @@ fn no_instance(p: &Prepared<'_>, why: &NoneEligible) -> Entry {
     let mut entry = error_entry(p.client, why.status(), &message);
     entry.retry_after = why.retry_after_secs().map(|s| s.to_string());
     entry
+}
+
+/// How a relayed stream ended.
+struct Relayed {
+    /// The instance's health, as the stream's end showed it.
+    end: Health,
+    /// Client events not yet sent: they go out with the stream's end.
+    pending: Vec<u8>,
+    /// A fact for the access log.
+    note: Option<&'static str>,
 }
 
 fn answer_entry(sink: &mut dyn Sink, entry: &Entry) {

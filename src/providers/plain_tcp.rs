@@ -10,10 +10,10 @@
 //! only when what is buffered fills it: a response head larger than a page,
 //! which nginx refuses by default and this accepts up to ureq's
 //! `max_response_header_size`. A body is sent a page at a time. While
-//! hundreds of requests wait for their answers, neither buffer is held
-//! during the wait: both are freed once the request is out, and the input
-//! buffer is made again when the answer begins to arrive (see
-//! `await_input`).
+//! hundreds of exchanges wait for their upstreams (answers to begin,
+//! streams' next events), neither buffer is held during a wait with
+//! nothing buffered: both are freed, and the input buffer is made again
+//! when bytes arrive (see `await_input`).
 //!
 //! It also spares the system calls ureq's transport makes on every
 //! exchange (ten for a small request, four here): ureq writes the head
@@ -46,15 +46,16 @@ const MIN_OUTPUT_ROOM: usize = 1024;
 /// progress, whatever an upstream sends.
 const MAX_INPUT: usize = 128 * 1024;
 
-/// Requests (of this process) waiting for an upstream's answer to begin.
+/// Reads (of this process) waiting for an upstream with nothing of its
+/// answer buffered: for an answer to begin, or for a stream's next event.
 static AWAITING: AtomicUsize = AtomicUsize::new(0);
 
-/// Beyond this many requests waiting for an answer, a waiting request
-/// holds no buffer (see `await_input`). Below it the buffers stay, which
-/// spares each request a system call, and cost at most 2 MiB.
+/// Beyond this many reads waiting, a waiting read holds no buffer (see
+/// `await_input`). Below it the buffers stay, which spares each wait a
+/// system call and an allocation, and cost at most 2 MiB.
 const LEAN_ABOVE: usize = 256;
 
-/// Counts a request as waiting for its answer while alive.
+/// Counts a read as waiting while alive.
 struct Awaiting {
     /// `lean_above` others were waiting already when it began.
     lean: bool,
@@ -185,7 +186,6 @@ impl Transport for PlainTransport {
     }
 
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, Error> {
-        let request_sent = self.buffers.unsent > 0;
         self.flush()?;
         let timeout = timeout.for_read();
         if timeout.after.is_zero() {
@@ -193,15 +193,19 @@ impl Transport for PlainTransport {
         }
         let limit = socket_timeout(&timeout);
         let started = Instant::now();
-        // A request just went out: it is counted as waiting for its
-        // answer until the first read. When hundreds of others wait too,
-        // it waits holding no buffer (both pages are freed, and the input
-        // one made again when the answer comes): with thousands of
-        // requests in flight, each waiting for a model, that is 8 KiB
-        // less per request, for one more system call (the peek). Reads
-        // of an answer under way, a stream's events among them, keep the
-        // input buffer.
-        let awaiting = request_sent.then(|| Awaiting::start(self.lean_above));
+        // With nothing of the answer buffered (the request just went
+        // out, or a stream's events so far were all taken), the read is
+        // counted as waiting until it returns. When hundreds of others
+        // wait too, it waits holding no buffer (both pages are freed, and
+        // the input one made again when bytes come): with thousands of
+        // requests or streams in flight, each waiting for a model, that
+        // is up to 8 KiB less each, for one more system call (the peek)
+        // and an allocation per wait. A read that needs more of what is
+        // buffered keeps it.
+        let awaiting = self
+            .buffers
+            .is_drained()
+            .then(|| Awaiting::start(self.lean_above));
         let mut wait_first = awaiting.as_ref().is_some_and(|a| a.lean) && self.buffers.release();
         let mut wanted = limit;
         loop {
@@ -318,10 +322,15 @@ impl PageBuffers {
         }
     }
 
+    /// Whether nothing in the buffers is waiting to be sent or read.
+    fn is_drained(&self) -> bool {
+        self.unsent == 0 && self.consumed == self.filled
+    }
+
     /// Frees both buffers when nothing in them is waiting to be sent or
     /// read; says whether it did.
     fn release(&mut self) -> bool {
-        if self.unsent > 0 || self.consumed < self.filled {
+        if !self.is_drained() {
             return false;
         }
         self.input = Vec::new();
@@ -588,6 +597,27 @@ mod tests {
         assert!(transport.maybe_await_input(NextTimeout::default()).unwrap());
         answerer.join().unwrap();
         assert_eq!(transport.buffers.output.len(), super::PAGE, "kept");
+    }
+
+    /// A stream's wait for its next event, with all it read taken, is
+    /// lean too when many wait (the buffer is made afresh, a page, for
+    /// what comes), and keeps its buffer when few do.
+    #[test]
+    fn a_wait_for_more_of_a_stream_is_lean_when_many_wait() {
+        for (lean_above, lean) in [(0, true), (usize::MAX, false)] {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut transport = connect_to(listener.local_addr().unwrap());
+            transport.lean_above = lean_above;
+            let (mut server, _) = listener.accept().unwrap();
+            // What an earlier, larger read left: a grown buffer, all taken.
+            transport.buffers.input = vec![0; 2 * super::PAGE];
+            let sender = thread::spawn(move || server.write_all(b"data: x\n\n").unwrap());
+            assert!(transport.maybe_await_input(NextTimeout::default()).unwrap());
+            sender.join().unwrap();
+            assert_eq!(transport.buffers().input(), b"data: x\n\n");
+            let expected = if lean { super::PAGE } else { 2 * super::PAGE };
+            assert_eq!(transport.buffers.input.len(), expected, "lean: {lean}");
+        }
     }
 
     /// An upstream that closes instead of answering ends the wait with no
