@@ -25,10 +25,15 @@ KEY = "sk-embed-example"
 
 
 def example_path():
-    path = binary_path().parent / "examples" / "embed"
-    if not path.exists():
-        pytest.fail(f"{path} not built: `cargo test` (or `cargo build --examples`) builds it")
-    return path
+    """The example beside the binary under test, or the one tests/run.sh's
+    `cargo test --profile release-test` built next to it."""
+    target = binary_path().parent
+    candidates = [target / "examples" / "embed",
+                  target.parent / "release-test" / "examples" / "embed"]
+    for path in candidates:
+        if path.exists():
+            return path
+    pytest.fail(f"{candidates[0]} not built: `cargo test` (or `cargo build --examples`) builds it")
 
 
 @pytest.fixture(scope="module")
