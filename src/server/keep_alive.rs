@@ -22,11 +22,10 @@
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-
 use super::poller::Conn;
 use super::request::{self, BodyReader, Head, ParseStatus};
 use super::response;
+use super::work_queue::WorkQueue;
 use super::{Job, Returned, Shared, Work, give_back};
 
 /// How long a worker waits for the next request on a connection it just
@@ -45,7 +44,7 @@ const MAX_READ: usize = 64 * 1024;
 /// Whether the worker that just answered on `conn` may wait there for the
 /// next request.
 #[inline(never)]
-pub(super) fn may_hold(shared: &Shared, jobs: &Receiver<Work>, conn: &Conn) -> bool {
+pub(super) fn may_hold(shared: &Shared, jobs: &WorkQueue<Work>, conn: &Conn) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
     conn.quick && !shared.stopping.load(Relaxed) && jobs.is_empty() && shared.idle.load(Relaxed) > 0
 }

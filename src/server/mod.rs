@@ -23,6 +23,7 @@ mod poller;
 pub mod request;
 pub mod response;
 pub mod upgrade;
+mod work_queue;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
+use work_queue::{Parking, WorkQueue};
 
 pub use listen::{bind, open_files_limit};
 pub use request::{Head, Request, RequestError};
@@ -277,7 +279,7 @@ pub struct Server {
 
 /// Starts workers on demand.
 struct WorkerPool {
-    jobs: Receiver<Work>,
+    jobs: Arc<WorkQueue<Work>>,
     done: Sender<()>,
     shared: Arc<Shared>,
 }
@@ -286,7 +288,7 @@ impl WorkerPool {
     fn spawn(&self) -> io::Result<()> {
         let n = self.shared.spawned.fetch_add(1, Ordering::SeqCst);
         let (jobs, done, shared) = (
-            self.jobs.clone(),
+            Arc::clone(&self.jobs),
             self.done.clone(),
             Arc::clone(&self.shared),
         );
@@ -336,7 +338,7 @@ impl Server {
         let poll = mio::Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), poller::WAKER)?);
         let (link_tx, link_rx) = crossbeam_channel::unbounded();
-        let (job_tx, job_rx) = crossbeam_channel::bounded::<Work>(settings.queue_capacity.max(1));
+        let (job_tx, job_rx) = work_queue::work_queue::<Work>(settings.queue_capacity);
         let (return_tx, return_rx) = crossbeam_channel::unbounded::<Returned>();
         let (done_tx, done_rx) = crossbeam_channel::unbounded::<()>();
         let shared = Arc::new(Shared {
@@ -468,8 +470,9 @@ impl Server {
 /// running a task, waiting for a connection's next request) is kept in
 /// functions of its own rather than inlined into them.
 #[inline(never)]
-fn worker_loop(shared: &Arc<Shared>, jobs: &Receiver<Work>) {
-    while let Some(work) = next_work(jobs) {
+fn worker_loop(shared: &Arc<Shared>, jobs: &WorkQueue<Work>) {
+    let parking = Parking::new();
+    while let Some(work) = next_work(jobs, &parking) {
         shared.idle.fetch_sub(1, Ordering::SeqCst);
         match work {
             Work::Request(job) => serve_connection(shared, jobs, job),
@@ -487,8 +490,8 @@ fn report_done(done: &Sender<()>) {
 
 /// The next job; `None` once the server stops.
 #[inline(never)]
-fn next_work(jobs: &Receiver<Work>) -> Option<Work> {
-    jobs.recv().ok()
+fn next_work(jobs: &WorkQueue<Work>, parking: &Arc<Parking<Work>>) -> Option<Work> {
+    jobs.recv(parking)
 }
 
 /// Runs a task of an upgraded connection.
@@ -506,7 +509,7 @@ fn run_task(shared: &Shared, task: upgrade::Task) {
 
 /// Serves `job`, then the requests that follow it on the same connection
 /// for as long as they come right away (see `keep_alive`).
-fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Box<Job>) {
+fn serve_connection(shared: &Shared, jobs: &WorkQueue<Work>, mut job: Box<Job>) {
     while let Some(next) = serve_one(shared, jobs, job) {
         job = next;
     }
@@ -517,7 +520,7 @@ fn serve_connection(shared: &Shared, jobs: &Receiver<Work>, mut job: Box<Job>) {
 #[inline(never)]
 fn follow_up(
     shared: &Shared,
-    jobs: &Receiver<Work>,
+    jobs: &WorkQueue<Work>,
     returned: Option<Returned>,
     finished: Option<Finished>,
 ) -> Option<Box<Job>> {
@@ -628,7 +631,7 @@ type Finished = (Request, Exchange);
 /// stays resident: what comes before the handler and after it is done
 /// out of line (`answered`, `after_answer`, `follow_up`) to keep it small.
 #[inline(never)]
-fn serve_one(shared: &Shared, jobs: &Receiver<Work>, mut job: Box<Job>) -> Option<Box<Job>> {
+fn serve_one(shared: &Shared, jobs: &WorkQueue<Work>, mut job: Box<Job>) -> Option<Box<Job>> {
     let settings = &shared.settings;
     let conn = &mut job.conn;
     // The poller's own output (a `100 Continue`) goes first.
@@ -706,7 +709,7 @@ fn answered(out: &mut Responder<'_>, returned: bool) -> Answered {
 #[inline(never)]
 fn after_answer(
     shared: &Shared,
-    jobs: &Receiver<Work>,
+    jobs: &WorkQueue<Work>,
     job: Box<Job>,
     answered: Answered,
 ) -> Option<Box<Job>> {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Receiver;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
@@ -20,6 +20,7 @@ use super::keep_alive;
 use super::request::{self, BodyReader, Head, ParseStatus, RequestError};
 use super::response;
 use super::upgrade::{ConnId, Flow, Link, LinkMessage, Outbound, Spawn, Task, Upgraded};
+use super::work_queue::JobSender;
 use super::{Job, Returned, Shared, Work, WorkerPool};
 
 const LISTENER: Token = Token(0);
@@ -192,7 +193,7 @@ pub(super) struct Poller {
     listener: Option<TcpListener>,
     /// Indexed by descriptor number (see `slot_of`).
     conns: Vec<Option<Conn>>,
-    jobs: Option<Sender<Work>>,
+    jobs: Option<JobSender<Work>>,
     returns: Receiver<Returned>,
     links: Receiver<(ConnId, LinkMessage)>,
     /// Gives every upgraded connection an identity of its own.
@@ -210,7 +211,7 @@ impl Poller {
         listener: TcpListener,
         pool: WorkerPool,
         (jobs, returns, links): (
-            Sender<Work>,
+            JobSender<Work>,
             Receiver<Returned>,
             Receiver<(ConnId, LinkMessage)>,
         ),
@@ -707,10 +708,7 @@ impl Poller {
             received,
             Instant::now(),
         ));
-        if let Err(
-            TrySendError::Full(Work::Request(job)) | TrySendError::Disconnected(Work::Request(job)),
-        ) = jobs.try_send(Work::Request(job))
-        {
+        if let Err(Work::Request(job)) = jobs.try_send(Work::Request(job)) {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             let answer =
                 response::simple_error(503, "server busy, retry shortly", "Retry-After: 1\r\n");
@@ -947,7 +945,7 @@ impl Poller {
 
 /// The worker queue as upgraded protocols reach it.
 struct Tasks<'a> {
-    jobs: Option<&'a Sender<Work>>,
+    jobs: Option<&'a JobSender<Work>>,
     pool: &'a WorkerPool,
 }
 
