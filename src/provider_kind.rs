@@ -59,16 +59,25 @@ impl ProviderKind {
 
     /// Parses a name or one of AIClient-2-API's long ids
     /// (`gemini-cli-oauth`, `claude-kiro-oauth`, `openai-qwen-oauth`).
+    /// Any case: every request path's first segment goes through here
+    /// (twice: screening and serving), so it compares without allocating
+    /// a lowercase copy.
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "openai-custom" => Self::OpenAiCustom,
-            "claude-custom" => Self::ClaudeCustom,
-            "gemini-cli" | "gemini-cli-oauth" => Self::GeminiCli,
-            "kiro-api" | "claude-kiro-oauth" => Self::KiroApi,
-            "qwen-api" | "openai-qwen-oauth" => Self::QwenApi,
-            "mock" => Self::Mock,
-            _ => return None,
-        })
+        const NAMES: [(&str, ProviderKind); 9] = [
+            ("openai-custom", ProviderKind::OpenAiCustom),
+            ("claude-custom", ProviderKind::ClaudeCustom),
+            ("gemini-cli", ProviderKind::GeminiCli),
+            ("gemini-cli-oauth", ProviderKind::GeminiCli),
+            ("kiro-api", ProviderKind::KiroApi),
+            ("claude-kiro-oauth", ProviderKind::KiroApi),
+            ("qwen-api", ProviderKind::QwenApi),
+            ("openai-qwen-oauth", ProviderKind::QwenApi),
+            ("mock", ProviderKind::Mock),
+        ];
+        NAMES
+            .iter()
+            .find(|(known, _)| known.eq_ignore_ascii_case(name))
+            .map(|&(_, kind)| kind)
     }
 }
 
@@ -88,5 +97,40 @@ impl FromStr for ProviderKind {
                  gemini-cli, kiro-api, qwen-api, mock)"
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_long_ids_parse_in_any_case() {
+        for kind in ProviderKind::ALL {
+            assert_eq!(ProviderKind::parse(kind.name()), Some(kind));
+            assert_eq!(ProviderKind::parse(&kind.name().to_uppercase()), Some(kind));
+        }
+        assert_eq!(
+            ProviderKind::parse("Claude-Kiro-OAuth"),
+            Some(ProviderKind::KiroApi)
+        );
+        assert_eq!(
+            ProviderKind::parse("gemini-cli-oauth"),
+            Some(ProviderKind::GeminiCli)
+        );
+        assert_eq!(
+            ProviderKind::parse("OPENAI-QWEN-OAUTH"),
+            Some(ProviderKind::QwenApi)
+        );
+        for other in [
+            "",
+            "v1",
+            "mock ",
+            "openai",
+            "kiro-api-",
+            "gemini-cli-oauth2",
+        ] {
+            assert_eq!(ProviderKind::parse(other), None, "{other:?}");
+        }
     }
 }
