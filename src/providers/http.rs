@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use ureq::Agent;
 use ureq::config::Config as UreqConfig;
-use ureq::unversioned::resolver::DefaultResolver;
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::UpstreamError;
 use super::plain_tcp::PlainConnector;
 use super::read_wait::WaitConnector;
+use super::resolve::CachingResolver;
 use crate::config::Config;
 
 /// Most idle upstream connections kept (see `settings`).
@@ -61,16 +61,20 @@ impl<'a> Agents<'a> {
             let config = self.config;
             self.plain
                 .get_or_insert_with(|| {
+                    let resolver = CachingResolver::default();
                     ShardedAgent::build(|| {
                         let connector = PlainConnector.chain(WaitConnector);
-                        Agent::with_parts(settings(config), connector, DefaultResolver::default())
+                        Agent::with_parts(settings(config), connector, resolver.clone())
                     })
                 })
                 .clone()
         } else {
             let config = self.config;
             self.tls
-                .get_or_insert_with(|| ShardedAgent::build(|| agent(config)))
+                .get_or_insert_with(|| {
+                    let resolver = CachingResolver::default();
+                    ShardedAgent::build(|| tls_agent(config, resolver.clone()))
+                })
                 .clone()
         }
     }
@@ -125,8 +129,12 @@ impl From<Agent> for ShardedAgent {
 
 /// An agent for any upstream, TLS included.
 pub fn agent(config: &Config) -> Agent {
+    tls_agent(config, CachingResolver::default())
+}
+
+fn tls_agent(config: &Config, resolver: CachingResolver) -> Agent {
     let connector = DefaultConnector::default().chain(WaitConnector);
-    Agent::with_parts(settings(config), connector, DefaultResolver::default())
+    Agent::with_parts(settings(config), connector, resolver)
 }
 
 /// The agent settings, from the configuration.

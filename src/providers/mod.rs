@@ -15,6 +15,7 @@ pub mod openai;
 pub mod plain_tcp;
 pub mod qwen;
 pub mod read_wait;
+pub mod resolve;
 pub mod transform;
 
 use std::borrow::Cow;
