@@ -142,9 +142,13 @@ impl Head {
 
     /// First header named `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        // A request is looked up a dozen times; most fields differ in
+        // length from the name sought, and a length is compared without
+        // slicing the text (which checks bounds and char boundaries).
+        self.fields
+            .iter()
+            .find(|(n, _)| n.len() == name.len() && self.text[n.clone()].eq_ignore_ascii_case(name))
+            .map(|(_, v)| &self.text[v.clone()])
     }
 
     /// First query parameter named `name`, percent-decoded.
