@@ -27,7 +27,21 @@ pub fn new_id(prefix: &str) -> String {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos()),
     );
-    format!("{prefix}{:016x}{:08x}", h.finish(), n as u32)
+    // By hand: `format!` took 1,700 instructions, most of an id's cost
+    // and 1.5% of a converted answer's.
+    let mut id = String::with_capacity(prefix.len() + TAIL_LEN);
+    id.push_str(prefix);
+    push_hex(&mut id, h.finish(), 16);
+    push_hex(&mut id, n & 0xffff_ffff, 8);
+    id
+}
+
+/// Appends the low `digits` hex digits of `value`, zero-padded.
+fn push_hex(out: &mut String, value: u64, digits: u32) {
+    for i in (0..digits).rev() {
+        let digit = (value >> (4 * i)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[digit as usize]));
+    }
 }
 
 /// Seconds since the Unix epoch (for `created` fields).
@@ -70,6 +84,18 @@ mod tests {
         assert_ne!(a, b);
         assert_eq!(a.len(), 4 + TAIL_LEN);
         assert!(a[4..].bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn the_tail_is_the_hash_then_the_counter_zero_padded() {
+        let mut out = String::from("x_");
+        push_hex(&mut out, 0xab, 16);
+        push_hex(&mut out, 0x1_0000_00ff, 8);
+        assert_eq!(out, "x_00000000000000ab000000ff");
+        // The counter goes up (other tests take ids meanwhile).
+        let counter = |id: String| u64::from_str_radix(&id[5 + 16..], 16).unwrap();
+        let n = counter(new_id("call_"));
+        assert!(counter(new_id("call_")) > n);
     }
 
     #[test]
