@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
-use work_queue::{Parking, WorkQueue};
+use work_queue::{Handoff, JobSender, Parking, WorkQueue};
 
 pub use listen::{bind, open_files_limit};
 pub use request::{Head, Request, RequestError};
@@ -309,6 +309,17 @@ impl WorkerPool {
         Ok(())
     }
 
+    /// Gives `work` to a worker, starting one if none is idle; gives it
+    /// back when the queue is full or closed.
+    fn submit(&self, jobs: &JobSender<Work>, work: Work) -> Result<(), Work> {
+        self.grow_for(jobs.len() + 1);
+        if jobs.try_send(work)? == Handoff::ToParked {
+            // Busy from now on, though its thread has yet to wake.
+            self.shared.idle.fetch_sub(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
     /// Starts workers until every queued job has an idle worker waiting
     /// for it (or the pool is at its size). A started worker counts as idle
     /// before its thread runs, so a burst starts one worker per job, not
@@ -472,8 +483,12 @@ impl Server {
 #[inline(never)]
 fn worker_loop(shared: &Arc<Shared>, jobs: &WorkQueue<Work>) {
     let parking = Parking::new();
-    while let Some(work) = next_work(jobs, &parking) {
-        shared.idle.fetch_sub(1, Ordering::SeqCst);
+    while let Some((work, handoff)) = next_work(jobs, &parking) {
+        // A job handed to this worker while it was parked was counted by
+        // the poller (see `Handoff::ToParked`).
+        if handoff == Handoff::Queued {
+            shared.idle.fetch_sub(1, Ordering::SeqCst);
+        }
         match work {
             Work::Request(job) => serve_connection(shared, jobs, job),
             Work::Task(task) => run_task(shared, task),
@@ -490,7 +505,7 @@ fn report_done(done: &Sender<()>) {
 
 /// The next job; `None` once the server stops.
 #[inline(never)]
-fn next_work(jobs: &WorkQueue<Work>, parking: &Arc<Parking<Work>>) -> Option<Work> {
+fn next_work(jobs: &WorkQueue<Work>, parking: &Arc<Parking<Work>>) -> Option<(Work, Handoff)> {
     jobs.recv(parking)
 }
 

@@ -700,7 +700,6 @@ impl Poller {
             received,
         } = *pending;
         self.shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.pool.grow_for(jobs.len() + 1);
         let job = Box::new(Job::new(
             conn,
             head,
@@ -708,7 +707,7 @@ impl Poller {
             received,
             Instant::now(),
         ));
-        if let Err(Work::Request(job)) = jobs.try_send(Work::Request(job)) {
+        if let Err(Work::Request(job)) = self.pool.submit(jobs, Work::Request(job)) {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             let answer =
                 response::simple_error(503, "server busy, retry shortly", "Retry-After: 1\r\n");
@@ -956,8 +955,7 @@ impl Spawn for Tasks<'_> {
         };
         let shared = &self.pool.shared;
         shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.pool.grow_for(jobs.len() + 1);
-        if jobs.try_send(Work::Task(task)).is_err() {
+        if self.pool.submit(jobs, Work::Task(task)).is_err() {
             shared.in_flight.fetch_sub(1, Ordering::SeqCst);
             return false;
         }

@@ -42,6 +42,18 @@ enum Slot<T> {
 /// that parked workers exit and busy ones do after their job.
 pub(super) struct JobSender<T>(Arc<WorkQueue<T>>);
 
+/// How a job reached its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handoff {
+    /// Straight to a parked worker, which is busy from that moment on:
+    /// the sender counts it so (a pool that counted it idle until it woke
+    /// would queue the next job for it, start no worker for that one, and
+    /// leave it waiting for some other job to end).
+    ToParked,
+    /// Into the queue, for the next worker that asks.
+    Queued,
+}
+
 /// A queue and the handle that closes it when dropped.
 pub(super) fn work_queue<T>(capacity: usize) -> (JobSender<T>, Arc<WorkQueue<T>>) {
     let queue = Arc::new(WorkQueue {
@@ -72,18 +84,18 @@ impl<T> WorkQueue<T> {
 
     /// The next job for the worker that waits at `parking`, waiting for
     /// one if none is queued; `None` once the queue is closed and empty.
-    pub(super) fn recv(&self, parking: &Arc<Parking<T>>) -> Option<T> {
+    pub(super) fn recv(&self, parking: &Arc<Parking<T>>) -> Option<(T, Handoff)> {
         {
             let mut state = self.state();
             if let Some(job) = state.queued.pop_front() {
-                return Some(job);
+                return Some((job, Handoff::Queued));
             }
             if state.closed {
                 return None;
             }
             state.parked.push(Arc::clone(parking));
         }
-        parking.wait()
+        parking.wait().map(|job| (job, Handoff::ToParked))
     }
 
     fn close(&self) {
@@ -101,7 +113,7 @@ impl<T> WorkQueue<T> {
 impl<T> JobSender<T> {
     /// Hands `job` to the worker that parked last, or queues it; gives it
     /// back when the queue is full or closed.
-    pub(super) fn try_send(&self, job: T) -> Result<(), T> {
+    pub(super) fn try_send(&self, job: T) -> Result<Handoff, T> {
         let mut state = self.0.state();
         if state.closed {
             return Err(job);
@@ -109,13 +121,13 @@ impl<T> JobSender<T> {
         if let Some(worker) = state.parked.pop() {
             drop(state);
             worker.fill(Slot::Job(job));
-            return Ok(());
+            return Ok(Handoff::ToParked);
         }
         if state.queued.len() >= self.0.capacity {
             return Err(job);
         }
         state.queued.push_back(job);
-        Ok(())
+        Ok(Handoff::Queued)
     }
 
     /// Jobs waiting for a worker.
@@ -183,7 +195,10 @@ mod tests {
         let handle = thread::spawn(move || {
             let parking = Parking::new();
             loop {
-                let job = theirs.recv(&parking);
+                let job = theirs.recv(&parking).map(|(job, how)| {
+                    assert_eq!(how, Handoff::ToParked);
+                    job
+                });
                 seen.send((name, job)).unwrap();
                 if job.is_none() {
                     return;
@@ -202,7 +217,7 @@ mod tests {
         let (seen_tx, seen) = mpsc::channel();
         let first = worker(&queue, "first", &seen_tx);
         let second = worker(&queue, "second", &seen_tx);
-        jobs.try_send(1).unwrap();
+        assert_eq!(jobs.try_send(1), Ok(Handoff::ToParked));
         assert_eq!(seen.recv().unwrap(), ("second", Some(1)));
         // It parks again on top, so it takes the next one as well.
         while queue.state().parked.len() < 2 {
@@ -221,13 +236,13 @@ mod tests {
     #[test]
     fn jobs_queue_in_order_up_to_the_capacity_while_no_worker_waits() {
         let (jobs, queue) = work_queue(2);
-        jobs.try_send(1).unwrap();
-        jobs.try_send(2).unwrap();
+        assert_eq!(jobs.try_send(1), Ok(Handoff::Queued));
+        assert_eq!(jobs.try_send(2), Ok(Handoff::Queued));
         assert_eq!(jobs.try_send(3), Err(3));
         assert_eq!(jobs.len(), 2);
         let parking = Parking::new();
-        assert_eq!(queue.recv(&parking), Some(1));
-        assert_eq!(queue.recv(&parking), Some(2));
+        assert_eq!(queue.recv(&parking), Some((1, Handoff::Queued)));
+        assert_eq!(queue.recv(&parking), Some((2, Handoff::Queued)));
         assert!(queue.is_empty());
     }
 
@@ -237,7 +252,7 @@ mod tests {
         jobs.try_send(7).unwrap();
         drop(jobs);
         let parking = Parking::new();
-        assert_eq!(queue.recv(&parking), Some(7));
+        assert_eq!(queue.recv(&parking), Some((7, Handoff::Queued)));
         assert_eq!(queue.recv(&parking), None);
         assert_eq!(queue.recv(&parking), None);
     }
@@ -256,7 +271,7 @@ mod tests {
         let (jobs, queue) = work_queue(1);
         let parking = Parking::new();
         queue.state().parked.push(Arc::clone(&parking));
-        jobs.try_send(5).unwrap();
+        assert_eq!(jobs.try_send(5), Ok(Handoff::ToParked));
         let (done_tx, done) = mpsc::channel();
         thread::spawn(move || done_tx.send(parking.wait()).unwrap());
         assert_eq!(done.recv_timeout(Duration::from_secs(10)).unwrap(), Some(5));

@@ -504,6 +504,42 @@ fn full_queue_answers_503_with_retry_after() {
     assert_eq!(read_response(&mut queued).status, 200);
 }
 
+/// A job handed to a parked worker makes that worker busy at once: were
+/// it counted idle until its thread woke, the next request of a burst
+/// would be queued for it, no worker would start for that one, and it
+/// would wait for some earlier request to end (it did, one run in two,
+/// with 300 waiting for an upstream).
+#[test]
+fn every_request_of_a_burst_gets_a_worker_while_the_earlier_ones_wait() {
+    const BURST: usize = 48;
+    let t = TestServer::start(|s| {
+        s.workers = BURST;
+        s.queue_capacity = BURST;
+    });
+    // Rounds after the first find the workers of the one before parked.
+    for round in 0..10 {
+        let mut clients: Vec<_> = (0..BURST).map(|_| connect(t.addr)).collect();
+        for client in &mut clients {
+            client
+                .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+        }
+        for n in 0..BURST {
+            t.entered
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_else(|_| {
+                    panic!("round {round}: {n} of {BURST} requests reached a worker")
+                });
+        }
+        for _ in 0..BURST {
+            t.release.send(()).unwrap();
+        }
+        for client in &mut clients {
+            assert_eq!(read_response(client).status, 200);
+        }
+    }
+}
+
 #[test]
 fn sse_events_arrive_when_they_are_produced() {
     let t = TestServer::start(|_| {});
