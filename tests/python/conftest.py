@@ -92,7 +92,12 @@ def session_gateway(upstream_servers):
     openai_up, claude_up = upstream_servers
     g = Gateway(["--api-key", API_KEY, *provider_args(openai_up, claude_up),
                  "--cors-origins", "http://localhost:5173,http://example.test,http://x.test",
-                 "--log-level", "info"], "session-gateway")
+                 "--log-level", "info"], "session-gateway",
+                # It lives for the whole run: its active health checks (a
+                # model list from each upstream every 30 s) would land in
+                # whichever test runs then, and tests assert which calls
+                # reached the upstreams.
+                env={"AIPROXY_LOAD_BALANCER_HEALTH_CHECK_INTERVAL": "1h"})
     yield g
     g.assert_running()
     rc = g.stop()
