@@ -144,6 +144,7 @@ pub mod features;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
+mod hex;
 pub mod log;
 #[cfg(feature = "metrics")]
 pub mod metrics;

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::hex::hex;
 use crate::protocol::Protocol;
 use crate::providers::ProviderKind;
 
@@ -53,16 +54,6 @@ pub fn scope_of(client_key: Option<&str>) -> String {
     ctx.update(b"aiproxy-cache-scope/1\0");
     ctx.update(client_key.as_bytes());
     hex(ctx.finish().as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    s
 }
 
 /// The identity of a cacheable request.

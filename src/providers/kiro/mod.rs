@@ -228,7 +228,7 @@ impl Kiro {
             .find_map(|k| creds[*k].as_str())
             .map_or_else(|| path.display().to_string(), str::to_owned);
         let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
-        let machine_id: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        let machine_id = crate::hex::hex(digest.as_ref());
         let format = KiroFormat {
             agent: agent.clone(),
             refresh_url: config.refresh_url.clone(),

@@ -81,10 +81,7 @@ pub fn short_name(name: &str) -> String {
         return name.to_owned();
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, name.as_bytes());
-    let hex: String = digest.as_ref()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = crate::hex::hex(&digest.as_ref()[..6]);
     let mut cut = 51;
     while !name.is_char_boundary(cut) {
         cut -= 1;
