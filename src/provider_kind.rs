@@ -63,21 +63,17 @@ impl ProviderKind {
     /// (twice: screening and serving), so it compares without allocating
     /// a lowercase copy.
     pub fn parse(name: &str) -> Option<Self> {
-        const NAMES: [(&str, ProviderKind); 9] = [
-            ("openai-custom", ProviderKind::OpenAiCustom),
-            ("claude-custom", ProviderKind::ClaudeCustom),
-            ("gemini-cli", ProviderKind::GeminiCli),
+        const LONG_IDS: [(&str, ProviderKind); 3] = [
             ("gemini-cli-oauth", ProviderKind::GeminiCli),
-            ("kiro-api", ProviderKind::KiroApi),
             ("claude-kiro-oauth", ProviderKind::KiroApi),
-            ("qwen-api", ProviderKind::QwenApi),
             ("openai-qwen-oauth", ProviderKind::QwenApi),
-            ("mock", ProviderKind::Mock),
         ];
-        NAMES
-            .iter()
+        Self::ALL
+            .into_iter()
+            .map(|kind| (kind.name(), kind))
+            .chain(LONG_IDS)
             .find(|(known, _)| known.eq_ignore_ascii_case(name))
-            .map(|&(_, kind)| kind)
+            .map(|(_, kind)| kind)
     }
 }
 
