@@ -542,6 +542,9 @@ impl Poller {
 
     /// Reads and discards input of a closing connection; closes it at EOF.
     fn drain_closing(&mut self, slot: usize) {
+        // An empty buffer would read as end of input and close the socket
+        // with the peer's bytes unread: a reset.
+        debug_assert!(!self.scratch.is_empty(), "the read buffer is lent out");
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
             return;
         };
@@ -834,11 +837,24 @@ impl Poller {
         slot: usize,
         f: impl FnOnce(&mut dyn Upgraded, &mut Outbound<'_>) -> Flow,
     ) {
+        if self.run_upgraded(slot, f) == Flow::Close {
+            self.close_upgraded(slot);
+        }
+    }
+
+    /// Runs `f` on the protocol of an upgraded connection and sends what it
+    /// queued; the caller acts on the flow. (Closing drains the input into
+    /// `scratch`, which `read_upgraded` lends out while `f` runs.)
+    fn run_upgraded(
+        &mut self,
+        slot: usize,
+        f: impl FnOnce(&mut dyn Upgraded, &mut Outbound<'_>) -> Flow,
+    ) -> Flow {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
+            return Flow::Continue;
         };
         let Phase::Upgraded(upgraded) = &mut conn.phase else {
-            return;
+            return Flow::Continue;
         };
         let workers = Tasks {
             jobs: self.jobs.as_ref(),
@@ -853,11 +869,9 @@ impl Poller {
         );
         if flush(conn, self.poll.registry(), slot).is_err() {
             self.close(slot);
-            return;
+            return Flow::Continue;
         }
-        if flow == Flow::Close {
-            self.close_upgraded(slot);
-        }
+        flow
     }
 
     /// Ends an upgraded connection: what is queued still goes out (for a
@@ -891,8 +905,13 @@ impl Poller {
                     // Lent out for the call: the protocol reads it while
                     // `self` is borrowed for the connection.
                     let scratch = std::mem::take(&mut self.scratch);
-                    self.with_upgraded(slot, |protocol, out| protocol.on_input(&scratch[..n], out));
+                    let flow = self
+                        .run_upgraded(slot, |protocol, out| protocol.on_input(&scratch[..n], out));
                     self.scratch = scratch;
+                    if flow == Flow::Close {
+                        self.close_upgraded(slot);
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

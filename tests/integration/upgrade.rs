@@ -156,6 +156,41 @@ fn an_upgraded_connection_is_adopted_read_written_and_closed() {
     );
 }
 
+/// A protocol that closes on input (WebSocket's 1009 for an oversized
+/// message) while the peer is still sending: the server stops writing and
+/// reads on, so the peer's later bytes are not answered with a reset that
+/// could destroy the goodbye before its client read it.
+#[test]
+fn closing_on_input_keeps_reading_what_the_peer_still_sends() {
+    let r = start();
+    let mut s = upgrade(r.addr);
+    assert_eq!(read_line(&mut s), "hello from a worker\n");
+    // One loopback segment, more than the poller reads at once: the rest
+    // is waiting in the socket when the protocol says close.
+    let mut burst = b"close\n".to_vec();
+    burst.resize(40 * 1024, b'x');
+    s.write_all(&burst).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut sink = [0u8; 4096];
+    loop {
+        match s.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => panic!("a reset, not a clean close: {e}"),
+        }
+    }
+    // On loopback a reset for the first write comes back before the call
+    // returns, so the second would fail.
+    for _ in 0..3 {
+        s.write_all(&[b'x'; 1000]).expect("the server still reads");
+    }
+    drop(s);
+    assert_eq!(
+        r.closed.recv_timeout(Duration::from_secs(2)).unwrap(),
+        "closed"
+    );
+}
+
 #[test]
 fn a_peer_that_does_not_read_is_closed_at_its_queue_bound() {
     let r = start();
