@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::http::ShardedAgent;
+use super::plain_http::Target;
 use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::{ClaudeConfig, Secret};
 use crate::protocol::ModelInfo;
@@ -24,6 +25,8 @@ const FALLBACK_MODELS: &[&str] = &[
 pub struct Claude {
     agent: ShardedAgent,
     api_root: String,
+    /// The messages URL, when the agent has a plain-HTTP client for it.
+    messages_target: Option<Target>,
     api_key: Secret,
 }
 
@@ -37,9 +40,14 @@ impl Claude {
             .api_key
             .clone()
             .ok_or_else(|| crate::Error::Config("claude-custom needs --claude-api-key".into()))?;
+        let agent: ShardedAgent = agent.into();
+        let api_root = api_root(&config.base_url);
         Ok(Self {
-            agent: agent.into(),
-            api_root: api_root(&config.base_url),
+            messages_target: agent
+                .plain()
+                .and_then(|_| Target::post(&format!("{api_root}/v1/messages"))),
+            agent,
+            api_root,
             api_key,
         })
     }
@@ -82,6 +90,25 @@ impl Claude {
 
 impl Provider for Claude {
     fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        if let (Some(client), Some(target), None) =
+            (self.agent.plain(), &self.messages_target, req.timeout)
+        {
+            let version_sent = req
+                .forward_headers
+                .iter()
+                .any(|(name, _)| *name == "anthropic-version");
+            let mut headers = vec![
+                ("x-api-key", self.api_key.expose()),
+                ("Content-Type", "application/json"),
+            ];
+            if !version_sent {
+                headers.push(("anthropic-version", ANTHROPIC_VERSION));
+            }
+            if req.stream {
+                headers.push(("Accept", "text/event-stream"));
+            }
+            return client.post(target, &headers, &req.forward_headers, &req.body);
+        }
         self.request(req)
             .send(&req.body[..])
             .map(http::into_upstream)

@@ -21,6 +21,7 @@ use ureq::config::Config as UreqConfig;
 use ureq::unversioned::transport::{Connector, DefaultConnector};
 
 use super::UpstreamError;
+use super::plain_http::PlainClient;
 use super::plain_tcp::PlainConnector;
 use super::read_wait::WaitConnector;
 use super::resolve::CachingResolver;
@@ -62,10 +63,16 @@ impl<'a> Agents<'a> {
             self.plain
                 .get_or_insert_with(|| {
                     let resolver = CachingResolver::default();
-                    ShardedAgent::build(|| {
+                    let mut agents = ShardedAgent::build(|| {
                         let connector = PlainConnector.chain(WaitConnector);
                         Agent::with_parts(settings(config), connector, resolver.clone())
-                    })
+                    });
+                    agents.plain = Some(Arc::new(PlainClient::new(
+                        config,
+                        resolver,
+                        idle_per_shard(config),
+                    )));
+                    agents
                 })
                 .clone()
         } else {
@@ -94,27 +101,43 @@ impl<'a> Agents<'a> {
 #[derive(Clone)]
 pub struct ShardedAgent {
     shards: Arc<[Agent]>,
+    /// For plain `http://` upstreams, the client inference calls use.
+    plain: Option<Arc<PlainClient>>,
 }
 
-/// The agents of a [`ShardedAgent`].
-const SHARDS: usize = 8;
+/// The agents of a [`ShardedAgent`] (and the idle-connection shards of
+/// a [`PlainClient`]).
+pub(super) const SHARDS: usize = 8;
+
+/// The calling thread's shard, modulo the number of shards.
+pub(super) fn thread_shard() -> usize {
+    thread_local! {
+        static SHARD: usize = {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        };
+    }
+    SHARD.with(|s| *s)
+}
 
 impl ShardedAgent {
     fn build(mut agent: impl FnMut() -> Agent) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| agent()).collect(),
+            plain: None,
         }
     }
 
     /// The agent of the calling thread.
     pub fn pick(&self) -> &Agent {
-        thread_local! {
-            static SHARD: usize = {
-                static NEXT: AtomicUsize = AtomicUsize::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            };
-        }
-        &self.shards[SHARD.with(|s| *s) % self.shards.len()]
+        &self.shards[thread_shard() % self.shards.len()]
+    }
+
+    /// The client for inference calls to a plain `http://` upstream; `None`
+    /// for TLS upstreams and an embedder's own agent (which is used for
+    /// every call).
+    pub fn plain(&self) -> Option<&Arc<PlainClient>> {
+        self.plain.as_ref()
     }
 }
 
@@ -123,6 +146,7 @@ impl From<Agent> for ShardedAgent {
     fn from(agent: Agent) -> Self {
         Self {
             shards: Arc::new([agent]),
+            plain: None,
         }
     }
 }
@@ -140,12 +164,7 @@ fn tls_agent(config: &Config, resolver: CachingResolver) -> Agent {
 /// The agent settings, from the configuration.
 fn settings(config: &Config) -> UreqConfig {
     let up = &config.upstream;
-    // ureq scans its whole idle pool under one lock whenever a connection
-    // is taken or returned: with a pool as large as the worker pool, 10,000
-    // requests in flight cost seconds of CPU as they ended. 256 idle
-    // connections (over all shards) keep every worker of the default pool
-    // connected.
-    let idle = (config.workers.clamp(16, MAX_IDLE_CONNECTIONS) / SHARDS).max(2);
+    let idle = idle_per_shard(config);
     Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
@@ -161,6 +180,15 @@ fn settings(config: &Config) -> UreqConfig {
         .max_idle_connections(idle)
         .max_idle_connections_per_host(idle)
         .build()
+}
+
+/// Idle upstream connections kept per shard. ureq scans its whole idle
+/// pool under one lock whenever a connection is taken or returned: with a
+/// pool as large as the worker pool, 10,000 requests in flight cost
+/// seconds of CPU as they ended. 256 idle connections (over all shards)
+/// keep every worker of the default pool connected.
+fn idle_per_shard(config: &Config) -> usize {
+    (config.workers.clamp(16, MAX_IDLE_CONNECTIONS) / SHARDS).max(2)
 }
 
 /// Bounds `builder`'s whole exchange to `timeout`, when one is given (an

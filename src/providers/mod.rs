@@ -12,6 +12,7 @@ pub mod kiro;
 pub mod mock;
 pub mod oauth;
 pub mod openai;
+pub mod plain_http;
 pub mod plain_tcp;
 pub mod qwen;
 pub mod read_wait;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::http::ShardedAgent;
+use super::plain_http::Target;
 use super::{Probe, Provider, UpstreamError, UpstreamRequest, UpstreamResponse, http};
 use crate::config::OpenAiConfig;
 use crate::protocol::ModelInfo;
@@ -13,6 +14,8 @@ pub struct OpenAi {
     base_url: String,
     /// Built once: they are the same for every request.
     chat_url: String,
+    /// `chat_url`, when the agent has a plain-HTTP client for it.
+    chat_target: Option<Target>,
     authorization: String,
 }
 
@@ -27,9 +30,12 @@ impl OpenAi {
             .clone()
             .ok_or_else(|| crate::Error::Config("openai-custom needs --openai-api-key".into()))?;
         let base_url = config.base_url.trim_end_matches('/').to_owned();
+        let agent: ShardedAgent = agent.into();
+        let chat_url = format!("{base_url}/chat/completions");
         Ok(Self {
-            agent: agent.into(),
-            chat_url: format!("{base_url}/chat/completions"),
+            chat_target: agent.plain().and_then(|_| Target::post(&chat_url)),
+            agent,
+            chat_url,
             authorization: format!("Bearer {}", api_key.expose()),
             base_url,
         })
@@ -64,6 +70,21 @@ impl OpenAi {
 
 impl Provider for OpenAi {
     fn call(&self, req: &UpstreamRequest<'_>) -> Result<UpstreamResponse, UpstreamError> {
+        if let (Some(client), Some(target), None) =
+            (self.agent.plain(), &self.chat_target, req.timeout)
+        {
+            let headers = [
+                ("Authorization", self.authorization.as_str()),
+                ("Content-Type", "application/json"),
+                ("Accept", "text/event-stream"),
+            ];
+            let headers = if req.stream {
+                &headers[..]
+            } else {
+                &headers[..2]
+            };
+            return client.post(target, headers, &req.forward_headers, &req.body);
+        }
         self.request(req)
             .send(&req.body[..])
             .map(http::into_upstream)

@@ -34,7 +34,7 @@ use ureq::unversioned::transport::{
 };
 
 /// The size both buffers start at.
-const PAGE: usize = 4096;
+pub(super) const PAGE: usize = 4096;
 
 /// Output is held back (until the answer is awaited) only while at least
 /// this much room is left after it, so that ureq is never handed an
@@ -53,16 +53,16 @@ static AWAITING: AtomicUsize = AtomicUsize::new(0);
 /// Beyond this many reads waiting, a waiting read holds no buffer (see
 /// `await_input`). Below it the buffers stay, which spares each wait a
 /// system call and an allocation, and cost at most 2 MiB.
-const LEAN_ABOVE: usize = 256;
+pub(super) const LEAN_ABOVE: usize = 256;
 
 /// Counts a read as waiting while alive.
-struct Awaiting {
+pub(super) struct Awaiting {
     /// `lean_above` others were waiting already when it began.
-    lean: bool,
+    pub(super) lean: bool,
 }
 
 impl Awaiting {
-    fn start(lean_above: usize) -> Self {
+    pub(super) fn start(lean_above: usize) -> Self {
         let before = AWAITING.fetch_add(1, Ordering::Relaxed);
         Self {
             lean: before >= lean_above,
@@ -88,7 +88,13 @@ impl Connector<()> for PlainConnector {
         details: &ConnectionDetails,
         _: Option<()>,
     ) -> Result<Option<Self::Out>, Error> {
-        let stream = connect_any(&details.addrs, details.timeout)?;
+        let stream = match connect_any(&details.addrs, details.timeout.not_zero().map(|t| *t)) {
+            Ok(stream) => stream,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Error::Timeout(details.timeout.reason));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if details.config.no_delay() {
             stream.set_nodelay(true)?;
         }
@@ -107,16 +113,20 @@ impl Connector<()> for PlainConnector {
 }
 
 /// Tries the resolved addresses in order within the connect timeout,
-/// going on to the next only when one refuses or cannot be reached.
-fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, Error> {
-    let deadline = timeout.not_zero().map(|t| Instant::now() + *t);
+/// going on to the next only when one refuses or cannot be reached; a
+/// timeout is `TimedOut`.
+pub(super) fn connect_any(
+    addrs: &[SocketAddr],
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let deadline = timeout.map(|t| Instant::now() + t);
     let mut last = None;
     for addr in addrs {
         let attempt = match deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Err(Error::Timeout(timeout.reason));
+                    return Err(io::ErrorKind::TimedOut.into());
                 }
                 TcpStream::connect_timeout(addr, left)
             }
@@ -124,7 +134,7 @@ fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, 
         };
         match attempt {
             Ok(stream) => return Ok(stream),
-            Err(e) if is_timeout(&e) => return Err(Error::Timeout(timeout.reason)),
+            Err(e) if is_timeout(&e) => return Err(io::ErrorKind::TimedOut.into()),
             Err(e)
                 if matches!(
                     e.kind(),
@@ -136,12 +146,10 @@ fn connect_any(addrs: &[SocketAddr], timeout: NextTimeout) -> Result<TcpStream, 
             {
                 last = Some(e);
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(e),
         }
     }
-    Err(last
-        .unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into())
-        .into())
+    Err(last.unwrap_or_else(|| io::ErrorKind::ConnectionRefused.into()))
 }
 
 /// One connection to a plain upstream.
@@ -283,7 +291,7 @@ impl PlainTransport {
 /// counts each exchange's timeouts down from when its phase began, so
 /// they differ by microseconds from one exchange to the next; setting
 /// each anew would cost a system call for nothing.
-fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
+pub(super) fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
     match (set, wanted) {
         (Some(set), Some(wanted)) => set.abs_diff(wanted) <= wanted / 1000,
         (set, wanted) => set == wanted,
@@ -291,7 +299,7 @@ fn close_enough(set: Option<Duration>, wanted: Option<Duration>) -> bool {
 }
 
 /// A socket timeout expiring (`EAGAIN` on Linux).
-fn is_timeout(e: &io::Error) -> bool {
+pub(super) fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
