@@ -508,5 +508,30 @@ put("cluster_datagram", "heartbeat_bad_setting_body",
 put("cluster_datagram", "heartbeat_truncated_item_body", b"\x01" + HB_FULL[:-3])
 put("cluster_datagram", "not_a_heartbeat", b"\x00GET / HTTP/1.1\r\n\r\n")
 
+# Upstream answers as the plain-HTTP client reads them: heads, interim
+# answers, every body framing, and the refusals.
+OK_JSON = b'{"id":"chatcmpl-1","choices":[{"index":0,"message":{"role":"assistant","content":"hi"}}]}'
+SSE = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
+for name, data in {
+    "length": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+              % (len(OK_JSON), OK_JSON),
+    "length_zero": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "no_content": b"HTTP/1.1 204 No Content\r\n\r\n",
+    "chunked_sse": b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   + b"%x\r\n%s\r\n" % (len(SSE), SSE) + b"0\r\n\r\n",
+    "chunked_ext_trailer": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                           b"5;a=b\r\nhello\r\n0\r\nX-T: 1\r\n\r\n",
+    "chunked_bare_lf": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n",
+    "until_close": b"HTTP/1.0 200 OK\r\n\r\nthe rest",
+    "other_coding_until_close": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabcdef",
+    "interim_then_429": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"
+                        b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nslow",
+    "conflicting_lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+    "unexpected_101": b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    "chunk_longer_than_size": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n",
+    "cut_short": b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+}.items():
+    put("upstream_answer", name, data)
+
 for t in sorted(os.listdir(OUT)):
     print(f"{t}: {len(os.listdir(os.path.join(OUT, t)))} files")

@@ -22,6 +22,7 @@ mod pools;
 mod route;
 mod sse;
 mod stream;
+mod upstream;
 #[cfg(feature = "websocket")]
 mod websocket;
 
@@ -87,6 +88,11 @@ pub const TARGETS: &[Target] = &[
         name: "aws_eventstream",
         run: eventstream::aws_eventstream,
         alloc_budget: json_budget,
+    },
+    Target {
+        name: "upstream_answer",
+        run: upstream::upstream_answer,
+        alloc_budget: upstream::budget,
     },
     Target {
         name: "cluster_datagram",
