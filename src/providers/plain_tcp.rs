@@ -1,4 +1,9 @@
-//! The connections to plain `http://` upstreams, with page-sized buffers.
+//! ureq's connections to plain `http://` upstreams, with page-sized buffers.
+//!
+//! Inference calls to such upstreams go through our own client
+//! ([`super::plain_http`]); this transport carries ureq's other calls to
+//! them (model lists, health checks) and shares its wait accounting and
+//! connect logic with that client.
 //!
 //! ureq's own TCP transport keeps an input buffer that must hold 10 KiB of
 //! scratch space for sending a body besides what it reads, and an output
