@@ -30,7 +30,7 @@ use ureq::http::Uri;
 use ureq::unversioned::resolver::Resolver;
 use ureq::unversioned::transport::NextTimeout;
 
-use super::plain_tcp::{self, Awaiting, LEAN_ABOVE, PAGE};
+use super::plain_tcp::{self, Awaiting, Input as Buf, LEAN_ABOVE};
 use super::resolve::CachingResolver;
 use super::{UpstreamError, UpstreamResponse, http, read_wait};
 use crate::config::Config;
@@ -494,7 +494,7 @@ fn decode_chunks(
         match *chunk {
             Chunk::Refused(why) => return Err(why),
             Chunk::Size => {
-                let Some(size) = buf.line(parse_chunk_size)? else {
+                let Some(size) = take_line(buf, parse_chunk_size)? else {
                     return Ok(false);
                 };
                 *chunk = match size? {
@@ -515,7 +515,7 @@ fn decode_chunks(
                 };
             }
             Chunk::DataEnd => {
-                let Some(empty) = buf.line(<[u8]>::is_empty)? else {
+                let Some(empty) = take_line(buf, <[u8]>::is_empty)? else {
                     return Ok(false);
                 };
                 if !empty {
@@ -524,7 +524,7 @@ fn decode_chunks(
                 *chunk = Chunk::Size;
             }
             Chunk::Trailer => {
-                let Some(empty) = buf.line(<[u8]>::is_empty)? else {
+                let Some(empty) = take_line(buf, <[u8]>::is_empty)? else {
                     return Ok(false);
                 };
                 if empty {
@@ -648,7 +648,12 @@ impl Conn {
             let read = if peek_first {
                 self.stream.peek(&mut [0]).map(|_| None)
             } else {
-                self.buf.read_from(&mut self.stream).map(Some)
+                room(&mut self.buf)
+                    .and_then(|room| self.stream.read(room))
+                    .map(|n| {
+                        self.buf.appended(n);
+                        Some(n)
+                    })
             };
             match read {
                 // Something arrived (or the upstream closed): read it.
@@ -670,77 +675,35 @@ impl Conn {
     }
 }
 
-/// A connection's input: bytes read are `data[start..end]`.
-#[derive(Default)]
-struct Buf {
-    data: Vec<u8>,
-    start: usize,
-    end: usize,
+/// Hands `f` the next line of `buf` without its line end and consumes
+/// it; `None` until a whole line is buffered.
+fn take_line<R>(buf: &mut Buf, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, &'static str> {
+    let filled = buf.filled();
+    let end = filled
+        .iter()
+        .take(MAX_CHUNK_LINE + 1)
+        .position(|&b| b == b'\n');
+    let Some(at) = end else {
+        // However the input was split, the same lines are too long.
+        if filled.len() > MAX_CHUNK_LINE {
+            return Err("a line too long");
+        }
+        return Ok(None);
+    };
+    let line = &filled[..at];
+    let result = f(line.strip_suffix(b"\r").unwrap_or(line));
+    buf.consume(at + 1);
+    Ok(Some(result))
 }
 
-impl Buf {
-    fn filled(&self) -> &[u8] {
-        &self.data[self.start..self.end]
+/// The free room of `buf`, which may grow to the head limit: more is
+/// never buffered, whatever an upstream sends.
+fn room(buf: &mut Buf) -> io::Result<&mut [u8]> {
+    let room = buf.room(MAX_HEAD);
+    if room.is_empty() {
+        return Err(invalid("more buffered than a head may have"));
     }
-
-    fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        debug_assert!(self.start <= self.end);
-    }
-
-    /// Hands `f` the next line without its line end and consumes it;
-    /// `None` until a whole line is buffered.
-    fn line<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>, &'static str> {
-        let filled = self.filled();
-        let end = filled
-            .iter()
-            .take(MAX_CHUNK_LINE + 1)
-            .position(|&b| b == b'\n');
-        let Some(at) = end else {
-            // However the input was split, the same lines are too long.
-            if filled.len() > MAX_CHUNK_LINE {
-                return Err("a line too long");
-            }
-            return Ok(None);
-        };
-        let line = &filled[..at];
-        let result = f(line.strip_suffix(b"\r").unwrap_or(line));
-        self.consume(at + 1);
-        Ok(Some(result))
-    }
-
-    /// Reads once into the free room, making some: what is unread moves
-    /// to the front, and the buffer doubles (from a page, up to the head
-    /// limit) when that leaves none.
-    fn read_from(&mut self, stream: &mut TcpStream) -> io::Result<usize> {
-        let n = stream.read(self.room()?)?;
-        self.end += n;
-        Ok(n)
-    }
-
-    /// The free room after what is buffered, made as `read_from` says.
-    fn room(&mut self) -> io::Result<&mut [u8]> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0 && self.end == self.data.len() {
-            self.data.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.data.len() {
-            if self.data.len() >= MAX_HEAD {
-                return Err(invalid("more buffered than a head may have"));
-            }
-            let size = (self.data.len() * 2).clamp(PAGE, MAX_HEAD);
-            self.data.resize(size, 0);
-        }
-        Ok(&mut self.data[self.end..])
-    }
+    Ok(room)
 }
 
 /// How an answer that arrived in pieces ended, as the client reads it
@@ -776,7 +739,7 @@ pub fn replay_answer(pieces: &[&[u8]]) -> Replayed {
     for piece in pieces {
         let mut piece = *piece;
         while !piece.is_empty() {
-            let room = match buf.room() {
+            let room = match room(&mut buf) {
                 Ok(room) => room,
                 Err(e) => {
                     replayed.end = Err(e.to_string());
@@ -785,10 +748,10 @@ pub fn replay_answer(pieces: &[&[u8]]) -> Replayed {
             };
             let n = room.len().min(piece.len());
             room[..n].copy_from_slice(&piece[..n]);
-            buf.end += n;
+            buf.appended(n);
             piece = &piece[n..];
             assert!(
-                buf.data.len() <= MAX_HEAD,
+                buf.capacity() <= MAX_HEAD,
                 "the buffer outgrew the head limit"
             );
             if answer.is_none() {

@@ -311,13 +311,66 @@ pub(super) fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// Bytes read from a connection and not yet consumed, `data[start..end]`,
+/// in a buffer made a page at a time: shared with [`super::plain_http`].
+#[derive(Default)]
+pub(super) struct Input {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Input {
+    /// What is buffered and not yet consumed.
+    pub(super) fn filled(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The buffer's size (what it holds, consumed or not, and its room).
+    pub(super) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(super) fn consume(&mut self, amount: usize) {
+        self.start += amount;
+        assert!(self.start <= self.end);
+    }
+
+    /// `amount` bytes were written at the front of [`Self::room`].
+    pub(super) fn appended(&mut self, amount: usize) {
+        self.end += amount;
+        assert!(self.end <= self.data.len());
+    }
+
+    /// The free room after what is buffered, made first: what is
+    /// unconsumed moves to the front, and the buffer doubles (from a page,
+    /// up to `max`) when that leaves none. Empty only with `max` bytes
+    /// unconsumed.
+    pub(super) fn room(&mut self, max: usize) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.end == self.data.len() {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.data.len() && self.data.len() < max {
+            let size = (self.data.len() * 2).clamp(PAGE, max);
+            self.data.resize(size, 0);
+        }
+        &mut self.data[self.end..]
+    }
+}
+
 /// The input and output buffers of one connection.
 #[derive(Default)]
 struct PageBuffers {
-    /// Bytes read are `input[consumed..filled]`; the rest is free.
-    input: Vec<u8>,
-    consumed: usize,
-    filled: usize,
+    input: Input,
     /// Whether the last look at the input consumed some: if not, what is
     /// buffered is not enough and more must be read before looking again.
     progress: bool,
@@ -337,7 +390,7 @@ impl PageBuffers {
 
     /// Whether nothing in the buffers is waiting to be sent or read.
     fn is_drained(&self) -> bool {
-        self.unsent == 0 && self.consumed == self.filled
+        self.unsent == 0 && self.input.is_empty()
     }
 
     /// Frees both buffers when nothing in them is waiting to be sent or
@@ -346,28 +399,9 @@ impl PageBuffers {
         if !self.is_drained() {
             return false;
         }
-        self.input = Vec::new();
+        self.input = Input::default();
         self.output = Vec::new();
-        self.consumed = 0;
-        self.filled = 0;
         true
-    }
-
-    /// Moves what is unconsumed to the front, and grows the buffer when
-    /// that leaves no room to read into.
-    fn make_room(&mut self) {
-        if self.consumed == self.filled {
-            self.consumed = 0;
-            self.filled = 0;
-        } else if self.consumed > 0 && self.filled == self.input.len() {
-            self.input.copy_within(self.consumed..self.filled, 0);
-            self.filled -= self.consumed;
-            self.consumed = 0;
-        }
-        if self.filled == self.input.len() && self.input.len() < MAX_INPUT {
-            let size = (self.input.len() * 2).clamp(PAGE, MAX_INPUT);
-            self.input.resize(size, 0);
-        }
     }
 }
 
@@ -378,40 +412,33 @@ impl Buffers for PageBuffers {
     }
 
     fn input(&self) -> &[u8] {
-        &self.input[self.consumed..self.filled]
+        self.input.filled()
     }
 
     fn input_append_buf(&mut self) -> &mut [u8] {
-        self.make_room();
-        &mut self.input[self.filled..]
+        self.input.room(MAX_INPUT)
     }
 
     fn input_appended(&mut self, amount: usize) {
-        self.filled += amount;
-        assert!(self.filled <= self.input.len());
+        self.input.appended(amount);
     }
 
     fn input_consume(&mut self, amount: usize) {
         self.progress = amount > 0;
-        self.consumed += amount;
-        assert!(self.consumed <= self.filled);
+        self.input.consume(amount);
     }
 
     fn tmp_and_output(&mut self) -> (&mut [u8], &mut [u8]) {
         // The scratch space a body is read into before it is framed.
-        self.make_room();
         self.allocate_output();
-        (
-            &mut self.input[self.filled..],
-            &mut self.output[self.unsent..],
-        )
+        (self.input.room(MAX_INPUT), &mut self.output[self.unsent..])
     }
 
     fn can_use_input(&self) -> bool {
         // False while output is held back: ureq's `maybe_await_input`
         // (and a transport wrapping this one) then calls `await_input`,
         // which sends it.
-        self.unsent == 0 && self.progress && self.consumed < self.filled
+        self.unsent == 0 && self.progress && !self.input.is_empty()
     }
 }
 
@@ -581,7 +608,7 @@ mod tests {
         // The request's page was freed for the wait, and the answer was
         // read into a buffer made for it.
         assert!(transport.buffers.output.is_empty());
-        assert_eq!(transport.buffers.input.len(), super::PAGE);
+        assert_eq!(transport.buffers.input.capacity(), super::PAGE);
     }
 
     /// Sends a request through `transport` (held back, as ureq leaves it).
@@ -623,13 +650,13 @@ mod tests {
             transport.lean_above = lean_above;
             let (mut server, _) = listener.accept().unwrap();
             // What an earlier, larger read left: a grown buffer, all taken.
-            transport.buffers.input = vec![0; 2 * super::PAGE];
+            transport.buffers.input.data = vec![0; 2 * super::PAGE];
             let sender = thread::spawn(move || server.write_all(b"data: x\n\n").unwrap());
             assert!(transport.maybe_await_input(NextTimeout::default()).unwrap());
             sender.join().unwrap();
             assert_eq!(transport.buffers().input(), b"data: x\n\n");
             let expected = if lean { super::PAGE } else { 2 * super::PAGE };
-            assert_eq!(transport.buffers.input.len(), expected, "lean: {lean}");
+            assert_eq!(transport.buffers.input.capacity(), expected, "lean: {lean}");
         }
     }
 

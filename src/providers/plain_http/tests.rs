@@ -169,8 +169,8 @@ fn chunks_split_anywhere_decode_the_same() {
     let mut body = Vec::new();
     let mut ended = false;
     for &byte in wire {
-        buf.data.push(byte);
-        buf.end += 1;
+        room(&mut buf).unwrap()[0] = byte;
+        buf.appended(1);
         loop {
             let mut out = [0u8; 3];
             match framing.decode(&mut buf, &mut out).unwrap() {
@@ -197,11 +197,15 @@ fn bad_chunks_are_errors() {
         &[b'1'; MAX_CHUNK_LINE + 2],
     ] {
         let mut framing = Framing::Chunked(Chunk::Size);
-        let mut buf = Buf {
-            data: wire.to_vec(),
-            start: 0,
-            end: wire.len(),
-        };
+        let mut buf = Buf::default();
+        let mut rest = wire;
+        while !rest.is_empty() {
+            let room = room(&mut buf).unwrap();
+            let n = room.len().min(rest.len());
+            room[..n].copy_from_slice(&rest[..n]);
+            buf.appended(n);
+            rest = &rest[n..];
+        }
         let mut out = [0u8; 64];
         let mut result = framing.decode(&mut buf, &mut out);
         while let Ok(Some(n)) = result
