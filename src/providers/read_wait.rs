@@ -132,62 +132,71 @@ impl<T: Transport> Transport for Waiting<T> {
     }
 }
 
+/// The relay depends on this of an upstream body, whichever client read
+/// it: a read that gave up within its wait leaves the body intact for the
+/// next read, and a zero wait returns what is buffered without blocking.
+/// `open` asks the upstream at the address it is given and returns the
+/// answer's body; the upstream sends a chunk, pauses, then the rest.
+#[cfg(test)]
+pub(crate) fn check_resumable_body(open: impl FnOnce(std::net::SocketAddr) -> Box<dyn io::Read>) {
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release, paused) = crossbeam_channel::bounded::<()>(0);
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut head = [0u8; 4096];
+        let _ = s.read(&mut head).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .unwrap();
+        paused.recv().unwrap();
+        s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
+    });
+    let mut body = open(addr);
+    let wait = ReadWait::start(Duration::from_millis(50));
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    // "first" may need more than one read; then the pause times out.
+    let paused_read = loop {
+        match body.read(&mut buf) {
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert!(timed_out(&paused_read), "{paused_read:?}");
+    assert_eq!(got, b"first");
+    assert!(wait.honoured());
+    wait.set(Duration::ZERO);
+    let started = Instant::now();
+    assert!(body.read(&mut buf).is_err_and(|e| timed_out(&e)));
+    assert!(started.elapsed() < Duration::from_millis(40));
+    release.send(()).unwrap();
+    wait.set(Duration::from_secs(5));
+    let mut rest = Vec::new();
+    body.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"second");
+    server.join().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
-    use std::io::{Read, Write};
-    use std::net::TcpListener;
-    use std::thread;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
     use crate::config::Config;
     use crate::providers::http::Agents;
 
-    /// The relay depends on this: a read of a ureq body that gave up
-    /// within its wait leaves the body intact for the next read, and a
-    /// zero wait returns what is buffered without blocking.
+    /// ureq's bodies keep the relay's contract (`check_resumable_body`).
     #[test]
-    fn a_body_read_that_timed_out_resumes_where_it_was() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (release, paused) = crossbeam_channel::bounded::<()>(0);
-        let server = thread::spawn(move || {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut head = [0u8; 4096];
-            let _ = s.read(&mut head).unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-                .unwrap();
-            paused.recv().unwrap();
-            s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
-        });
+    fn a_ureq_body_read_that_timed_out_resumes_where_it_was() {
         let config = Config::default();
         let agents = Agents::new(&config).for_url("http://x/");
-        let agent = agents.pick();
-        let resp = agent.get(format!("http://{addr}/")).call().unwrap();
-        let mut body = resp.into_body().into_reader();
-        let wait = ReadWait::start(Duration::from_millis(50));
-        let mut buf = [0u8; 64];
-        let mut got = Vec::new();
-        // "first" may need more than one read; then the pause times out.
-        let paused_read = loop {
-            match body.read(&mut buf) {
-                Ok(n) => got.extend_from_slice(&buf[..n]),
-                Err(e) => break e,
-            }
-        };
-        assert!(timed_out(&paused_read), "{paused_read:?}");
-        assert_eq!(got, b"first");
-        assert!(wait.honoured());
-        wait.set(Duration::ZERO);
-        let started = Instant::now();
-        assert!(body.read(&mut buf).is_err_and(|e| timed_out(&e)));
-        assert!(started.elapsed() < Duration::from_millis(40));
-        release.send(()).unwrap();
-        wait.set(Duration::from_secs(5));
-        let mut rest = Vec::new();
-        body.read_to_end(&mut rest).unwrap();
-        assert_eq!(rest, b"second");
-        server.join().unwrap();
+        check_resumable_body(|addr| {
+            let resp = agents.pick().get(format!("http://{addr}/")).call().unwrap();
+            Box::new(resp.into_body().into_reader())
+        });
     }
 
     #[test]

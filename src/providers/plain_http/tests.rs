@@ -6,7 +6,7 @@ use std::thread;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::*;
-use crate::providers::read_wait::{self, ReadWait};
+use crate::providers::read_wait;
 
 /// What the scripted upstream does with its n-th request (counted over
 /// all connections): the bytes to answer, and whether to close after.
@@ -343,46 +343,12 @@ fn a_body_dropped_before_its_end_closes_its_connection() {
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
 
-/// The relay depends on this: a body read that gave up within its wait
-/// leaves the body intact for the next read, and a zero wait returns at
-/// once; the wait counts as honoured from the first read.
+/// The plain client's bodies keep the relay's contract
+/// (`read_wait::check_resumable_body`).
 #[test]
-fn a_read_wait_bounds_body_reads_and_resumes() {
-    let (release, released) = crossbeam_channel::bounded::<()>(0);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/", listener.local_addr().unwrap());
-    let server = thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut head = [0u8; 4096];
-        let _ = s.read(&mut head).unwrap();
-        s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-            .unwrap();
-        released.recv().unwrap();
-        s.write_all(b"6\r\nsecond\r\n0\r\n\r\n").unwrap();
-    });
-    let mut body = post(&client(|_| {}), &url, b"{}").body;
-    let wait = ReadWait::start(Duration::from_millis(50));
-    let mut buf = [0u8; 64];
-    let mut got = Vec::new();
-    let paused = loop {
-        match body.read(&mut buf) {
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => break e,
-        }
-    };
-    assert!(read_wait::timed_out(&paused), "{paused:?}");
-    assert_eq!(got, b"first");
-    assert!(wait.honoured());
-    wait.set(Duration::ZERO);
-    let started = Instant::now();
-    assert!(body.read(&mut buf).is_err_and(|e| read_wait::timed_out(&e)));
-    assert!(started.elapsed() < Duration::from_millis(40));
-    release.send(()).unwrap();
-    wait.set(Duration::from_secs(5));
-    let mut rest = Vec::new();
-    body.read_to_end(&mut rest).unwrap();
-    assert_eq!(rest, b"second");
-    server.join().unwrap();
+fn a_body_read_that_timed_out_resumes_where_it_was() {
+    let c = client(|_| {});
+    read_wait::check_resumable_body(|addr| post(&c, &format!("http://{addr}/"), b"{}").body);
 }
 
 /// With many waiting, waits hold no buffer; answers still arrive whole.
