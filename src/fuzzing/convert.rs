@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use crate::protocol::{
-    Protocol, convert_request, convert_response, convert_response_for, count_tokens, inspect,
-    relay_error, usage,
+    Protocol, convert_request, convert_request_slice, convert_response, convert_response_for,
+    count_tokens, inspect, relay_error, usage,
 };
 
 const ALL: [Protocol; 4] = [
@@ -85,6 +85,9 @@ fn body(from: Protocol, data: &[u8]) {
         for to in ALL {
             for stream in [info.stream, !info.stream] {
                 request(from, to, &value, stream);
+                if to != from {
+                    request_from_bytes(from, to, data, &value, stream);
+                }
             }
         }
     }
@@ -113,6 +116,22 @@ fn request(from: Protocol, to: Protocol, body: &Value, stream: bool) {
     for back in ALL {
         if let Err(e) = convert_request(to, back, &reparsed, MODEL, stream) {
             panic!("{ctx} does not re-parse as {}: {}", back.name(), e.message);
+        }
+    }
+}
+
+/// The conversion the gateway makes from the bytes gives what the `Value`
+/// path gives (ids it makes up aside), errors included.
+fn request_from_bytes(from: Protocol, to: Protocol, data: &[u8], value: &Value, stream: bool) {
+    let ctx = format!("{} -> {} request from bytes", from.name(), to.name());
+    let got = convert_request_slice(from, to, data, MODEL, stream);
+    match convert_request(from, to, value, MODEL, stream) {
+        Err(e) => assert_eq!(got, Err(e), "{ctx}"),
+        Ok(mut expected) => {
+            let mut got: Value = serde_json::from_slice(&got.expect(&ctx)).expect(&ctx);
+            crate::protocol::normalise_ids(&mut expected);
+            crate::protocol::normalise_ids(&mut got);
+            assert_eq!(got, expected, "{ctx}");
         }
     }
 }

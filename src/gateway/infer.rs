@@ -122,7 +122,9 @@ impl Gateway {
         let mut tools = ToolMap::default();
         let upstream_body = if family == client {
             Cow::Borrowed(body)
-        } else {
+        } else if client == Protocol::Responses || log::enabled(LogLevel::Debug) {
+            // The answer's tool map and the debug log of dropped fields
+            // read the request's tree.
             let value: Value = serde_json::from_slice(body)
                 .map_err(|e| Failure::new(400, format!("Invalid JSON in request body: {e}")))?;
             if client == Protocol::Responses {
@@ -130,22 +132,14 @@ impl Gateway {
             }
             let converted = protocol::convert_request(client, family, &value, &model, stream)
                 .map_err(|e| Failure::new(400, e.message))?;
-            if log::enabled(LogLevel::Debug) {
-                let dropped = protocol::dropped_fields(client, family, &value);
-                if !dropped.is_empty() {
-                    log::event(
-                        LogLevel::Debug,
-                        "request fields without an equivalent dropped",
-                        &[
-                            ("from", Field::Str(client.name())),
-                            ("to", Field::Str(family.name())),
-                            ("fields", Field::Str(&dropped.join(","))),
-                        ],
-                    );
-                }
-            }
+            log_dropped(client, family, &value);
             Cow::Owned(
                 serde_json::to_vec(&converted).map_err(|e| Failure::new(500, e.to_string()))?,
+            )
+        } else {
+            Cow::Owned(
+                protocol::convert_request_slice(client, family, body, &model, stream)
+                    .map_err(|e| Failure::new(400, e.message))?,
             )
         };
         if state.config.log.prompts && log::enabled(LogLevel::Info) {
@@ -666,6 +660,26 @@ fn cache_key(state: &State, call: &Call<'_>, p: &Prepared<'_>) -> Option<Key> {
 /// [`protocol::inspect`] found in it, and the model it asks for: the
 /// checks `count_tokens` shares with the inference routes, so that both
 /// refuse the same requests.
+/// At debug level: the request fields a conversion drops for want of an
+/// equivalent.
+fn log_dropped(client: Protocol, family: Protocol, value: &Value) {
+    if !log::enabled(LogLevel::Debug) {
+        return;
+    }
+    let dropped = protocol::dropped_fields(client, family, value);
+    if !dropped.is_empty() {
+        log::event(
+            LogLevel::Debug,
+            "request fields without an equivalent dropped",
+            &[
+                ("from", Field::Str(client.name())),
+                ("to", Field::Str(family.name())),
+                ("fields", Field::Str(&dropped.join(","))),
+            ],
+        );
+    }
+}
+
 pub(super) fn probe(
     client: Protocol,
     raw: &[u8],

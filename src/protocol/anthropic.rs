@@ -20,6 +20,8 @@ use super::canonical::{
 };
 use super::{gemini, ids, schema};
 
+mod usual;
+
 fn bad(msg: impl Into<String>) -> ConvertError {
     ConvertError {
         message: msg.into(),
@@ -196,6 +198,13 @@ pub fn parse_request(body: &Value) -> Result<ChatRequest, ConvertError> {
     Ok(req)
 }
 
+/// [`parse_request`] straight from the bytes of a request in the usual
+/// shape (text turns and generation settings, see `usual`); `None` for any
+/// other, which the caller then parses whole.
+pub fn parse_request_slice(body: &[u8]) -> Option<ChatRequest> {
+    usual::parse(body)
+}
+
 fn parse_block(b: &Value) -> Option<Part> {
     let str_of = |k: &str| b.get(k).and_then(Value::as_str);
     match str_of("type")? {
@@ -321,7 +330,7 @@ fn emit_block(p: &Part) -> Option<Value> {
 pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
     let mut merged: Vec<Message> = Vec::new();
     for m in system_after_results(&req.messages) {
-        push_merged(&mut merged, m);
+        push_merged(&mut merged, m.clone());
     }
     // System turns before the conversation are the system prompt; later
     // ones stay where they are, as `system` messages.

@@ -531,21 +531,21 @@ pub fn push_merged(out: &mut Vec<Message>, msg: Message) {
 /// tool calls and the turn answering them moved after the answers: OpenAI
 /// and Anthropic want results right after their calls, and the
 /// instruction still comes before the model's next turn.
-pub fn system_after_results(messages: &[Message]) -> Vec<Message> {
+pub fn system_after_results(messages: &[Message]) -> Vec<&Message> {
     let mut out = Vec::with_capacity(messages.len());
     let mut deferred = Vec::new();
     let mut awaiting_results = false;
     for m in messages {
         match m.role {
-            Role::System if awaiting_results => deferred.push(m.clone()),
-            Role::System => out.push(m.clone()),
+            Role::System if awaiting_results => deferred.push(m),
+            Role::System => out.push(m),
             Role::Assistant => {
                 out.append(&mut deferred);
                 awaiting_results = m.parts.iter().any(|p| matches!(p, Part::ToolUse(_)));
-                out.push(m.clone());
+                out.push(m);
             }
             Role::User => {
-                out.push(m.clone());
+                out.push(m);
                 out.append(&mut deferred);
                 awaiting_results = false;
             }
@@ -679,10 +679,11 @@ mod tests {
         let order: Vec<Role> = out.iter().map(|m| m.role).collect();
         use Role::*;
         assert_eq!(order, [System, User, Assistant, User, System, System]);
-        assert_eq!(out[3], result);
-        assert_eq!(out[4], text(System, "s1"));
+        assert_eq!(*out[3], result);
+        assert_eq!(*out[4], text(System, "s1"));
         // A call never answered: the instruction still goes out, at the end.
-        let out = system_after_results(&[call, text(System, "s")]);
+        let unanswered = [call, text(System, "s")];
+        let out = system_after_results(&unanswered);
         assert_eq!(out.len(), 2);
     }
 

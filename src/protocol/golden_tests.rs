@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{Protocol, convert_request, convert_response, ids};
+use super::{Protocol, convert_request, convert_response};
 
 /// Model used for each target in the fixtures.
 fn model_for(p: Protocol) -> &'static str {
@@ -32,41 +32,7 @@ fn proto(name: &str) -> Protocol {
     }
 }
 
-/// Replaces generated ids (`<prefix><24 hex>`) with `<prefix>*` and
-/// timestamps with 0.
-pub fn normalise(v: &mut Value) {
-    match v {
-        Value::String(s) => {
-            for prefix in [
-                "chatcmpl-",
-                "msg_",
-                "call_",
-                "toolu_",
-                "resp_",
-                "fc_",
-                "rs_",
-            ] {
-                if let Some(tail) = s.strip_prefix(prefix)
-                    && tail.len() == ids::TAIL_LEN
-                    && tail.bytes().all(|b| b.is_ascii_hexdigit())
-                {
-                    *s = format!("{prefix}*");
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(normalise),
-        Value::Object(obj) => {
-            for (k, child) in obj.iter_mut() {
-                if (k == "created" && child.is_number()) || k == "created_at" {
-                    *child = Value::from(0);
-                } else {
-                    normalise(child);
-                }
-            }
-        }
-        _ => {}
-    }
-}
+use super::ids::normalise;
 
 fn read(path: &Path) -> Value {
     let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -239,4 +205,113 @@ fn a_usual_openai_answer_skips_the_value_tree() {
     assert_eq!(typed, via_value);
     assert_eq!(typed_value["content"][1]["id"], "call_9");
     assert_eq!(typed_value, via_value_value);
+}
+
+/// Every request fixture, and Anthropic requests in usual and unusual
+/// shapes, convert to the same bytes from bytes as through `Value`s (ids
+/// the conversion makes up aside), with the same errors.
+#[test]
+fn requests_converted_from_bytes_match_the_value_path() {
+    let mut cases: Vec<(Protocol, Vec<u8>)> = Vec::new();
+    for (_, from, _, files) in fixture_dirs() {
+        for file in files {
+            if file.to_string_lossy().ends_with(".request.json") {
+                cases.push((from, fs::read(&file).expect("readable fixture")));
+            }
+        }
+    }
+    assert!(cases.len() >= 12, "only {} request fixtures", cases.len());
+    for odd in [
+        r#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi \"you\" \u00e9"}]}"#,
+        r#"{"system":"be brief","messages":[{"role":"user","content":"a"},{"role":"assistant","content":"b"},{"role":"user","content":"c"}]}"#,
+        r#"{"system":[{"type":"text","text":"s1","cache_control":{"type":"ephemeral"}},{"type":"text","text":""},{"type":"text","text":"s2"}],"messages":[]}"#,
+        r#"{"system":[{"text":"no type"}],"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"system":null,"messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":""},{"type":"text","text":null},{"type":"text"},{"type":"text","text":"b","cache_control":{"type":"ephemeral"}}]}]}"#,
+        r#"{"system":"","messages":[{"role":"user","content":""},{"role":"user","content":null},{"role":"assistant"},{"role":"user","content":[]},{"role":"user","content":"x"}]}"#,
+        r#"{"messages":[{"role":"system","content":"in place"},{"role":"user","content":"x"}]}"#,
+        r#"{"max_tokens":256.0,"temperature":0,"top_p":0.9,"top_k":40,"stop_sequences":["a","b"],"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"max_tokens":1e3,"temperature":0.7,"stop_sequences":[],"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"max_tokens":-1,"temperature":null,"stop_sequences":null,"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"max_tokens":"256","temperature":"hot","stop_sequences":"a","messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"stop_sequences":["a",1],"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"tools":[],"tool_choice":null,"thinking":null,"output_config":null,"output_format":null,"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"thinking":{"type":"enabled","budget_tokens":1024},"max_tokens":2048,"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"tool_choice":{"type":"auto"},"messages":[{"role":"user","content":"x"}]}"#,
+        r#"{"messages":[{"role":"user","content":[{"type":"image","source":{"type":"base64","media_type":"image/png","data":"AA=="}},{"type":"text","text":"what"}]}]}"#,
+        r#"{"messages":[{"role":"user","content":5}]}"#,
+        r#"{"messages":[{"role":"user","content":{"type":"text","text":"x"}}]}"#,
+        r#"{"messages":[{"role":"user","content":"a"}],"messages":[{"role":"user","content":"b"}]}"#,
+        r#"{"messages":[{"role":"robot","content":"x"}]}"#,
+        r#"{"messages":[{"content":"x"}]}"#,
+        r#"{"messages":"x"}"#,
+        r#"{"messages":[1]}"#,
+        r#"{}"#,
+        r#"[1,2]"#,
+        r#"not json"#,
+        r#"{"messages":[]} trailing"#,
+    ] {
+        cases.push((Protocol::Anthropic, odd.as_bytes().to_vec()));
+    }
+    let targets = [
+        Protocol::OpenAi,
+        Protocol::Anthropic,
+        Protocol::Gemini,
+        Protocol::Responses,
+    ];
+    for (from, body) in &cases {
+        for to in targets.into_iter().filter(|to| to != from) {
+            for stream in [false, true] {
+                let what = format!("{from:?} -> {to:?}: {}", String::from_utf8_lossy(body));
+                let got = super::convert_request_slice(*from, to, body, model_for(to), stream);
+                let value = match serde_json::from_slice::<Value>(body) {
+                    Ok(value) => value,
+                    Err(e) => {
+                        let message = format!("Invalid JSON in request body: {e}");
+                        assert_eq!(got.map_err(|e| e.message), Err(message), "{what}");
+                        continue;
+                    }
+                };
+                match convert_request(*from, to, &value, model_for(to), stream) {
+                    Err(e) => assert_eq!(got, Err(e), "{what}"),
+                    Ok(expected) => {
+                        let got = got.expect(&what);
+                        let mut got_value: Value = serde_json::from_slice(&got).expect(&what);
+                        let expected_bytes = serde_json::to_vec(&expected).unwrap();
+                        let mut expected = expected;
+                        let raw = expected.clone();
+                        normalise(&mut expected);
+                        normalise(&mut got_value);
+                        assert_eq!(got_value, expected, "{what}");
+                        if raw == expected {
+                            assert_eq!(got, expected_bytes, "{what}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The usual Anthropic request is the one read without a `Value`; what
+/// it cannot say in the canonical model sends it to the general parser.
+#[test]
+fn the_usual_anthropic_request_skips_the_value_tree() {
+    let usual = super::anthropic::parse_request_slice(
+        br#"{"model":"m","max_tokens":256,"system":[{"type":"text","text":"s","cache_control":{"type":"ephemeral"}}],"metadata":{"user_id":"u"},"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"text","text":"yo"}]}],"stream":true}"#,
+    )
+    .expect("the usual shape");
+    assert_eq!(usual.system, ["s"]);
+    assert_eq!(usual.messages.len(), 2);
+    assert_eq!(usual.max_tokens, Some(256));
+    for unusual in [
+        r#"{"messages":[],"tools":[{"name":"f","input_schema":{}}]}"#,
+        r#"{"messages":[],"thinking":{"type":"adaptive"}}"#,
+        r#"{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":"r"}]}]}"#,
+        r#"{"messages":[],"messages":[]}"#,
+    ] {
+        assert!(
+            super::anthropic::parse_request_slice(unusual.as_bytes()).is_none(),
+            "{unusual}"
+        );
+    }
 }

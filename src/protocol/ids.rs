@@ -11,6 +11,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
+
 use crate::hex::push_hex;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -65,6 +67,43 @@ pub fn rfc3339(secs: u64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Replaces generated ids (`<prefix><24 hex>`) with `<prefix>*` and
+/// timestamps with 0, so that two renderings can be compared (golden
+/// tests, fuzz targets).
+pub fn normalise(v: &mut Value) {
+    match v {
+        Value::String(s) => {
+            for prefix in [
+                "chatcmpl-",
+                "msg_",
+                "call_",
+                "toolu_",
+                "resp_",
+                "fc_",
+                "rs_",
+            ] {
+                if let Some(tail) = s.strip_prefix(prefix)
+                    && tail.len() == TAIL_LEN
+                    && tail.bytes().all(|b| b.is_ascii_hexdigit())
+                {
+                    *s = format!("{prefix}*");
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalise),
+        Value::Object(obj) => {
+            for (k, child) in obj.iter_mut() {
+                if (k == "created" && child.is_number()) || k == "created_at" {
+                    *child = Value::from(0);
+                } else {
+                    normalise(child);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ mod dropped;
 mod errors;
 pub mod gemini;
 mod ids;
+#[doc(hidden)]
+pub use ids::normalise as normalise_ids;
 mod inspect;
 mod models;
 pub mod openai;
@@ -210,6 +212,40 @@ pub fn convert_request(
         Protocol::Gemini => gemini::emit_request(&req, model),
         Protocol::Responses => responses::emit_request(&req, model, stream),
     })
+}
+
+/// [`convert_request`] from the body's bytes to the target's, for a
+/// cross-family conversion (a same-family body is passed through, not
+/// converted). The usual Anthropic request is read without a
+/// `Value` tree and an OpenAI request written without one; anything else
+/// goes through the trees. Invalid JSON is an error like a conversion's.
+pub fn convert_request_slice(
+    from: Protocol,
+    to: Protocol,
+    body: &[u8],
+    model: &str,
+    stream: bool,
+) -> Result<Vec<u8>, ConvertError> {
+    let fast = match from {
+        Protocol::Anthropic if to != from => anthropic::parse_request_slice(body),
+        _ => None,
+    };
+    let req = match fast {
+        Some(req) => req,
+        None => {
+            let value: Value = serde_json::from_slice(body).map_err(|e| ConvertError {
+                message: format!("Invalid JSON in request body: {e}"),
+            })?;
+            parse_request(from, to, &value)?
+        }
+    };
+    let converted = match to {
+        Protocol::OpenAi => return Ok(openai::emit_request_bytes(&req, model, stream)),
+        Protocol::Anthropic => anthropic::emit_request(&req, model, stream),
+        Protocol::Gemini => gemini::emit_request(&req, model),
+        Protocol::Responses => responses::emit_request(&req, model, stream),
+    };
+    Ok(serde_json::to_vec(&converted).unwrap_or_default())
 }
 
 /// The fields of a `from` request that [`convert_request`] to `to` drops

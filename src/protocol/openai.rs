@@ -283,26 +283,85 @@ fn assistant_parts(m: &Value) -> Vec<Part> {
 
 /// Builds an OpenAI request for `model`.
 pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
-    let mut messages = Vec::new();
-    if !req.system.is_empty() {
-        messages.push(json!({"role": "system", "content": req.system.join("\n")}));
-    }
-    let thinking_on = req.reasoning.is_some_and(Reasoning::enabled);
-    for m in &system_after_results(&req.messages) {
-        match m.role {
-            Role::Assistant => messages.push(assistant_message(&m.parts, thinking_on)),
-            Role::User => user_messages(&m.parts, &mut messages),
-            Role::System => {
-                messages.push(json!({"role": "system", "content": text_lines(&m.parts)}))
+    serde_json::to_value(Request::of(req, model, stream)).unwrap_or_default()
+}
+
+/// The bytes of [`emit_request`], written straight from the canonical
+/// request without building a `Value` tree first.
+pub fn emit_request_bytes(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
+    serde_json::to_vec(&Request::of(req, model, stream)).unwrap_or_default()
+}
+
+/// An OpenAI request as written. Members are in alphabetical order, the
+/// order a `Value`'s map writes them in, so both renderings of
+/// [`emit_request`] give the same bytes.
+#[derive(serde::Serialize)]
+struct Request<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u64>,
+    messages: Vec<OutMessage<'a>>,
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_effort: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<Value>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<&'a serde_json::Number>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<&'a serde_json::Number>,
+}
+
+#[derive(serde::Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+/// A message of a request: the common text turn written from the
+/// canonical text without a copy, anything else as a `Value`.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum OutMessage<'a> {
+    Text {
+        content: std::borrow::Cow<'a, str>,
+        role: &'static str,
+    },
+    Other(Value),
+}
+
+impl<'a> Request<'a> {
+    fn of(req: &'a ChatRequest, model: &'a str, stream: bool) -> Self {
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        if !req.system.is_empty() {
+            messages.push(OutMessage::Text {
+                content: req.system.join("\n").into(),
+                role: "system",
+            });
+        }
+        let thinking_on = req.reasoning.is_some_and(Reasoning::enabled);
+        for m in system_after_results(&req.messages) {
+            match m.role {
+                Role::Assistant => {
+                    messages.push(OutMessage::Other(assistant_message(&m.parts, thinking_on)))
+                }
+                Role::User => user_messages(&m.parts, &mut messages),
+                Role::System => messages.push(OutMessage::Text {
+                    content: text_lines(&m.parts).into(),
+                    role: "system",
+                }),
             }
         }
-    }
-    drop_unanswered_calls(&mut messages);
-
-    let mut out = Map::new();
-    out.insert("model".into(), json!(model));
-    out.insert("messages".into(), Value::Array(messages));
-    if !req.tools.is_empty() {
+        drop_unanswered_calls(&mut messages);
         let tools: Vec<Value> = req
             .tools
             .iter()
@@ -311,69 +370,50 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
                 json!({"type": "function", "function": f})
             })
             .collect();
-        out.insert("tools".into(), Value::Array(tools));
-        if let Some(tc) = &req.tool_choice {
-            out.insert(
-                "tool_choice".into(),
-                match tc {
+        let tool_choice =
+            req.tool_choice
+                .as_ref()
+                .filter(|_| !tools.is_empty())
+                .map(|tc| match tc {
                     ToolChoice::Auto => json!("auto"),
                     ToolChoice::None => json!("none"),
                     ToolChoice::Any => json!("required"),
                     ToolChoice::Tool(n) => json!({"type": "function", "function": {"name": n}}),
-                },
-            );
-        }
-    }
-    if let Some(mt) = req.max_tokens {
+                });
         // Reasoning models only accept the newer name.
-        let key = if thinking_on {
-            "max_completion_tokens"
+        let (max_completion_tokens, max_tokens) = if thinking_on {
+            (req.max_tokens, None)
         } else {
-            "max_tokens"
+            (None, req.max_tokens)
         };
-        out.insert(key.into(), json!(mt));
-    }
-    if let Some(t) = &req.temperature {
-        out.insert("temperature".into(), Value::Number(t.clone()));
-    }
-    if let Some(p) = &req.top_p {
-        out.insert("top_p".into(), Value::Number(p.clone()));
-    }
-    if !req.stop.is_empty() {
-        out.insert("stop".into(), json!(req.stop));
-    }
-    match req.reasoning {
-        Some(Reasoning::Budget(b)) => {
-            out.insert(
-                "reasoning_effort".into(),
-                json!(Effort::from_budget(b).name()),
-            );
+        Request {
+            max_completion_tokens,
+            max_tokens,
+            messages,
+            model,
+            reasoning_effort: match req.reasoning {
+                Some(Reasoning::Budget(b)) => Some(Effort::from_budget(b).name()),
+                Some(Reasoning::Effort(e)) => Some(e.name()),
+                Some(Reasoning::Adaptive) => Some("medium"),
+                Some(Reasoning::Disabled) | None => None,
+            },
+            response_format: req.response_format.as_ref().map(|f| match f {
+                ResponseFormat::JsonObject => json!({"type": "json_object"}),
+                ResponseFormat::JsonSchema(s) => {
+                    json!({"type": "json_schema", "json_schema": {"name": "response", "schema": s}})
+                }
+            }),
+            stop: &req.stop,
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+            temperature: req.temperature.as_ref(),
+            tool_choice,
+            tools,
+            top_p: req.top_p.as_ref(),
         }
-        Some(Reasoning::Effort(e)) => {
-            out.insert("reasoning_effort".into(), json!(e.name()));
-        }
-        Some(Reasoning::Adaptive) => {
-            out.insert("reasoning_effort".into(), json!("medium"));
-        }
-        Some(Reasoning::Disabled) | None => {}
     }
-    match &req.response_format {
-        Some(ResponseFormat::JsonObject) => {
-            out.insert("response_format".into(), json!({"type": "json_object"}));
-        }
-        Some(ResponseFormat::JsonSchema(s)) => {
-            out.insert(
-                "response_format".into(),
-                json!({"type": "json_schema", "json_schema": {"name": "response", "schema": s}}),
-            );
-        }
-        None => {}
-    }
-    out.insert("stream".into(), json!(stream));
-    if stream {
-        out.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    Value::Object(out)
 }
 
 fn assistant_message(parts: &[Part], thinking_on: bool) -> Value {
@@ -408,31 +448,53 @@ fn assistant_message(parts: &[Part], thinking_on: bool) -> Value {
     Value::Object(msg)
 }
 
-fn user_messages(parts: &[Part], out: &mut Vec<Value>) {
+fn user_messages<'a>(parts: &'a [Part], out: &mut Vec<OutMessage<'a>>) {
     let mut rest = Vec::new();
     for p in parts {
         match p {
-            Part::ToolResult(r) => {
-                out.push(json!({"role": "tool", "tool_call_id": r.id, "content": r.content}))
-            }
-            Part::Text(t) => rest.push(json!({"type": "text", "text": t})),
-            Part::Media(m) => rest.push(media_part(m)),
-            Part::ToolUse(c) => {
-                rest.push(json!({"type": "text", "text": format!("[Tool use: {}]", c.name)}))
-            }
+            Part::ToolResult(r) => out.push(OutMessage::Other(
+                json!({"role": "tool", "tool_call_id": r.id, "content": r.content}),
+            )),
+            Part::Text(_) | Part::Media(_) | Part::ToolUse(_) => rest.push(p),
             Part::Thinking { .. } | Part::RedactedThinking(_) => {}
         }
     }
-    if rest.is_empty() {
+    if let [Part::Text(t)] = rest.as_slice() {
+        out.push(OutMessage::Text {
+            content: t.as_str().into(),
+            role: "user",
+        });
         return;
     }
-    let all_text = rest.iter().all(|p| p.get("type") == Some(&json!("text")));
-    let content = if all_text && rest.len() == 1 {
-        rest.swap_remove(0).get("text").cloned().unwrap_or_default()
+    let mut content: Vec<Value> = rest
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text(t) => Some(json!({"type": "text", "text": t})),
+            Part::Media(m) => Some(media_part(m)),
+            Part::ToolUse(c) => {
+                Some(json!({"type": "text", "text": format!("[Tool use: {}]", c.name)}))
+            }
+            _ => None,
+        })
+        .collect();
+    if content.is_empty() {
+        return;
+    }
+    let all_text = content
+        .iter()
+        .all(|p| p.get("type") == Some(&json!("text")));
+    let content = if all_text && content.len() == 1 {
+        content
+            .swap_remove(0)
+            .get("text")
+            .cloned()
+            .unwrap_or_default()
     } else {
-        Value::Array(rest)
+        Value::Array(content)
     };
-    out.push(json!({"role": "user", "content": content}));
+    out.push(OutMessage::Other(
+        json!({"role": "user", "content": content}),
+    ));
 }
 
 fn media_part(m: &Media) -> Value {
@@ -461,9 +523,14 @@ fn media_part(m: &Media) -> Value {
 /// OpenAI rejects an assistant `tool_calls` id that no later `tool` message
 /// answers, so such ids are removed, and `tool_calls` with them when none
 /// is left.
-fn drop_unanswered_calls(messages: &mut [Value]) {
-    let answered: std::collections::HashSet<String> = messages
-        .iter()
+fn drop_unanswered_calls(messages: &mut [OutMessage<'_>]) {
+    let values = || {
+        messages.iter().filter_map(|m| match m {
+            OutMessage::Other(v) => Some(v),
+            OutMessage::Text { .. } => None,
+        })
+    };
+    let answered: std::collections::HashSet<String> = values()
         .filter(|m| m.get("role").and_then(Value::as_str) == Some("tool"))
         .filter_map(|m| {
             m.get("tool_call_id")
@@ -472,7 +539,7 @@ fn drop_unanswered_calls(messages: &mut [Value]) {
         })
         .collect();
     for m in messages.iter_mut() {
-        let Some(obj) = m.as_object_mut() else {
+        let OutMessage::Other(Value::Object(obj)) = m else {
             continue;
         };
         let Some(Value::Array(calls)) = obj.get_mut("tool_calls") else {
