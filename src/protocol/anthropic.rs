@@ -486,12 +486,28 @@ pub fn parse_usage(u: &Value) -> TokenUsage {
 /// Renders an Anthropic `usage` object: `input_tokens` is the uncached
 /// input only, cache reads and writes have fields of their own.
 pub fn emit_usage(u: &TokenUsage) -> Value {
-    json!({
-        "input_tokens": u.input.saturating_sub(u.cache_read + u.cache_creation),
-        "output_tokens": u.output,
-        "cache_creation_input_tokens": u.cache_creation,
-        "cache_read_input_tokens": u.cache_read,
-    })
+    serde_json::to_value(Usage::of(u)).unwrap_or_default()
+}
+
+/// An Anthropic `usage` object as written (members in a `Value` map's
+/// order).
+#[derive(serde::Serialize)]
+struct Usage {
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Usage {
+    fn of(u: &TokenUsage) -> Self {
+        Usage {
+            cache_creation_input_tokens: u.cache_creation,
+            cache_read_input_tokens: u.cache_read,
+            input_tokens: u.input.saturating_sub(u.cache_read + u.cache_creation),
+            output_tokens: u.output,
+        }
+    }
 }
 
 /// Parses a whole Anthropic answer.
@@ -535,7 +551,7 @@ struct WholeAnswer<'a> {
     stop_reason: &'static str,
     stop_sequence: Option<()>,
     r#type: &'static str,
-    usage: Value,
+    usage: Usage,
 }
 
 #[derive(serde::Serialize)]
@@ -595,7 +611,7 @@ impl<'a> WholeAnswer<'a> {
             stop_reason: finish_name(resp.finish),
             stop_sequence: None,
             r#type: "message",
-            usage: emit_usage(&resp.usage),
+            usage: Usage::of(&resp.usage),
         }
     }
 }

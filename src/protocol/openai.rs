@@ -9,7 +9,6 @@
 use crate::protocol::Lookup as _;
 use std::collections::HashMap;
 
-use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::ConvertError;
@@ -618,135 +617,162 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
         .ok_or_else(|| bad("OpenAI response has no choices"))?;
     let msg = choice.get("message").unwrap_or(&Value::Null);
     Ok(answer_from(AnswerFields {
-        id: body.get("id"),
+        id: body.get("id").and_then(Value::as_str),
         reasoning: msg
             .get("reasoning_content")
-            .or_else(|| msg.get("reasoning")),
-        content: msg.get("content"),
+            .or_else(|| msg.get("reasoning"))
+            .and_then(Value::as_str),
+        text: text_of(msg.get("content")).unwrap_or_default(),
         tool_calls: msg.get("tool_calls"),
-        finish_reason: choice.get("finish_reason"),
-        usage: body.get("usage"),
+        finish_reason: choice.get("finish_reason").and_then(Value::as_str),
+        usage: body.get("usage").map(parse_usage).unwrap_or_default(),
     }))
 }
 
-/// [`parse_response`] straight from the bytes: only the members the
-/// conversion reads become `Value`s, the rest is skipped unparsed. `None`
-/// when the answer is not in the usual shape (not JSON, a member of an
-/// unexpected type, a repeated member): the caller then parses it whole.
+/// [`parse_response`] straight from the bytes of an answer in the usual
+/// shape, into typed members (only `tool_calls` becomes a `Value`); the
+/// rest is skipped unparsed. `None` for any other shape (not JSON, a
+/// member of an unexpected type, `content` as an array of parts, a
+/// repeated member): the caller then parses it whole.
 pub fn parse_response_slice(body: &[u8]) -> Option<Result<ChatResponse, ConvertError>> {
-    let raw: RawAnswer<'_> = serde_json::from_slice(body).ok()?;
-    let value = |raw: Option<&RawValue>| -> Option<Option<Value>> {
-        match raw {
-            None => Some(None),
-            Some(r) => serde_json::from_str(r.get()).ok().map(Some),
-        }
-    };
-    let Some(choice) = raw.choices.as_deref().and_then(<[RawChoice<'_>]>::first) else {
+    let raw: RawAnswer = serde_json::from_slice(body).ok()?;
+    let Some(choice) = raw.choices.as_deref().and_then(<[RawChoice]>::first) else {
         return Some(Err(bad("OpenAI response has no choices")));
     };
     let msg = choice.message.as_ref();
-    let reasoning = match msg {
-        Some(m) => value(m.reasoning_content.or(m.reasoning))?,
-        None => None,
-    };
-    let content = value(msg.and_then(|m| m.content))?;
-    let tool_calls = value(msg.and_then(|m| m.tool_calls))?;
-    let id = value(raw.id)?;
-    let finish_reason = value(choice.finish_reason)?;
-    let usage = value(raw.usage)?;
     Some(Ok(answer_from(AnswerFields {
-        id: id.as_ref(),
-        reasoning: reasoning.as_ref(),
-        content: content.as_ref(),
-        tool_calls: tool_calls.as_ref(),
-        finish_reason: finish_reason.as_ref(),
-        usage: usage.as_ref(),
+        id: raw.id.as_deref(),
+        // A present `null` wins over the other name, as `Value::get`
+        // finds it.
+        reasoning: msg
+            .and_then(|m| m.reasoning_content.as_ref().or(m.reasoning.as_ref()))
+            .and_then(Option::as_deref),
+        text: msg.and_then(|m| m.content.clone()).unwrap_or_default(),
+        tool_calls: msg.and_then(|m| m.tool_calls.as_ref()),
+        finish_reason: choice.finish_reason.as_deref(),
+        usage: raw.usage.map(RawUsage::tokens).unwrap_or_default(),
     })))
 }
 
-/// The members of an OpenAI answer the conversion reads, each exactly as
-/// `Value::get` finds it (present `null` included).
+/// The members of an OpenAI answer the conversion reads.
 struct AnswerFields<'v> {
-    id: Option<&'v Value>,
+    id: Option<&'v str>,
     /// `reasoning_content`, else `reasoning`.
-    reasoning: Option<&'v Value>,
-    content: Option<&'v Value>,
+    reasoning: Option<&'v str>,
+    /// The text of `content`.
+    text: String,
     tool_calls: Option<&'v Value>,
-    finish_reason: Option<&'v Value>,
-    usage: Option<&'v Value>,
+    finish_reason: Option<&'v str>,
+    usage: TokenUsage,
 }
 
 fn answer_from(f: AnswerFields<'_>) -> ChatResponse {
     let mut parts = Vec::new();
-    if let Some(r) = f
-        .reasoning
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-    {
+    if let Some(r) = f.reasoning.filter(|r| !r.is_empty()) {
         parts.push(Part::Thinking {
             text: r.to_string(),
             signature: None,
         });
     }
-    let text = text_of(f.content).unwrap_or_default();
-    for p in split_thinking_tags(&text) {
-        parts.push(p);
+    if f.text.contains("<thinking>") {
+        parts.extend(split_thinking_tags(&f.text));
+        // Thinking spans found inside the text go before it (Claude's order).
+        parts.sort_by_key(|p| !matches!(p, Part::Thinking { .. }));
+    } else if !f.text.is_empty() {
+        parts.push(Part::Text(f.text));
     }
-    // Thinking spans found inside the text go before it (Claude's order).
-    parts.sort_by_key(|p| !matches!(p, Part::Thinking { .. }));
     if let Some(calls) = f.tool_calls {
         parts.extend(assistant_parts(&json!({ "tool_calls": calls })));
     }
-    let mut finish = f
-        .finish_reason
-        .and_then(Value::as_str)
-        .map_or(FinishReason::Stop, parse_finish);
+    let mut finish = f.finish_reason.map_or(FinishReason::Stop, parse_finish);
     if finish == FinishReason::Stop && parts.iter().any(|p| matches!(p, Part::ToolUse(_))) {
         finish = FinishReason::ToolUse;
     }
     ChatResponse {
-        id: f.id.and_then(Value::as_str).map(str::to_string),
+        id: f.id.map(str::to_string),
         parts,
         finish,
-        usage: f.usage.map(parse_usage).unwrap_or_default(),
+        usage: f.usage,
     }
 }
 
-/// An OpenAI answer's members, unparsed; a member present as `null` is
-/// kept (`Some("null")`), as `Value::get` would find it.
+/// The members of an OpenAI answer the conversion reads, typed as they
+/// usually are; a member of another type fails the whole parse.
 #[derive(serde::Deserialize)]
-struct RawAnswer<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    choices: Option<Vec<RawChoice<'a>>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    usage: Option<&'a RawValue>,
+struct RawAnswer {
+    #[serde(default)]
+    id: Option<String>,
+    choices: Option<Vec<RawChoice>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
 }
 
 #[derive(serde::Deserialize)]
-struct RawChoice<'a> {
-    #[serde(borrow)]
-    message: Option<RawMessage<'a>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    finish_reason: Option<&'a RawValue>,
+struct RawChoice {
+    message: Option<RawMessage>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(serde::Deserialize)]
-struct RawMessage<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    reasoning_content: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    reasoning: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    content: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    tool_calls: Option<&'a RawValue>,
+struct RawMessage {
+    /// `Some(None)`: present as `null`.
+    #[serde(default, deserialize_with = "present")]
+    reasoning_content: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    reasoning: Option<Option<String>>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
 }
 
-/// A member that is there, whatever its value (`null` included).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+/// A member that is there, `null` included.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// An OpenAI `usage` object, read as [`parse_usage`] reads it.
+#[derive(serde::Deserialize)]
+struct RawUsage {
+    #[serde(default)]
+    prompt_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    completion_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    prompt_tokens_details: Option<RawDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<RawDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawDetails {
+    #[serde(default)]
+    cached_tokens: Option<serde_json::Number>,
+    #[serde(default)]
+    reasoning_tokens: Option<serde_json::Number>,
+}
+
+impl RawUsage {
+    fn tokens(self) -> TokenUsage {
+        let count = |n: Option<serde_json::Number>| as_u64(n.map(Value::Number).as_ref());
+        TokenUsage {
+            input: count(self.prompt_tokens).unwrap_or(0),
+            output: count(self.completion_tokens).unwrap_or(0),
+            cache_read: count(self.prompt_tokens_details.and_then(|d| d.cached_tokens))
+                .unwrap_or(0),
+            cache_creation: 0,
+            reasoning: count(
+                self.completion_tokens_details
+                    .and_then(|d| d.reasoning_tokens),
+            )
+            .unwrap_or(0),
+        }
+    }
 }
 
 /// Renders a whole OpenAI answer.
