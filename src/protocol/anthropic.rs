@@ -534,9 +534,10 @@ pub fn emit_response(resp: &ChatResponse, model: &str) -> Value {
 }
 
 /// The bytes of a whole Anthropic answer: [`emit_response`] written
-/// straight from the answer, without building a `Value` tree first.
-pub fn emit_response_bytes(resp: &ChatResponse, model: &str) -> Vec<u8> {
-    serde_json::to_vec(&WholeAnswer::of(resp, model)).unwrap_or_default()
+/// straight from the answer, without building a `Value` tree first, into a
+/// buffer of `size_hint` bytes to start with.
+pub fn emit_response_bytes(resp: &ChatResponse, model: &str, size_hint: usize) -> Vec<u8> {
+    super::json_bytes(&WholeAnswer::of(resp, model), size_hint)
 }
 
 /// A whole Anthropic answer as written. Fields (and those of the blocks)

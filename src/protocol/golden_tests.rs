@@ -205,7 +205,7 @@ fn a_usual_openai_answer_skips_the_value_tree() {
         let text = String::from_utf8(bytes).unwrap();
         (text.replace(&id, "msg_*"), v)
     };
-    let (typed, typed_value) = mask(super::anthropic::emit_response_bytes(&resp, "claude"));
+    let (typed, typed_value) = mask(super::anthropic::emit_response_bytes(&resp, "claude", 0));
     let via_value = serde_json::to_vec(&super::anthropic::emit_response(&resp, "claude")).unwrap();
     let (via_value, via_value_value) = mask(via_value);
     assert_eq!(typed, via_value);

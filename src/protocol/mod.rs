@@ -51,6 +51,16 @@ impl Lookup for Value {
     }
 }
 
+/// `value` as JSON in a buffer that starts at `capacity` bytes: written
+/// in one go rather than grown from `to_vec`'s 128 bytes by doubling.
+fn json_bytes(value: &impl serde::Serialize, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
+    if serde_json::to_writer(&mut out, value).is_err() {
+        out.clear();
+    }
+    out
+}
+
 /// A wire protocol family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -240,7 +250,14 @@ pub fn convert_request_slice(
         }
     };
     let converted = match to {
-        Protocol::OpenAi => return Ok(openai::emit_request_bytes(&req, model, stream)),
+        Protocol::OpenAi => {
+            return Ok(openai::emit_request_bytes(
+                &req,
+                model,
+                stream,
+                body.len() + 64,
+            ));
+        }
         Protocol::Anthropic => anthropic::emit_request(&req, model, stream),
         Protocol::Gemini => gemini::emit_request(&req, model),
         Protocol::Responses => responses::emit_request(&req, model, stream),
@@ -339,7 +356,13 @@ pub fn convert_response_slice(
         }
     };
     let converted = match to {
-        Protocol::Anthropic => return Ok(anthropic::emit_response_bytes(&resp, model)),
+        Protocol::Anthropic => {
+            return Ok(anthropic::emit_response_bytes(
+                &resp,
+                model,
+                body.len() + 64,
+            ));
+        }
         Protocol::OpenAi => openai::emit_response(&resp, model),
         Protocol::Gemini => gemini::emit_response(&resp, model),
         Protocol::Responses => responses::emit_response(&resp, model, tools),

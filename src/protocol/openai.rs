@@ -286,9 +286,16 @@ pub fn emit_request(req: &ChatRequest, model: &str, stream: bool) -> Value {
 }
 
 /// The bytes of [`emit_request`], written straight from the canonical
-/// request without building a `Value` tree first.
-pub fn emit_request_bytes(req: &ChatRequest, model: &str, stream: bool) -> Vec<u8> {
-    serde_json::to_vec(&Request::of(req, model, stream)).unwrap_or_default()
+/// request without building a `Value` tree first, into a buffer of
+/// `size_hint` bytes to start with (the client's body length is a good
+/// guess; it grows as needed).
+pub fn emit_request_bytes(
+    req: &ChatRequest,
+    model: &str,
+    stream: bool,
+    size_hint: usize,
+) -> Vec<u8> {
+    super::json_bytes(&Request::of(req, model, stream), size_hint)
 }
 
 /// An OpenAI request as written. Members are in alphabetical order, the
