@@ -654,12 +654,6 @@ fn cache_key(state: &State, call: &Call<'_>, p: &Prepared<'_>) -> Option<Key> {
     }
 }
 
-/// Provider choice, first match wins: path prefix, `Model-Provider`
-/// header, `model_routes`, the default provider.
-/// The client body as the pipeline reads it (an empty body is `{}`), what
-/// [`protocol::inspect`] found in it, and the model it asks for: the
-/// checks `count_tokens` shares with the inference routes, so that both
-/// refuse the same requests.
 /// At debug level: the request fields a conversion drops for want of an
 /// equivalent.
 fn log_dropped(client: Protocol, family: Protocol, value: &Value) {
@@ -680,6 +674,10 @@ fn log_dropped(client: Protocol, family: Protocol, value: &Value) {
     }
 }
 
+/// The client body as the pipeline reads it (an empty body is `{}`), what
+/// [`protocol::inspect`] found in it, and the model it asks for: the
+/// checks `count_tokens` shares with the inference routes, so that both
+/// refuse the same requests.
 pub(super) fn probe(
     client: Protocol,
     raw: &[u8],
@@ -698,6 +696,8 @@ pub(super) fn probe(
     Ok((body, info, model))
 }
 
+/// Provider choice, first match wins: path prefix, `Model-Provider`
+/// header, `model_routes`, the default provider.
 pub(super) fn select(
     state: &State,
     prefix: Option<ProviderKind>,

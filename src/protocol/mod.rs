@@ -225,8 +225,8 @@ pub fn convert_request(
 }
 
 /// [`convert_request`] from the body's bytes to the target's, for a
-/// cross-family conversion (a same-family body is passed through, not
-/// converted). The usual Anthropic request is read without a
+/// cross-family conversion (the gateway passes a same-family body through
+/// without calling this). The usual Anthropic request is read without a
 /// `Value` tree and an OpenAI request written without one; anything else
 /// goes through the trees. Invalid JSON is an error like a conversion's.
 pub fn convert_request_slice(
