@@ -21,6 +21,18 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// checks recognise it).
 pub const TAIL_LEN: usize = 24;
 
+/// Every prefix the protocol layer gives [`new_id`], for the checks that
+/// recognise generated ids.
+pub const PREFIXES: [&str; 7] = [
+    "chatcmpl-",
+    "msg_",
+    "call_",
+    "toolu_",
+    "resp_",
+    "fc_",
+    "rs_",
+];
+
 /// A fresh id `<prefix><24 hex digits>`, e.g. `msg_…`, `call_…`.
 pub fn new_id(prefix: &str) -> String {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -75,15 +87,7 @@ pub fn rfc3339(secs: u64) -> String {
 pub fn normalise(v: &mut Value) {
     match v {
         Value::String(s) => {
-            for prefix in [
-                "chatcmpl-",
-                "msg_",
-                "call_",
-                "toolu_",
-                "resp_",
-                "fc_",
-                "rs_",
-            ] {
+            for prefix in PREFIXES {
                 if let Some(tail) = s.strip_prefix(prefix)
                     && tail.len() == TAIL_LEN
                     && tail.bytes().all(|b| b.is_ascii_hexdigit())

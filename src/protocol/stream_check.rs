@@ -16,15 +16,7 @@ pub fn normalise(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     'outer: while !rest.is_empty() {
-        for prefix in [
-            "chatcmpl-",
-            "msg_",
-            "call_",
-            "toolu_",
-            "resp_",
-            "fc_",
-            "rs_",
-        ] {
+        for prefix in ids::PREFIXES {
             if let Some(after) = rest.strip_prefix(prefix)
                 && after.len() >= ids::TAIL_LEN
                 && after.as_bytes()[..ids::TAIL_LEN]
