@@ -30,8 +30,6 @@
 //! `response.incomplete` or `response.failed`, every event numbered by a
 //! `sequence_number` that counts up from 0.
 
-use std::collections::HashMap;
-
 use serde_json::{Map, Value, json};
 
 use super::ConvertError;
@@ -90,8 +88,11 @@ struct Origin {
 /// and for every other client protocol.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ToolMap {
-    /// Flattened name → origin, for the tools whose name or kind changed.
-    flat: HashMap<String, Origin>,
+    /// Flattened name and origin of each tool whose name or kind changed,
+    /// in the order declared: where a request declares the same tool
+    /// twice, the first declaration decides, the same in every process
+    /// (a hash map's order would not be).
+    flat: Vec<(String, Origin)>,
 }
 
 impl ToolMap {
@@ -111,14 +112,14 @@ impl ToolMap {
             {
                 taken.push(name.to_string());
                 if kind == Some("custom") {
-                    map.flat.insert(
+                    map.flat.push((
                         name.to_string(),
                         Origin {
                             namespace: None,
                             name: name.to_string(),
                             custom: true,
                         },
-                    );
+                    ));
                 }
             }
         }
@@ -146,21 +147,21 @@ impl ToolMap {
                     name.to_string()
                 };
                 taken.push(flat.clone());
-                map.flat.insert(
+                map.flat.push((
                     flat,
                     Origin {
                         namespace: Some(ns.to_string()),
                         name: name.to_string(),
                         custom: kind == Some("custom"),
                     },
-                );
+                ));
             }
         }
         map
     }
 
     fn origin(&self, flat: &str) -> Option<&Origin> {
-        self.flat.get(flat)
+        self.flat.iter().find(|(f, _)| f == flat).map(|(_, o)| o)
     }
 
     /// The flattened name of `name` in `namespace`.

@@ -1,6 +1,8 @@
 //! Responses event streams: [`Decoder`] reads an upstream's, [`Encoder`]
 //! writes a client's, numbered by `sequence_number`.
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// Turns an upstream Responses event stream into canonical events.

@@ -291,3 +291,44 @@ fn decoder_reads_its_own_stream() {
         matches!(out.last(), Some(StreamEvent::Finish { reason: Some(FinishReason::ToolUse), usage: Some(u) }) if u.output == 2)
     );
 }
+
+/// A request that declares the same namespaced tool twice flattens it the
+/// same way every time: the first declaration keeps the plain name. (The
+/// map was a `HashMap` whose per-instance order decided; the conversion
+/// fuzz target found the two conversions of one request disagreeing.)
+#[test]
+fn a_tool_declared_twice_flattens_the_same_way_every_time() {
+    let body = json!({"model": "m", "input": "hi", "tools": [
+        {"type": "namespace", "name": "agents", "tools": [
+            {"type": "function", "name": "wait", "parameters": {"type": "object"}}]},
+        {"type": "namespace", "name": "agents", "tools": [
+            {"type": "function", "name": "wait", "parameters": {"type": "object"}}]},
+    ], "tool_choice": {"type": "function", "name": "wait", "namespace": "agents"}});
+    let first = crate::protocol::convert_request(
+        crate::protocol::Protocol::Responses,
+        crate::protocol::Protocol::OpenAi,
+        &body,
+        "m",
+        false,
+    )
+    .unwrap();
+    let names: Vec<&str> = first["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["wait", "wait"]);
+    assert_eq!(first["tool_choice"]["function"]["name"], "wait");
+    for _ in 0..50 {
+        let again = crate::protocol::convert_request(
+            crate::protocol::Protocol::Responses,
+            crate::protocol::Protocol::OpenAi,
+            &body,
+            "m",
+            false,
+        )
+        .unwrap();
+        assert_eq!(again, first);
+    }
+}
