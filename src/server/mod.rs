@@ -483,12 +483,9 @@ impl Server {
 #[inline(never)]
 fn worker_loop(shared: &Arc<Shared>, jobs: &WorkQueue<Work>) {
     let parking = Parking::new();
-    while let Some((work, handoff)) = next_work(jobs, &parking) {
-        // A job handed to this worker while it was parked was counted by
-        // the poller (see `Handoff::ToParked`).
-        if handoff == Handoff::Queued {
-            shared.idle.fetch_sub(1, Ordering::SeqCst);
-        }
+    // A job handed to this worker while it was parked was counted busy by
+    // the poller (see `Handoff::ToParked`), a queued one by `next_work`.
+    while let Some(work) = next_work(shared, jobs, &parking) {
         match work {
             Work::Request(job) => serve_connection(shared, jobs, job),
             Work::Task(task) => run_task(shared, task),
@@ -503,10 +500,19 @@ fn report_done(done: &Sender<()>) {
     let _ = done.send(());
 }
 
-/// The next job; `None` once the server stops.
+/// The next job; `None` once the server stops. A queued job turns this
+/// worker busy in the same step as it leaves the queue (see
+/// `WorkQueue::recv`).
 #[inline(never)]
-fn next_work(jobs: &WorkQueue<Work>, parking: &Arc<Parking<Work>>) -> Option<(Work, Handoff)> {
-    jobs.recv(parking)
+fn next_work(
+    shared: &Shared,
+    jobs: &WorkQueue<Work>,
+    parking: &Arc<Parking<Work>>,
+) -> Option<Work> {
+    jobs.recv(parking, || {
+        shared.idle.fetch_sub(1, Ordering::SeqCst);
+    })
+    .map(|(work, _)| work)
 }
 
 /// Runs a task of an upgraded connection.

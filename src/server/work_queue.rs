@@ -84,10 +84,19 @@ impl<T> WorkQueue<T> {
 
     /// The next job for the worker that waits at `parking`, waiting for
     /// one if none is queued; `None` once the queue is closed and empty.
-    pub(super) fn recv(&self, parking: &Arc<Parking<T>>) -> Option<(T, Handoff)> {
+    /// `taken` runs when a queued job is taken, under the queue's lock:
+    /// whoever counts idle workers must see the job leave the queue and
+    /// its worker turn busy as one step, or a job sent in between finds
+    /// the worker still counted idle and queues with no one to take it.
+    pub(super) fn recv(
+        &self,
+        parking: &Arc<Parking<T>>,
+        taken: impl FnOnce(),
+    ) -> Option<(T, Handoff)> {
         {
             let mut state = self.state();
             if let Some(job) = state.queued.pop_front() {
+                taken();
                 return Some((job, Handoff::Queued));
             }
             if state.closed {
@@ -195,7 +204,7 @@ mod tests {
         let handle = thread::spawn(move || {
             let parking = Parking::new();
             loop {
-                let job = theirs.recv(&parking).map(|(job, how)| {
+                let job = theirs.recv(&parking, || {}).map(|(job, how)| {
                     assert_eq!(how, Handoff::ToParked);
                     job
                 });
@@ -241,8 +250,8 @@ mod tests {
         assert_eq!(jobs.try_send(3), Err(3));
         assert_eq!(jobs.len(), 2);
         let parking = Parking::new();
-        assert_eq!(queue.recv(&parking), Some((1, Handoff::Queued)));
-        assert_eq!(queue.recv(&parking), Some((2, Handoff::Queued)));
+        assert_eq!(queue.recv(&parking, || {}), Some((1, Handoff::Queued)));
+        assert_eq!(queue.recv(&parking, || {}), Some((2, Handoff::Queued)));
         assert!(queue.is_empty());
     }
 
@@ -252,9 +261,9 @@ mod tests {
         jobs.try_send(7).unwrap();
         drop(jobs);
         let parking = Parking::new();
-        assert_eq!(queue.recv(&parking), Some((7, Handoff::Queued)));
-        assert_eq!(queue.recv(&parking), None);
-        assert_eq!(queue.recv(&parking), None);
+        assert_eq!(queue.recv(&parking, || {}), Some((7, Handoff::Queued)));
+        assert_eq!(queue.recv(&parking, || {}), None);
+        assert_eq!(queue.recv(&parking, || {}), None);
     }
 
     #[test]
@@ -275,5 +284,25 @@ mod tests {
         let (done_tx, done) = mpsc::channel();
         thread::spawn(move || done_tx.send(parking.wait()).unwrap());
         assert_eq!(done.recv_timeout(Duration::from_secs(10)).unwrap(), Some(5));
+    }
+
+    #[test]
+    fn taking_a_queued_job_is_reported_and_a_handed_one_is_not() {
+        let (jobs, queue) = work_queue(2);
+        jobs.try_send(1).unwrap();
+        let parking = Parking::new();
+        let mut taken = 0;
+        assert_eq!(
+            queue.recv(&parking, || taken += 1),
+            Some((1, Handoff::Queued))
+        );
+        assert_eq!(taken, 1);
+        let (seen_tx, seen) = mpsc::channel();
+        let waiting = worker(&queue, "parked", &seen_tx);
+        assert_eq!(jobs.try_send(2), Ok(Handoff::ToParked));
+        assert_eq!(seen.recv().unwrap(), ("parked", Some(2)));
+        drop(jobs);
+        assert_eq!(seen.recv().unwrap(), ("parked", None));
+        waiting.join().unwrap();
     }
 }
