@@ -304,14 +304,17 @@ fn a_tool_declared_twice_flattens_the_same_way_every_time() {
         {"type": "namespace", "name": "agents", "tools": [
             {"type": "function", "name": "wait", "parameters": {"type": "object"}}]},
     ], "tool_choice": {"type": "function", "name": "wait", "namespace": "agents"}});
-    let first = crate::protocol::convert_request(
-        crate::protocol::Protocol::Responses,
-        crate::protocol::Protocol::OpenAi,
-        &body,
-        "m",
-        false,
-    )
-    .unwrap();
+    let convert = || {
+        crate::protocol::convert_request(
+            crate::protocol::Protocol::Responses,
+            crate::protocol::Protocol::OpenAi,
+            &body,
+            "m",
+            false,
+        )
+        .unwrap()
+    };
+    let first = convert();
     let names: Vec<&str> = first["tools"]
         .as_array()
         .unwrap()
@@ -321,14 +324,6 @@ fn a_tool_declared_twice_flattens_the_same_way_every_time() {
     assert_eq!(names, ["wait", "wait"]);
     assert_eq!(first["tool_choice"]["function"]["name"], "wait");
     for _ in 0..50 {
-        let again = crate::protocol::convert_request(
-            crate::protocol::Protocol::Responses,
-            crate::protocol::Protocol::OpenAi,
-            &body,
-            "m",
-            false,
-        )
-        .unwrap();
-        assert_eq!(again, first);
+        assert_eq!(convert(), first);
     }
 }
