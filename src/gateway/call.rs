@@ -131,8 +131,15 @@ pub trait Sink {
     fn whole(&mut self, answer: Answer<'_>);
 
     /// Starts a stream of client-protocol events; false if the peer is
-    /// already gone.
+    /// already gone. The transport may hold its start back until the
+    /// first [`Sink::send`] or [`Sink::flush`], to send both at once:
+    /// flush before waiting for anything.
     fn open(&mut self, content_type: &str) -> bool;
+
+    /// Sends whatever [`Sink::open`] held back; false if the peer is gone.
+    fn flush(&mut self) -> bool {
+        true
+    }
 
     /// One or more complete client-protocol events (SSE frames, or JSON
     /// array pieces for a Gemini stream). False if the peer is gone: the
@@ -190,7 +197,11 @@ impl Sink for HttpSink<'_, '_> {
             ("X-Accel-Buffering", "no"),
             ("X-Cache", "BYPASS"),
         ];
-        self.out.open_stream(200, &headers).is_ok()
+        self.out.open_stream_held(200, &headers).is_ok()
+    }
+
+    fn flush(&mut self) -> bool {
+        self.out.flush_stream().is_ok()
     }
 
     fn send(&mut self, events: &[u8]) -> bool {

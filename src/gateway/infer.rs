@@ -467,6 +467,10 @@ impl Gateway {
         let mut last_read = Instant::now();
         let mut last_sent = last_read;
         let mut first_byte = true;
+        // The sink may be holding the response head back to send it with
+        // the first events: a read that would wait for anything goes out
+        // only after it (so a slow first token does not delay the head).
+        let mut unflushed = true;
         let mut out_note = None;
         // How the stream ended, for the instance's health.
         let mut end = Health::Success;
@@ -489,7 +493,7 @@ impl Gateway {
             // is set again only when it changes): keep-alives go out at
             // most one wait late, and while draining the deadline is
             // checked often enough.
-            let batching = !pending.is_empty();
+            let batching = unflushed || !pending.is_empty();
             wait.set(if batching {
                 Duration::ZERO
             } else if sink.wants_short_waits() {
@@ -517,30 +521,27 @@ impl Gateway {
                     }
                     converter.feed(&buf[..n], &mut pending);
                     // A body that may block holds nothing back.
-                    if !wait.honoured() && !pending.is_empty() {
-                        if !sink.send(&pending) {
+                    if !wait.honoured() && (unflushed || !pending.is_empty()) {
+                        if !send(sink, &mut pending, &mut unflushed) {
                             return None;
                         }
-                        pending.clear();
                         last_sent = last_read;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if batching && read_wait::timed_out(&e) => {
                     // Everything that had arrived is converted: send it.
-                    if !sink.send(&pending) {
+                    if !send(sink, &mut pending, &mut unflushed) {
                         return None;
                     }
-                    pending.clear();
                     last_sent = Instant::now();
                 }
                 Err(e) if read_wait::timed_out(&e) && last_read.elapsed() < idle_timeout => {
                     if last_sent.elapsed() >= keepalive {
                         converter.keepalive(&mut pending);
-                        if !sink.send(&pending) {
+                        if !send(sink, &mut pending, &mut unflushed) {
                             return None;
                         }
-                        pending.clear();
                         last_sent = Instant::now();
                     }
                 }
@@ -721,6 +722,19 @@ pub(super) fn select(
         return Ok(kind);
     }
     Ok(route_model(&state.config, model).unwrap_or_else(|| state.registry.default_kind()))
+}
+
+/// Sends the converted events (or only the held head when there are
+/// none); false when the client is gone.
+fn send(sink: &mut dyn Sink, pending: &mut Vec<u8>, unflushed: &mut bool) -> bool {
+    let sent = if pending.is_empty() {
+        sink.flush()
+    } else {
+        sink.send(pending)
+    };
+    pending.clear();
+    *unflushed = false;
+    sent
 }
 
 /// The upstream's error answer in the client's protocol (unchanged when

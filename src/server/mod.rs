@@ -713,7 +713,8 @@ fn answered(out: &mut Responder<'_>, returned: bool) -> Answered {
     if !returned {
         out.log.set("note", "panic");
     }
-    if out.state() == ResponseState::Pending {
+    // A stream whose head was never sent can still be answered properly.
+    if out.state() == ResponseState::Pending || out.unsend_head() {
         internal_error(out);
     }
     Answered {

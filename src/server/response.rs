@@ -106,6 +106,9 @@ pub struct Responder<'a> {
     upgraded: Option<Box<dyn Upgraded>>,
     /// Framing buffer of a stream, kept between its chunks.
     chunk: Vec<u8>,
+    /// A stream's head is in `chunk`, not sent yet (see
+    /// [`Responder::open_stream_held`]).
+    held: bool,
     /// Access-log facts set by the handler.
     pub log: LogFields,
 }
@@ -134,6 +137,7 @@ impl<'a> Responder<'a> {
             added: Vec::new(),
             upgraded: None,
             chunk: Vec::new(),
+            held: false,
             log: LogFields::default(),
         }
     }
@@ -254,17 +258,53 @@ impl<'a> Responder<'a> {
 
     /// Sends the head of a streamed response (see [`Responder::start_stream`]).
     pub fn open_stream(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
+        self.open_stream_held(status, headers)?;
+        self.flush_stream()
+    }
+
+    /// Starts a streamed response whose head waits for the first chunk
+    /// (or the end, or [`Responder::flush_stream`]) and goes out in the
+    /// same write: one system call and one segment fewer when the first
+    /// events are at hand, as nginx's `postpone_output` does. The caller
+    /// flushes before it waits for anything.
+    pub fn open_stream_held(&mut self, status: u16, headers: &[(&str, &str)]) -> io::Result<()> {
         if self.state != ResponseState::Pending {
             return Err(io::Error::other("response already started"));
         }
         if self.http10 {
             self.keep_alive = false;
         }
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = std::mem::take(&mut self.chunk);
+        buf.clear();
+        buf.reserve(256);
         self.write_head(&mut buf, status, headers, None);
+        self.chunk = buf;
+        self.held = true;
         self.state = ResponseState::Streaming;
-        self.write(&buf);
-        self.result()
+        Ok(())
+    }
+
+    /// Sends a held head now (nothing when none is held).
+    pub fn flush_stream(&mut self) -> io::Result<()> {
+        self.write_chunk(&[], false)
+    }
+
+    /// Takes back a stream's head that was never sent, so that the
+    /// response can start over (a handler that panicked between opening
+    /// a stream and its first chunk still gets its client a 500). False
+    /// when the head is out already.
+    pub(crate) fn unsend_head(&mut self) -> bool {
+        if !(self.held && self.state == ResponseState::Streaming) {
+            return false;
+        }
+        self.held = false;
+        self.chunk.clear();
+        self.state = ResponseState::Pending;
+        if self.http10 {
+            // open_stream_held turned keep-alive off for the stream only.
+            self.keep_alive = true;
+        }
+        true
     }
 
     /// Sends `data` as one chunk of a streamed response and flushes it.
@@ -292,8 +332,10 @@ impl<'a> Responder<'a> {
         }
         let framed = !self.http10;
         let mut buf = std::mem::take(&mut self.chunk);
-        buf.clear();
-        let mut prefix = 0;
+        if !std::mem::take(&mut self.held) {
+            buf.clear();
+        }
+        let mut prefix = buf.len();
         if !data.is_empty() && !self.head_only {
             if framed {
                 push_hex(&mut buf, data.len());

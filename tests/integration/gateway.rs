@@ -214,6 +214,44 @@ fn stream_events_keep_their_pacing_through_the_proxy() {
     assert_eq!(seen.matches("data: [DONE]").count(), 1);
 }
 
+/// The response head waits for events already at hand (to go out in
+/// the same write) but never for a slow first token.
+#[test]
+fn a_stream_head_is_not_held_up_by_a_slow_first_token() {
+    let up = MockUpstream::start(|_, _| {
+        let mut events = openai_stream(&["a"], Duration::ZERO);
+        events[0].0 = Duration::from_millis(600);
+        Reply::Sse(events)
+    });
+    let p = openai_proxy(&up, |_| {});
+    let mut s = connect(p.addr());
+    let asked = Instant::now();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{CHAT_STREAM}",
+        CHAT_STREAM.len()
+    )
+    .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let head_after = asked.elapsed();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(!head.contains("data:"), "{head}");
+    assert!(
+        head_after < Duration::from_millis(400),
+        "head after {head_after:?}"
+    );
+    let mut seen = head;
+    while !seen.contains("[DONE]") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(asked.elapsed() >= Duration::from_millis(600));
+    assert!(seen.contains(r#""content":"a""#), "{seen}");
+}
+
 /// An upstream streaming "a", then "b" after `pause`.
 fn pausing_stream(pause: Duration) -> MockUpstream {
     MockUpstream::start(move |_, _| {

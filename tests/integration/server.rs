@@ -43,6 +43,28 @@ impl Handler for TestHandler {
                 );
             }
             "/panic" => panic!("test handler panics on purpose"),
+            "/held-panic" => {
+                out.open_stream_held(200, &[("Content-Type", "text/event-stream")])
+                    .unwrap();
+                panic!("test handler panics before its first event on purpose");
+            }
+            "/held" => {
+                // The head waits for the first event; the second comes
+                // later, flushed on its own.
+                out.open_stream_held(200, &[("Content-Type", "text/event-stream")])
+                    .unwrap();
+                out.send_chunk(b"data: 0\n\n").unwrap();
+                thread::sleep(Duration::from_millis(200));
+                out.end_stream_with(b"data: 1\n\n").unwrap();
+            }
+            "/held-flush" => {
+                // Flushed before waiting: the head is not held up by it.
+                out.open_stream_held(200, &[("Content-Type", "text/event-stream")])
+                    .unwrap();
+                out.flush_stream().unwrap();
+                thread::sleep(Duration::from_millis(300));
+                out.end_stream_with(b"data: 0\n\n").unwrap();
+            }
             "/sse" => {
                 let mut w = out
                     .start_stream(200, &[("Content-Type", "text/event-stream")])
@@ -222,6 +244,63 @@ fn panicking_handler_answers_500_and_the_worker_lives_on() {
         assert_eq!(get(t.addr, "/panic").status, 500);
     }
     assert_eq!(get(t.addr, "/").status, 200);
+}
+
+#[test]
+fn a_held_stream_head_goes_out_with_the_first_event_or_on_flush() {
+    let t = TestServer::start(|s| s.workers = 1);
+    // A handler that panics before its first event: the head was never
+    // sent, so the client still gets a whole 500, and the worker lives on.
+    assert_eq!(get(t.addr, "/held-panic").status, 500);
+
+    // Head and first event in one write: the first read holds both, and
+    // the second event (200 ms later) is not in it.
+    let mut stream = connect(t.addr);
+    stream
+        .write_all(b"GET /held HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{first}");
+    assert!(first.ends_with("\r\n\r\n9\r\ndata: 0\n\n\r\n"), "{first:?}");
+    let rest = read_response_rest(&mut stream);
+    assert!(rest.ends_with("data: 1\n\n\r\n0\r\n\r\n"), "{rest:?}");
+
+    // Flushed: the head arrives before the handler's 300 ms wait ends.
+    let mut stream = connect(t.addr);
+    let asked = Instant::now();
+    stream
+        .write_all(b"GET /held-flush HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let n = stream.read(&mut buf).unwrap();
+    let head_after = asked.elapsed();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.ends_with("\r\n\r\n"), "only the head: {head:?}");
+    assert!(
+        head_after < Duration::from_millis(250),
+        "head after {head_after:?}"
+    );
+    let rest = read_response_rest(&mut stream);
+    assert!(rest.ends_with("data: 0\n\n\r\n0\r\n\r\n"), "{rest:?}");
+    assert_eq!(get(t.addr, "/").status, 200);
+}
+
+/// What follows on `stream` until the end of a chunked body.
+fn read_response_rest(stream: &mut std::net::TcpStream) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.ends_with(b"0\r\n\r\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed before the end: {:?}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(seen).unwrap()
 }
 
 #[test]
