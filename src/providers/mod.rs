@@ -65,7 +65,8 @@ pub struct UpstreamResponse {
     /// `TimedOut` when nothing arrived within the wait, and carry on at the
     /// next read), as bodies from aiproxy's own HTTP client do; a body that
     /// blocks instead is relayed read by read, with no keep-alives while it
-    /// is silent.
+    /// is silent, and the client's response head waits for its first
+    /// bytes (it goes out with the first events).
     pub body: Box<dyn Read + Send>,
 }
 
