@@ -300,10 +300,6 @@ impl<'a> Responder<'a> {
         self.held = false;
         self.chunk.clear();
         self.state = ResponseState::Pending;
-        if self.http10 {
-            // open_stream_held turned keep-alive off for the stream only.
-            self.keep_alive = true;
-        }
         true
     }
 
