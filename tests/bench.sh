@@ -10,13 +10,15 @@
 # answers only loopback names), access log off (aiproxy logs nothing per
 # request at --log-level warn), per-connection request limits raised so
 # that neither proxy reconnects during a run. Every pair of rows runs
-# alternately, ROUNDS times; the tables give the median of the rounds.
+# alternately, ROUNDS times; the tables give the median of the rounds
+# (three by default: the median of two is their mean, and one slow
+# minute of a shared VM moved a row by a quarter).
 # Throughput and CPU come from wrk (distinct prompts, a generated Lua
 # script), latency from oha (distinct prompts, a generated body file).
 # CPU per request is the utime + stime of the proxy's processes (nginx:
 # master and workers) over the requests completed.
 #
-#   tests/bench.sh                          # everything, ~9 minutes
+#   tests/bench.sh                          # everything, ~13 minutes
 #   DURATION=2s ROUNDS=1 PARTS=unary tests/bench.sh   # one part, short
 #
 # PARTS, comma-separated (all by default):
@@ -36,7 +38,7 @@
 #             (tests/bench_sse_mock.py upstream); each in-flight request
 #             holds two descriptors in the proxy, so the open-files hard
 #             limit can lower IN_FLIGHT (it says so)
-# Knobs: DURATION (10s) per load, ROUNDS (2), CONNS (64), RATES
+# Knobs: DURATION (10s) per load, ROUNDS (3), CONNS (64), RATES
 #   ("1000 5000 10000"), IN_FLIGHT (10000), IN_FLIGHT_ROUNDS (1 request
 #   per client), IN_FLIGHT_LATENCY (5s), SLOW_DELTAS (20), SLOW_DELAY
 #   (0.5 s), WS_CONNECTIONS (10000), WS_RATE (1000), WS_SECONDS (20),
@@ -48,7 +50,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
 RATES=${RATES:-1000 5000 10000}
 PARTS=${PARTS:-ws,unary,stream,paced,rates,cache,inflight}
