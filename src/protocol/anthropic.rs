@@ -18,7 +18,7 @@ use super::canonical::{
     ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
     as_number, as_u64, push_merged, result_text, system_after_results,
 };
-use super::{gemini, ids, schema};
+use super::{gemini, ids, json, schema};
 
 mod usual;
 
@@ -489,60 +489,8 @@ pub fn emit_usage(u: &TokenUsage) -> Value {
     serde_json::to_value(Usage::of(u)).unwrap_or_default()
 }
 
-/// An Anthropic `usage` object as written (members in a `Value` map's
-/// order).
-#[derive(serde::Serialize)]
-struct Usage {
-    cache_creation_input_tokens: u64,
-    cache_read_input_tokens: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-}
-
-impl Usage {
-    fn of(u: &TokenUsage) -> Self {
-        Usage {
-            cache_creation_input_tokens: u.cache_creation,
-            cache_read_input_tokens: u.cache_read,
-            input_tokens: u.input.saturating_sub(u.cache_read + u.cache_creation),
-            output_tokens: u.output,
-        }
-    }
-}
-
-/// Parses a whole Anthropic answer.
-pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
-    let content = body
-        .get("content")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("Anthropic response has no content array"))?;
-    let parts = content.iter().filter_map(parse_block).collect();
-    Ok(ChatResponse {
-        id: body.get("id").and_then(Value::as_str).map(str::to_string),
-        parts,
-        finish: body
-            .get("stop_reason")
-            .and_then(Value::as_str)
-            .map_or(FinishReason::Stop, parse_finish),
-        usage: body.get("usage").map(parse_usage).unwrap_or_default(),
-    })
-}
-
-/// Renders a whole Anthropic answer.
-pub fn emit_response(resp: &ChatResponse, model: &str) -> Value {
-    serde_json::to_value(WholeAnswer::of(resp, model)).unwrap_or_default()
-}
-
-/// The bytes of a whole Anthropic answer: [`emit_response`] written
-/// straight from the answer, without building a `Value` tree first, into a
-/// buffer of `size_hint` bytes to start with.
-pub fn emit_response_bytes(resp: &ChatResponse, model: &str, size_hint: usize) -> Vec<u8> {
-    super::json_bytes(&WholeAnswer::of(resp, model), size_hint)
-}
-
-/// A whole Anthropic answer as written. Fields (and those of the blocks)
-/// are in alphabetical order, the order a `Value`'s map writes them in, so
-/// both renderings give the same bytes.
+/// A whole Anthropic answer as [`emit_response`] renders it, through
+/// serde; [`emit_response_bytes`] writes the same members by hand.
 #[derive(serde::Serialize)]
 struct WholeAnswer<'a> {
     content: Vec<AnswerBlock<'a>>,
@@ -615,6 +563,136 @@ impl<'a> WholeAnswer<'a> {
             usage: Usage::of(&resp.usage),
         }
     }
+}
+
+/// An Anthropic `usage` object as written (members in a `Value` map's
+/// order).
+#[derive(serde::Serialize)]
+struct Usage {
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+impl Usage {
+    fn of(u: &TokenUsage) -> Self {
+        Usage {
+            cache_creation_input_tokens: u.cache_creation,
+            cache_read_input_tokens: u.cache_read,
+            input_tokens: u.input.saturating_sub(u.cache_read + u.cache_creation),
+            output_tokens: u.output,
+        }
+    }
+}
+
+/// Parses a whole Anthropic answer.
+pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
+    let content = body
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("Anthropic response has no content array"))?;
+    let parts = content.iter().filter_map(parse_block).collect();
+    Ok(ChatResponse {
+        id: body.get("id").and_then(Value::as_str).map(str::to_string),
+        parts,
+        finish: body
+            .get("stop_reason")
+            .and_then(Value::as_str)
+            .map_or(FinishReason::Stop, parse_finish),
+        usage: body.get("usage").map(parse_usage).unwrap_or_default(),
+    })
+}
+
+/// Renders a whole Anthropic answer.
+pub fn emit_response(resp: &ChatResponse, model: &str) -> Value {
+    serde_json::to_value(WholeAnswer::of(resp, model)).unwrap_or_default()
+}
+
+/// The bytes of a whole Anthropic answer: [`emit_response`] written
+/// straight from the answer, without building a `Value` tree first, into a
+/// buffer of `size_hint` bytes to start with. Members (and those of the
+/// blocks) are in alphabetical order, the order a `Value`'s map writes
+/// them in, so both renderings give the same bytes. Written by hand: the
+/// member names are constants, and serde_json escaped each one as it
+/// would a text, a quarter of the answer's conversion.
+pub fn emit_response_bytes(resp: &ChatResponse, model: &str, size_hint: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(size_hint);
+    out.extend_from_slice(b"{\"content\":[");
+    let mut blocks = 0;
+    for part in &resp.parts {
+        let start = out.len();
+        if blocks > 0 {
+            out.push(b',');
+        }
+        match part {
+            Part::Text(text) => {
+                out.extend_from_slice(b"{\"text\":");
+                json::push_str(&mut out, text);
+                out.extend_from_slice(b",\"type\":\"text\"}");
+            }
+            Part::Thinking { text, signature } => {
+                out.extend_from_slice(b"{\"signature\":");
+                json::push_str(&mut out, signature.as_deref().unwrap_or_default());
+                out.extend_from_slice(b",\"thinking\":");
+                json::push_str(&mut out, text);
+                out.extend_from_slice(b",\"type\":\"thinking\"}");
+            }
+            Part::ToolUse(c) => {
+                out.extend_from_slice(b"{\"id\":");
+                let id = if c.id.is_empty() {
+                    ids::new_id("toolu_")
+                } else {
+                    tool_id(&c.id)
+                };
+                json::push_str(&mut out, &id);
+                out.extend_from_slice(b",\"input\":");
+                if serde_json::to_writer(&mut out, &c.input).is_err() {
+                    return Vec::new();
+                }
+                out.extend_from_slice(b",\"name\":");
+                json::push_str(&mut out, &c.name);
+                out.extend_from_slice(b",\"type\":\"tool_use\"}");
+            }
+            other => match emit_block(other) {
+                Some(block) => {
+                    if serde_json::to_writer(&mut out, &block).is_err() {
+                        return Vec::new();
+                    }
+                }
+                None => {
+                    out.truncate(start);
+                    continue;
+                }
+            },
+        }
+        blocks += 1;
+    }
+    out.extend_from_slice(b"],\"id\":");
+    json::push_str(&mut out, &ids::new_id("msg_"));
+    out.extend_from_slice(b",\"model\":");
+    json::push_str(&mut out, model);
+    out.extend_from_slice(b",\"role\":\"assistant\",\"stop_reason\":");
+    json::push_str(&mut out, finish_name(resp.finish));
+    out.extend_from_slice(b",\"stop_sequence\":null,\"type\":\"message\",\"usage\":");
+    let usage = Usage::of(&resp.usage);
+    for (name, n) in [
+        (
+            &b"{\"cache_creation_input_tokens\":"[..],
+            usage.cache_creation_input_tokens,
+        ),
+        (
+            b",\"cache_read_input_tokens\":",
+            usage.cache_read_input_tokens,
+        ),
+        (b",\"input_tokens\":", usage.input_tokens),
+        (b",\"output_tokens\":", usage.output_tokens),
+    ] {
+        out.extend_from_slice(name);
+        json::push_u64(&mut out, n);
+    }
+    out.extend_from_slice(b"}}");
+    out
 }
 
 // ------------------------------------------------------- upstream streams

@@ -213,6 +213,101 @@ fn a_usual_openai_answer_skips_the_value_tree() {
     assert_eq!(typed_value, via_value_value);
 }
 
+/// `text` with each generated id (a known prefix and 24 hex digits)
+/// replaced by its prefix and `*`.
+fn mask_ids(text: &str) -> String {
+    let mut out = text.to_owned();
+    for prefix in super::ids::PREFIXES {
+        let mut from = 0;
+        while let Some(at) = out[from..].find(prefix).map(|i| from + i) {
+            let tail = at + prefix.len();
+            let hex = out[tail..]
+                .bytes()
+                .take_while(u8::is_ascii_hexdigit)
+                .count();
+            if hex == super::ids::TAIL_LEN {
+                out.replace_range(tail..tail + hex, "*");
+            }
+            from = tail;
+        }
+    }
+    out
+}
+
+/// The hand-written Anthropic answer has, byte for byte, what serde writes
+/// from the same answer through a `Value`: for every answer fixture and
+/// for every kind of part, escapes and made-up ids included.
+#[test]
+fn the_written_anthropic_answer_has_the_bytes_of_the_value_path() {
+    use super::canonical::{FinishReason, Media, Part, TokenUsage, ToolCall, ToolResult};
+    let mut answers = Vec::new();
+    for (_, from, _, files) in fixture_dirs() {
+        for file in files {
+            if file.to_string_lossy().ends_with(".response.json") {
+                answers.push(super::parse_response(from, &read(&file)).expect("a fixture parses"));
+            }
+        }
+    }
+    let call = |id: &str| {
+        Part::ToolUse(ToolCall {
+            id: id.into(),
+            name: "get \"w\"".into(),
+            input: serde_json::json!({"city": "Paris\n", "n": [1, 2.5, null]}),
+        })
+    };
+    answers.push(super::canonical::ChatResponse {
+        id: Some("up".into()),
+        parts: vec![
+            Part::Thinking {
+                text: "why\t\u{1}".into(),
+                signature: Some("sig/+=".into()),
+            },
+            Part::Thinking {
+                text: String::new(),
+                signature: None,
+            },
+            Part::RedactedThinking("opaque".into()),
+            Part::Text("He said \"hi\" \\ é 𝄞 \u{7f}\u{1f}\r\n".into()),
+            Part::Text(" ".into()),
+            Part::Text(String::new()),
+            Part::Media(Media::Base64 {
+                mime: "image/png".into(),
+                data: "AA==".into(),
+            }),
+            Part::ToolResult(ToolResult {
+                id: "t".into(),
+                content: "r".into(),
+                is_error: true,
+            }),
+            call(""),
+            call("call:1.2"),
+        ],
+        finish: FinishReason::ToolUse,
+        usage: TokenUsage {
+            input: 1_000_000_007,
+            output: u64::MAX,
+            cache_read: 3,
+            cache_creation: 4,
+            reasoning: 5,
+        },
+    });
+    for finish in [FinishReason::Length, FinishReason::ContentFilter] {
+        answers.push(super::canonical::ChatResponse {
+            id: None,
+            parts: Vec::new(),
+            finish,
+            usage: TokenUsage::default(),
+        });
+    }
+    for resp in &answers {
+        let written = super::anthropic::emit_response_bytes(resp, "claude \"x\"", 0);
+        let via_value = serde_json::to_vec(&super::anthropic::emit_response(resp, "claude \"x\""));
+        let written = String::from_utf8(written).expect("UTF-8");
+        let via_value = String::from_utf8(via_value.unwrap()).unwrap();
+        assert_eq!(mask_ids(&written), mask_ids(&via_value), "{resp:?}");
+    }
+}
+
 /// Every request fixture, and Anthropic requests in usual and unusual
 /// shapes, convert to the same bytes from bytes as through `Value`s (ids
 /// the conversion makes up aside), with the same errors.

@@ -87,7 +87,7 @@ pub fn inspect(proto: Protocol, body: &[u8]) -> Result<RequestInfo, ConvertError
         }
         return Err(bad("Request body must be a JSON object".into()));
     }
-    let probe: Probe = serde_json::from_slice(body)
+    let probe: Probe = super::json::from_bytes(body)
         .map_err(|e| bad(format!("Invalid JSON in request body: {e}")))?;
     if proto == Protocol::Gemini {
         return Ok(RequestInfo {

@@ -15,6 +15,7 @@ mod ids;
 #[doc(hidden)]
 pub use ids::normalise as normalise_ids;
 mod inspect;
+mod json;
 mod models;
 pub mod openai;
 pub mod responses;
@@ -408,8 +409,7 @@ pub fn usage_from_slice(proto: Protocol, body: &[u8]) -> Option<Usage> {
         Protocol::OpenAi | Protocol::Anthropic | Protocol::Responses => b"\"usage\"",
     };
     let fast = last_member(body, key).and_then(|value| {
-        let mut de = serde_json::Deserializer::from_slice(value);
-        let c: Counts = serde::Deserialize::deserialize(&mut de).ok()?;
+        let c: Counts = json::prefix_from_bytes(value).ok()?;
         Some(c.usage(proto))
     });
     fast.or_else(|| usage(proto, &serde_json::from_slice(body).ok()?))

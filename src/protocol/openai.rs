@@ -7,6 +7,7 @@
 //! and exactly one `data: [DONE]` at the very end.
 
 use crate::protocol::Lookup as _;
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -642,21 +643,22 @@ pub fn parse_response(body: &Value) -> Result<ChatResponse, ConvertError> {
 /// member of an unexpected type, `content` as an array of parts, a
 /// repeated member): the caller then parses it whole.
 pub fn parse_response_slice(body: &[u8]) -> Option<Result<ChatResponse, ConvertError>> {
-    let raw: RawAnswer = serde_json::from_slice(body).ok()?;
-    let Some(choice) = raw.choices.as_deref().and_then(<[RawChoice]>::first) else {
+    let mut raw: RawAnswer = super::json::from_bytes(body).ok()?;
+    let Some(choice) = raw.choices.as_mut().and_then(|c| c.first_mut()) else {
         return Some(Err(bad("OpenAI response has no choices")));
     };
+    let text = choice.message.as_mut().and_then(|m| m.content.take());
     let msg = choice.message.as_ref();
     Some(Ok(answer_from(AnswerFields {
-        id: raw.id.as_deref(),
+        id: raw.id.as_ref().map(|id| &*id.0),
         // A present `null` wins over the other name, as `Value::get`
         // finds it.
         reasoning: msg
             .and_then(|m| m.reasoning_content.as_ref().or(m.reasoning.as_ref()))
             .and_then(Option::as_deref),
-        text: msg.and_then(|m| m.content.clone()).unwrap_or_default(),
+        text: text.unwrap_or_default(),
         tool_calls: msg.and_then(|m| m.tool_calls.as_ref()),
-        finish_reason: choice.finish_reason.as_deref(),
+        finish_reason: choice.finish_reason.as_ref().map(|f| &*f.0),
         usage: raw.usage.map(RawUsage::tokens).unwrap_or_default(),
     })))
 }
@@ -704,22 +706,29 @@ fn answer_from(f: AnswerFields<'_>) -> ChatResponse {
 }
 
 /// The members of an OpenAI answer the conversion reads, typed as they
-/// usually are; a member of another type fails the whole parse.
+/// usually are; a member of another type fails the whole parse. Short
+/// strings are borrowed from the body when they hold no escape.
 #[derive(serde::Deserialize)]
-struct RawAnswer {
-    #[serde(default)]
-    id: Option<String>,
-    choices: Option<Vec<RawChoice>>,
+struct RawAnswer<'a> {
+    #[serde(default, borrow)]
+    id: Option<Borrowed<'a>>,
+    #[serde(borrow)]
+    choices: Option<Vec<RawChoice<'a>>>,
     #[serde(default)]
     usage: Option<RawUsage>,
 }
 
 #[derive(serde::Deserialize)]
-struct RawChoice {
+struct RawChoice<'a> {
     message: Option<RawMessage>,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Borrowed<'a>>,
 }
+
+/// A string borrowed from the body when it holds no escape (serde only
+/// borrows a `Cow` that is a member itself, not one inside an `Option`).
+#[derive(serde::Deserialize)]
+struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
 
 #[derive(serde::Deserialize)]
 struct RawMessage {
@@ -1135,6 +1144,16 @@ pub fn write_data(v: &Value, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_answers_plain_strings_are_borrowed_and_escaped_ones_decoded() {
+        let body = br#"{"id":"chatcmpl-1","choices":[{"finish_reason":"st\u006fp"}]}"#;
+        let raw: RawAnswer = super::super::json::from_bytes(body).unwrap();
+        assert!(matches!(raw.id.unwrap().0, Cow::Borrowed("chatcmpl-1")));
+        let choices = raw.choices.unwrap();
+        let reason = &choices[0].finish_reason.as_ref().unwrap().0;
+        assert!(matches!(reason, Cow::Owned(r) if r == "stop"));
+    }
 
     #[test]
     fn request_roundtrip_keeps_params_and_tools() {

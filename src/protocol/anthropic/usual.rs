@@ -21,7 +21,7 @@ use crate::protocol::canonical::{ChatRequest, Message, Part, Role, as_u64};
 
 /// The canonical request, when the body has the usual shape.
 pub fn parse(body: &[u8]) -> Option<ChatRequest> {
-    let raw: Request = serde_json::from_slice(body).ok()?;
+    let raw: Request = crate::protocol::json::from_bytes(body).ok()?;
     let unusual = [
         &raw.tools,
         &raw.tool_choice,

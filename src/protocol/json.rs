@@ -1,0 +1,213 @@
+//! JSON read and written at the byte level, for the paths that skip
+//! `Value` trees (the usual request, the usual answer, usage metering).
+//!
+//! Both halves exist for their cost alone; each gives exactly what
+//! serde_json gives, and the tests below hold them to it.
+
+use serde::Deserialize;
+
+/// `T` from the JSON document `bytes`.
+///
+/// serde_json's slice reader checks the UTF-8 of every string it decodes,
+/// member names included, one call each (about 100 instructions a string:
+/// 3,000 of a converted request's). Checking the whole document once and
+/// reading it as a `str` skips those. A document that is not UTF-8 goes to
+/// the slice reader, so its error is the one it always was; for one that
+/// is, the two readers are the same reader and fail alike.
+pub fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// A `T` read from the start of `bytes`, whatever follows it (the usage
+/// object near the end of an answer); see [`from_bytes`].
+pub fn prefix_from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => T::deserialize(&mut serde_json::Deserializer::from_str(text)),
+        Err(_) => T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)),
+    }
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Marks the bytes of `word` (in memory order) that a JSON string
+/// escapes — a control character, `"` or `\` — by their high bits. The
+/// lowest mark is exact, so it finds the first such byte; a mark above it
+/// may be false (a borrow), so the bytes after it are looked at again. A
+/// byte below `n` (0x20, or 1 once an XOR has zeroed a match) borrows
+/// into its high bit; `!w` drops bytes that had theirs set already.
+fn escapes(word: u64) -> u64 {
+    let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    below(word, 0x20) | below(quote, 1) | below(backslash, 1)
+}
+
+/// The escape serde_json writes for `byte`, if it writes one.
+fn escape(byte: u8) -> Option<&'static [u8]> {
+    const CONTROL: [&[u8]; 32] = [
+        b"\\u0000", b"\\u0001", b"\\u0002", b"\\u0003", b"\\u0004", b"\\u0005", b"\\u0006",
+        b"\\u0007", b"\\b", b"\\t", b"\\n", b"\\u000b", b"\\f", b"\\r", b"\\u000e", b"\\u000f",
+        b"\\u0010", b"\\u0011", b"\\u0012", b"\\u0013", b"\\u0014", b"\\u0015", b"\\u0016",
+        b"\\u0017", b"\\u0018", b"\\u0019", b"\\u001a", b"\\u001b", b"\\u001c", b"\\u001d",
+        b"\\u001e", b"\\u001f",
+    ];
+    match byte {
+        b'"' => Some(b"\\\""),
+        b'\\' => Some(b"\\\\"),
+        0..0x20 => Some(CONTROL[usize::from(byte)]),
+        _ => None,
+    }
+}
+
+/// Appends `text` as a quoted JSON string, with the bytes serde_json
+/// writes for it. serde_json looks up every byte in a table (about five
+/// instructions a byte, and as much again per member name); this skips
+/// eight bytes at a time while none needs escaping.
+pub fn push_str(out: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut copied = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if let Some(word) = bytes.get(at..at + 8) {
+            let marks = escapes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+            if marks == 0 {
+                at += 8;
+                continue;
+            }
+            at += marks.trailing_zeros() as usize / 8;
+        }
+        if let Some(escaped) = escape(bytes[at]) {
+            out.extend_from_slice(&bytes[copied..at]);
+            out.extend_from_slice(escaped);
+            copied = at + 1;
+        }
+        at += 1;
+    }
+    out.extend_from_slice(&bytes[copied..]);
+    out.push(b'"');
+}
+
+/// Appends `n` in decimal.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pushed(text: &str) -> String {
+        let mut out = Vec::new();
+        push_str(&mut out, text);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        // Every character that is escaped, and its neighbours, at every
+        // offset within and across an eight-byte word.
+        let mut alphabet: Vec<char> = (0u8..0x80).map(char::from).collect();
+        alphabet.extend(['é', '€', '𝄞', '\u{7f}', '\u{2028}', '\u{fffd}']);
+        for c in &alphabet {
+            for pad in 0..18 {
+                for tail in [0, 1, 9] {
+                    let text = format!("{}{c}{}", "a".repeat(pad), "b".repeat(tail));
+                    assert_eq!(
+                        pushed(&text),
+                        serde_json::to_string(&text).unwrap(),
+                        "{text:?}"
+                    );
+                }
+            }
+        }
+        // Pseudo-random strings dense in escapes, from a fixed seed.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let len = (seed % 40) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            assert_eq!(
+                pushed(&text),
+                serde_json::to_string(&text).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_word_test_finds_the_first_escaped_byte() {
+        let escaped = |b: u8| b < 0x20 || b == b'"' || b == b'\\';
+        let first = |word: [u8; 8]| match escapes(u64::from_le_bytes(word)) {
+            0 => None,
+            marks => Some(marks.trailing_zeros() as usize / 8),
+        };
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut word = *b"abcdefgh";
+                word[at] = byte;
+                assert_eq!(first(word), escaped(byte).then_some(at), "{byte} at {at}");
+                // Whatever follows, the first is found: every byte after
+                // it set to each value in turn.
+                for after in 0..=255u8 {
+                    word[at + 1..].fill(after);
+                    let expected = [byte, after].iter().position(|&b| escaped(b));
+                    let expected = expected.map(|i| at + i).filter(|&i| i < 8);
+                    assert_eq!(first(word), expected, "{byte} at {at}, then {after}");
+                }
+            }
+        }
+        // High bytes (UTF-8 continuations) around a match do not hide it.
+        assert_eq!(first(*b"\xff\"\xff\xff\xff\xff\xff\xff"), Some(1));
+        assert_eq!(first([0xff; 8]), None);
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for n in [0, 7, 10, 99, 100, 12345, u64::from(u32::MAX), u64::MAX] {
+            let mut out = Vec::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn documents_read_alike_from_either_reader() {
+        type Doc = serde_json::Value;
+        for doc in [
+            &br#"{"a":"\u00e9 x","b":[1,2.5,null]}"#[..],
+            b"{\"a\":\"\xc3\xa9\"}",
+            b"{\"a\":\"\xff\"}",
+            b"{\"a\":1} trailing",
+            b"{\"a\":",
+            b"\xff{}",
+        ] {
+            let ours = from_bytes::<Doc>(doc).map_err(|e| e.to_string());
+            let theirs = serde_json::from_slice::<Doc>(doc).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{}", String::from_utf8_lossy(doc));
+        }
+        let prefix: Doc = prefix_from_bytes(b"{\"n\":3}]} and more").unwrap();
+        assert_eq!(prefix["n"], 3);
+    }
+}
