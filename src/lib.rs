@@ -138,6 +138,7 @@ pub mod cache;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+mod decimal;
 pub mod error;
 pub mod extensions;
 pub mod features;

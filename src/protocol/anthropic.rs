@@ -689,7 +689,7 @@ pub fn emit_response_bytes(resp: &ChatResponse, model: &str, size_hint: usize) -
         (b",\"output_tokens\":", usage.output_tokens),
     ] {
         out.extend_from_slice(name);
-        json::push_u64(&mut out, n);
+        crate::decimal::push_decimal(&mut out, n);
     }
     out.extend_from_slice(b"}}");
     out

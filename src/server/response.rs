@@ -423,7 +423,7 @@ impl<'a> Responder<'a> {
     ) {
         self.status = status;
         buf.extend_from_slice(b"HTTP/1.1 ");
-        buf.extend_from_slice(status.to_string().as_bytes());
+        crate::decimal::push_decimal(buf, u64::from(status));
         buf.push(b' ');
         buf.extend_from_slice(reason(status).as_bytes());
         buf.extend_from_slice(b"\r\nDate: ");
@@ -435,7 +435,7 @@ impl<'a> Responder<'a> {
         match len {
             Some(n) => {
                 buf.extend_from_slice(b"Content-Length: ");
-                buf.extend_from_slice(n.to_string().as_bytes());
+                crate::decimal::push_decimal(buf, n as u64);
                 buf.extend_from_slice(b"\r\n");
             }
             None if bodiless || self.head_only || self.http10 => {}
