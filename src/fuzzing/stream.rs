@@ -3,7 +3,7 @@
 use serde_json::Value;
 
 use crate::protocol::sse::decode_all;
-use crate::protocol::stream_check::{check, failure_reports, normalise, text};
+use crate::protocol::stream_check::{check, chunk_scan_agrees, failure_reports, normalise, text};
 use crate::protocol::{GeminiFraming, Protocol, StreamConverter};
 
 const ALL: [Protocol; 4] = [
@@ -82,6 +82,15 @@ pub fn stream_convert(data: &[u8]) {
     let fails = (control / 32) % 2 == 1;
     let ctx = format!("{} -> {} {framing:?}", from.name(), to.name());
     let sent_error = upstream_error(from, upstream);
+    if from == Protocol::OpenAi {
+        for ev in decode_all(upstream) {
+            let data = ev.data.trim();
+            assert!(
+                chunk_scan_agrees(data),
+                "chunk scan and serde disagree: {data}"
+            );
+        }
+    }
 
     let (whole, _) = convert(from, to, framing, upstream, &[upstream.len()]);
     // A stream the upstream did not end itself is reported as cut off.

@@ -39,6 +39,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// may be false (a borrow), so the bytes after it are looked at again. A
 /// byte below `n` (0x20, or 1 once an XOR has zeroed a match) borrows
 /// into its high bit; `!w` drops bytes that had theirs set already.
+#[inline]
 fn escapes(word: u64) -> u64 {
     let below = |w: u64, n: u64| w.wrapping_sub(ONES * n) & !w & HIGHS;
     let quote = word ^ (ONES * u64::from(b'"'));
@@ -74,8 +75,8 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
     let mut copied = 0;
     let mut at = 0;
     while at < bytes.len() {
-        if let Some(word) = bytes.get(at..at + 8) {
-            let marks = escapes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        if let Some(word) = word_at(bytes, at) {
+            let marks = escapes(word);
             if marks == 0 {
                 at += 8;
                 continue;
@@ -91,6 +92,177 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
+}
+
+/// The eight bytes at `at` as one word, if there are eight.
+#[inline]
+fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let word = bytes.get(at..at + 8)?;
+    Some(u64::from_le_bytes(word.try_into().unwrap_or_default()))
+}
+
+/// The position of the first byte at or after `at` that is not JSON
+/// whitespace.
+#[inline]
+pub fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
+    while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        at += 1;
+    }
+    at
+}
+
+/// The end of the string whose opening quote is just before `at` (the
+/// position after its closing quote), or `None` if it is not a valid JSON
+/// string: a control character, an unknown escape, a `\u` without four
+/// hex digits, no closing quote. Like serde_json skipping a string, a
+/// `\u` escape of a lone surrogate passes; `bytes` is UTF-8 already.
+#[inline]
+pub fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        while let Some(word) = word_at(bytes, at) {
+            let marks = escapes(word);
+            if marks != 0 {
+                at += marks.trailing_zeros() as usize / 8;
+                break;
+            }
+            at += 8;
+        }
+        match *bytes.get(at)? {
+            b'"' => return Some(at + 1),
+            b'\\' => match *bytes.get(at + 1)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                b'u' => {
+                    let hex = bytes.get(at + 2..at + 6)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    at += 6;
+                }
+                _ => return None,
+            },
+            0..0x20 => return None,
+            _ => at += 1,
+        }
+    }
+}
+
+/// The end of the number that starts at `at`, by JSON's grammar.
+#[inline]
+fn skip_number(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let digits = |at: usize| {
+        at + bytes[at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    if bytes.get(at) == Some(&b'-') {
+        at += 1;
+    }
+    at = match *bytes.get(at)? {
+        b'0' => at + 1,
+        b'1'..=b'9' => digits(at + 1),
+        _ => return None,
+    };
+    if bytes.get(at) == Some(&b'.') {
+        let end = digits(at + 1);
+        if end == at + 1 {
+            return None;
+        }
+        at = end;
+    }
+    if matches!(bytes.get(at), Some(b'e' | b'E')) {
+        at += 1;
+        if matches!(bytes.get(at), Some(b'+' | b'-')) {
+            at += 1;
+        }
+        let end = digits(at);
+        if end == at {
+            return None;
+        }
+        at = end;
+    }
+    Some(at)
+}
+
+/// The position after the `:` that follows the member name starting at
+/// `at` (whitespace allowed around it), if a valid name is there.
+pub fn skip_name(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let at = skip_ws(bytes, skip_string(bytes, at + 1)?);
+    (bytes.get(at) == Some(&b':')).then_some(at + 1)
+}
+
+/// Nesting deeper than this is left to serde_json (its own limit is 128).
+const MAX_DEPTH: u32 = 100;
+
+/// The end of the JSON value that starts at `at` (whitespace before it
+/// allowed), or `None` if none is there or it is not valid JSON; what
+/// serde_json's `IgnoredAny` reads, without building or decoding
+/// anything, and without recursion: nesting is a bit per level (object
+/// or array) in one word, so a deep value costs no stack.
+pub fn skip_value(bytes: &[u8], mut at: usize) -> Option<usize> {
+    let mut objects: u128 = 0;
+    let mut depth = 0u32;
+    loop {
+        at = skip_ws(bytes, at);
+        match *bytes.get(at)? {
+            open @ (b'{' | b'[') => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                let inner = skip_ws(bytes, at + 1);
+                if bytes.get(inner) == Some(&close) {
+                    at = inner + 1;
+                } else {
+                    if depth == MAX_DEPTH {
+                        return None;
+                    }
+                    objects = (objects & !(1 << depth)) | (u128::from(open == b'{') << depth);
+                    depth += 1;
+                    at = if open == b'{' {
+                        skip_name(bytes, inner)?
+                    } else {
+                        inner
+                    };
+                    continue;
+                }
+            }
+            b'"' => at = skip_string(bytes, at + 1)?,
+            b't' => at = literal(bytes, at, b"true")?,
+            b'f' => at = literal(bytes, at, b"false")?,
+            b'n' => at = literal(bytes, at, b"null")?,
+            b'-' | b'0'..=b'9' => at = skip_number(bytes, at)?,
+            _ => return None,
+        }
+        // A value ended: close what it ends, or go on to the next one.
+        loop {
+            if depth == 0 {
+                return Some(at);
+            }
+            at = skip_ws(bytes, at);
+            let in_object = objects >> (depth - 1) & 1 == 1;
+            match (*bytes.get(at)?, in_object) {
+                (b',', true) => {
+                    at = skip_name(bytes, skip_ws(bytes, at + 1))?;
+                    break;
+                }
+                (b',', false) => {
+                    at += 1;
+                    break;
+                }
+                (b'}', true) | (b']', false) => {
+                    at += 1;
+                    depth -= 1;
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+#[inline]
+fn literal(bytes: &[u8], at: usize, word: &[u8]) -> Option<usize> {
+    bytes[at..].starts_with(word).then_some(at + word.len())
 }
 
 #[cfg(test)]

@@ -192,8 +192,17 @@ fn is_multiline(data: &str) -> bool {
 /// parse — even when elsewhere it holds JSON that a [`Value`] cannot
 /// (a number beyond `f64`, a lone surrogate escape), as a proxy that
 /// only forwards would pass it.
-#[derive(Deserialize)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct OpenAiChunk {
+    usage: Option<Value>,
+    finished: bool,
+    error: bool,
+}
+
+/// [`OpenAiChunk`] as serde reads it: the reference, and the reader of
+/// any chunk [`OpenAiChunk::scan`] leaves to it.
+#[derive(Deserialize)]
+struct RawChunk {
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
@@ -235,18 +244,152 @@ impl<'de> Deserialize<'de> for FirstChoice {
 impl OpenAiChunk {
     /// The chunk's fields, if `data` is an object of that shape.
     pub(crate) fn read(data: &str) -> Option<Self> {
-        serde_json::from_str(data).ok()
+        Self::scan(data.as_bytes()).or_else(|| Self::by_serde(data))
+    }
+
+    fn by_serde(data: &str) -> Option<Self> {
+        let raw: RawChunk = serde_json::from_str(data).ok()?;
+        Some(Self {
+            usage: raw.usage,
+            finished: raw
+                .choices
+                .and_then(|c| c.0)
+                .is_some_and(|c| c.finish_reason.is_some()),
+            error: raw.error.is_some(),
+        })
+    }
+
+    /// Whether the scan, where it reads `data`, reads what serde reads
+    /// (for the fuzz targets).
+    pub(crate) fn scan_agrees(data: &str) -> bool {
+        Self::scan(data.as_bytes()).is_none_or(|chunk| Some(chunk) == Self::by_serde(data))
+    }
+
+    /// [`RawChunk`]'s reading of the usual chunk, by a scan of its bytes
+    /// that decodes nothing but a `usage` object (serde_json took about
+    /// 2,700 instructions a chunk, most of a passed-through event's cost).
+    /// `None` whenever it is not sure, leaving the chunk to serde: not an
+    /// object, invalid JSON, a member name with an escape, a repeated
+    /// member it reads, `choices` not an array of objects, deep nesting.
+    fn scan(bytes: &[u8]) -> Option<Self> {
+        use super::json::{skip_value, skip_ws};
+        let mut chunk = Self {
+            usage: None,
+            finished: false,
+            error: false,
+        };
+        let (mut usage, mut choices, mut error) = (false, false, false);
+        let mut at = skip_ws(bytes, 0);
+        if bytes.get(at) != Some(&b'{') {
+            return None;
+        }
+        at = skip_ws(bytes, at + 1);
+        if bytes.get(at) != Some(&b'}') {
+            loop {
+                let (name, value) = member(bytes, at)?;
+                let end = match name {
+                    b"usage" if !std::mem::replace(&mut usage, true) => {
+                        let end = skip_value(bytes, value)?;
+                        let text = std::str::from_utf8(&bytes[value..end]).ok()?;
+                        chunk.usage = Option::<Value>::deserialize(
+                            &mut serde_json::Deserializer::from_str(text),
+                        )
+                        .ok()?;
+                        end
+                    }
+                    b"choices" if !std::mem::replace(&mut choices, true) => {
+                        let (finished, end) = first_choice_finished(bytes, value)?;
+                        chunk.finished = finished;
+                        end
+                    }
+                    b"error" if !std::mem::replace(&mut error, true) => {
+                        let end = skip_value(bytes, value)?;
+                        chunk.error = &bytes[skip_ws(bytes, value)..end] != b"null";
+                        end
+                    }
+                    b"usage" | b"choices" | b"error" => return None,
+                    _ => skip_value(bytes, value)?,
+                };
+                at = skip_ws(bytes, end);
+                match bytes.get(at)? {
+                    b',' => at = skip_ws(bytes, at + 1),
+                    b'}' => break,
+                    _ => return None,
+                }
+            }
+        }
+        (skip_ws(bytes, at + 1) == bytes.len()).then_some(chunk)
     }
 
     /// Whether the first choice has a (non-null) finish reason.
     pub(crate) fn finished(&self) -> bool {
-        let first = self.choices.as_ref().and_then(|c| c.0.as_ref());
-        first.is_some_and(|c| c.finish_reason.is_some())
+        self.finished
     }
 
     /// Whether the chunk carries an `error`.
     pub(crate) fn is_error(&self) -> bool {
-        self.error.is_some()
+        self.error
+    }
+}
+
+/// The name of the object member at `at` (without its quotes, `None` if
+/// it holds an escape) and where its value starts.
+fn member(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    use super::json::{skip_string, skip_ws};
+    if bytes.get(at) != Some(&b'"') {
+        return None;
+    }
+    let end = skip_string(bytes, at + 1)?;
+    let name = &bytes[at + 1..end - 1];
+    let colon = skip_ws(bytes, end);
+    (bytes.get(colon) == Some(&b':') && !name.contains(&b'\\')).then_some((name, colon + 1))
+}
+
+/// Whether the first element of the `choices` array (or `null`) at `at`
+/// has a non-null `finish_reason`, and where the value ends.
+fn first_choice_finished(bytes: &[u8], at: usize) -> Option<(bool, usize)> {
+    use super::json::{skip_value, skip_ws};
+    let at = skip_ws(bytes, at);
+    if bytes.get(at) != Some(&b'[') {
+        let end = skip_value(bytes, at)?;
+        return (&bytes[at..end] == b"null").then_some((false, end));
+    }
+    let mut at = skip_ws(bytes, at + 1);
+    if bytes.get(at) == Some(&b']') {
+        return Some((false, at + 1));
+    }
+    // The first choice: an object whose members are skipped but one.
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut finished = None;
+    at = skip_ws(bytes, at + 1);
+    if bytes.get(at) != Some(&b'}') {
+        loop {
+            let (name, value) = member(bytes, at)?;
+            let end = skip_value(bytes, value)?;
+            if name == b"finish_reason" {
+                if finished.is_some() {
+                    return None;
+                }
+                finished = Some(&bytes[skip_ws(bytes, value)..end] != b"null");
+            }
+            at = skip_ws(bytes, end);
+            match bytes.get(at)? {
+                b',' => at = skip_ws(bytes, at + 1),
+                b'}' => break,
+                _ => return None,
+            }
+        }
+    }
+    // The other choices, skipped.
+    at = skip_ws(bytes, at + 1);
+    loop {
+        match bytes.get(at)? {
+            b']' => return Some((finished.unwrap_or(false), at + 1)),
+            b',' => at = skip_ws(bytes, skip_value(bytes, at + 1)?),
+            _ => return None,
+        }
     }
 }
 
@@ -704,6 +847,184 @@ impl Mode {
                 );
                 encoder.close(out);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `seed`'s bytes changed at a few random places, from a fixed seed:
+    /// deletions, insertions of JSON's structural characters, copies.
+    fn mutations(seed: &str, count: usize) -> Vec<String> {
+        const PIECES: [&str; 22] = [
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"",
+            "\\",
+            "\\u",
+            "\\u00e9",
+            "null",
+            "true",
+            "1",
+            "-",
+            "0.5e-3",
+            " ",
+            "\n",
+            "\u{1}",
+            "é",
+            "\"finish_reason\":",
+            "\"usage\":",
+            "\"error\":",
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64 ^ seed.len() as u64;
+        let mut next = move |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n.max(1) as u64) as usize
+        };
+        (0..count)
+            .map(|_| {
+                let mut text = seed.to_owned();
+                for _ in 0..1 + next(3) {
+                    let boundaries: Vec<usize> = (0..=text.len())
+                        .filter(|&i| text.is_char_boundary(i))
+                        .collect();
+                    let at = boundaries[next(boundaries.len())];
+                    // A short span: up to four characters on from `at`.
+                    let from = boundaries.iter().position(|&b| b == at).unwrap_or(0);
+                    let to = boundaries[(from + next(5)).min(boundaries.len() - 1)];
+                    match next(3) {
+                        0 => text.replace_range(at..to, ""),
+                        1 => text.insert_str(at, PIECES[next(PIECES.len())]),
+                        _ => {
+                            let copy = text[at..to].to_owned();
+                            text.insert_str(to, &copy);
+                        }
+                    }
+                }
+                text
+            })
+            .collect()
+    }
+
+    const CHUNKS: [&str; 15] = [
+        r#"{"choices":[{"delta":{"content":"lorem \"ipsum\"\n\u00e9"},"finish_reason":null,"index":0}],"created":1796410720,"id":"chatcmpl-1","model":"m","object":"chat.completion.chunk"}"#,
+        r#"{"id":"c","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":16,"total_tokens":25,"prompt_tokens_details":{"cached_tokens":2}}}"#,
+        r#"{"choices":[],"usage":{"prompt_tokens":1.5e3,"completion_tokens":2}}"#,
+        r#" { "choices" : [ { "finish_reason" : "length" } , { "finish_reason" : null } ] , "usage" : null } "#,
+        r#"{"choices":null,"error":null}"#,
+        r#"{"error":{"message":"boom","code":-1.25E+2}}"#,
+        r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\":[1,{}]}"}}]}}],"x":[[],{},[[true,false]]]}"#,
+        r#"{"choices":[{"delta":{"content":"\ud800 lone"},"finish_reason":null}],"n":1e999}"#,
+        r#"{}"#,
+        r#"[null,null,null]"#,
+        r#"{"choices":[[null]]}"#,
+        r#"{"ch\u006fices":[{"finish_reason":"stop"}]}"#,
+        r#"{"error":null,"error":{"m":1}}"#,
+        r#"{"choices":[{"finish_reason":null,"finish_reason":"stop"}]}"#,
+        r#"{"usage":null,"usage":{"prompt_tokens":1}}"#,
+    ];
+
+    /// Where the scan answers, serde answers the same; where it does not,
+    /// `read` is serde. The usual chunks are all scanned.
+    #[test]
+    fn the_chunk_scan_reads_what_serde_reads() {
+        let mut scanned = 0;
+        let mut cases = 0;
+        for seed in CHUNKS {
+            let mut inputs = mutations(seed, 3000);
+            inputs.push(seed.to_owned());
+            for data in inputs {
+                cases += 1;
+                let serde = OpenAiChunk::by_serde(&data);
+                if let Some(chunk) = OpenAiChunk::scan(data.as_bytes()) {
+                    scanned += 1;
+                    assert_eq!(Some(chunk), serde, "{data}");
+                }
+                assert_eq!(OpenAiChunk::read(&data), serde, "{data}");
+            }
+        }
+        for usual in &CHUNKS[..8] {
+            assert!(OpenAiChunk::scan(usual.as_bytes()).is_some(), "{usual}");
+        }
+        for left_to_serde in &CHUNKS[9..] {
+            assert!(
+                OpenAiChunk::scan(left_to_serde.as_bytes()).is_none(),
+                "{left_to_serde}"
+            );
+        }
+        // Enough of the mutations stay valid for the comparison to bite.
+        assert!(scanned > cases / 10, "{scanned} of {cases} scanned");
+    }
+
+    /// The skipper takes a value exactly when serde_json's `IgnoredAny`
+    /// does, and ends where the value ends.
+    #[test]
+    fn values_are_skipped_as_serde_skips_them() {
+        use super::super::json::skip_value;
+        let deep_ok = format!("{}1{}", "[".repeat(99), "]".repeat(99));
+        let too_deep = format!("{}1{}", "[".repeat(101), "]".repeat(101));
+        let mut seeds: Vec<String> = CHUNKS.iter().map(|s| s.to_string()).collect();
+        seeds.extend(
+            [
+                "0",
+                "-0",
+                "12",
+                "-1.5e+10",
+                "1E5",
+                "\"\"",
+                "\"a\\/b\\b\\f\\n\\r\\t\\\"\\\\\"",
+                "true",
+                "false",
+                "null",
+                "[]",
+                "{}",
+                "[ ]",
+                "{ }",
+                "[1,[2,[3]],{\"a\":{}}]",
+            ]
+            .map(String::from),
+        );
+        for seed in &seeds {
+            for data in mutations(seed, 2000).iter().chain([seed]) {
+                let serde = serde_json::from_str::<IgnoredAny>(data).is_ok();
+                let ours = skip_value(data.as_bytes(), 0).is_some_and(|end| {
+                    super::super::json::skip_ws(data.as_bytes(), end) == data.len()
+                });
+                assert!(!ours || serde, "skipped invalid JSON: {data:?}");
+                if serde {
+                    assert!(ours, "refused valid JSON: {data:?}");
+                }
+            }
+        }
+        assert_eq!(skip_value(deep_ok.as_bytes(), 0), Some(deep_ok.len()));
+        assert_eq!(skip_value(too_deep.as_bytes(), 0), None);
+        for bad in [
+            "01",
+            "1.",
+            ".5",
+            "+1",
+            "1e",
+            "-",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "\"\u{1f}\"",
+            "[1,]",
+            "{\"a\":1,}",
+            "{\"a\" 1}",
+            "{1:2}",
+            "tru",
+            "nul",
+        ] {
+            let end = skip_value(bad.as_bytes(), 0);
+            assert!(end.is_none_or(|e| e < bad.len()), "{bad}");
         }
     }
 }

@@ -490,6 +490,12 @@ fn check_responses(out: &str, ctx: &str, failed: bool) {
     );
 }
 
+/// Whether the passthrough's byte scan of an OpenAI chunk, where it
+/// answers, reads what serde reads from the same data.
+pub fn chunk_scan_agrees(data: &str) -> bool {
+    OpenAiChunk::scan_agrees(data)
+}
+
 /// How many times the client stream `out` of protocol `to` reports the
 /// failure `message`: Responses clients get it twice, in an `error` event
 /// and in the `response.failed` that ends the stream, which count as one.
