@@ -1,8 +1,10 @@
-//! JSON read and written at the byte level, for the paths that skip
-//! `Value` trees (the usual request, the usual answer, usage metering).
+//! JSON read, written and skipped at the byte level, for the paths that
+//! skip `Value` trees (the usual request, the usual answer, usage
+//! metering, the passthrough's read of a stream chunk).
 //!
-//! Both halves exist for their cost alone; each gives exactly what
-//! serde_json gives, and the tests below hold them to it.
+//! Each part exists for its cost alone and gives exactly what serde_json
+//! gives: the tests below, and those of the chunk scan in `stream`, hold
+//! them to it.
 
 use serde::Deserialize;
 
