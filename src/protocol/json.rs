@@ -75,32 +75,32 @@ pub fn push_str(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut copied = 0;
-    let mut at = 0;
+    let mut at = plain_run(bytes, 0);
     while at < bytes.len() {
-        if let Some(word) = word_at(bytes, at) {
-            let marks = escapes(word);
-            if marks == 0 {
-                at += 8;
-                continue;
-            }
-            at += marks.trailing_zeros() as usize / 8;
-        }
         if let Some(escaped) = escape(bytes[at]) {
             out.extend_from_slice(&bytes[copied..at]);
             out.extend_from_slice(escaped);
             copied = at + 1;
         }
-        at += 1;
+        at = plain_run(bytes, at + 1);
     }
     out.extend_from_slice(&bytes[copied..]);
     out.push(b'"');
 }
 
-/// The eight bytes at `at` as one word, if there are eight.
+/// Where the run of bytes from `at` that a JSON string holds as they are
+/// ends, eight at a time: at the first byte `escapes` marks, or at the
+/// last seven bytes, which the caller looks at one by one.
 #[inline]
-fn word_at(bytes: &[u8], at: usize) -> Option<u64> {
-    let word = bytes.get(at..at + 8)?;
-    Some(u64::from_le_bytes(word.try_into().unwrap_or_default()))
+fn plain_run(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(word) = bytes.get(at..at + 8) {
+        let marks = escapes(u64::from_le_bytes(word.try_into().unwrap_or_default()));
+        if marks != 0 {
+            return at + marks.trailing_zeros() as usize / 8;
+        }
+        at += 8;
+    }
+    at
 }
 
 /// The position of the first byte at or after `at` that is not JSON
@@ -121,14 +121,7 @@ pub fn skip_ws(bytes: &[u8], mut at: usize) -> usize {
 #[inline]
 pub fn skip_string(bytes: &[u8], mut at: usize) -> Option<usize> {
     loop {
-        while let Some(word) = word_at(bytes, at) {
-            let marks = escapes(word);
-            if marks != 0 {
-                at += marks.trailing_zeros() as usize / 8;
-                break;
-            }
-            at += 8;
-        }
+        at = plain_run(bytes, at);
         match *bytes.get(at)? {
             b'"' => return Some(at + 1),
             b'\\' => match *bytes.get(at + 1)? {
@@ -186,14 +179,44 @@ fn skip_number(bytes: &[u8], mut at: usize) -> Option<usize> {
     Some(at)
 }
 
-/// The position after the `:` that follows the member name starting at
-/// `at` (whitespace allowed around it), if a valid name is there.
-pub fn skip_name(bytes: &[u8], at: usize) -> Option<usize> {
+/// The member name starting at `at`, as written between its quotes
+/// (escapes left as they are), and where its value starts: after the `:`
+/// that follows it, whitespace allowed around that.
+pub fn name(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
     if bytes.get(at) != Some(&b'"') {
         return None;
     }
-    let at = skip_ws(bytes, skip_string(bytes, at + 1)?);
-    (bytes.get(at) == Some(&b':')).then_some(at + 1)
+    let end = skip_string(bytes, at + 1)?;
+    let colon = skip_ws(bytes, end);
+    (bytes.get(colon) == Some(&b':')).then_some((&bytes[at + 1..end - 1], colon + 1))
+}
+
+/// The position after the object that starts at `at` (whitespace before
+/// it allowed), calling `value` with each member's name (see [`name`])
+/// and where its value starts; `value` gives where the value ends, or
+/// `None` to give up on the object.
+pub fn members(
+    bytes: &[u8],
+    at: usize,
+    mut value: impl FnMut(&[u8], usize) -> Option<usize>,
+) -> Option<usize> {
+    let at = skip_ws(bytes, at);
+    if bytes.get(at) != Some(&b'{') {
+        return None;
+    }
+    let mut at = skip_ws(bytes, at + 1);
+    if bytes.get(at) == Some(&b'}') {
+        return Some(at + 1);
+    }
+    loop {
+        let (name, start) = name(bytes, at)?;
+        at = skip_ws(bytes, value(name, start)?);
+        match bytes.get(at)? {
+            b',' => at = skip_ws(bytes, at + 1),
+            b'}' => return Some(at + 1),
+            _ => return None,
+        }
+    }
 }
 
 /// Nesting deeper than this is left to serde_json (its own limit is 128).
@@ -222,7 +245,7 @@ pub fn skip_value(bytes: &[u8], mut at: usize) -> Option<usize> {
                     objects = (objects & !(1 << depth)) | (u128::from(open == b'{') << depth);
                     depth += 1;
                     at = if open == b'{' {
-                        skip_name(bytes, inner)?
+                        name(bytes, inner)?.1
                     } else {
                         inner
                     };
@@ -245,7 +268,7 @@ pub fn skip_value(bytes: &[u8], mut at: usize) -> Option<usize> {
             let in_object = objects >> (depth - 1) & 1 == 1;
             match (*bytes.get(at)?, in_object) {
                 (b',', true) => {
-                    at = skip_name(bytes, skip_ws(bytes, at + 1))?;
+                    at = name(bytes, skip_ws(bytes, at + 1))?.1;
                     break;
                 }
                 (b',', false) => {

@@ -244,7 +244,7 @@ impl<'de> Deserialize<'de> for FirstChoice {
 impl OpenAiChunk {
     /// The chunk's fields, if `data` is an object of that shape.
     pub(crate) fn read(data: &str) -> Option<Self> {
-        Self::scan(data.as_bytes()).or_else(|| Self::by_serde(data))
+        Self::scan(data).or_else(|| Self::by_serde(data))
     }
 
     fn by_serde(data: &str) -> Option<Self> {
@@ -262,7 +262,7 @@ impl OpenAiChunk {
     /// Whether the scan, where it reads `data`, reads what serde reads
     /// (for the fuzz targets).
     pub(crate) fn scan_agrees(data: &str) -> bool {
-        Self::scan(data.as_bytes()).is_none_or(|chunk| Some(chunk) == Self::by_serde(data))
+        Self::scan(data).is_none_or(|chunk| Some(chunk) == Self::by_serde(data))
     }
 
     /// [`RawChunk`]'s reading of the usual chunk, by a scan of its bytes
@@ -271,54 +271,38 @@ impl OpenAiChunk {
     /// `None` whenever it is not sure, leaving the chunk to serde: not an
     /// object, invalid JSON, a member name with an escape, a repeated
     /// member it reads, `choices` not an array of objects, deep nesting.
-    fn scan(bytes: &[u8]) -> Option<Self> {
-        use super::json::{skip_value, skip_ws};
+    fn scan(data: &str) -> Option<Self> {
+        use super::json::{members, skip_value, skip_ws};
+        let bytes = data.as_bytes();
         let mut chunk = Self {
             usage: None,
             finished: false,
             error: false,
         };
         let (mut usage, mut choices, mut error) = (false, false, false);
-        let mut at = skip_ws(bytes, 0);
-        if bytes.get(at) != Some(&b'{') {
-            return None;
-        }
-        at = skip_ws(bytes, at + 1);
-        if bytes.get(at) != Some(&b'}') {
-            loop {
-                let (name, value) = member(bytes, at)?;
-                let end = match name {
-                    b"usage" if !std::mem::replace(&mut usage, true) => {
-                        let end = skip_value(bytes, value)?;
-                        let text = std::str::from_utf8(&bytes[value..end]).ok()?;
-                        chunk.usage = Option::<Value>::deserialize(
-                            &mut serde_json::Deserializer::from_str(text),
-                        )
-                        .ok()?;
-                        end
-                    }
-                    b"choices" if !std::mem::replace(&mut choices, true) => {
-                        let (finished, end) = first_choice_finished(bytes, value)?;
-                        chunk.finished = finished;
-                        end
-                    }
-                    b"error" if !std::mem::replace(&mut error, true) => {
-                        let end = skip_value(bytes, value)?;
-                        chunk.error = &bytes[skip_ws(bytes, value)..end] != b"null";
-                        end
-                    }
-                    b"usage" | b"choices" | b"error" => return None,
-                    _ => skip_value(bytes, value)?,
-                };
-                at = skip_ws(bytes, end);
-                match bytes.get(at)? {
-                    b',' => at = skip_ws(bytes, at + 1),
-                    b'}' => break,
-                    _ => return None,
-                }
+        let end = members(bytes, 0, |name, value| match plain(name)? {
+            b"usage" if !std::mem::replace(&mut usage, true) => {
+                let end = skip_value(bytes, value)?;
+                chunk.usage = Option::<Value>::deserialize(
+                    &mut serde_json::Deserializer::from_str(&data[value..end]),
+                )
+                .ok()?;
+                Some(end)
             }
-        }
-        (skip_ws(bytes, at + 1) == bytes.len()).then_some(chunk)
+            b"choices" if !std::mem::replace(&mut choices, true) => {
+                let (finished, end) = first_choice_finished(bytes, value)?;
+                chunk.finished = finished;
+                Some(end)
+            }
+            b"error" if !std::mem::replace(&mut error, true) => {
+                let end = skip_value(bytes, value)?;
+                chunk.error = !is_null(bytes, value, end);
+                Some(end)
+            }
+            b"usage" | b"choices" | b"error" => None,
+            _ => skip_value(bytes, value),
+        })?;
+        (skip_ws(bytes, end) == bytes.len()).then_some(chunk)
     }
 
     /// Whether the first choice has a (non-null) finish reason.
@@ -332,27 +316,26 @@ impl OpenAiChunk {
     }
 }
 
-/// The name of the object member at `at` (without its quotes, `None` if
-/// it holds an escape) and where its value starts.
-fn member(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
-    use super::json::{skip_string, skip_ws};
-    if bytes.get(at) != Some(&b'"') {
-        return None;
-    }
-    let end = skip_string(bytes, at + 1)?;
-    let name = &bytes[at + 1..end - 1];
-    let colon = skip_ws(bytes, end);
-    (bytes.get(colon) == Some(&b':') && !name.contains(&b'\\')).then_some((name, colon + 1))
+/// A member name as written, if it holds no escape (serde would match
+/// the name it decodes, which the scan leaves to serde).
+fn plain(name: &[u8]) -> Option<&[u8]> {
+    (!name.contains(&b'\\')).then_some(name)
+}
+
+/// Whether the value from `start` (whitespace before it allowed) to `end`
+/// is `null`.
+fn is_null(bytes: &[u8], start: usize, end: usize) -> bool {
+    &bytes[super::json::skip_ws(bytes, start)..end] == b"null"
 }
 
 /// Whether the first element of the `choices` array (or `null`) at `at`
 /// has a non-null `finish_reason`, and where the value ends.
 fn first_choice_finished(bytes: &[u8], at: usize) -> Option<(bool, usize)> {
-    use super::json::{skip_value, skip_ws};
+    use super::json::{members, skip_value, skip_ws};
     let at = skip_ws(bytes, at);
     if bytes.get(at) != Some(&b'[') {
         let end = skip_value(bytes, at)?;
-        return (&bytes[at..end] == b"null").then_some((false, end));
+        return is_null(bytes, at, end).then_some((false, end));
     }
     let mut at = skip_ws(bytes, at + 1);
     if bytes.get(at) == Some(&b']') {
@@ -363,27 +346,18 @@ fn first_choice_finished(bytes: &[u8], at: usize) -> Option<(bool, usize)> {
         return None;
     }
     let mut finished = None;
-    at = skip_ws(bytes, at + 1);
-    if bytes.get(at) != Some(&b'}') {
-        loop {
-            let (name, value) = member(bytes, at)?;
-            let end = skip_value(bytes, value)?;
-            if name == b"finish_reason" {
-                if finished.is_some() {
-                    return None;
-                }
-                finished = Some(&bytes[skip_ws(bytes, value)..end] != b"null");
+    at = members(bytes, at, |name, value| {
+        let end = skip_value(bytes, value)?;
+        if plain(name)? == b"finish_reason" {
+            if finished.is_some() {
+                return None;
             }
-            at = skip_ws(bytes, end);
-            match bytes.get(at)? {
-                b',' => at = skip_ws(bytes, at + 1),
-                b'}' => break,
-                _ => return None,
-            }
+            finished = Some(!is_null(bytes, value, end));
         }
-    }
+        Some(end)
+    })?;
     // The other choices, skipped.
-    at = skip_ws(bytes, at + 1);
+    at = skip_ws(bytes, at);
     loop {
         match bytes.get(at)? {
             b']' => return Some((finished.unwrap_or(false), at + 1)),
@@ -944,7 +918,7 @@ mod tests {
             for data in inputs {
                 cases += 1;
                 let serde = OpenAiChunk::by_serde(&data);
-                if let Some(chunk) = OpenAiChunk::scan(data.as_bytes()) {
+                if let Some(chunk) = OpenAiChunk::scan(&data) {
                     scanned += 1;
                     assert_eq!(Some(chunk), serde, "{data}");
                 }
@@ -952,11 +926,11 @@ mod tests {
             }
         }
         for usual in &CHUNKS[..8] {
-            assert!(OpenAiChunk::scan(usual.as_bytes()).is_some(), "{usual}");
+            assert!(OpenAiChunk::scan(usual).is_some(), "{usual}");
         }
         for left_to_serde in &CHUNKS[9..] {
             assert!(
-                OpenAiChunk::scan(left_to_serde.as_bytes()).is_none(),
+                OpenAiChunk::scan(left_to_serde).is_none(),
                 "{left_to_serde}"
             );
         }
