@@ -46,7 +46,11 @@ const MAX_READ: usize = 64 * 1024;
 #[inline(never)]
 pub(super) fn may_hold(shared: &Shared, jobs: &WorkQueue<Work>, conn: &Conn) -> bool {
     use std::sync::atomic::Ordering::Relaxed;
-    conn.quick && !shared.stopping.load(Relaxed) && jobs.is_empty() && shared.idle.load(Relaxed) > 0
+    conn.quick
+        && !shared.stopping.load(Relaxed)
+        && jobs.is_empty()
+        && shared.idle.load(Relaxed) > 0
+        && shared.busy() < shared.queue_above
 }
 
 /// Waits up to [`HOLD`] for the next request on `conn`. A whole request

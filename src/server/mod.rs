@@ -147,6 +147,17 @@ impl Default for Settings {
 /// busy, up to `Settings::workers`, and then stay. An idle gateway with
 /// thousands of allowed workers thus costs a few threads, not thousands.
 const INITIAL_WORKERS: usize = 4;
+/// Busy workers per core from which a new job waits for one of them to
+/// finish instead of waking a parked worker (see `work_queue`). Below it
+/// every job gets a worker at once, so a lightly loaded gateway answers as
+/// soon as it can; at it, on 2 cores (16 busy), forwarding to a fast
+/// upstream on 64 connections took 1.2 context switches a request
+/// instead of 2.0.
+const BUSY_PER_CORE_BEFORE_QUEUEING: usize = 8;
+/// How long a job waits so before a parked worker is woken for it: long
+/// against the turn-around of requests to a fast upstream, short against
+/// a model's answer.
+const QUEUE_PATIENCE: Duration = Duration::from_millis(1);
 /// Time given to streams to end in-band once the drain deadline passed.
 const CUT_GRACE: Duration = Duration::from_secs(2);
 
@@ -156,6 +167,8 @@ struct Shared {
     spawned: AtomicUsize,
     /// Workers waiting for a job.
     idle: AtomicUsize,
+    /// Busy workers from which new jobs queue (`BUSY_PER_CORE_BEFORE_QUEUEING`).
+    queue_above: usize,
     handler: Arc<dyn Handler>,
     /// Draining: new requests get 503, answers say `Connection: close`.
     stopping: AtomicBool,
@@ -181,6 +194,12 @@ struct Shared {
 }
 
 impl Shared {
+    /// Workers with a job (or handed one and still waking).
+    fn busy(&self) -> usize {
+        let spawned = self.spawned.load(Ordering::SeqCst);
+        spawned.saturating_sub(self.idle.load(Ordering::SeqCst))
+    }
+
     /// The answer to a complete head that is refused before any of its
     /// body is accepted: the handler's screening (logged), or a 503 while
     /// draining — still accepting, so that health checks see 503 rather
@@ -310,14 +329,33 @@ impl WorkerPool {
     }
 
     /// Gives `work` to a worker, starting one if none is idle; gives it
-    /// back when the queue is full or closed.
+    /// back when the queue is full or closed. While many workers are busy
+    /// it queues for one of them instead (see `work_queue`), and
+    /// `hand_stale` sees that it does not wait long.
     fn submit(&self, jobs: &JobSender<Work>, work: Work) -> Result<(), Work> {
-        self.grow_for(jobs.len() + 1);
-        if jobs.try_send(work)? == Handoff::ToParked {
+        let may_queue = self.shared.busy() >= self.shared.queue_above;
+        if !may_queue {
+            self.grow_for(jobs.len() + 1);
+        }
+        if jobs.try_send(work, may_queue)? == Handoff::ToParked {
             // Busy from now on, though its thread has yet to wake.
             self.shared.idle.fetch_sub(1, Ordering::SeqCst);
         }
         Ok(())
+    }
+
+    /// Gives the jobs queued for longer than `QUEUE_PATIENCE` a worker:
+    /// a parked one, or a new one when none is parked.
+    fn hand_stale(&self, jobs: &JobSender<Work>) {
+        let Some(cutoff) = Instant::now().checked_sub(QUEUE_PATIENCE) else {
+            return;
+        };
+        let (handed, left) = jobs.hand_stale(cutoff);
+        // Busy from now on, as in `submit`.
+        self.shared.idle.fetch_sub(handed, Ordering::SeqCst);
+        if left > 0 {
+            self.grow_for(left);
+        }
     }
 
     /// Starts workers until every queued job has an idle worker waiting
@@ -361,6 +399,8 @@ impl Server {
             exit: AtomicBool::new(false),
             spawned: AtomicUsize::new(0),
             idle: AtomicUsize::new(0),
+            queue_above: BUSY_PER_CORE_BEFORE_QUEUEING
+                * thread::available_parallelism().map_or(1, |n| n.get()),
             in_flight: AtomicUsize::new(0),
             open: Arc::new(AtomicUsize::new(0)),
             keep_alive_idle: AtomicUsize::new(0),

@@ -244,7 +244,12 @@ impl Poller {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            if let Err(e) = self.poll.poll(&mut events, Some(TICK)) {
+            // A queued job is looked at again within `QUEUE_PATIENCE`.
+            let wait = match &self.jobs {
+                Some(jobs) if !jobs.is_empty() => super::QUEUE_PATIENCE,
+                _ => TICK,
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     crate::log::error(&format!("poll failed: {e}"));
                     thread::sleep(TICK);
@@ -266,6 +271,11 @@ impl Poller {
             }
             while let Ok((id, message)) = self.links.try_recv() {
                 self.on_link(id, message);
+            }
+            if let Some(jobs) = &self.jobs
+                && !jobs.is_empty()
+            {
+                self.pool.hand_stale(jobs);
             }
             if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
                 self.accept_retry_at = None;

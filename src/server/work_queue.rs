@@ -9,9 +9,19 @@
 //! that has waited longest, so with a hundred workers every job landed on
 //! the coldest stack of all, where the last one to park is still in the
 //! caches.
+//!
+//! And once many workers are busy, a job may wait for one of them to
+//! finish rather than wake a parked one (`try_send` with `may_queue`): a
+//! worker that finds a job queued takes it without sleeping, where waking
+//! a parked one costs two context switches. Every wake-up skipped is a
+//! trip through the scheduler saved, which on a busy machine is most of
+//! what forwarding a request costs. A job is not left waiting long:
+//! whoever sends jobs hands those queued for longer than it allows to
+//! parked workers (`hand_stale`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 /// Jobs for the workers: at most `capacity` wait while no worker is free.
 pub(super) struct WorkQueue<T> {
@@ -20,7 +30,8 @@ pub(super) struct WorkQueue<T> {
 }
 
 struct State<T> {
-    queued: VecDeque<T>,
+    /// Jobs with the time each was queued.
+    queued: VecDeque<(Instant, T)>,
     /// Workers waiting for a job, the last to park on top.
     parked: Vec<Arc<Parking<T>>>,
     closed: bool,
@@ -95,7 +106,7 @@ impl<T> WorkQueue<T> {
     ) -> Option<(T, Handoff)> {
         {
             let mut state = self.state();
-            if let Some(job) = state.queued.pop_front() {
+            if let Some((_, job)) = state.queued.pop_front() {
                 taken();
                 return Some((job, Handoff::Queued));
             }
@@ -107,12 +118,51 @@ impl<T> WorkQueue<T> {
         parking.wait().map(|job| (job, Handoff::ToParked))
     }
 
+    /// Hands the jobs queued before `cutoff`, oldest first, to parked
+    /// workers; returns how many it handed, and how many such jobs are left
+    /// for want of a parked worker.
+    fn hand_stale(&self, cutoff: Instant) -> (usize, usize) {
+        let mut handed = Vec::new();
+        let left = {
+            let mut state = self.state();
+            while state.queued.front().is_some_and(|(at, _)| *at < cutoff)
+                && let Some(worker) = state.parked.pop()
+            {
+                let (_, job) = state.queued.pop_front().expect("a stale job");
+                handed.push((worker, job));
+            }
+            state
+                .queued
+                .iter()
+                .take_while(|(at, _)| *at < cutoff)
+                .count()
+        };
+        let count = handed.len();
+        for (worker, job) in handed {
+            worker.fill(Slot::Job(job));
+        }
+        (count, left)
+    }
+
+    /// Closes the queue. Jobs may queue while workers are parked (see
+    /// `try_send`), so parked workers take what is queued first, and each
+    /// stops when it comes back to a queue that is closed and empty.
     fn close(&self) {
-        let parked = {
+        let (handed, parked) = {
             let mut state = self.state();
             state.closed = true;
-            std::mem::take(&mut state.parked)
+            let mut handed = Vec::new();
+            while !state.queued.is_empty()
+                && let Some(worker) = state.parked.pop()
+            {
+                let (_, job) = state.queued.pop_front().expect("a queued job");
+                handed.push((worker, job));
+            }
+            (handed, std::mem::take(&mut state.parked))
         };
+        for (worker, job) in handed {
+            worker.fill(Slot::Job(job));
+        }
         for worker in parked {
             worker.fill(Slot::Closed);
         }
@@ -121,27 +171,44 @@ impl<T> WorkQueue<T> {
 
 impl<T> JobSender<T> {
     /// Hands `job` to the worker that parked last, or queues it; gives it
-    /// back when the queue is full or closed.
-    pub(super) fn try_send(&self, job: T) -> Result<Handoff, T> {
+    /// back when the queue is full or closed. With `may_queue` it queues
+    /// while there is room even if a worker is parked, for a busy worker
+    /// to take when it finishes (or `hand_stale` to hand out).
+    pub(super) fn try_send(&self, job: T, may_queue: bool) -> Result<Handoff, T> {
         let mut state = self.0.state();
         if state.closed {
             return Err(job);
+        }
+        let room = state.queued.len() < self.0.capacity;
+        if may_queue && room {
+            state.queued.push_back((Instant::now(), job));
+            return Ok(Handoff::Queued);
         }
         if let Some(worker) = state.parked.pop() {
             drop(state);
             worker.fill(Slot::Job(job));
             return Ok(Handoff::ToParked);
         }
-        if state.queued.len() >= self.0.capacity {
+        if !room {
             return Err(job);
         }
-        state.queued.push_back(job);
+        state.queued.push_back((Instant::now(), job));
         Ok(Handoff::Queued)
     }
 
     /// Jobs waiting for a worker.
     pub(super) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// Whether no job waits for a worker.
+    pub(super) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// See [`WorkQueue::hand_stale`].
+    pub(super) fn hand_stale(&self, cutoff: Instant) -> (usize, usize) {
+        self.0.hand_stale(cutoff)
     }
 }
 
@@ -226,13 +293,13 @@ mod tests {
         let (seen_tx, seen) = mpsc::channel();
         let first = worker(&queue, "first", &seen_tx);
         let second = worker(&queue, "second", &seen_tx);
-        assert_eq!(jobs.try_send(1), Ok(Handoff::ToParked));
+        assert_eq!(jobs.try_send(1, false), Ok(Handoff::ToParked));
         assert_eq!(seen.recv().unwrap(), ("second", Some(1)));
         // It parks again on top, so it takes the next one as well.
         while queue.state().parked.len() < 2 {
             thread::yield_now();
         }
-        jobs.try_send(2).unwrap();
+        jobs.try_send(2, false).unwrap();
         assert_eq!(seen.recv().unwrap(), ("second", Some(2)));
         drop(jobs);
         let mut ends: Vec<_> = (0..2).map(|_| seen.recv().unwrap()).collect();
@@ -245,9 +312,9 @@ mod tests {
     #[test]
     fn jobs_queue_in_order_up_to_the_capacity_while_no_worker_waits() {
         let (jobs, queue) = work_queue(2);
-        assert_eq!(jobs.try_send(1), Ok(Handoff::Queued));
-        assert_eq!(jobs.try_send(2), Ok(Handoff::Queued));
-        assert_eq!(jobs.try_send(3), Err(3));
+        assert_eq!(jobs.try_send(1, false), Ok(Handoff::Queued));
+        assert_eq!(jobs.try_send(2, false), Ok(Handoff::Queued));
+        assert_eq!(jobs.try_send(3, false), Err(3));
         assert_eq!(jobs.len(), 2);
         let parking = Parking::new();
         assert_eq!(queue.recv(&parking, || {}), Some((1, Handoff::Queued)));
@@ -258,7 +325,7 @@ mod tests {
     #[test]
     fn a_closed_queue_still_gives_out_what_was_queued_then_nothing() {
         let (jobs, queue) = work_queue(2);
-        jobs.try_send(7).unwrap();
+        jobs.try_send(7, false).unwrap();
         drop(jobs);
         let parking = Parking::new();
         assert_eq!(queue.recv(&parking, || {}), Some((7, Handoff::Queued)));
@@ -270,7 +337,7 @@ mod tests {
     fn a_job_sent_after_close_comes_back() {
         let (jobs, queue) = work_queue::<u32>(2);
         queue.close();
-        assert_eq!(jobs.try_send(1), Err(1));
+        assert_eq!(jobs.try_send(1, false), Err(1));
     }
 
     #[test]
@@ -280,7 +347,7 @@ mod tests {
         let (jobs, queue) = work_queue(1);
         let parking = Parking::new();
         queue.state().parked.push(Arc::clone(&parking));
-        assert_eq!(jobs.try_send(5), Ok(Handoff::ToParked));
+        assert_eq!(jobs.try_send(5, false), Ok(Handoff::ToParked));
         let (done_tx, done) = mpsc::channel();
         thread::spawn(move || done_tx.send(parking.wait()).unwrap());
         assert_eq!(done.recv_timeout(Duration::from_secs(10)).unwrap(), Some(5));
@@ -289,7 +356,7 @@ mod tests {
     #[test]
     fn taking_a_queued_job_is_reported_and_a_handed_one_is_not() {
         let (jobs, queue) = work_queue(2);
-        jobs.try_send(1).unwrap();
+        jobs.try_send(1, false).unwrap();
         let parking = Parking::new();
         let mut taken = 0;
         assert_eq!(
@@ -299,10 +366,61 @@ mod tests {
         assert_eq!(taken, 1);
         let (seen_tx, seen) = mpsc::channel();
         let waiting = worker(&queue, "parked", &seen_tx);
-        assert_eq!(jobs.try_send(2), Ok(Handoff::ToParked));
+        assert_eq!(jobs.try_send(2, false), Ok(Handoff::ToParked));
         assert_eq!(seen.recv().unwrap(), ("parked", Some(2)));
         drop(jobs);
         assert_eq!(seen.recv().unwrap(), ("parked", None));
         waiting.join().unwrap();
+    }
+
+    #[test]
+    fn a_job_that_may_queue_waits_for_a_busy_worker_though_one_is_parked() {
+        let (jobs, queue) = work_queue(4);
+        let (seen_tx, seen) = mpsc::channel();
+        let parked = worker(&queue, "parked", &seen_tx);
+        assert_eq!(jobs.try_send(1, true), Ok(Handoff::Queued));
+        // A worker finishing its job takes it, without the parked one.
+        let busy = Parking::new();
+        assert_eq!(queue.recv(&busy, || {}), Some((1, Handoff::Queued)));
+        drop(jobs);
+        assert_eq!(seen.recv().unwrap(), ("parked", None));
+        parked.join().unwrap();
+    }
+
+    #[test]
+    fn a_full_queue_hands_a_job_that_may_queue_to_a_parked_worker() {
+        let (jobs, queue) = work_queue(1);
+        let parking = Parking::new();
+        queue.state().parked.push(Arc::clone(&parking));
+        assert_eq!(jobs.try_send(1, true), Ok(Handoff::Queued));
+        assert_eq!(jobs.try_send(2, true), Ok(Handoff::ToParked));
+        assert_eq!(parking.wait(), Some(2));
+    }
+
+    #[test]
+    fn closing_hands_what_is_queued_to_parked_workers_first() {
+        let (jobs, queue) = work_queue(2);
+        let parking = Parking::new();
+        queue.state().parked.push(Arc::clone(&parking));
+        jobs.try_send(1, true).unwrap();
+        drop(jobs);
+        assert_eq!(parking.wait(), Some(1));
+        assert_eq!(queue.recv(&parking, || {}), None);
+    }
+
+    #[test]
+    fn stale_jobs_go_to_parked_workers_oldest_first_and_fresh_ones_stay() {
+        let (jobs, queue) = work_queue(4);
+        let parking = Parking::new();
+        queue.state().parked.push(Arc::clone(&parking));
+        jobs.try_send(1, true).unwrap();
+        jobs.try_send(2, true).unwrap();
+        let before = Instant::now() - Duration::from_secs(1);
+        assert_eq!(jobs.hand_stale(before), (0, 0), "none is that old");
+        let after = Instant::now() + Duration::from_secs(1);
+        assert_eq!(jobs.hand_stale(after), (1, 1), "one parked worker");
+        assert_eq!(parking.wait(), Some(1));
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(queue.recv(&parking, || {}), Some((2, Handoff::Queued)));
     }
 }
