@@ -587,30 +587,34 @@ fn full_queue_answers_503_with_retry_after() {
 /// it counted idle until its thread woke, the next request of a burst
 /// would be queued for it, no worker would start for that one, and it
 /// would wait for some earlier request to end (it did, one run in two,
-/// with 300 waiting for an upstream).
+/// with 300 waiting for an upstream). The burst is larger than the busy
+/// workers (8 per core) from which a request queues for a busy worker
+/// rather than waking a parked one: these busy ones never finish, so the
+/// poller must hand the queued requests to parked or new workers.
 #[test]
 fn every_request_of_a_burst_gets_a_worker_while_the_earlier_ones_wait() {
-    const BURST: usize = 48;
+    let cores = thread::available_parallelism().map_or(1, |n| n.get());
+    let burst = 48.max(8 * cores + 16);
     let t = TestServer::start(|s| {
-        s.workers = BURST;
-        s.queue_capacity = BURST;
+        s.workers = burst;
+        s.queue_capacity = burst;
     });
     // Rounds after the first find the workers of the one before parked.
     for round in 0..10 {
-        let mut clients: Vec<_> = (0..BURST).map(|_| connect(t.addr)).collect();
+        let mut clients: Vec<_> = (0..burst).map(|_| connect(t.addr)).collect();
         for client in &mut clients {
             client
                 .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
                 .unwrap();
         }
-        for n in 0..BURST {
+        for n in 0..burst {
             t.entered
                 .recv_timeout(Duration::from_secs(5))
                 .unwrap_or_else(|_| {
-                    panic!("round {round}: {n} of {BURST} requests reached a worker")
+                    panic!("round {round}: {n} of {burst} requests reached a worker")
                 });
         }
-        for _ in 0..BURST {
+        for _ in 0..burst {
             t.release.send(()).unwrap();
         }
         for client in &mut clients {
