@@ -156,7 +156,8 @@ const INITIAL_WORKERS: usize = 4;
 const BUSY_PER_CORE_BEFORE_QUEUEING: usize = 8;
 /// How long a job waits so before a parked worker is woken for it: long
 /// against the turn-around of requests to a fast upstream, short against
-/// a model's answer.
+/// a model's answer. The poller looks at the queue every millisecond
+/// (epoll's resolution), so a job waits at most about twice this.
 const QUEUE_PATIENCE: Duration = Duration::from_millis(1);
 /// Time given to streams to end in-band once the drain deadline passed.
 const CUT_GRACE: Duration = Duration::from_secs(2);

@@ -244,7 +244,8 @@ impl Poller {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
-            // A queued job is looked at again within `QUEUE_PATIENCE`.
+            // A queued job is looked at again after `QUEUE_PATIENCE`
+            // (rounded up to epoll's millisecond).
             let wait = match &self.jobs {
                 Some(jobs) if !jobs.is_empty() => super::QUEUE_PATIENCE,
                 _ => TICK,
