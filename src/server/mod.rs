@@ -334,7 +334,11 @@ impl WorkerPool {
     /// it queues for one of them instead (see `work_queue`), and
     /// `hand_stale` sees that it does not wait long.
     fn submit(&self, jobs: &JobSender<Work>, work: Work) -> Result<(), Work> {
-        let may_queue = self.shared.busy() >= self.shared.queue_above;
+        // A full queue takes the usual way (start a worker, or give the
+        // job back) rather than refuse what a new worker could serve.
+        let shared = &self.shared;
+        let may_queue =
+            shared.busy() >= shared.queue_above && jobs.len() < shared.settings.queue_capacity;
         if !may_queue {
             self.grow_for(jobs.len() + 1);
         }
