@@ -10,8 +10,9 @@
 //! the coldest stack of all, where the last one to park is still in the
 //! caches.
 //!
-//! And once many workers are busy, a job may wait for one of them to
-//! finish rather than wake a parked one (`try_send` with `may_queue`): a
+//! And while many workers are busy and finishing jobs often, a job may
+//! wait for one of them to finish rather than wake a parked one
+//! (`try_send` with `may_queue`): a
 //! worker that finds a job queued takes it without sleeping, where waking
 //! a parked one costs two context switches. Every wake-up skipped is a
 //! trip through the scheduler saved, which on a busy machine is most of
