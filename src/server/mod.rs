@@ -152,7 +152,7 @@ const INITIAL_WORKERS: usize = 4;
 /// finish instead of waking a parked worker (see `work_queue`). Below it
 /// every job gets a worker at once, so a lightly loaded gateway answers as
 /// soon as it can; at it, on 2 cores (16 busy), forwarding to a fast
-/// upstream on 64 connections took 1.2 context switches a request
+/// upstream on 64 connections took 1.25 context switches a request
 /// instead of 2.0.
 const BUSY_PER_CORE_BEFORE_QUEUEING: usize = 8;
 /// How long a job waits so before a parked worker is woken for it: long
@@ -356,11 +356,12 @@ impl WorkerPool {
     /// it queues for one of them instead (see `work_queue`), and
     /// `hand_stale` sees that it does not wait long.
     fn submit(&self, jobs: &JobSender<Work>, work: Work) -> Result<(), Work> {
-        // A full queue takes the usual way (start a worker, or give the
-        // job back) rather than refuse what a new worker could serve.
+        // A job queues only while workers finish jobs often (with them in
+        // long answers, streams, it would wait the patience out), and
+        // never into a full queue: that takes the usual way (start a
+        // worker, or give the job back) rather than refuse what a new
+        // worker could serve.
         let shared = &self.shared;
-        // A job queues only while workers finish jobs often: with them
-        // in long answers (streams) it would wait the patience out.
         let may_queue = shared.busy() >= shared.queue_above
             && jobs.len() < shared.settings.queue_capacity
             && self.between_finishes() < FINISHING_OFTEN;

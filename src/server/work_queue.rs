@@ -12,13 +12,12 @@
 //!
 //! And while many workers are busy and finishing jobs often, a job may
 //! wait for one of them to finish rather than wake a parked one
-//! (`try_send` with `may_queue`): a
-//! worker that finds a job queued takes it without sleeping, where waking
-//! a parked one costs two context switches. Every wake-up skipped is a
-//! trip through the scheduler saved, which on a busy machine is most of
-//! what forwarding a request costs. A job is not left waiting long:
-//! whoever sends jobs hands those queued for longer than it allows to
-//! parked workers (`hand_stale`).
+//! (`try_send` with `may_queue`): a worker that finds a job queued takes
+//! it without sleeping, where waking a parked one costs two context
+//! switches, a large share of what forwarding a request costs on a busy
+//! machine. A job is not left waiting long: whoever sends jobs hands
+//! those queued for longer than it allows to parked workers
+//! (`hand_stale`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
