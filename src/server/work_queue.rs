@@ -122,20 +122,11 @@ impl<T> WorkQueue<T> {
     /// workers; returns how many it handed, and how many such jobs are left
     /// for want of a parked worker.
     fn hand_stale(&self, cutoff: Instant) -> (usize, usize) {
-        let mut handed = Vec::new();
-        let left = {
+        let (handed, left) = {
             let mut state = self.state();
-            while state.queued.front().is_some_and(|(at, _)| *at < cutoff)
-                && let Some(worker) = state.parked.pop()
-            {
-                let (_, job) = state.queued.pop_front().expect("a stale job");
-                handed.push((worker, job));
-            }
-            state
-                .queued
-                .iter()
-                .take_while(|(at, _)| *at < cutoff)
-                .count()
+            let handed = state.pair_off(|at| at < cutoff);
+            let left = state.queued.iter().take_while(|(at, _)| *at < cutoff);
+            (handed, left.count())
         };
         let count = handed.len();
         for (worker, job) in handed {
@@ -151,13 +142,7 @@ impl<T> WorkQueue<T> {
         let (handed, parked) = {
             let mut state = self.state();
             state.closed = true;
-            let mut handed = Vec::new();
-            while !state.queued.is_empty()
-                && let Some(worker) = state.parked.pop()
-            {
-                let (_, job) = state.queued.pop_front().expect("a queued job");
-                handed.push((worker, job));
-            }
+            let handed = state.pair_off(|_| true);
             (handed, std::mem::take(&mut state.parked))
         };
         for (worker, job) in handed {
@@ -166,6 +151,22 @@ impl<T> WorkQueue<T> {
         for worker in parked {
             worker.fill(Slot::Closed);
         }
+    }
+}
+
+impl<T> State<T> {
+    /// Takes the queued jobs, oldest first, for as long as `due` says of
+    /// the time each was queued, each with the parked worker (the last to
+    /// park first) that is to get it.
+    fn pair_off(&mut self, due: impl Fn(Instant) -> bool) -> Vec<(Arc<Parking<T>>, T)> {
+        let mut pairs = Vec::new();
+        while self.queued.front().is_some_and(|(at, _)| due(*at))
+            && let Some(worker) = self.parked.pop()
+        {
+            let (_, job) = self.queued.pop_front().expect("a queued job");
+            pairs.push((worker, job));
+        }
+        pairs
     }
 }
 
