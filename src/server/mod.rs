@@ -362,11 +362,12 @@ impl WorkerPool {
         // worker, or give the job back) rather than refuse what a new
         // worker could serve.
         let shared = &self.shared;
+        let queued = jobs.len();
         let may_queue = shared.busy() >= shared.queue_above
-            && jobs.len() < shared.settings.queue_capacity
+            && queued < shared.settings.queue_capacity
             && self.between_finishes() < FINISHING_OFTEN;
         if !may_queue {
-            self.grow_for(jobs.len() + 1);
+            self.grow_for(queued + 1);
         }
         if jobs.try_send(work, may_queue)? == Handoff::ToParked {
             // Busy from now on, though its thread has yet to wake.

@@ -246,9 +246,11 @@ impl Poller {
         loop {
             // A queued job is looked at again after `QUEUE_PATIENCE`
             // (rounded up to epoll's millisecond).
-            let wait = match &self.jobs {
-                Some(jobs) if !jobs.is_empty() => super::QUEUE_PATIENCE,
-                _ => TICK,
+            let jobs_waiting = self.jobs.as_ref().is_some_and(|jobs| !jobs.is_empty());
+            let wait = if jobs_waiting {
+                super::QUEUE_PATIENCE
+            } else {
+                TICK
             };
             if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -273,9 +275,9 @@ impl Poller {
             while let Ok((id, message)) = self.links.try_recv() {
                 self.on_link(id, message);
             }
-            if let Some(jobs) = &self.jobs
-                && !jobs.is_empty()
-            {
+            // A job that waited out the patience was queued before this
+            // turn's wait (one queued during a long turn is seen next turn).
+            if jobs_waiting && let Some(jobs) = &self.jobs {
                 self.pool.hand_stale(jobs);
             }
             if self.accept_retry_at.is_some_and(|at| Instant::now() >= at) {
