@@ -2,8 +2,8 @@
 //! answered the previous one.
 //!
 //! Giving a connection back to the poller and its next request to a worker
-//! costs, per request, two epoll changes, a waker write and two thread
-//! wake-ups on top of the read. A client that sends its next request right
+//! costs, per request, an epoll change and two thread wake-ups on top of
+//! the read. A client that sends its next request right
 //! after an answer (SDKs in a loop, batch jobs, agents calling tools, load
 //! balancers reusing upstream connections) finds instead the worker that
 //! answered it still reading, for a moment ([`HOLD`]). A head is screened
@@ -20,6 +20,7 @@
 //! one run out of four before this rule).
 
 use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::poller::Conn;
@@ -152,7 +153,13 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
             return Received::NotYet;
         }
         // A blocking read with a timeout is the one wait std offers a
-        // single socket; the timeout is set once per connection.
+        // single socket; the timeout is set once per connection. The
+        // poller must not be woken by the input this worker waits for.
+        if conn.registered {
+            let fd = conn.stream.as_raw_fd();
+            let _ = shared.registry.deregister(&mut mio::unix::SourceFd(&fd));
+            conn.registered = false;
+        }
         if !conn.blocking {
             if conn.stream.set_nonblocking(false).is_err() {
                 return Received::Gone;

@@ -693,8 +693,9 @@ fn give_back(shared: &Shared, mut returned: Returned) {
             // first, registering the number fails or names that number's
             // next socket under its own token (see `poller::slot_of`).
             let fd = conn.stream.as_raw_fd();
+            let registered = std::mem::replace(&mut conn.registered, true);
             if shared.returns.send(Returned::Watched(conn)).is_ok()
-                && poller::watch(&shared.registry, fd).is_err()
+                && poller::watch(&shared.registry, fd, registered).is_err()
                 && shared
                     .returns
                     .send(Returned::Unwatched(poller::slot_of_fd(fd)))

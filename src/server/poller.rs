@@ -47,17 +47,28 @@ fn token_of(slot: usize) -> Token {
     Token(slot + FIRST_CONN)
 }
 
-/// Registers socket `fd` for readability under its slot's token. It may
-/// be registered already: a worker that gave it back did that, or a
-/// registration of an earlier socket with the same number is there;
-/// either way it names the same token, and is renewed.
-pub(super) fn watch(registry: &Registry, fd: RawFd) -> io::Result<()> {
+/// Watches socket `fd` for readability under its slot's token, from now
+/// on (a renewed registration reports input that is already there).
+/// `registered` says whether it is likely registered already (see
+/// `Conn::registered`): renewing a registration is one system call, and
+/// the guess costs a second only when it is wrong.
+pub(super) fn watch(registry: &Registry, fd: RawFd, registered: bool) -> io::Result<()> {
     let token = token_of(slot_of_fd(fd));
-    match registry.register(&mut SourceFd(&fd), token, Interest::READABLE) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            registry.reregister(&mut SourceFd(&fd), token, Interest::READABLE)
+    let mut source = SourceFd(&fd);
+    if registered {
+        match registry.reregister(&mut source, token, Interest::READABLE) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                registry.register(&mut source, token, Interest::READABLE)
+            }
+            done => done,
         }
-        done => done,
+    } else {
+        match registry.register(&mut source, token, Interest::READABLE) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                registry.reregister(&mut source, token, Interest::READABLE)
+            }
+            done => done,
+        }
     }
 }
 
@@ -126,6 +137,10 @@ pub(super) struct Conn {
     /// When it last went idle between requests (set by the worker that
     /// lets go of it: the poller may take it back later).
     pub(super) idle_since: Instant,
+    /// Its socket is registered with the poller's epoll. It stays so
+    /// while a worker serves a request (see `dispatch`) and until the
+    /// worker waits on it itself (see `keep_alive`).
+    pub(super) registered: bool,
     _open: OpenGuard,
 }
 
@@ -400,6 +415,7 @@ impl Poller {
             blocking: false,
             quick: false,
             idle_since: Instant::now(),
+            registered: false,
             _open: guard,
         };
         if let Some(slot) = self.insert(conn) {
@@ -465,7 +481,9 @@ impl Poller {
             // client would wait for the idle deadline for nothing.
             Returned::Unwatched(slot) => {
                 let registered = match self.conns.get(slot).and_then(Option::as_ref) {
-                    Some(conn) => watch(self.poll.registry(), conn.stream.as_raw_fd()).is_ok(),
+                    Some(conn) => {
+                        watch(self.poll.registry(), conn.stream.as_raw_fd(), true).is_ok()
+                    }
                     None => true,
                 };
                 if !registered {
@@ -495,9 +513,16 @@ impl Poller {
         // Writability is watched only once an answer did not fit in the
         // socket buffer (see `flush`).
         conn.watching_writes = false;
-        if watch(self.poll.registry(), conn.stream.as_raw_fd()).is_err() {
+        if watch(
+            self.poll.registry(),
+            conn.stream.as_raw_fd(),
+            conn.registered,
+        )
+        .is_err()
+        {
             return None;
         }
+        conn.registered = true;
         let slot = slot_of(&conn.stream);
         self.place(slot, conn);
         Some(slot)
@@ -697,7 +722,10 @@ impl Poller {
 
     /// Hands a complete request to the workers, or answers 503.
     fn dispatch(&mut self, slot: usize) {
-        let Some(mut conn) = self.take(slot) else {
+        // The socket stays registered: the worker gives it back with one
+        // change of its registration instead of two (removed here, added
+        // there), and an event for it meanwhile finds its slot empty.
+        let Some(mut conn) = self.take(slot, false) else {
             return;
         };
         // The poller's own clock orders connections by their requests'
@@ -779,20 +807,25 @@ impl Poller {
         }
     }
 
-    fn take(&mut self, slot: usize) -> Option<Conn> {
-        let conn = self.conns.get_mut(slot)?.take()?;
+    /// Takes a connection out of its slot, ending its registration if
+    /// `unwatch`.
+    fn take(&mut self, slot: usize, unwatch: bool) -> Option<Conn> {
+        let mut conn = self.conns.get_mut(slot)?.take()?;
         if conn.served && matches!(conn.phase, Phase::Idle) {
             self.shared.keep_alive_idle.fetch_sub(1, Ordering::Relaxed);
         }
-        let _ = self
-            .poll
-            .registry()
-            .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+        if unwatch {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+            conn.registered = false;
+        }
         Some(conn)
     }
 
     fn close(&mut self, slot: usize) {
-        if let Some(mut conn) = self.take(slot)
+        if let Some(mut conn) = self.take(slot, true)
             && let Phase::Upgraded(upgraded) = &mut conn.phase
         {
             upgraded.protocol.on_closed();

@@ -321,6 +321,47 @@ fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     assert_eq!(read_response(&mut stream).body, b"ok");
 }
 
+/// A connection stays registered with the poller while a worker serves
+/// its request, and the poller ignores what it hears of it meanwhile: the
+/// next request, or the client's close, sent during that time must still
+/// be seen once the worker gives the connection back.
+#[test]
+fn input_sent_while_a_request_is_served_is_seen_after_it() {
+    let t = TestServer::start(|_| {});
+    let mut stream = connect(t.addr);
+    for _ in 0..3 {
+        stream
+            .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        t.entered.recv_timeout(Duration::from_secs(5)).unwrap();
+        stream
+            .write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        // Not synchronisation: the test holds either way, and the pause
+        // makes it likely that the poller hears of the input before the
+        // worker is done.
+        thread::sleep(Duration::from_millis(20));
+        t.release.send(()).unwrap();
+        assert_eq!(read_response(&mut stream).body, b"released");
+        assert_eq!(read_response(&mut stream).body, b"ok");
+    }
+    stream
+        .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    t.entered.recv_timeout(Duration::from_secs(5)).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    t.release.send(()).unwrap();
+    assert_eq!(read_response(&mut stream).body, b"released");
+    // The server closes its side once it sees the client's end: well
+    // before the 60 s idle timeout, and within the read timeout.
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("closed, not timed out");
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
 /// A worker that answered on a keep-alive connection reads the next
 /// request itself when it comes at once, else the poller does: every way a
 /// next request can arrive must be answered alike on both paths.
