@@ -724,8 +724,15 @@ impl Poller {
     fn dispatch(&mut self, slot: usize) {
         // The socket stays registered: the worker gives it back with one
         // change of its registration instead of two (removed here, added
-        // there), and an event for it meanwhile finds its slot empty.
-        let Some(mut conn) = self.take(slot, false) else {
+        // there), and an event for it meanwhile finds its slot empty. Not
+        // one watched for writability, though: each acknowledgement of
+        // the worker's answer would wake the poller for nothing.
+        let watching_writes = self
+            .conns
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|conn| conn.watching_writes);
+        let Some(mut conn) = self.take(slot, watching_writes) else {
             return;
         };
         // The poller's own clock orders connections by their requests'
