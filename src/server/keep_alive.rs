@@ -20,10 +20,9 @@
 //! one run out of four before this rule).
 
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use super::poller::Conn;
+use super::poller::{self, Conn};
 use super::request::{self, BodyReader, Head, ParseStatus};
 use super::response;
 use super::work_queue::WorkQueue;
@@ -156,9 +155,7 @@ fn receive(shared: &Shared, conn: &mut Conn) -> Received {
         // single socket; the timeout is set once per connection. The
         // poller must not be woken by the input this worker waits for.
         if conn.registered {
-            let fd = conn.stream.as_raw_fd();
-            let _ = shared.registry.deregister(&mut mio::unix::SourceFd(&fd));
-            conn.registered = false;
+            poller::unwatch(&shared.registry, conn);
         }
         if !conn.blocking {
             if conn.stream.set_nonblocking(false).is_err() {

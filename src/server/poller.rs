@@ -72,6 +72,12 @@ pub(super) fn watch(registry: &Registry, fd: RawFd, registered: bool) -> io::Res
     }
 }
 
+/// Ends `conn`'s registration with the poller's epoll.
+pub(super) fn unwatch(registry: &Registry, conn: &mut Conn) {
+    let _ = registry.deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
+    conn.registered = false;
+}
+
 /// How often deadlines are checked when nothing else happens.
 const TICK: Duration = Duration::from_millis(100);
 /// Pause before retrying `accept` after EMFILE/ENFILE and similar errors
@@ -727,14 +733,12 @@ impl Poller {
         // there), and an event for it meanwhile finds its slot empty. Not
         // one watched for writability, though: each acknowledgement of
         // the worker's answer would wake the poller for nothing.
-        let watching_writes = self
-            .conns
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|conn| conn.watching_writes);
-        let Some(mut conn) = self.take(slot, watching_writes) else {
+        let Some(mut conn) = self.take(slot) else {
             return;
         };
+        if conn.watching_writes {
+            unwatch(self.poll.registry(), &mut conn);
+        }
         // The poller's own clock orders connections by their requests'
         // arrival, which is what "least recently used" means to a client.
         conn.last_used = Instant::now();
@@ -814,27 +818,21 @@ impl Poller {
         }
     }
 
-    /// Takes a connection out of its slot, ending its registration if
-    /// `unwatch`.
-    fn take(&mut self, slot: usize, unwatch: bool) -> Option<Conn> {
-        let mut conn = self.conns.get_mut(slot)?.take()?;
+    /// Takes a connection out of its slot; its registration stays.
+    fn take(&mut self, slot: usize) -> Option<Conn> {
+        let conn = self.conns.get_mut(slot)?.take()?;
         if conn.served && matches!(conn.phase, Phase::Idle) {
             self.shared.keep_alive_idle.fetch_sub(1, Ordering::Relaxed);
-        }
-        if unwatch {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
-            conn.registered = false;
         }
         Some(conn)
     }
 
     fn close(&mut self, slot: usize) {
-        if let Some(mut conn) = self.take(slot, true)
-            && let Phase::Upgraded(upgraded) = &mut conn.phase
-        {
+        let Some(mut conn) = self.take(slot) else {
+            return;
+        };
+        unwatch(self.poll.registry(), &mut conn);
+        if let Phase::Upgraded(upgraded) = &mut conn.phase {
             upgraded.protocol.on_closed();
         }
     }

@@ -129,9 +129,7 @@ impl<T> WorkQueue<T> {
             (handed, left.count())
         };
         let count = handed.len();
-        for (worker, job) in handed {
-            worker.fill(Slot::Job(job));
-        }
+        hand_out(handed);
         (count, left)
     }
 
@@ -145,12 +143,17 @@ impl<T> WorkQueue<T> {
             let handed = state.pair_off(|_| true);
             (handed, std::mem::take(&mut state.parked))
         };
-        for (worker, job) in handed {
-            worker.fill(Slot::Job(job));
-        }
+        hand_out(handed);
         for worker in parked {
             worker.fill(Slot::Closed);
         }
+    }
+}
+
+/// Wakes each worker of `pairs` with its job (outside the queue's lock).
+fn hand_out<T>(pairs: Vec<(Arc<Parking<T>>, T)>) {
+    for (worker, job) in pairs {
+        worker.fill(Slot::Job(job));
     }
 }
 
