@@ -9,6 +9,8 @@
 //! made no upstream call" and "a hit is byte-identical to the miss" are
 //! both observable.
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "integration/support.rs"]
 mod support;
 
@@ -161,11 +163,7 @@ struct Proxy {
 
 impl Proxy {
     fn start(upstream: &Upstream, extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ports::free_port();
         // AIPROXY_E2E_BIN runs the harness against another build.
         let bin = std::env::var("AIPROXY_E2E_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_aiproxy").to_owned());

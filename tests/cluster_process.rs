@@ -10,30 +10,21 @@
 //! (heartbeat 1 s, suspect after 3 s, dead after 10 s), so it takes
 //! about 15 s.
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "integration/support.rs"]
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ports::free_tcp_and_udp_port;
 use serde_json::Value;
 use support::{Response, roundtrip};
 
 const SECRET: &str = "a cluster secret for the process tests";
-
-/// A port free for both TCP and UDP on 127.0.0.1 (HTTP and the cluster
-/// share its number).
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// One `aiproxy` process.
 struct Node {
@@ -89,7 +80,7 @@ impl Node {
             http.port()
         ));
         let child = Node::command(&launcher, &args, &env, &log);
-        let node = Node {
+        let mut node = Node {
             id: id.to_owned(),
             http,
             launcher,
@@ -127,12 +118,22 @@ impl Node {
             .unwrap()
     }
 
-    fn wait_ready(&self) {
-        wait_for(
-            &format!("{} answers /health", self.id),
-            Duration::from_secs(10),
-            || TcpStream::connect(self.http).is_ok() && self.get("/health").status == 200,
-        );
+    fn wait_ready(&mut self) {
+        let what = format!("{} answers /health", self.id);
+        wait_for(&what, Duration::from_secs(10), || self.answers());
+    }
+
+    /// Whether the node answers `/health`, having logged that it listens
+    /// on its address: another process on the same port (its bind
+    /// failed) would answer too. A node that exited fails the test here.
+    fn answers(&mut self) -> bool {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("{} exited before answering ({status})", self.id);
+        }
+        self.log_text()
+            .contains(&format!("listening on http://{} ", self.http))
+            && TcpStream::connect(self.http).is_ok()
+            && self.get("/health").status == 200
     }
 
     /// Kills the process (SIGKILL: no goodbye to the other nodes).
@@ -249,7 +250,11 @@ fn all_alive(nodes: &[&Node], n: usize) -> bool {
 
 /// Nodes 2 and 3 know only node 1 (node 3 by the name `localhost`).
 fn three() -> [Node; 3] {
-    let ports = [free_port(), free_port(), free_port()];
+    let ports = [
+        free_tcp_and_udp_port(),
+        free_tcp_and_udp_port(),
+        free_tcp_and_udp_port(),
+    ];
     let n1 = Node::start("node1", ports[0], &[], &[]);
     let n2 = Node::start("node2", ports[1], &[n1.udp()], &[]);
     let n3 = Node::start("node3", ports[2], &[format!("localhost:{}", ports[0])], &[]);
@@ -339,9 +344,9 @@ fn a_process_with_another_secret_is_never_admitted_and_a_replay_is_dropped() {
     // someone who records the traffic.
     let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
     let tap_addr = tap.local_addr().unwrap().to_string();
-    let n1 = Node::start("node1", free_port(), &[tap_addr], &[]);
-    let n2 = Node::start("node2", free_port(), &[n1.udp()], &[]);
-    let intruder_port = free_port();
+    let n1 = Node::start("node1", free_tcp_and_udp_port(), &[tap_addr], &[]);
+    let n2 = Node::start("node2", free_tcp_and_udp_port(), &[n1.udp()], &[]);
+    let intruder_port = free_tcp_and_udp_port();
     let intruder = Node::spawn(
         "intruder",
         SocketAddr::from(([127, 0, 0, 1], intruder_port)),
@@ -457,7 +462,7 @@ fn admin_changes_on_node_2_reach_nodes_1_and_3_and_a_node_started_later() {
         );
     }
 
-    let late = Node::start("node4", free_port(), &[n3.udp()], &[]);
+    let late = Node::start("node4", free_tcp_and_udp_port(), &[n3.udp()], &[]);
     wait_for("node 4 converged", Duration::from_secs(3), || {
         let s = late.status();
         s["settings_version"] == version
@@ -472,7 +477,7 @@ fn admin_changes_on_node_2_reach_nodes_1_and_3_and_a_node_started_later() {
 
 #[test]
 fn cluster_status_needs_a_key_and_says_when_clustering_is_off() {
-    let port = free_port();
+    let port = free_tcp_and_udp_port();
     let keyed = Node::spawn(
         "keyed",
         SocketAddr::from(([127, 0, 0, 1], port)),
@@ -508,7 +513,7 @@ fn cluster_status_needs_a_key_and_says_when_clustering_is_off() {
         with_key.text()
     );
 
-    let plain_port = free_port();
+    let plain_port = free_tcp_and_udp_port();
     let plain = Node::spawn(
         "plain",
         SocketAddr::from(([127, 0, 0, 1], plain_port)),
@@ -719,7 +724,7 @@ fn a_change_reaches_every_node_and_a_late_one(knob: Knob) {
     for n in [&n1, &n3] {
         assert_eq!(knob.origin(n), "node2", "applied, not published again");
     }
-    let late = Node::start("node4", free_port(), &[n3.udp()], &[]);
+    let late = Node::start("node4", free_tcp_and_udp_port(), &[n3.udp()], &[]);
     wait_for("node 4 converged", Duration::from_secs(3), || {
         late.status()["settings_version"] == version && knob.get(&late) == value
     });
@@ -857,7 +862,7 @@ fn sighup_keeps_the_cluster_running_and_the_settings_it_received() {
     let yaml =
         |id: &str| format!("cluster: {{enabled: true, node_id: {id}, secret: {SECRET:?}}}\n");
     std::fs::write(&config, yaml("node1")).unwrap();
-    let port = free_port();
+    let port = free_tcp_and_udp_port();
     let n1 = Node::spawn(
         "node1",
         SocketAddr::from(([127, 0, 0, 1], port)),
@@ -871,7 +876,7 @@ fn sighup_keeps_the_cluster_running_and_the_settings_it_received() {
         Vec::new(),
         "",
     );
-    let n2 = Node::start("node2", free_port(), &[n1.udp()], &[]);
+    let n2 = Node::start("node2", free_tcp_and_udp_port(), &[n1.udp()], &[]);
     wait_for("1 and 2 alive", Duration::from_secs(5), || {
         all_alive(&[&n1, &n2], 2)
     });

@@ -1,8 +1,11 @@
 //! The `aiproxy` process and its signals: SIGHUP reloads the configuration
 //! file without dropping connections; SIGTERM drains and exits 0.
 
+#[path = "common/ports.rs"]
+mod ports;
+
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,11 +22,7 @@ impl Gateway {
 
     /// Starts the binary, under `ulimit -n open_files` when given.
     fn start_with_open_files(config: &std::path::Path, open_files: Option<u32>) -> Gateway {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = ports::free_port();
         let log = config.with_extension("log");
         let bin = env!("CARGO_BIN_EXE_aiproxy");
         let args = [

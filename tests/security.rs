@@ -3,11 +3,13 @@
 //! prefixes on operational routes, echoed paths, the `Bearer` scheme, and
 //! SIGHUP reloads against the running listener (the `aiproxy` binary).
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "integration/support.rs"]
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 use aiproxy::config::{LogLevel, Secret};
 use aiproxy::providers::ProviderKind;
 use aiproxy::{Config, Handle};
+use ports::free_port;
 use serde_json::Value;
 use support::{Response, get, post_json, roundtrip};
 
@@ -275,14 +278,6 @@ impl Drop for Process {
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the calling test again, alone, in a private network namespace

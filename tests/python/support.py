@@ -48,10 +48,22 @@ def gateway_environment() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("AIPROXY_")}
 
 
+# Ports handed out by free_port in this test process: the kernel may
+# offer a number it just offered again before the process meant for it
+# has bound it, and two processes given one port collide.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 nobody listens on, never handed out before
+    by this test process."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass
