@@ -23,7 +23,12 @@
 #
 # PARTS, comma-separated (all by default):
 #   ws        WebSocket rows (examples/ws_bench.rs)
-#   unary     OpenAI client, then Anthropic client, to the OpenAI mock
+#   unary     OpenAI client, then Anthropic client, to the OpenAI mock;
+#             then the OpenAI client to a static upstream (an nginx
+#             answering the mock's answer, a few µs a request), with the
+#             upstream's CPU per request by the proxy in front: the mock
+#             costs about as much a request as either proxy, which on
+#             shared cores dilutes the ratio of the two
 #   stream    streams of 8 content deltas, no pacing, from an nginx
 #             replaying the mock's answer (STREAM_UPSTREAM=static; the
 #             mock itself costs more per stream than either proxy)
@@ -105,6 +110,8 @@ start_nginx() {
   NGINX_PORTS=()
   for up in "$@"; do
     port=$(free_port)
+    # A number offered again before nginx binds it would be two servers.
+    while [[ " ${NGINX_PORTS[*]} " == *" $port "* ]]; do port=$(free_port); done
     NGINX_PORTS+=("$port")
     servers+="
   upstream u$i { server 127.0.0.1:$up; keepalive 256; keepalive_requests 1000000; }
@@ -189,15 +196,22 @@ workload paced /v1/chat/completions "$OA_PRE" "$PACED_POST"
 workload paced_anthropic /v1/messages "$AN_STREAM_PRE" "$UNARY_POST" 'anthropic-version: 2023-06-01'
 
 # wrk_run CASE SIDE URL WORKLOAD PID…: wrk for DURATION at CONNS
-# connections; records req/s and CPU µs per request of PID….
+# connections; records req/s and CPU µs per request of PID…, and with
+# UPSTREAM_PIDS set the upstream's CPU µs per request as side
+# SIDE_upstream (the proxy in front changes what the upstream spends).
+UPSTREAM_PIDS=()
 wrk_run() {
-  local case=$1 side=$2 url=$3 workload=$4 t0 t1 out
+  local case=$1 side=$2 url=$3 workload=$4 t0 t1 u0=0 u1=0 out
   shift 4
   t0=$(cpu_ticks "$@")
+  [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] || u0=$(cpu_ticks "${UPSTREAM_PIDS[@]}")
   out=$(wrk -t2 -c"$CONNS" -d"$DURATION" -s "$OUT/$workload.lua" "$url")
   t1=$(cpu_ticks "$@")
+  [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] || u1=$(cpu_ticks "${UPSTREAM_PIDS[@]}")
   printf '== %s %s\n%s\n' "$case" "$side" "$out" >>"$OUT/wrk.log"
   "${REPORT[@]}" wrk "$case" "$side" "$t0" "$t1" <<<"$out"
+  [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] ||
+    "${REPORT[@]}" wrk "$case" "${side}_upstream" "$u0" "$u1" <<<"$out"
 }
 
 # oha_run CASE SIDE URL WORKLOAD "OHA OPTIONS" PID…: oha for DURATION at
@@ -250,11 +264,11 @@ if has ws; then
 fi
 
 # ---- forwarding: nginx and aiproxy in front of the same mocks ---------------
-# start_static ANSWER: an nginx (one worker) answering every POST with
-# ANSWER as an event stream and /v1/models with the mock's list; sets
+# start_static NAME TYPE ANSWER: an nginx (one worker) answering every
+# POST with ANSWER as TYPE and /v1/models with the mock's list; sets
 # STATIC_PORT and STATIC_PIDS.
 start_static() {
-  local dir="$OUT/nginx-static" master answer=${1//\\/\\\\}
+  local dir="$OUT/nginx-static-$1" type=$2 master answer=${3//\\/\\\\}
   answer=${answer//\'/\\\'}  # nginx unescapes \\ and \' in a quoted string
   mkdir -p "$dir/tmp"
   STATIC_PORT=$(free_port)
@@ -272,7 +286,7 @@ http {
       return 200 '{"object":"list","data":[{"id":"mock-small","object":"model","owned_by":"bench"}]}';
     }
     location / {
-      default_type text/event-stream;
+      default_type $type;
       return 200 '$answer';
     }
   }
@@ -297,11 +311,23 @@ if has unary || has stream || has paced || has rates || has cache; then
   # of both and hides the ratio.
   STREAM_UP_PORT=$UP_PORT; STREAM_UP_PIDS=("$UP_PID")
   if [ "$STREAM_UPSTREAM" = static ]; then
-    start_static "$(curl -fsN -H 'Content-Type: application/json' -d "${OA_PRE}x$STREAM8_POST" \
-                      "http://127.0.0.1:$UP_PORT/v1/chat/completions")"
+    start_static stream text/event-stream \
+      "$(curl -fsN -H 'Content-Type: application/json' -d "${OA_PRE}x$STREAM8_POST" \
+              "http://127.0.0.1:$UP_PORT/v1/chat/completions")"
     STREAM_UP_PORT=$STATIC_PORT; STREAM_UP_PIDS=("${STATIC_PIDS[@]}")
   fi
-  start_nginx forward 4096 "$UP_PORT" "$PACED_PORT" "$STREAM_UP_PORT"
+  # Unary also from a static upstream, an nginx answering every request
+  # with the mock's answer: the mock's own CPU per request, about a
+  # proxy's, shares the cores with the proxy measured and dilutes the
+  # ratio of the two proxies.
+  UNARY_STATIC_PORT=""
+  if has unary; then
+    start_static unary application/json \
+      "$(curl -fsS -H 'Content-Type: application/json' -d "${OA_PRE}x$UNARY_POST" \
+              "http://127.0.0.1:$UP_PORT/v1/chat/completions")"
+    UNARY_STATIC_PORT=$STATIC_PORT; UNARY_STATIC_PIDS=("${STATIC_PIDS[@]}")
+  fi
+  start_nginx forward 4096 "$UP_PORT" "$PACED_PORT" "$STREAM_UP_PORT" ${UNARY_STATIC_PORT:+"$UNARY_STATIC_PORT"}
   NG="http://127.0.0.1:${NGINX_PORTS[0]}"
   NG_PACED="http://127.0.0.1:${NGINX_PORTS[1]}"
   NG_STREAM="http://127.0.0.1:${NGINX_PORTS[2]}"
@@ -317,19 +343,31 @@ if has unary || has stream || has paced || has rates || has cache; then
           --openai-base-url "http://127.0.0.1:$STATIC_PORT/v1"
     AI_STREAM="http://127.0.0.1:$PORT"; AI_STREAM_PID=$PID
   fi
+  if [ -n "$UNARY_STATIC_PORT" ]; then
+    NG_STATIC="http://127.0.0.1:${NGINX_PORTS[3]}"
+    start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
+          --openai-base-url "http://127.0.0.1:$UNARY_STATIC_PORT/v1"
+    AI_STATIC="http://127.0.0.1:$PORT"; AI_STATIC_PID=$PID
+  fi
   echo "nginx: $NGINX_WORKERS workers (pids ${NGINX_PIDS[*]}); aiproxy idle RSS $(status_kib VmRSS "$AI_PID") KiB"
 fi
 
 if has unary; then
   label unary "unary, same protocol ($CONNS conns, distinct prompts)"
   label unary_anthropic "unary, Anthropic client → OpenAI upstream"
+  label unary_static "unary, same protocol, static upstream (an nginx answering the mock's answer)"
   printf '\n== unary (wrk for req/s and CPU, oha for latency)\n'
   for round in $(seq 1 "$ROUNDS"); do
     echo "round $round"
     [ "$round" -gt 1 ] || wrk_run unary direct "http://127.0.0.1:$UP_PORT/v1/chat/completions" openai "$UP_PID"
+    UPSTREAM_PIDS=("$UP_PID")
     wrk_run unary nginx "$NG/v1/chat/completions" openai "${NGINX_PIDS[@]}"
     wrk_run unary aiproxy "$AI/v1/chat/completions" openai "$AI_PID"
     wrk_run unary_anthropic aiproxy "$AI/v1/messages" anthropic "$AI_PID"
+    UPSTREAM_PIDS=("${UNARY_STATIC_PIDS[@]}")
+    wrk_run unary_static nginx "$NG_STATIC/v1/chat/completions" openai "${NGINX_PIDS[@]}"
+    wrk_run unary_static aiproxy "$AI_STATIC/v1/chat/completions" openai "$AI_STATIC_PID"
+    UPSTREAM_PIDS=()
     oha_run unary nginx "$NG/v1/chat/completions" openai "" "${NGINX_PIDS[@]}"
     oha_run unary aiproxy "$AI/v1/chat/completions" openai "" "$AI_PID"
     oha_run unary_anthropic aiproxy "$AI/v1/messages" anthropic "" "$AI_PID"

@@ -128,6 +128,14 @@ def table():
         print(f"| {labels.get('unary_anthropic', 'unary, Anthropic client')} | — (the row above) "
               f"| {unary_cell('unary_anthropic', 'aiproxy')} | {unary_ratio('unary_anthropic')} "
               "| ≥ 0.8× req/s |")
+    if ("unary_static", "nginx", "wrk") in rows:
+        cell = lambda side: (f"{num(m('unary_static', side, 'wrk', RPS))} req/s, "  # noqa: E731
+                             f"{num(m('unary_static', side, 'wrk', CPU))} µs CPU/req")
+        print(f"| {labels.get('unary_static', 'unary, static upstream')} | {cell('nginx')} "
+              f"| {cell('aiproxy')} "
+              f"| {ratio(m('unary_static', 'aiproxy', 'wrk', RPS), m('unary_static', 'nginx', 'wrk', RPS))} "
+              f"req/s, {ratio(m('unary_static', 'aiproxy', 'wrk', CPU), m('unary_static', 'nginx', 'wrk', CPU))}"
+              " CPU | — (the goals are set with the mock) |")
     if ("stream", "nginx", "wrk") in rows:
         cell = lambda side: (f"{num(m('stream', side, 'wrk', RPS))} streams/s, "  # noqa: E731
                              f"{num(m('stream', side, 'wrk', CPU))} µs CPU/stream")
@@ -173,6 +181,14 @@ def table():
     if any(direct):
         print("\nThe upstream alone (wrk straight to it, no proxy): "
               + "; ".join(d for d in direct if d) + ".")
+
+    behind = [f"{what}: {num(m(case, 'nginx_upstream', 'wrk', CPU), 1)} µs behind nginx, "
+              f"{num(m(case, 'aiproxy_upstream', 'wrk', CPU), 1)} µs behind aiproxy"
+              for case, what in (("unary", "the mock"), ("unary_static", "the static nginx"))
+              if (case, "nginx_upstream", "wrk") in rows and (case, "aiproxy_upstream", "wrk") in rows]
+    if behind:
+        print("\nThe upstream's CPU per unary request, by the proxy in front of it: "
+              + "; ".join(behind) + ".")
 
     inflight = [k for k in rows if k[2] == "inflight"]
     if inflight:
