@@ -128,21 +128,20 @@ def table():
         print(f"| {labels.get('unary_anthropic', 'unary, Anthropic client')} | — (the row above) "
               f"| {unary_cell('unary_anthropic', 'aiproxy')} | {unary_ratio('unary_anthropic')} "
               "| ≥ 0.8× req/s |")
+    def wrk_row(case, default_label, rate, per, goal):
+        """Both sides' throughput and CPU from wrk alone, and their ratios."""
+        def cell(side):
+            return (f"{num(m(case, side, 'wrk', RPS))} {rate}, "
+                    f"{num(m(case, side, 'wrk', CPU))} µs CPU/{per}")
+        print(f"| {labels.get(case, default_label)} | {cell('nginx')} | {cell('aiproxy')} "
+              f"| {ratio(m(case, 'aiproxy', 'wrk', RPS), m(case, 'nginx', 'wrk', RPS))} {rate}, "
+              f"{ratio(m(case, 'aiproxy', 'wrk', CPU), m(case, 'nginx', 'wrk', CPU))} CPU | {goal} |")
+
     if ("unary_static", "nginx", "wrk") in rows:
-        cell = lambda side: (f"{num(m('unary_static', side, 'wrk', RPS))} req/s, "  # noqa: E731
-                             f"{num(m('unary_static', side, 'wrk', CPU))} µs CPU/req")
-        print(f"| {labels.get('unary_static', 'unary, static upstream')} | {cell('nginx')} "
-              f"| {cell('aiproxy')} "
-              f"| {ratio(m('unary_static', 'aiproxy', 'wrk', RPS), m('unary_static', 'nginx', 'wrk', RPS))} "
-              f"req/s, {ratio(m('unary_static', 'aiproxy', 'wrk', CPU), m('unary_static', 'nginx', 'wrk', CPU))}"
-              " CPU | — (the goals are set with the mock) |")
+        wrk_row("unary_static", "unary, static upstream", "req/s", "req",
+                "— (the goals are set with the mock)")
     if ("stream", "nginx", "wrk") in rows:
-        cell = lambda side: (f"{num(m('stream', side, 'wrk', RPS))} streams/s, "  # noqa: E731
-                             f"{num(m('stream', side, 'wrk', CPU))} µs CPU/stream")
-        print(f"| {labels.get('stream', 'stream, no pacing')} | {cell('nginx')} | {cell('aiproxy')} "
-              f"| {ratio(m('stream', 'aiproxy', 'wrk', RPS), m('stream', 'nginx', 'wrk', RPS))} "
-              f"streams/s, {ratio(m('stream', 'aiproxy', 'wrk', CPU), m('stream', 'nginx', 'wrk', CPU))}"
-              " CPU | ≥ 0.6× streams/s |")
+        wrk_row("stream", "stream, no pacing", "streams/s", "stream", "≥ 0.6× streams/s")
     if ("paced", "nginx", "wrk") in rows:
         n_cpu = m("paced", "nginx", "wrk", CPU)
         a_cpu = m("paced", "aiproxy", "wrk", CPU)
