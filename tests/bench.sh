@@ -110,8 +110,6 @@ start_nginx() {
   NGINX_PORTS=()
   for up in "$@"; do
     port=$(free_port)
-    # A number offered again before nginx binds it would be two servers.
-    while [[ " ${NGINX_PORTS[*]} " == *" $port "* ]]; do port=$(free_port); done
     NGINX_PORTS+=("$port")
     servers+="
   upstream u$i { server 127.0.0.1:$up; keepalive 256; keepalive_requests 1000000; }

@@ -2,10 +2,35 @@
 # Shared by the benchmark scripts (tests/bench.sh, tests/bench_topologies.sh,
 # tests/instructions.sh): processes they start are stopped by PID on exit.
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+HANDED_OUT_PORTS=$(mktemp)
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -f "$HANDED_OUT_PORTS"
+}
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_port: a port on 127.0.0.1 nobody listens on, never handed out
+# before by this script (the kernel may offer a number again before the
+# server meant for it binds it, as when nginx gets several at once). The
+# numbers live in a file: free_port runs in $(...), a subshell.
+free_port() {
+  python3 - "$HANDED_OUT_PORTS" <<'EOF'
+import socket, sys
+path = sys.argv[1]
+with open(path) as f:
+    taken = set(f.read().split())
+while True:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    if port not in taken:
+        break
+with open(path, "a") as f:
+    f.write(port + "\n")
+print(port)
+EOF
+}
 
 # wait_ready PORT [TRIES] [PATH]: polls PATH (/health) every 0.1 s (100 tries by default).
 wait_ready() {
