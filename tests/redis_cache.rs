@@ -5,6 +5,8 @@
 //! Needs Debian's `redis-server` on PATH (`apt-get install -y
 //! redis-server`); each test starts its own server and kills it on drop.
 
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "common/redis_server.rs"]
 mod redis_server;
 

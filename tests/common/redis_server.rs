@@ -1,10 +1,10 @@
 //! A real `redis-server` on a free loopback port for tests: no
 //! persistence, readiness by PING, killed (and its directory removed) on
-//! drop. Shared by `tests/redis_cache.rs` and `tests/cache_e2e.rs`.
+//! drop. Shared by `tests/redis_cache.rs` and `tests/cache_e2e.rs`, which
+//! also include `common/ports.rs` as `ports`.
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -19,10 +19,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start(extra: &[&str]) -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let port = crate::ports::free_port();
         let dir = std::env::temp_dir().join(format!("aiproxy-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = Self {
