@@ -1,6 +1,7 @@
 """Starting and stopping an aiproxy binary for the observability tests.
 
-Self-contained on purpose (the shared conftest.py fixture may differ):
+Apart from the shared conftest.py fixture on purpose (it may differ;
+only the port comes from ``support``):
 ``Aiproxy(extra_args).start()`` runs ``target/release/aiproxy --port P
 --model-provider mock [...]`` (``AIPROXY_BIN`` overrides the path), waits for
 ``GET /health`` and ``stop()`` sends SIGTERM.
@@ -8,29 +9,17 @@ Self-contained on purpose (the shared conftest.py fixture may differ):
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
+# support's free_port keeps the one record of ports handed out in this
+# test process (two records could still give one number twice).
+from support import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.environ.get("AIPROXY_BIN", os.path.join(ROOT, "target", "release", "aiproxy"))
-
-
-_handed_out = set()
-
-
-def free_port():
-    """A free TCP port on 127.0.0.1 not handed out before by this process
-    (the kernel may offer a number again before its process binds it)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def http_get(url, headers=None, timeout=10):
