@@ -194,20 +194,23 @@ workload paced /v1/chat/completions "$OA_PRE" "$PACED_POST"
 workload paced_anthropic /v1/messages "$AN_STREAM_PRE" "$UNARY_POST" 'anthropic-version: 2023-06-01'
 
 # wrk_run CASE SIDE URL WORKLOAD PID…: wrk for DURATION at CONNS
-# connections; records req/s and CPU µs per request of PID…, and with
-# UPSTREAM_PIDS set the upstream's CPU µs per request as side
-# SIDE_upstream (the proxy in front changes what the upstream spends).
+# connections; records req/s and CPU µs per request of PID… (and the
+# kernel's part of it), and with UPSTREAM_PIDS set the upstream's CPU µs
+# per request as side SIDE_upstream (the proxy in front changes what the
+# upstream spends).
 UPSTREAM_PIDS=()
 wrk_run() {
-  local case=$1 side=$2 url=$3 workload=$4 t0 t1 u0=0 u1=0 out
+  local case=$1 side=$2 url=$3 workload=$4 t0 t1 k0 k1 u0=0 u1=0 out
   shift 4
   t0=$(cpu_ticks "$@")
+  k0=$(kernel_ticks "$@")
   [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] || u0=$(cpu_ticks "${UPSTREAM_PIDS[@]}")
   out=$(wrk -t2 -c"$CONNS" -d"$DURATION" -s "$OUT/$workload.lua" "$url")
   t1=$(cpu_ticks "$@")
+  k1=$(kernel_ticks "$@")
   [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] || u1=$(cpu_ticks "${UPSTREAM_PIDS[@]}")
   printf '== %s %s\n%s\n' "$case" "$side" "$out" >>"$OUT/wrk.log"
-  "${REPORT[@]}" wrk "$case" "$side" "$t0" "$t1" <<<"$out"
+  "${REPORT[@]}" wrk "$case" "$side" "$t0" "$t1" "$k0" "$k1" <<<"$out"
   [ "${#UPSTREAM_PIDS[@]}" -eq 0 ] ||
     "${REPORT[@]}" wrk "$case" "${side}_upstream" "$u0" "$u1" <<<"$out"
 }

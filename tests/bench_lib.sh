@@ -50,6 +50,13 @@ cpu_ticks() {
   echo "$t"
 }
 
+# kernel_ticks PID…: the system part of cpu_ticks (field 15 alone).
+kernel_ticks() {
+  local t=0 p
+  for p in "$@"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+
 # with_children PID: PID and its child processes (nginx's master and workers).
 with_children() { echo "$1 $(cat "/proc/$1/task/$1/children")"; }
 

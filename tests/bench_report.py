@@ -1,14 +1,16 @@
 """Parses load-generator output for tests/bench.sh and prints its tables.
 
-    bench_report.py wrk CASE SIDE T0 T1 < wrk-output
+    bench_report.py wrk CASE SIDE T0 T1 [K0 K1] < wrk-output
     bench_report.py oha CASE SIDE T0 T1 OHA_JSON [PEAK_RSS_KIB PEAK_THREADS]
                                                   (with them: an in-flight row)
     bench_report.py table
 
 The first two append one line to $RESULTS (tab-separated: case, side,
 tool, req/s, CPU µs per request, p50 ms, p99 ms, errors, completed, peak
-RSS KiB, peak threads; "-" where not measured) and print it for reading.
-T0 and T1 are the measured processes' CPU clock ticks before and after.
+RSS KiB, peak threads, peak upstream connections, kernel CPU µs per
+request; "-" where not measured) and print it for reading. T0 and T1 are
+the measured processes' CPU clock ticks before and after, K0 and K1 the
+system part of them.
 `table` prints the README's tables from $RESULTS (medians over rounds)
 and the labels in $LABELS (lines "CASE<TAB>text").
 """
@@ -29,19 +31,22 @@ def cpu_us(t0, t1, total):
     return (int(t1) - int(t0)) * 1e6 / TICK / max(total, 1)
 
 
-def record(case, side, tool, rps, cpu, p50, p99, errors, total, rss="-", threads="-", conns="-"):
+def record(case, side, tool, rps, cpu, p50, p99, errors, total, rss="-", threads="-", conns="-",
+           kernel=None):
     fields = [case, side, tool, f"{rps:.0f}", "-" if cpu is None else f"{cpu:.1f}",
               "-" if p50 is None else f"{p50:.3f}", "-" if p99 is None else f"{p99:.3f}",
-              str(errors), str(total), str(rss), str(threads), str(conns)]
+              str(errors), str(total), str(rss), str(threads), str(conns),
+              "-" if kernel is None else f"{kernel:.1f}"]
     with open(RESULTS, "a") as f:
         f.write("\t".join(fields) + "\n")
     print("  %-22s %-8s %-4s %9s req/s %9s µs CPU  p50 %9s ms  p99 %9s ms  %s errors / %s"
           % tuple(fields[:9])
+          + ("" if kernel is None else f"  (kernel {fields[12]} µs)")
           + ("" if threads == "-" else f"  peak RSS {rss} KiB, peak threads {threads}, "
              f"peak upstream connections {conns}"))
 
 
-def wrk(case, side, t0, t1):
+def wrk(case, side, t0, t1, k0="-", k1="-"):
     out = sys.stdin.read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -49,7 +54,8 @@ def wrk(case, side, t0, t1):
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if m:
         errors += sum(int(n) for n in m.groups())
-    record(case, side, "wrk", rps, cpu_us(t0, t1, total), None, None, errors, total)
+    record(case, side, "wrk", rps, cpu_us(t0, t1, total), None, None, errors, total,
+           kernel=cpu_us(k0, k1, total))
 
 
 def oha(case, side, t0, t1, path, rss="-", threads="-", conns="-"):
@@ -79,7 +85,8 @@ def load():
 
 
 def median(rows, key, i):
-    vals = [float(v[i]) for v in rows.get(key, []) if v[i] != "-"]
+    # Rows recorded before a column existed are shorter.
+    vals = [float(v[i]) for v in rows.get(key, []) if len(v) > i and v[i] != "-"]
     return statistics.median(vals) if vals else None
 
 
@@ -105,7 +112,7 @@ def table():
             case, _, text = line.rstrip("\n").partition("\t")
             labels[case] = text
     m = lambda case, side, tool, i: median(rows, (case, side, tool), i)  # noqa: E731
-    RPS, CPU, P50, P99, ERR, DONE, RSS, THREADS, CONNS = range(9)
+    RPS, CPU, P50, P99, ERR, DONE, RSS, THREADS, CONNS, KERNEL = range(10)
 
     if any(k[2] != "inflight" for k in rows):
         print("| case | nginx | aiproxy | ratio (aiproxy / nginx) | goal |")
@@ -188,6 +195,25 @@ def table():
     if behind:
         print("\nThe upstream's CPU per unary request, by the proxy in front of it: "
               + "; ".join(behind) + ".")
+
+    split = []
+    for case, what in (("unary", "unary"), ("unary_static", "unary from the static upstream"),
+                       ("stream", "unpaced streams")):
+        sides = [(side, m(case, side, "wrk", CPU), m(case, side, "wrk", KERNEL))
+                 for side in ("nginx", "aiproxy")]
+        if all(cpu is not None and kernel is not None for _, cpu, kernel in sides):
+            split.append(what + ": " + ", ".join(
+                f"{side} {num(cpu - kernel, 1)} + {num(kernel, 1)} µs" for side, cpu, kernel in sides))
+    if split:
+        print("\nCPU per request (per stream) in user space + in the kernel, medians: "
+              + "; ".join(split) + ".")
+    rounds = [v for v in rows.get(("unary", "aiproxy", "wrk"), [])]
+    ngx = [v for v in rows.get(("unary", "nginx", "wrk"), [])]
+    if rounds and len(rounds) == len(ngx):
+        print("\nUnary round by round, aiproxy / nginx: " + "; ".join(
+            f"{float(a[RPS]) / float(n[RPS]):.2f}× req/s at {a[CPU]} / {n[CPU]} µs CPU"
+            + (f" (kernel {a[KERNEL]} / {n[KERNEL]})" if len(a) > KERNEL and len(n) > KERNEL else "")
+            for a, n in zip(rounds, ngx)) + ".")
 
     inflight = [k for k in rows if k[2] == "inflight"]
     if inflight:
