@@ -73,7 +73,7 @@ OUT=${BENCH_OUT:-tests/output/bench}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export RESULTS="$OUT/results.tsv" LABELS="$OUT/labels.tsv"
-: >"$RESULTS"; : >"$LABELS"; : >"$OUT/events.log"
+: >"$RESULTS"; : >"$LABELS"
 REPORT=(python3 tests/bench_report.py)
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -341,7 +341,7 @@ if has unary || has stream || has paced || has rates || has cache; then
   AI_STREAM=$AI; AI_STREAM_PID=$AI_PID
   if [ "$STREAM_UPSTREAM" = static ]; then
     start --model-provider openai-custom --openai-api-key bench --cache-enabled=false \
-          --openai-base-url "http://127.0.0.1:$STATIC_PORT/v1"
+          --openai-base-url "http://127.0.0.1:$STREAM_UP_PORT/v1"
     AI_STREAM="http://127.0.0.1:$PORT"; AI_STREAM_PID=$PID
   fi
   if [ -n "$UNARY_STATIC_PORT" ]; then
@@ -379,8 +379,13 @@ if has stream; then
   body="${OA_PRE}x$STREAM8_POST"
   what="no pacing"
   [ "$STREAM_UPSTREAM" != static ] || what="no pacing, static upstream"
-  label stream "stream, $(sse_events "$AI_STREAM/v1/chat/completions" "$body"), $what"
-  echo "through nginx: $(sse_events "$NG_STREAM/v1/chat/completions" "$body")" >>"$OUT/events.log"
+  events=$(sse_events "$AI_STREAM/v1/chat/completions" "$body")
+  # Both proxies must relay the same stream, or the row compares nothing.
+  if [ "$events" != "$(sse_events "$NG_STREAM/v1/chat/completions" "$body")" ]; then
+    echo "the stream through aiproxy ($events) is not the stream through nginx" >&2
+    exit 1
+  fi
+  label stream "stream, $events, $what"
   printf '\n== %s\n' "$(tail -1 "$LABELS" | cut -f2)"
   for round in $(seq 1 "$ROUNDS"); do
     echo "round $round"
