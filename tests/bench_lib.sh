@@ -42,20 +42,19 @@ wait_ready() {
   exit 1
 }
 
-# cpu_ticks PID…: user + system clock ticks of the processes, their
-# finished threads included (/proc/PID/stat fields 14 and 15).
-cpu_ticks() {
-  local t=0 p
-  for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+# stat_ticks AWK_EXPR PID…: AWK_EXPR over /proc/PID/stat summed over the
+# processes (field 14 utime, 15 stime: clock ticks, their finished
+# threads included).
+stat_ticks() {
+  local expr=$1 t=0 p
+  shift
+  for p in "$@"; do t=$((t + $(awk "{print $expr}" "/proc/$p/stat"))); done
   echo "$t"
 }
-
-# kernel_ticks PID…: the system part of cpu_ticks (field 15 alone).
-kernel_ticks() {
-  local t=0 p
-  for p in "$@"; do t=$((t + $(awk '{print $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
+# cpu_ticks PID…: user + system clock ticks of the processes.
+cpu_ticks() { stat_ticks '$14 + $15' "$@"; }
+# kernel_ticks PID…: the system part alone.
+kernel_ticks() { stat_ticks '$15' "$@"; }
 
 # with_children PID: PID and its child processes (nginx's master and workers).
 with_children() { echo "$1 $(cat "/proc/$1/task/$1/children")"; }

@@ -207,8 +207,8 @@ def table():
     if split:
         print("\nCPU per request (per stream) in user space + in the kernel, medians: "
               + "; ".join(split) + ".")
-    rounds = [v for v in rows.get(("unary", "aiproxy", "wrk"), [])]
-    ngx = [v for v in rows.get(("unary", "nginx", "wrk"), [])]
+    rounds = rows.get(("unary", "aiproxy", "wrk"), [])
+    ngx = rows.get(("unary", "nginx", "wrk"), [])
     if rounds and len(rounds) == len(ngx):
         print("\nUnary round by round, aiproxy / nginx: " + "; ".join(
             f"{float(a[RPS]) / float(n[RPS]):.2f}× req/s at {a[CPU]} / {n[CPU]} µs CPU"
