@@ -91,13 +91,6 @@ need oha cargo install oha --locked
 # shellcheck source=tests/bench_lib.sh
 . tests/bench_lib.sh
 
-start() {  # start FLAGS…: aiproxy on a free port; sets PORT and PID
-  PORT=$(free_port)
-  "$BIN" --port "$PORT" --log-level warn "$@" 2>>"$OUT/aiproxy.log" &
-  PID=$!
-  pids+=("$PID")
-  wait_ready "$PORT"
-}
 stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 
 # start_nginx NAME WORKER_CONNECTIONS UPSTREAM_PORT…: one nginx, one server

@@ -42,6 +42,16 @@ wait_ready() {
   exit 1
 }
 
+# start FLAGS…: the script's aiproxy ($BIN) on a free port, its log
+# appended to $OUT/aiproxy.log; sets PORT and PID.
+start() {
+  PORT=$(free_port)
+  "$BIN" --port "$PORT" --log-level warn "$@" 2>>"$OUT/aiproxy.log" &
+  PID=$!
+  pids+=("$PID")
+  wait_ready "$PORT"
+}
+
 # stat_ticks AWK_EXPR PID…: AWK_EXPR over /proc/PID/stat summed over the
 # processes (field 14 utime, 15 stime: clock ticks, their finished
 # threads included).

@@ -26,14 +26,6 @@ command -v nginx >/dev/null || { echo "nginx is needed (apt-get install nginx)" 
 
 # shellcheck source=tests/bench_lib.sh
 . tests/bench_lib.sh
-start() {  # start FLAGS…; sets PORT and PID
-  PORT=$(free_port)
-  "$BIN" --port "$PORT" --log-level warn "$@" 2>>"$OUT/aiproxy.log" &
-  PID=$!
-  pids+=("$PID")
-  wait_ready "$PORT"
-}
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 
 BODY='{"model":"mock-small","messages":[{"role":"user","content":"Say hello to the benchmark"}]}'
 LUA="$OUT/post.lua"
