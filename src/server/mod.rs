@@ -31,7 +31,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -668,12 +668,18 @@ fn follow_up(
 /// as the poller needs it (a socket that cannot be switched is dropped).
 ///
 /// A keep-alive connection with nothing pending goes back without waking
-/// the poller: the worker queues it, then registers it for readability
-/// itself, so the poller first hears of it when its next request arrives
-/// (or at its next tick, which is all an idle deadline needs). That saves
-/// each such request a waker write and a poller wake-up. Queued first,
-/// registered second: an event for it can only come once it is in the
-/// queue, and the poller empties the queue before it looks at events.
+/// the poller, which first hears of it when its next request arrives (or
+/// at its next tick, which is all an idle deadline needs). That saves
+/// each such request a waker write and a poller wake-up.
+///
+/// One that stayed registered while the worker had it (the usual case)
+/// goes back without a system call. Its edge-triggered event may already
+/// have come and been spent on the empty slot; the poller then marked the
+/// connection (see `Poller::on_ready_while_lent`), so the worker looks for
+/// that mark after queueing it and wakes the poller if it is set. One
+/// that was not registered is queued first and registered second: an
+/// event for it can only come once it is in the queue, and the poller
+/// empties the queue before it looks at events.
 fn give_back(shared: &Shared, mut returned: Returned) {
     if let Returned::KeepAlive(conn)
     | Returned::Watched(conn)
@@ -689,6 +695,16 @@ fn give_back(shared: &Shared, mut returned: Returned) {
     if let Returned::KeepAlive(mut conn) = returned {
         conn.idle_since = Instant::now();
         if conn.buf.is_empty() && conn.out.is_empty() && !shared.stopping.load(Ordering::Relaxed) {
+            if std::mem::take(&mut conn.lent_watched) {
+                let mark = Arc::clone(&conn.ready_while_lent);
+                if shared.returns.send(Returned::Watched(conn)).is_ok() {
+                    fence(Ordering::SeqCst);
+                    if mark.load(Ordering::SeqCst) {
+                        let _ = shared.waker.wake();
+                    }
+                }
+                return;
+            }
             // Only the number is kept: if the poller closes the socket
             // first, registering the number fails or names that number's
             // next socket under its own token (see `poller::slot_of`).

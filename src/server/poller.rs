@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,7 @@ pub(super) fn watch(registry: &Registry, fd: RawFd, registered: bool) -> io::Res
 pub(super) fn unwatch(registry: &Registry, conn: &mut Conn) {
     let _ = registry.deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
     conn.registered = false;
+    conn.lent_watched = false;
 }
 
 /// How often deadlines are checked when nothing else happens.
@@ -147,6 +148,19 @@ pub(super) struct Conn {
     /// while a worker serves a request (see `dispatch`) and until the
     /// worker waits on it itself (see `keep_alive`).
     pub(super) registered: bool,
+    /// Input the poller has not read would raise an event (or raised one
+    /// after its last read): that read came back short, so the socket was
+    /// empty then, or the registration was renewed since. Edge-triggered
+    /// epoll reports nothing else again.
+    unread_input_signalled: bool,
+    /// The poller lent it to a worker registered, with unread input
+    /// signalled: the worker gives it back without renewing the
+    /// registration (see `give_back`).
+    pub(super) lent_watched: bool,
+    /// Set by the poller when an event for the socket came while a worker
+    /// had it lent watched: that event is spent, so whoever takes the
+    /// connection back must read (see `Poller::on_ready_while_lent`).
+    pub(super) ready_while_lent: Arc<AtomicBool>,
     _open: OpenGuard,
 }
 
@@ -214,6 +228,10 @@ pub(super) struct Poller {
     listener: Option<TcpListener>,
     /// Indexed by descriptor number (see `slot_of`).
     conns: Vec<Option<Conn>>,
+    /// For a slot whose connection a worker has while it stays
+    /// registered: that connection's `ready_while_lent`, which an event
+    /// for the empty slot sets.
+    lent: Vec<Option<Arc<AtomicBool>>>,
     jobs: Option<JobSender<Work>>,
     returns: Receiver<Returned>,
     links: Receiver<(ConnId, LinkMessage)>,
@@ -249,6 +267,7 @@ impl Poller {
             poll,
             listener: Some(listener),
             conns: Vec::new(),
+            lent: Vec::new(),
             jobs: Some(jobs),
             returns,
             links,
@@ -422,6 +441,9 @@ impl Poller {
             quick: false,
             idle_since: Instant::now(),
             registered: false,
+            unread_input_signalled: true,
+            lent_watched: false,
+            ready_while_lent: Arc::new(AtomicBool::new(false)),
             _open: guard,
         };
         if let Some(slot) = self.insert(conn) {
@@ -481,7 +503,11 @@ impl Poller {
                 conn.watching_writes = false;
                 self.idle(&mut conn);
                 let slot = slot_of(&conn.stream);
+                let missed = conn.ready_while_lent.swap(false, Ordering::SeqCst);
                 self.place(slot, conn);
+                if missed {
+                    self.on_ready(slot);
+                }
             }
             // The worker could not register it: try once more, else the
             // client would wait for the idle deadline for nothing.
@@ -519,6 +545,10 @@ impl Poller {
         // Writability is watched only once an answer did not fit in the
         // socket buffer (see `flush`).
         conn.watching_writes = false;
+        // Renewing the registration reports input already there.
+        conn.ready_while_lent.store(false, Ordering::Relaxed);
+        conn.unread_input_signalled = true;
+        conn.lent_watched = false;
         if watch(
             self.poll.registry(),
             conn.stream.as_raw_fd(),
@@ -540,11 +570,41 @@ impl Poller {
             self.conns.resize_with(slot + 1, || None);
         }
         self.conns[slot] = Some(conn);
+        if let Some(lent) = self.lent.get_mut(slot) {
+            *lent = None;
+        }
+    }
+
+    /// Remembers that a worker has `conn` while it stays registered.
+    fn lend(&mut self, slot: usize, conn: &Conn) {
+        if self.lent.len() <= slot {
+            self.lent.resize_with(slot + 1, || None);
+        }
+        self.lent[slot] = Some(Arc::clone(&conn.ready_while_lent));
+    }
+
+    /// An event for a slot whose connection a worker has: marks the
+    /// connection, then takes back what workers returned. A worker checks
+    /// the mark after queueing the connection and wakes the poller if it
+    /// is set; the poller sets it before looking at the queue. With a full
+    /// fence between each side's two steps, at least one of them sees the
+    /// other's: the connection is found here, or its worker wakes the
+    /// poller to find it (see `give_back`).
+    fn on_ready_while_lent(&mut self, slot: usize) {
+        let Some(mark) = self.lent.get(slot).and_then(Option::as_ref) else {
+            return;
+        };
+        mark.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        while let Ok(returned) = self.returns.try_recv() {
+            self.adopt(returned);
+        }
     }
 
     /// The socket is readable or writable (or both, or closed).
     fn on_ready(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
+            self.on_ready_while_lent(slot);
             return;
         };
         if flush(conn, self.poll.registry(), slot).is_err() {
@@ -570,6 +630,7 @@ impl Poller {
                 }
                 Ok(n) => {
                     conn.buf.extend_from_slice(&self.scratch[..n]);
+                    conn.unread_input_signalled = n < self.scratch.len();
                     if !self.advance(slot) {
                         return;
                     }
@@ -728,16 +789,19 @@ impl Poller {
 
     /// Hands a complete request to the workers, or answers 503.
     fn dispatch(&mut self, slot: usize) {
-        // The socket stays registered: the worker gives it back with one
-        // change of its registration instead of two (removed here, added
-        // there), and an event for it meanwhile finds its slot empty. Not
-        // one watched for writability, though: each acknowledgement of
-        // the worker's answer would wake the poller for nothing.
+        // The socket stays registered: the worker gives it back without
+        // changing its registration, and an event for it meanwhile marks
+        // it (see `on_ready_while_lent`). Not one watched for writability,
+        // though: each acknowledgement of the worker's answer would wake
+        // the poller for nothing.
         let Some(mut conn) = self.take(slot) else {
             return;
         };
         if conn.watching_writes {
             unwatch(self.poll.registry(), &mut conn);
+        } else if conn.registered && conn.unread_input_signalled {
+            conn.lent_watched = true;
+            self.lend(slot, &conn);
         }
         // The poller's own clock orders connections by their requests'
         // arrival, which is what "least recently used" means to a client.

@@ -362,6 +362,44 @@ fn input_sent_while_a_request_is_served_is_seen_after_it() {
     assert!(rest.is_empty(), "{rest:?}");
 }
 
+/// The poller reads a socket a buffer at a time, and edge-triggered epoll
+/// announces input once: a request that ends exactly where a full read
+/// ends leaves the next one in the socket, unannounced. Its connection
+/// must go back to the poller with the registration renewed (which
+/// reports input already there), or that request waits out the idle
+/// timeout.
+#[test]
+fn a_request_ending_where_a_full_read_ends_does_not_strand_the_next() {
+    // The poller's read buffer.
+    const READ: usize = 16 * 1024;
+    // One worker: busy answering, it never waits on the connection itself
+    // (see `keep_alive`), so the poller reads every request.
+    let t = TestServer::start(|s| s.workers = 1);
+    let head = |len: usize| {
+        format!("POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Length: {len}\r\n\r\n")
+    };
+    let mut body_len = READ - head(0).len();
+    while head(body_len).len() + body_len > READ {
+        body_len -= 1;
+    }
+    assert_eq!(head(body_len).len() + body_len, READ);
+    let mut raw = head(body_len).into_bytes();
+    raw.resize(READ, b'a');
+    raw.extend_from_slice(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut stream = connect(t.addr);
+    // Both requests are in the socket before the poller reads either: it
+    // does not read a connection a worker has.
+    stream
+        .write_all(b"GET /block HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    t.entered.recv_timeout(Duration::from_secs(5)).unwrap();
+    stream.write_all(&raw).unwrap();
+    t.release.send(()).unwrap();
+    assert_eq!(read_response(&mut stream).body, b"released");
+    assert_eq!(read_response(&mut stream).body.len(), body_len);
+    assert_eq!(read_response(&mut stream).body, b"ok");
+}
+
 /// A worker that answered on a keep-alive connection reads the next
 /// request itself when it comes at once, else the poller does: every way a
 /// next request can arrive must be answered alike on both paths.
