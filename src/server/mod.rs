@@ -695,7 +695,7 @@ fn give_back(shared: &Shared, mut returned: Returned) {
     if let Returned::KeepAlive(mut conn) = returned {
         conn.idle_since = Instant::now();
         if conn.buf.is_empty() && conn.out.is_empty() && !shared.stopping.load(Ordering::Relaxed) {
-            if std::mem::take(&mut conn.lent_watched) {
+            if conn.watched_while_lent() {
                 let mark = Arc::clone(&conn.ready_while_lent);
                 if shared.returns.send(Returned::Watched(conn)).is_ok() {
                     fence(Ordering::SeqCst);

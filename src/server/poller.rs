@@ -72,11 +72,22 @@ pub(super) fn watch(registry: &Registry, fd: RawFd, registered: bool) -> io::Res
     }
 }
 
+impl Conn {
+    /// Lent to a worker, it stays watched: registered, with any input the
+    /// poller has not read announced, so an event for it meanwhile marks
+    /// it and the worker gives it back without renewing the registration.
+    /// The poller decides by this at `dispatch` and the worker again at
+    /// `give_back`; nothing between changes either field but the worker's
+    /// own `unwatch`, which makes both say no.
+    pub(super) fn watched_while_lent(&self) -> bool {
+        self.registered && self.unread_input_signalled
+    }
+}
+
 /// Ends `conn`'s registration with the poller's epoll.
 pub(super) fn unwatch(registry: &Registry, conn: &mut Conn) {
     let _ = registry.deregister(&mut SourceFd(&conn.stream.as_raw_fd()));
     conn.registered = false;
-    conn.lent_watched = false;
 }
 
 /// How often deadlines are checked when nothing else happens.
@@ -153,13 +164,10 @@ pub(super) struct Conn {
     /// empty then, or the registration was renewed since. Edge-triggered
     /// epoll reports nothing else again.
     unread_input_signalled: bool,
-    /// The poller lent it to a worker registered, with unread input
-    /// signalled: the worker gives it back without renewing the
-    /// registration (see `give_back`).
-    pub(super) lent_watched: bool,
     /// Set by the poller when an event for the socket came while a worker
-    /// had it lent watched: that event is spent, so whoever takes the
-    /// connection back must read (see `Poller::on_ready_while_lent`).
+    /// had it, still watched (see `Conn::watched_while_lent`): that event
+    /// is spent, so whoever takes the connection back must read (see
+    /// `Poller::on_ready_while_lent`).
     pub(super) ready_while_lent: Arc<AtomicBool>,
     _open: OpenGuard,
 }
@@ -302,9 +310,7 @@ impl Poller {
             // Connections come back before events are looked at: one a
             // worker registered itself was queued before it was registered,
             // so an event for it finds it here.
-            while let Ok(returned) = self.returns.try_recv() {
-                self.adopt(returned);
-            }
+            self.adopt_returned();
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept_all(),
@@ -406,9 +412,7 @@ impl Poller {
         let max = self.shared.settings.max_connections;
         if self.shared.open.load(Ordering::Relaxed) > max {
             // Connections the workers just finished with are idle ones too.
-            while let Ok(returned) = self.returns.try_recv() {
-                self.adopt(returned);
-            }
+            self.adopt_returned();
         }
         if self.shared.open.load(Ordering::Relaxed) > max && self.evict_idle(1) == 0 {
             // Every connection is busy: say so rather than queue without end.
@@ -442,7 +446,6 @@ impl Poller {
             idle_since: Instant::now(),
             registered: false,
             unread_input_signalled: true,
-            lent_watched: false,
             ready_while_lent: Arc::new(AtomicBool::new(false)),
             _open: guard,
         };
@@ -470,6 +473,13 @@ impl Poller {
             closed += 1;
         }
         closed
+    }
+
+    /// Takes back every connection the workers have returned so far.
+    fn adopt_returned(&mut self) {
+        while let Ok(returned) = self.returns.try_recv() {
+            self.adopt(returned);
+        }
     }
 
     /// Takes back a connection from a worker.
@@ -548,7 +558,6 @@ impl Poller {
         // Renewing the registration reports input already there.
         conn.ready_while_lent.store(false, Ordering::Relaxed);
         conn.unread_input_signalled = true;
-        conn.lent_watched = false;
         if watch(
             self.poll.registry(),
             conn.stream.as_raw_fd(),
@@ -596,9 +605,7 @@ impl Poller {
         };
         mark.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        while let Ok(returned) = self.returns.try_recv() {
-            self.adopt(returned);
-        }
+        self.adopt_returned();
     }
 
     /// The socket is readable or writable (or both, or closed).
@@ -799,8 +806,7 @@ impl Poller {
         };
         if conn.watching_writes {
             unwatch(self.poll.registry(), &mut conn);
-        } else if conn.registered && conn.unread_input_signalled {
-            conn.lent_watched = true;
+        } else if conn.watched_while_lent() {
             self.lend(slot, &conn);
         }
         // The poller's own clock orders connections by their requests'
