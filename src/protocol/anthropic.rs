@@ -893,8 +893,37 @@ pub fn write_event(v: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(ty.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(v.to_string().as_bytes());
+    // Straight into `out`: `to_string` went through the formatting
+    // machinery into a String of its own.
+    json_into(v, out);
     out.extend_from_slice(b"\n\n");
+}
+
+/// `value` as JSON at the end of `out` (writing to a `Vec` cannot fail,
+/// and serialising a `Value` or a `str` has no error of its own).
+fn json_into<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// The `content_block_delta` event of a text or thinking delta, written
+/// as [`write_event`] writes it from a `Value` (members in name order)
+/// without building one: an event is a stream's unit of work, and
+/// building, writing and dropping a `Value` was most of its cost.
+fn write_text_delta(kind: Block, index: usize, text: &str, out: &mut Vec<u8>) {
+    let (member, ty): (&[u8], &[u8]) = if kind == Block::Text {
+        (b"text", b"text_delta")
+    } else {
+        (b"thinking", b"thinking_delta")
+    };
+    out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"");
+    out.extend_from_slice(member);
+    out.extend_from_slice(b"\":");
+    json_into(text, out);
+    out.extend_from_slice(b",\"type\":\"");
+    out.extend_from_slice(ty);
+    out.extend_from_slice(b"\"},\"index\":");
+    json_into(&index, out);
+    out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
 }
 
 /// A `message_start` event for `model`.
@@ -948,7 +977,7 @@ impl Encoder {
         i
     }
 
-    fn delta(&mut self, kind: Block, delta: Value, out: &mut Vec<u8>) {
+    fn delta(&mut self, kind: Block, text: &str, out: &mut Vec<u8>) {
         self.start(out);
         let i = match self.open {
             Some((k, i)) if k == kind => i,
@@ -961,10 +990,7 @@ impl Encoder {
                 self.open_block(kind, block, out)
             }
         };
-        write_event(
-            &json!({"type": "content_block_delta", "index": i, "delta": delta}),
-            out,
-        );
+        write_text_delta(kind, i, text, out);
     }
 
     /// Encodes one event.
@@ -977,14 +1003,8 @@ impl Encoder {
                 self.input_tokens = input_tokens.unwrap_or(0);
                 self.start(out);
             }
-            StreamEvent::TextDelta(t) if !t.is_empty() => {
-                self.delta(Block::Text, json!({"type": "text_delta", "text": t}), out)
-            }
-            StreamEvent::ThinkingDelta(t) if !t.is_empty() => self.delta(
-                Block::Thinking,
-                json!({"type": "thinking_delta", "thinking": t}),
-                out,
-            ),
+            StreamEvent::TextDelta(t) if !t.is_empty() => self.delta(Block::Text, t, out),
+            StreamEvent::ThinkingDelta(t) if !t.is_empty() => self.delta(Block::Thinking, t, out),
             StreamEvent::SignatureDelta(s) if !s.is_empty() => {
                 if let Some((Block::Thinking, i)) = self.open {
                     write_event(
@@ -1071,6 +1091,38 @@ impl Encoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text or thinking delta is written byte for byte as the `Value`
+    /// of the event would be, escapes and all.
+    #[test]
+    fn a_delta_is_written_as_its_value_would_be() {
+        for text in [
+            "plain",
+            "\"quoted\" \\ \n\t\u{1}\u{7f}",
+            "é ✓ 🦀",
+            "</script>",
+            "\u{2028}",
+        ] {
+            for (kind, member, ty) in [
+                (Block::Text, "text", "text_delta"),
+                (Block::Thinking, "thinking", "thinking_delta"),
+            ] {
+                for index in [0, 7, 123_456] {
+                    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                    write_text_delta(kind, index, text, &mut fast);
+                    write_event(
+                        &json!({"type": "content_block_delta", "index": index,
+                                "delta": {"type": ty, member: text}}),
+                        &mut slow,
+                    );
+                    assert_eq!(
+                        String::from_utf8(fast).unwrap(),
+                        String::from_utf8(slow).unwrap()
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn default_max_tokens_per_model() {

@@ -867,10 +867,77 @@ impl Decoder {
             self.end(out);
             return;
         }
+        if self.finished || self.plain(data, out) {
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
         self.value(&v, out);
+    }
+
+    /// [`Decoder::value`] for a chunk of the usual shape, read into typed
+    /// members without building a [`Value`] (building, reading and
+    /// dropping one was most of a converted event's cost). False,
+    /// having decoded nothing, for a chunk it leaves to `value`: not of
+    /// that shape (see [`RawChunk`]), an error, tool calls, or usage on
+    /// the first chunk (where `value` reads `prompt_tokens` its own way).
+    pub(super) fn plain(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> bool {
+        let Ok(raw) = serde_json::from_str::<RawChunk>(data) else {
+            return false;
+        };
+        let choice = raw.choices.and_then(|c| c.0);
+        let delta = choice.as_ref().and_then(|c| c.delta.as_ref());
+        if raw.error.is_some()
+            || (!self.started && raw.usage.is_some())
+            || delta.is_some_and(|d| d.tool_calls.is_some())
+        {
+            return false;
+        }
+        self.start(None, out);
+        if let Some(u) = raw.usage {
+            self.usage = Some(u.tokens());
+        }
+        let Some(choice) = &choice else {
+            return true;
+        };
+        if let Some(d) = delta {
+            // A present `null` wins over the other name, as `Value::get`
+            // finds it.
+            let reasoning = d.reasoning_content.as_ref().or(d.reasoning.as_ref());
+            Self::deltas(
+                reasoning.and_then(Option::as_ref).map(|r| &*r.0),
+                d.content.as_ref().map(|c| &*c.0),
+                out,
+            );
+        }
+        if let Some(r) = &choice.finish_reason {
+            self.finish_reason(&r.0, out);
+        }
+        true
+    }
+
+    fn start(&mut self, input_tokens: Option<u64>, out: &mut Vec<StreamEvent>) {
+        if !self.started {
+            self.started = true;
+            out.push(StreamEvent::Start { input_tokens });
+        }
+    }
+
+    fn deltas(reasoning: Option<&str>, content: Option<&str>, out: &mut Vec<StreamEvent>) {
+        if let Some(r) = reasoning.filter(|r| !r.is_empty()) {
+            out.push(StreamEvent::ThinkingDelta(r.to_string()));
+        }
+        if let Some(t) = content.filter(|t| !t.is_empty()) {
+            out.push(StreamEvent::TextDelta(t.to_string()));
+        }
+    }
+
+    fn finish_reason(&mut self, reason: &str, out: &mut Vec<StreamEvent>) {
+        self.reason = Some(parse_finish(reason));
+        for open in self.open_calls.drain(..) {
+            out.push(StreamEvent::ToolCallEnd { index: open });
+        }
     }
 
     /// Decodes one parsed chunk.
@@ -891,12 +958,11 @@ impl Decoder {
             return;
         }
         if !self.started {
-            self.started = true;
             let input_tokens = v
                 .at(&["usage", "prompt_tokens"])
                 .and_then(Value::as_u64)
                 .filter(|n| *n > 0);
-            out.push(StreamEvent::Start { input_tokens });
+            self.start(input_tokens, out);
         }
         if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
             self.usage = Some(parse_usage(u));
@@ -908,16 +974,11 @@ impl Decoder {
         let reasoning = delta
             .get("reasoning_content")
             .or_else(|| delta.get("reasoning"));
-        if let Some(r) = reasoning.and_then(Value::as_str).filter(|r| !r.is_empty()) {
-            out.push(StreamEvent::ThinkingDelta(r.to_string()));
-        }
-        if let Some(t) = delta
-            .get("content")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
-            out.push(StreamEvent::TextDelta(t.to_string()));
-        }
+        Self::deltas(
+            reasoning.and_then(Value::as_str),
+            delta.get("content").and_then(Value::as_str),
+            out,
+        );
         if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
             for (pos, c) in calls.iter().enumerate() {
                 let index = c
@@ -954,10 +1015,7 @@ impl Decoder {
             }
         }
         if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.reason = Some(parse_finish(r));
-            for open in self.open_calls.drain(..) {
-                out.push(StreamEvent::ToolCallEnd { index: open });
-            }
+            self.finish_reason(r, out);
         }
     }
 
@@ -978,6 +1036,65 @@ impl Decoder {
             reason,
             usage: self.usage,
         });
+    }
+}
+
+/// The members of an upstream stream chunk [`Decoder::plain`] reads,
+/// typed as the usual chunk has them; a member of another type or a
+/// repeated one fails the parse, and the chunk goes to [`Decoder::value`].
+/// Unread members are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct RawChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Option<FirstChunkChoice<'a>>,
+    #[serde(default)]
+    usage: Option<RawUsage>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawChunkChoice<'a> {
+    #[serde(default, borrow)]
+    delta: Option<RawDelta<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Borrowed<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawDelta<'a> {
+    /// `Some(None)`: present as `null`.
+    #[serde(default, borrow, deserialize_with = "present")]
+    reasoning_content: Option<Option<Borrowed<'a>>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    reasoning: Option<Option<Borrowed<'a>>>,
+    #[serde(default, borrow)]
+    content: Option<Borrowed<'a>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+/// The first of a chunk's choices; the rest are skipped unparsed.
+struct FirstChunkChoice<'a>(Option<RawChunkChoice<'a>>);
+
+impl<'de: 'a, 'a> serde::Deserialize<'de> for FirstChunkChoice<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
+            type Value = FirstChunkChoice<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of choices")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<FirstChunkChoice<'a>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(FirstChunkChoice(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
     }
 }
 

@@ -938,6 +938,75 @@ mod tests {
         assert!(scanned > cases / 10, "{scanned} of {cases} scanned");
     }
 
+    /// Chunks a converted stream reads: what an OpenAI upstream sends
+    /// (its first chunk, text, reasoning under either name, tool calls,
+    /// the usage chunk), then the odd shapes of [`CHUNKS`].
+    fn decoded_chunks() -> Vec<&'static str> {
+        let mut seeds = vec![
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"think \u00e9","reasoning":"not this"}}]}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":null,"reasoning":"this","content":"and \"that\"","tool_calls":null}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":16,"completion_tokens_details":{"reasoning_tokens":4}}}"#,
+        ];
+        seeds.extend(CHUNKS);
+        seeds
+    }
+
+    /// A decoder reads a chunk from its text as it reads the chunk's
+    /// `Value`, from a fresh start and mid-stream (text started, a tool
+    /// call open, usage seen), through the end of the stream; the usual
+    /// chunks are read without a `Value`.
+    #[test]
+    fn a_chunk_decodes_from_its_text_as_from_its_value() {
+        let before: [&[&str]; 4] = [
+            &[],
+            &[r#"{"choices":[{"delta":{"content":"a"}}]}"#],
+            &[
+                r#"{"choices":[{"delta":{"tool_calls":[{"index":2,"function":{"name":"g","arguments":"{"}}]}}]}"#,
+            ],
+            &[r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#],
+        ];
+        let (mut compared, mut plain) = (0, 0);
+        for seed in decoded_chunks() {
+            let mut inputs = mutations(seed, 1500);
+            inputs.push(seed.to_owned());
+            for data in inputs {
+                // A chunk that is not valid JSON for a `Value` (a number
+                // beyond f64 in a member nobody reads) may still be read
+                // as text: nothing to compare it with.
+                let Ok(value) = serde_json::from_str::<Value>(&data) else {
+                    continue;
+                };
+                for prefix in before {
+                    let (mut text, mut parsed) =
+                        (openai::Decoder::default(), openai::Decoder::default());
+                    let (mut a, mut b) = (Vec::new(), Vec::new());
+                    for p in prefix {
+                        text.event(p, &mut a);
+                        parsed.value(&serde_json::from_str(p).unwrap(), &mut b);
+                    }
+                    text.event(&data, &mut a);
+                    parsed.value(&value, &mut b);
+                    text.end(&mut a);
+                    parsed.end(&mut b);
+                    assert_eq!(a, b, "{data} after {prefix:?}");
+                    compared += 1;
+                }
+            }
+        }
+        for usual in &decoded_chunks()[..3] {
+            assert!(
+                openai::Decoder::default().plain(usual, &mut Vec::new()),
+                "{usual}"
+            );
+            plain += 1;
+        }
+        assert!(compared > 30_000, "{compared} compared");
+        assert_eq!(plain, 3);
+    }
+
     /// The skipper takes a value exactly when serde_json's `IgnoredAny`
     /// does, and ends where the value ends.
     #[test]
