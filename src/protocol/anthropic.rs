@@ -18,6 +18,7 @@ use super::canonical::{
     ResponseFormat, Role, StreamEvent, TokenUsage, Tool, ToolCall, ToolChoice, ToolResult,
     as_number, as_u64, push_merged, result_text, system_after_results,
 };
+use super::json::Borrowed;
 use super::{gemini, ids, json, schema};
 
 mod usual;
@@ -718,10 +719,45 @@ pub struct Decoder {
 impl Decoder {
     /// Decodes one `data:` payload.
     pub fn event(&mut self, data: &str, out: &mut Vec<StreamEvent>) {
+        if self.finished || self.plain_delta(data, out) {
+            return;
+        }
         let Ok(v) = serde_json::from_str::<Value>(data) else {
             return;
         };
         self.value(&v, out);
+    }
+
+    /// [`Decoder::value`] for a `content_block_delta`, nearly every event
+    /// of a stream, read into typed members without building a [`Value`]
+    /// (building, reading and dropping one was most of a converted
+    /// event's cost). False, having decoded nothing, for any other event,
+    /// or one of another shape (see [`RawDeltaEvent`]): `value` reads it.
+    pub(super) fn plain_delta(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> bool {
+        let Ok(raw) = serde_json::from_str::<RawDeltaEvent>(data) else {
+            return false;
+        };
+        if raw.ty.0 != "content_block_delta" {
+            return false;
+        }
+        let (Some(index), Some(d)) = (raw.index, raw.delta) else {
+            return true;
+        };
+        let index = index as usize;
+        let s = |f: Option<Borrowed>| f.map(|f| f.0.into_owned()).unwrap_or_default();
+        match d.ty.as_ref().map_or("", |t| &*t.0) {
+            "text_delta" => out.push(StreamEvent::TextDelta(s(d.text))),
+            "thinking_delta" => out.push(StreamEvent::ThinkingDelta(s(d.thinking))),
+            "signature_delta" => out.push(StreamEvent::SignatureDelta(s(d.signature))),
+            "input_json_delta" if self.blocks.get(&index) == Some(&Block::Tool) => {
+                let f = s(d.partial_json);
+                if !f.is_empty() {
+                    out.push(StreamEvent::ToolCallArgs { index, fragment: f });
+                }
+            }
+            _ => {}
+        }
+        true
     }
 
     /// Decodes one parsed event.
@@ -869,6 +905,34 @@ impl Decoder {
             usage: Some(self.usage),
         });
     }
+}
+
+/// The members of an upstream `content_block_delta` that
+/// [`Decoder::plain_delta`] reads, typed as the usual event has them; a
+/// member of another type or a repeated one fails the parse, and the
+/// event goes to [`Decoder::value`]. Unread members are skipped unparsed.
+#[derive(serde::Deserialize)]
+struct RawDeltaEvent<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: Borrowed<'a>,
+    #[serde(default)]
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    delta: Option<RawBlockDelta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawBlockDelta<'a> {
+    #[serde(default, rename = "type", borrow)]
+    ty: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    text: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    thinking: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    signature: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Borrowed<'a>>,
 }
 
 // --------------------------------------------------------- client streams

@@ -7,6 +7,13 @@
 //! them to it.
 
 use serde::Deserialize;
+use std::borrow::Cow;
+
+/// A string borrowed from the document when it holds no escape (serde
+/// only borrows a `Cow` that is a member itself, not one inside an
+/// `Option`).
+#[derive(Deserialize)]
+pub struct Borrowed<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// `T` from the JSON document `bytes`.
 ///

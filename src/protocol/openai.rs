@@ -7,7 +7,6 @@
 //! and exactly one `data: [DONE]` at the very end.
 
 use crate::protocol::Lookup as _;
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
@@ -19,6 +18,7 @@ use super::canonical::{
     as_number, as_u64, joined_text, mime_from_name, parse_arguments, parse_data_uri,
     split_thinking_tags, system_after_results, text_lines, text_of,
 };
+use super::json::Borrowed;
 use super::{anthropic, gemini, ids, schema};
 
 fn bad(msg: impl Into<String>) -> ConvertError {
@@ -725,11 +725,6 @@ struct RawChoice<'a> {
     finish_reason: Option<Borrowed<'a>>,
 }
 
-/// A string borrowed from the body when it holds no escape (serde only
-/// borrows a `Cow` that is a member itself, not one inside an `Option`).
-#[derive(serde::Deserialize)]
-struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
-
 #[derive(serde::Deserialize)]
 struct RawMessage {
     /// `Some(None)`: present as `null`.
@@ -1117,6 +1112,9 @@ pub struct Encoder {
     finished: bool,
     closed: bool,
     usage_chunk: bool,
+    /// What follows `choices` in every chunk (`created`, `id`, `model`,
+    /// `object`, in the order a `Value` writes them), written once.
+    tail: Vec<u8>,
 }
 
 impl Encoder {
@@ -1130,9 +1128,15 @@ impl Encoder {
 
     /// An encoder answering as `model`.
     pub fn new(model: &str) -> Self {
+        let (id, created) = (ids::new_id("chatcmpl-"), ids::unix_now());
+        let mut tail = json!({"created": created, "id": id, "model": model,
+                              "object": "chat.completion.chunk"})
+        .to_string()
+        .into_bytes();
+        tail[0] = b',';
         Self {
-            id: ids::new_id("chatcmpl-"),
-            created: ids::unix_now(),
+            id,
+            created,
             model: model.to_string(),
             role_sent: false,
             tool_index: HashMap::new(),
@@ -1141,7 +1145,22 @@ impl Encoder {
             finished: false,
             closed: false,
             usage_chunk: false,
+            tail,
         }
+    }
+
+    /// The chunk of a text or reasoning delta, written as [`Self::chunk`]
+    /// writes it from a `Value` without building one: an event is a
+    /// stream's unit of work, and building, writing and dropping a
+    /// `Value` was most of its cost.
+    fn delta_chunk(&self, member: &str, text: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"");
+        out.extend_from_slice(member.as_bytes());
+        out.extend_from_slice(b"\":");
+        let _ = serde_json::to_writer(&mut *out, text);
+        out.extend_from_slice(b"},\"finish_reason\":null,\"index\":0}]");
+        out.extend_from_slice(&self.tail);
+        out.extend_from_slice(b"\n\n");
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>, usage: Option<Value>, out: &mut Vec<u8>) {
@@ -1174,11 +1193,11 @@ impl Encoder {
             StreamEvent::Start { .. } => self.ensure_role(out),
             StreamEvent::TextDelta(t) => {
                 self.ensure_role(out);
-                self.chunk(json!({"content": t}), None, None, out);
+                self.delta_chunk("content", t, out);
             }
             StreamEvent::ThinkingDelta(t) => {
                 self.ensure_role(out);
-                self.chunk(json!({"reasoning_content": t}), None, None, out);
+                self.delta_chunk("reasoning_content", t, out);
             }
             StreamEvent::SignatureDelta(_) | StreamEvent::ToolCallEnd { .. } => {}
             StreamEvent::ToolCallStart { index, id, name } => {
@@ -1254,7 +1273,9 @@ impl Encoder {
 /// Writes `data: <json>\n\n`.
 pub fn write_data(v: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"data: ");
-    out.extend_from_slice(v.to_string().as_bytes());
+    // Straight into `out`, not through `to_string`'s formatting machinery
+    // and a String of its own (writing to a `Vec` cannot fail).
+    let _ = serde_json::to_writer(&mut *out, v);
     out.extend_from_slice(b"\n\n");
 }
 
@@ -1262,14 +1283,37 @@ pub fn write_data(v: &Value, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
+    /// A text or reasoning delta is written byte for byte as the chunk's
+    /// `Value` would be, escapes in the text and in the model included.
+    #[test]
+    fn a_delta_chunk_is_written_as_its_value_would_be() {
+        for model in ["gpt-4o", "odd \"model\" \\ é"] {
+            let e = Encoder::new(model);
+            for text in ["plain", "\"quoted\" \\ \n\u{1}", "é 🦀", ""] {
+                for member in ["content", "reasoning_content"] {
+                    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+                    e.delta_chunk(member, text, &mut fast);
+                    e.chunk(json!({ member: text }), None, None, &mut slow);
+                    assert_eq!(
+                        String::from_utf8(fast).unwrap(),
+                        String::from_utf8(slow).unwrap()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_answers_plain_strings_are_borrowed_and_escaped_ones_decoded() {
         let body = br#"{"id":"chatcmpl-1","choices":[{"finish_reason":"st\u006fp"}]}"#;
         let raw: RawAnswer = super::super::json::from_bytes(body).unwrap();
-        assert!(matches!(raw.id.unwrap().0, Cow::Borrowed("chatcmpl-1")));
+        assert!(matches!(
+            raw.id.unwrap().0,
+            std::borrow::Cow::Borrowed("chatcmpl-1")
+        ));
         let choices = raw.choices.unwrap();
         let reason = &choices[0].finish_reason.as_ref().unwrap().0;
-        assert!(matches!(reason, Cow::Owned(r) if r == "stop"));
+        assert!(matches!(reason, std::borrow::Cow::Owned(r) if r == "stop"));
     }
 
     #[test]
