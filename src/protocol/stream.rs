@@ -412,6 +412,40 @@ impl Passthrough {
         true
     }
 
+    /// Forwards one Anthropic `content_block_delta` (nearly every event of
+    /// a stream) once the stream began, reading only its `type` and
+    /// `index` instead of building the whole JSON tree: the bytes go out
+    /// as they came. Returns false, having done nothing, for any other
+    /// event or shape, which [`Passthrough::event`] handles.
+    fn anthropic_delta(&mut self, data: &str, out: &mut Vec<u8>) -> bool {
+        /// A member of another type, or a repeated one, fails the parse.
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type", borrow)]
+            ty: super::json::Borrowed<'a>,
+            #[serde(default)]
+            index: Option<u64>,
+        }
+        let data = data.trim();
+        if self.ended || !self.started || is_multiline(data) {
+            return false;
+        }
+        let Ok(head) = serde_json::from_str::<Head>(data) else {
+            return false;
+        };
+        if head.ty.0 != "content_block_delta" {
+            return false;
+        }
+        // A delta to a block that is not open is dropped, as `event`
+        // drops it.
+        if head.index.is_some() && head.index == self.open_block {
+            out.extend_from_slice(b"event: content_block_delta\ndata: ");
+            out.extend_from_slice(data.as_bytes());
+            out.extend_from_slice(b"\n\n");
+        }
+        true
+    }
+
     /// Forwards one upstream event; `raw` is its data text when it came
     /// from the wire (so bytes are kept), `v` its parsed form.
     fn event(&mut self, raw: Option<&str>, v: &Value, usage: &mut TokenUsage, out: &mut Vec<u8>) {
@@ -702,6 +736,9 @@ impl Mode {
                     return;
                 }
                 if p.proto == Relay::OpenAi && p.openai_chunk(data, usage, out) {
+                    return;
+                }
+                if p.proto == Relay::Anthropic && p.anthropic_delta(data, out) {
                     return;
                 }
                 let Ok(v) = serde_json::from_str::<Value>(data) else {
@@ -1005,6 +1042,125 @@ mod tests {
         }
         assert!(compared > 30_000, "{compared} compared");
         assert_eq!(plain, 3);
+    }
+
+    /// Anthropic events a stream carries: the deltas of every block kind,
+    /// then the other events, which the delta readers must leave alone.
+    const ANTHROPIC_EVENTS: [&str; 10] = [
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello \"w\" \u00e9"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+        r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"a\":"}}"#,
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig"}}"#,
+        r#" {"delta":{"text":"x","type":"text_delta"},"index":1,"type":"content_block_delta","extra":[1,{"b":null}]} "#,
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}"#,
+        r#"{"type":"content_block_stop","index":0}"#,
+        r#"{"type":"ping"}"#,
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#,
+    ];
+    const MESSAGE_START: &str = r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"m","content":[],"usage":{"input_tokens":7,"output_tokens":1}}}"#;
+    const TEXT_BLOCK: &str =
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
+    const TOOL_BLOCK: &str = r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}"#;
+    const TEXT_BLOCK_STOP: &str = r#"{"type":"content_block_stop","index":0}"#;
+
+    /// Each Anthropic event and its mutations that a `Value` can hold.
+    fn anthropic_inputs() -> Vec<(String, Value)> {
+        ANTHROPIC_EVENTS
+            .iter()
+            .flat_map(|seed| mutations(seed, 1500).into_iter().chain([seed.to_string()]))
+            .filter_map(|data| Some((serde_json::from_str(&data).ok()?, data)))
+            .map(|(v, data)| (data, v))
+            .collect()
+    }
+
+    /// The Anthropic decoder reads an event from its text as it reads the
+    /// event's `Value`, with no block, a text block or a tool block open,
+    /// through the end of the stream; the usual deltas are read without a
+    /// `Value`.
+    #[test]
+    fn an_anthropic_event_decodes_from_its_text_as_from_its_value() {
+        let before: [&[&str]; 3] = [
+            &[],
+            &[MESSAGE_START, TEXT_BLOCK],
+            &[MESSAGE_START, TEXT_BLOCK, TEXT_BLOCK_STOP, TOOL_BLOCK],
+        ];
+        let mut compared = 0;
+        for (data, value) in anthropic_inputs() {
+            for prefix in before {
+                let mut text = anthropic::Decoder::default();
+                let mut parsed = anthropic::Decoder::default();
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for p in prefix {
+                    text.event(p, &mut a);
+                    parsed.value(&serde_json::from_str(p).unwrap(), &mut b);
+                }
+                text.event(&data, &mut a);
+                parsed.value(&value, &mut b);
+                text.end(&mut a);
+                parsed.end(&mut b);
+                assert_eq!(a, b, "{data} after {prefix:?}");
+                compared += 1;
+            }
+        }
+        for usual in &ANTHROPIC_EVENTS[..5] {
+            assert!(
+                anthropic::Decoder::default().plain_delta(usual, &mut Vec::new()),
+                "{usual}"
+            );
+        }
+        assert!(compared > 15_000, "{compared} compared");
+    }
+
+    /// A same-protocol Anthropic stream forwards an event read by its
+    /// `type` and `index` alone exactly as it forwards it read whole:
+    /// the same bytes, usage and open block, through the end of the
+    /// stream; the usual deltas take the short read.
+    #[test]
+    fn an_anthropic_delta_is_relayed_as_the_whole_event_would_be() {
+        let before: [&[&str]; 4] = [
+            &[],
+            &[MESSAGE_START],
+            &[MESSAGE_START, TEXT_BLOCK],
+            &[MESSAGE_START, TEXT_BLOCK, TEXT_BLOCK_STOP, TOOL_BLOCK],
+        ];
+        let mut compared = 0;
+        for (data, value) in anthropic_inputs() {
+            for prefix in before {
+                let mut short = Passthrough::new(Relay::Anthropic, "m", GeminiFraming::Sse);
+                let mut whole = Passthrough::new(Relay::Anthropic, "m", GeminiFraming::Sse);
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                let (mut ua, mut ub) = (TokenUsage::default(), TokenUsage::default());
+                for p in prefix {
+                    let v = serde_json::from_str(p).unwrap();
+                    short.event(Some(p), &v, &mut ua, &mut a);
+                    whole.event(Some(p), &v, &mut ub, &mut b);
+                }
+                if !short.anthropic_delta(&data, &mut a) {
+                    short.event(Some(&data), &value, &mut ua, &mut a);
+                }
+                whole.event(Some(&data), &value, &mut ub, &mut b);
+                short.close(&ua, &mut a);
+                whole.close(&ub, &mut b);
+                // message_start carries a fresh id each time.
+                let strip = |out: Vec<u8>| {
+                    let text = String::from_utf8(out).unwrap();
+                    text.split("\n\n")
+                        .filter(|e| !e.starts_with("event: message_start"))
+                        .collect::<Vec<_>>()
+                        .join("\n\n")
+                };
+                assert_eq!(strip(a), strip(b), "{data} after {prefix:?}");
+                assert_eq!(ua, ub, "{data} after {prefix:?}");
+                compared += 1;
+            }
+        }
+        for usual in &ANTHROPIC_EVENTS[..5] {
+            let mut p = Passthrough::new(Relay::Anthropic, "m", GeminiFraming::Sse);
+            p.started = true;
+            assert!(p.anthropic_delta(usual, &mut Vec::new()), "{usual}");
+        }
+        assert!(compared > 20_000, "{compared} compared");
     }
 
     /// The skipper takes a value exactly when serde_json's `IgnoredAny`
