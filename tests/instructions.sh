@@ -18,10 +18,11 @@
 # (converted there and back); then STREAMS streamed ones of 16 content deltas, then as
 # many of 2, from a mock that spaces the events PACE apart as a model does
 # (without pauses the events coalesce in the socket buffers as timing
-# allows, and the counts would move between runs). The count of a run
-# with no requests is subtracted, so startup and shutdown do not count;
-# per event is the difference between the two stream lengths divided by
-# the difference in events.
+# allows, and the counts would move between runs); then the same two
+# streams to an Anthropic client (converted event by event). The count of
+# a run with no requests is subtracted, so startup and shutdown do not
+# count; per event is the difference between the two stream lengths
+# divided by the difference in events.
 # Knobs: N (2000 unary requests under callgrind), N_DHAT (1000 under
 # DHAT), N_STRACE (300 under strace; 0 skips strace), STREAMS (300 for
 # each), PACE (2ms).
@@ -46,8 +47,9 @@ command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install va
 
 # drive PORT COUNT KIND: COUNT requests on one keep-alive connection;
 # KIND unary, converted (unary from an Anthropic client, so converted both
-# ways), stream (16 content deltas) or short (a stream of 2). Prints the
-# SSE events of the last answer (0 for unary).
+# ways), stream (16 content deltas) or short (a stream of 2), and
+# converted_stream and converted_short (those streams to an Anthropic
+# client). Prints the SSE events of the last answer (0 for unary).
 drive() {
   python3 - "$@" <<'EOF'
 import http.client, json, sys
@@ -57,13 +59,13 @@ events = 0
 for i in range(n):
     body = {"model": "mock-small", "messages": [{"role": "user", "content": f"count {i}"}]}
     path, headers = "/v1/chat/completions", {"Content-Type": "application/json"}
-    if kind == "converted":
+    if kind.startswith("converted"):
         body["max_tokens"] = 256
         path = "/v1/messages"
         headers["anthropic-version"] = "2023-06-01"
-    elif kind != "unary":
+    if kind not in ("unary", "converted"):
         body["stream"] = True
-    if kind == "short":
+    if kind.endswith("short"):
         body["max_tokens"] = 2
     conn.request("POST", path, json.dumps(body), headers)
     r = conn.getresponse()
@@ -118,31 +120,39 @@ run() {
 }
 
 # counts TOOL BIN REQUESTS: "PER_REQUEST PER_STREAM PER_EVENT EVENTS
-# PER_CONVERTED_REQUEST" for BIN.
+# PER_CONVERTED_REQUEST PER_CONVERTED_STREAM PER_CONVERTED_EVENT" for BIN.
 counts() {
   local tool=$1 bin=$2 n=$3 base unary converted stream short long_events short_events
+  local cstream cshort clong_events cshort_events
   read -r base _ < <(run "$tool" "$bin" 0 unary)
   read -r unary _ < <(run "$tool" "$bin" "$n" unary)
   read -r converted _ < <(run "$tool" "$bin" "$n" converted)
   read -r stream long_events < <(run "$tool" "$bin" "$STREAMS" stream)
   read -r short short_events < <(run "$tool" "$bin" "$STREAMS" short)
+  read -r cstream clong_events < <(run "$tool" "$bin" "$STREAMS" converted_stream)
+  read -r cshort cshort_events < <(run "$tool" "$bin" "$STREAMS" converted_short)
   python3 -c "import sys
-b, u, s, t, n, m, el, es, c = map(int, sys.argv[1:])
-print(f'{(u - b) / n:.1f} {(s - b) / m:.1f} {(s - t) / m / (el - es):.1f} {el} {(c - b) / n:.1f}')" \
-    "$base" "$unary" "$stream" "$short" "$n" "$STREAMS" "$long_events" "$short_events" "$converted"
+b, u, s, t, n, m, el, es, c, cs, ct, cel, ces = map(int, sys.argv[1:])
+print(f'{(u - b) / n:.1f} {(s - b) / m:.1f} {(s - t) / m / (el - es):.1f} {el} {(c - b) / n:.1f}',
+      f'{(cs - b) / m:.1f} {(cs - ct) / m / (cel - ces):.1f}')" \
+    "$base" "$unary" "$stream" "$short" "$n" "$STREAMS" "$long_events" "$short_events" "$converted" \
+    "$cstream" "$cshort" "$clong_events" "$cshort_events"
 }
 
 declare -A result
 metrics=()
-measure() {  # measure TOOL COUNT NAME: four rows of the table
-  local tool=$1 n=$2 name=$3 bin r e s v c
-  metrics+=("$name per request" "$name per converted request" "$name per stream" "$name per event")
+measure() {  # measure TOOL COUNT NAME: six rows of the table
+  local tool=$1 n=$2 name=$3 bin r e s v c cs cv
+  metrics+=("$name per request" "$name per converted request" "$name per stream"
+            "$name per event" "$name per converted stream" "$name per converted event")
   for bin in "${BINS[@]}"; do
-    read -r r s v e c < <(counts "$tool" "$bin" "$n")
+    read -r r s v e c cs cv < <(counts "$tool" "$bin" "$n")
     result["$name per request|$bin"]=$r
     result["$name per converted request|$bin"]=$c
     result["$name per stream|$bin"]=$s
     result["$name per event|$bin"]=$v
+    result["$name per converted stream|$bin"]=$cs
+    result["$name per converted event|$bin"]=$cv
     EVENTS=$e
   done
 }
@@ -150,14 +160,14 @@ measure callgrind "$N" instructions
 measure dhat "$N_DHAT" allocations
 [ "$N_STRACE" -eq 0 ] || measure strace "$N_STRACE" "system calls"
 
-printf '\n%-28s' "($EVENTS-event streams, $PACE)"
+printf '\n%-34s' "($EVENTS-event streams, $PACE)"
 for bin in "${BINS[@]}"; do
   [ "${#bin}" -le 22 ] || bin=..${bin: -20}
   printf ' %22s' "$bin"
 done
 printf '\n'
 for m in "${metrics[@]}"; do
-  printf '%-28s' "$m"
+  printf '%-34s' "$m"
   for bin in "${BINS[@]}"; do printf ' %22s' "${result["$m|$bin"]}"; done
   printf '\n'
 done
