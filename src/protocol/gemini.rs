@@ -863,19 +863,24 @@ impl Framer {
 
     /// Writes one element (raw JSON text).
     pub fn element(&mut self, json_text: &str, out: &mut Vec<u8>) {
+        self.element_with(out, |out| out.extend_from_slice(json_text.as_bytes()));
+    }
+
+    /// Writes one element whose JSON text `write` appends to `out`.
+    fn element_with(&mut self, out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
         if self.closed {
             return;
         }
         match self.framing {
             GeminiFraming::Sse => {
                 out.extend_from_slice(b"data: ");
-                out.extend_from_slice(json_text.as_bytes());
+                write(out);
                 out.extend_from_slice(b"\n\n");
             }
             GeminiFraming::JsonArray => {
                 out.extend_from_slice(if self.opened { b",\r\n" } else { b"[" });
                 self.opened = true;
-                out.extend_from_slice(json_text.as_bytes());
+                write(out);
             }
         }
     }
@@ -910,6 +915,9 @@ pub struct Encoder {
     framer: Framer,
     calls: Vec<(usize, PendingCall)>,
     finished: bool,
+    /// What follows a chunk's one part (`role`, `index`, `modelVersion`,
+    /// in the order a `Value` writes them), written once.
+    tail: Vec<u8>,
 }
 
 /// A chunk with `parts` in the Gemini stream shape.
@@ -920,16 +928,41 @@ fn chunk(parts: Vec<Value>, model: &str) -> Value {
 impl Encoder {
     /// An encoder answering as `model` in `framing`.
     pub fn new(model: &str, framing: GeminiFraming) -> Self {
+        let mut tail = br#"],"role":"model"},"index":0}],"modelVersion":"#.to_vec();
+        let _ = serde_json::to_writer(&mut tail, model);
+        tail.push(b'}');
         Self {
             model: model.to_string(),
             framer: Framer::new(framing),
             calls: Vec::new(),
             finished: false,
+            tail,
         }
     }
 
     fn emit(&mut self, v: &Value, out: &mut Vec<u8>) {
-        self.framer.element(&v.to_string(), out);
+        // Straight into `out` (writing to a `Vec` cannot fail).
+        self.framer.element_with(out, |out| {
+            let _ = serde_json::to_writer(out, v);
+        });
+    }
+
+    /// The chunk of a text or thought delta, written as [`Self::emit`]
+    /// writes its `Value` without building one: an event is a stream's
+    /// unit of work, and building, writing and dropping a `Value` was
+    /// most of its cost.
+    fn delta_chunk(&mut self, text: &str, thought: bool, out: &mut Vec<u8>) {
+        let tail = &self.tail;
+        self.framer.element_with(out, |out| {
+            out.extend_from_slice(br#"{"candidates":[{"content":{"parts":[{"text":"#);
+            let _ = serde_json::to_writer(&mut *out, text);
+            out.extend_from_slice(if thought {
+                br#","thought":true}"#
+            } else {
+                b"}"
+            });
+            out.extend_from_slice(tail);
+        });
     }
 
     fn flush_call(&mut self, pos: usize, out: &mut Vec<u8>) {
@@ -956,14 +989,8 @@ impl Encoder {
         }
         match ev {
             StreamEvent::Start { .. } => {}
-            StreamEvent::TextDelta(t) if !t.is_empty() => {
-                let c = chunk(vec![json!({"text": t})], &self.model);
-                self.emit(&c, out);
-            }
-            StreamEvent::ThinkingDelta(t) if !t.is_empty() => {
-                let c = chunk(vec![json!({"text": t, "thought": true})], &self.model);
-                self.emit(&c, out);
-            }
+            StreamEvent::TextDelta(t) if !t.is_empty() => self.delta_chunk(t, false, out),
+            StreamEvent::ThinkingDelta(t) if !t.is_empty() => self.delta_chunk(t, true, out),
             StreamEvent::SignatureDelta(s) if !s.is_empty() => {
                 let c = chunk(
                     vec![json!({"text": "", "thought": true, "thoughtSignature": s})],
@@ -1053,6 +1080,32 @@ fn standard_base64(data: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text or thought delta is written byte for byte as its chunk's
+    /// `Value` would be, in either framing, escapes in the text and in
+    /// the model included.
+    #[test]
+    fn a_delta_chunk_is_written_as_its_value_would_be() {
+        for framing in [GeminiFraming::Sse, GeminiFraming::JsonArray] {
+            for model in ["gemini-2.5-pro", "odd \"model\" \\ é"] {
+                let (mut fast, mut slow) =
+                    (Encoder::new(model, framing), Encoder::new(model, framing));
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                for text in ["plain", "\"quoted\" \\ \n\u{1}", "é 🦀"] {
+                    for thought in [false, true] {
+                        fast.delta_chunk(text, thought, &mut a);
+                        let part = if thought {
+                            json!({"text": text, "thought": true})
+                        } else {
+                            json!({"text": text})
+                        };
+                        slow.emit(&chunk(vec![part], model), &mut b);
+                    }
+                }
+                assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+            }
+        }
+    }
 
     #[test]
     fn url_safe_inline_data_becomes_standard_base64() {

@@ -186,6 +186,54 @@ struct Call {
     arguments: String,
 }
 
+/// The fixed text of a delta event around its variable members, which
+/// are, in name order: `delta`, `item_id`, `output_index`,
+/// `sequence_number`.
+struct DeltaEvent {
+    /// The `event:` line and the members before `delta`.
+    head: &'static [u8],
+    /// The members between `item_id` and `output_index`.
+    mid: &'static [u8],
+    /// The members after `sequence_number`, and the end of the event.
+    tail: &'static [u8],
+}
+
+const TEXT_DELTA: DeltaEvent = DeltaEvent {
+    head: b"event: response.output_text.delta\ndata: {\"content_index\":0,\"delta\":",
+    mid: b",\"logprobs\":[],\"output_index\":",
+    tail: b",\"type\":\"response.output_text.delta\"}\n\n",
+};
+
+const SUMMARY_DELTA: DeltaEvent = DeltaEvent {
+    head: b"event: response.reasoning_summary_text.delta\ndata: {\"delta\":",
+    mid: b",\"output_index\":",
+    tail: b",\"summary_index\":0,\"type\":\"response.reasoning_summary_text.delta\"}\n\n",
+};
+
+/// A text or reasoning summary delta, written as [`Encoder::emit`] writes
+/// its `Value` without building one: an event is a stream's unit of
+/// work, and building, writing and dropping a `Value` was most of its
+/// cost.
+fn write_delta(
+    ev: &DeltaEvent,
+    delta: &str,
+    item_id: &str,
+    index: usize,
+    seq: u64,
+    out: &mut Vec<u8>,
+) {
+    // Writing to a `Vec` cannot fail.
+    out.extend_from_slice(ev.head);
+    let _ = serde_json::to_writer(&mut *out, delta);
+    out.extend_from_slice(b",\"item_id\":");
+    let _ = serde_json::to_writer(&mut *out, item_id);
+    out.extend_from_slice(ev.mid);
+    let _ = serde_json::to_writer(&mut *out, &index);
+    out.extend_from_slice(b",\"sequence_number\":");
+    let _ = serde_json::to_writer(&mut *out, &seq);
+    out.extend_from_slice(ev.tail);
+}
+
 /// Canonical events to a Responses client stream.
 #[derive(Debug)]
 pub struct Encoder {
@@ -243,7 +291,8 @@ impl Encoder {
         out.extend_from_slice(b"event: ");
         out.extend_from_slice(ty.as_bytes());
         out.extend_from_slice(b"\ndata: ");
-        out.extend_from_slice(v.to_string().as_bytes());
+        // Straight into `out` (writing to a `Vec` cannot fail).
+        let _ = serde_json::to_writer(&mut *out, &v);
         out.extend_from_slice(b"\n\n");
     }
 
@@ -363,9 +412,8 @@ impl Encoder {
         }
         if let Some((index, id, Open::Message { text })) = &mut self.open {
             text.push_str(t);
-            let ev = json!({"type": "response.output_text.delta", "item_id": id, "output_index": index,
-                "content_index": 0, "delta": t, "logprobs": []});
-            self.emit(ev, out);
+            write_delta(&TEXT_DELTA, t, id, *index, self.seq, out);
+            self.seq += 1;
         }
     }
 
@@ -395,9 +443,8 @@ impl Encoder {
         }
         if let Some((index, id, Open::Reasoning { text, .. })) = &mut self.open {
             text.push_str(t);
-            let ev = json!({"type": "response.reasoning_summary_text.delta", "item_id": id,
-                "output_index": index, "summary_index": 0, "delta": t});
-            self.emit(ev, out);
+            write_delta(&SUMMARY_DELTA, t, id, *index, self.seq, out);
+            self.seq += 1;
         }
     }
 
@@ -588,5 +635,47 @@ fn error_code(status: u16) -> &'static str {
         429 => "rate_limit_exceeded",
         s if !(400..500).contains(&s) => "server_error",
         _ => "invalid_prompt",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A text or reasoning summary delta is written byte for byte as the
+    /// event's `Value` would be, escapes in the text included.
+    #[test]
+    fn a_delta_is_written_as_its_value_would_be() {
+        for text in ["plain", "\"quoted\" \\ \n\u{1}", "é 🦀"] {
+            for (ev, ty, extra) in [
+                (
+                    &TEXT_DELTA,
+                    "response.output_text.delta",
+                    ("content_index", json!(0)),
+                ),
+                (
+                    &SUMMARY_DELTA,
+                    "response.reasoning_summary_text.delta",
+                    ("summary_index", json!(0)),
+                ),
+            ] {
+                let mut e = Encoder::new("m");
+                e.seq = 41;
+                let mut slow = Vec::new();
+                let mut v =
+                    json!({"type": ty, "item_id": "msg_\"1", "output_index": 3, "delta": text});
+                v[extra.0] = extra.1;
+                if ty == "response.output_text.delta" {
+                    v["logprobs"] = json!([]);
+                }
+                e.emit(v, &mut slow);
+                let mut fast = Vec::new();
+                write_delta(ev, text, "msg_\"1", 3, 41, &mut fast);
+                assert_eq!(
+                    String::from_utf8(fast).unwrap(),
+                    String::from_utf8(slow).unwrap()
+                );
+            }
+        }
     }
 }
