@@ -1005,7 +1005,7 @@ mod tests {
             ],
             &[r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#],
         ];
-        let (mut compared, mut plain) = (0, 0);
+        let mut compared = 0;
         for seed in decoded_chunks() {
             let mut inputs = mutations(seed, 1500);
             inputs.push(seed.to_owned());
@@ -1038,10 +1038,8 @@ mod tests {
                 openai::Decoder::default().plain(usual, &mut Vec::new()),
                 "{usual}"
             );
-            plain += 1;
         }
         assert!(compared > 30_000, "{compared} compared");
-        assert_eq!(plain, 3);
     }
 
     /// Anthropic events a stream carries: the deltas of every block kind,
