@@ -975,6 +975,23 @@ mod tests {
         assert!(scanned > cases / 10, "{scanned} of {cases} scanned");
     }
 
+    /// Decodes `prefix`, then `data`, then the end of the stream twice,
+    /// once from the text and once from each event's `Value`, and
+    /// asserts the two give the same events.
+    fn decode_both_ways(p: Protocol, prefix: &[&str], data: &str, value: &Value) {
+        let (mut text, mut parsed) = (Decoder::new(p), Decoder::new(p));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for event in prefix {
+            text.data(event, &mut a);
+            parsed.value(&serde_json::from_str(event).unwrap(), &mut b);
+        }
+        text.data(data, &mut a);
+        parsed.value(value, &mut b);
+        text.end(&mut a);
+        parsed.end(&mut b);
+        assert_eq!(a, b, "{data} after {prefix:?}");
+    }
+
     /// Chunks a converted stream reads: what an OpenAI upstream sends
     /// (its first chunk, text, reasoning under either name, tool calls,
     /// the usage chunk), then the odd shapes of [`CHUNKS`].
@@ -1017,18 +1034,7 @@ mod tests {
                     continue;
                 };
                 for prefix in before {
-                    let (mut text, mut parsed) =
-                        (openai::Decoder::default(), openai::Decoder::default());
-                    let (mut a, mut b) = (Vec::new(), Vec::new());
-                    for p in prefix {
-                        text.event(p, &mut a);
-                        parsed.value(&serde_json::from_str(p).unwrap(), &mut b);
-                    }
-                    text.event(&data, &mut a);
-                    parsed.value(&value, &mut b);
-                    text.end(&mut a);
-                    parsed.end(&mut b);
-                    assert_eq!(a, b, "{data} after {prefix:?}");
+                    decode_both_ways(Protocol::OpenAi, prefix, &data, &value);
                     compared += 1;
                 }
             }
@@ -1086,18 +1092,7 @@ mod tests {
         let mut compared = 0;
         for (data, value) in anthropic_inputs() {
             for prefix in before {
-                let mut text = anthropic::Decoder::default();
-                let mut parsed = anthropic::Decoder::default();
-                let (mut a, mut b) = (Vec::new(), Vec::new());
-                for p in prefix {
-                    text.event(p, &mut a);
-                    parsed.value(&serde_json::from_str(p).unwrap(), &mut b);
-                }
-                text.event(&data, &mut a);
-                parsed.value(&value, &mut b);
-                text.end(&mut a);
-                parsed.end(&mut b);
-                assert_eq!(a, b, "{data} after {prefix:?}");
+                decode_both_ways(Protocol::Anthropic, prefix, &data, &value);
                 compared += 1;
             }
         }
