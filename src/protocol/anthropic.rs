@@ -957,16 +957,11 @@ pub fn write_event(v: &Value, out: &mut Vec<u8>) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(ty.as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    // Straight into `out`: `to_string` went through the formatting
-    // machinery into a String of its own.
-    json_into(v, out);
+    // Straight into `out` (writing a `Value` to a `Vec` cannot fail):
+    // `to_string` went through the formatting machinery into a String of
+    // its own.
+    let _ = serde_json::to_writer(&mut *out, v);
     out.extend_from_slice(b"\n\n");
-}
-
-/// `value` as JSON at the end of `out` (writing to a `Vec` cannot fail,
-/// and serialising a `Value` or a `str` has no error of its own).
-fn json_into<T: serde::Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) {
-    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// The `content_block_delta` event of a text or thinking delta, written
@@ -982,11 +977,11 @@ fn write_text_delta(kind: Block, index: usize, text: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(b"event: content_block_delta\ndata: {\"delta\":{\"");
     out.extend_from_slice(member);
     out.extend_from_slice(b"\":");
-    json_into(text, out);
+    json::push_str(out, text);
     out.extend_from_slice(b",\"type\":\"");
     out.extend_from_slice(ty);
     out.extend_from_slice(b"\"},\"index\":");
-    json_into(&index, out);
+    crate::decimal::push_decimal(out, index as u64);
     out.extend_from_slice(b",\"type\":\"content_block_delta\"}\n\n");
 }
 

@@ -929,7 +929,7 @@ impl Encoder {
     /// An encoder answering as `model` in `framing`.
     pub fn new(model: &str, framing: GeminiFraming) -> Self {
         let mut tail = br#"],"role":"model"},"index":0}],"modelVersion":"#.to_vec();
-        let _ = serde_json::to_writer(&mut tail, model);
+        super::json::push_str(&mut tail, model);
         tail.push(b'}');
         Self {
             model: model.to_string(),
@@ -955,7 +955,7 @@ impl Encoder {
         let tail = &self.tail;
         self.framer.element_with(out, |out| {
             out.extend_from_slice(br#"{"candidates":[{"content":{"parts":[{"text":"#);
-            let _ = serde_json::to_writer(&mut *out, text);
+            super::json::push_str(out, text);
             out.extend_from_slice(if thought {
                 br#","thought":true}"#
             } else {

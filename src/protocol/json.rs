@@ -15,6 +15,32 @@ use std::borrow::Cow;
 #[derive(Deserialize)]
 pub struct Borrowed<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
+/// The first element of an array (`None` when it is empty); the rest are
+/// skipped unparsed, so that reading a stream chunk's first choice costs
+/// no vector.
+pub struct First<T>(pub Option<T>);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visit<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<First<T>, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_seq(Visit(std::marker::PhantomData))
+    }
+}
+
 /// `T` from the JSON document `bytes`.
 ///
 /// serde_json's slice reader checks the UTF-8 of every string it decodes,

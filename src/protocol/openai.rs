@@ -18,7 +18,7 @@ use super::canonical::{
     as_number, as_u64, joined_text, mime_from_name, parse_arguments, parse_data_uri,
     split_thinking_tags, system_after_results, text_lines, text_of,
 };
-use super::json::Borrowed;
+use super::json::{Borrowed, First};
 use super::{anthropic, gemini, ids, schema};
 
 fn bad(msg: impl Into<String>) -> ConvertError {
@@ -1041,7 +1041,7 @@ impl Decoder {
 #[derive(serde::Deserialize)]
 struct RawChunk<'a> {
     #[serde(default, borrow)]
-    choices: Option<FirstChunkChoice<'a>>,
+    choices: Option<First<RawChunkChoice<'a>>>,
     #[serde(default)]
     usage: Option<RawUsage>,
     #[serde(default, deserialize_with = "present")]
@@ -1067,30 +1067,6 @@ struct RawDelta<'a> {
     content: Option<Borrowed<'a>>,
     #[serde(default)]
     tool_calls: Option<serde::de::IgnoredAny>,
-}
-
-/// The first of a chunk's choices; the rest are skipped unparsed.
-struct FirstChunkChoice<'a>(Option<RawChunkChoice<'a>>);
-
-impl<'de: 'a, 'a> serde::Deserialize<'de> for FirstChunkChoice<'a> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visit<'a> {
-            type Value = FirstChunkChoice<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of choices")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<FirstChunkChoice<'a>, A::Error> {
-                let first = seq.next_element()?;
-                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-                Ok(FirstChunkChoice(first))
-            }
-        }
-        d.deserialize_seq(Visit(std::marker::PhantomData))
-    }
 }
 
 // --------------------------------------------------------- client streams
@@ -1157,7 +1133,7 @@ impl Encoder {
         out.extend_from_slice(b"data: {\"choices\":[{\"delta\":{\"");
         out.extend_from_slice(member.as_bytes());
         out.extend_from_slice(b"\":");
-        let _ = serde_json::to_writer(&mut *out, text);
+        super::json::push_str(out, text);
         out.extend_from_slice(b"},\"finish_reason\":null,\"index\":0}]");
         out.extend_from_slice(&self.tail);
         out.extend_from_slice(b"\n\n");

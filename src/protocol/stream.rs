@@ -206,7 +206,7 @@ struct RawChunk {
     #[serde(default)]
     usage: Option<Value>,
     #[serde(default)]
-    choices: Option<FirstChoice>,
+    choices: Option<super::json::First<Choice>>,
     error: Option<IgnoredAny>,
 }
 
@@ -214,31 +214,6 @@ struct RawChunk {
 struct Choice {
     #[serde(default)]
     finish_reason: Option<IgnoredAny>,
-}
-
-/// The first of the choices; the rest are skipped, so that no event costs
-/// a vector.
-struct FirstChoice(Option<Choice>);
-
-impl<'de> Deserialize<'de> for FirstChoice {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct Visit;
-        impl<'de> serde::de::Visitor<'de> for Visit {
-            type Value = FirstChoice;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an array of choices")
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> Result<FirstChoice, A::Error> {
-                let first = seq.next_element::<Choice>()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(FirstChoice(first))
-            }
-        }
-        d.deserialize_seq(Visit)
-    }
 }
 
 impl OpenAiChunk {

@@ -222,15 +222,14 @@ fn write_delta(
     seq: u64,
     out: &mut Vec<u8>,
 ) {
-    // Writing to a `Vec` cannot fail.
     out.extend_from_slice(ev.head);
-    let _ = serde_json::to_writer(&mut *out, delta);
+    crate::protocol::json::push_str(out, delta);
     out.extend_from_slice(b",\"item_id\":");
-    let _ = serde_json::to_writer(&mut *out, item_id);
+    crate::protocol::json::push_str(out, item_id);
     out.extend_from_slice(ev.mid);
-    let _ = serde_json::to_writer(&mut *out, &index);
+    crate::decimal::push_decimal(out, index as u64);
     out.extend_from_slice(b",\"sequence_number\":");
-    let _ = serde_json::to_writer(&mut *out, &seq);
+    crate::decimal::push_decimal(out, seq);
     out.extend_from_slice(ev.tail);
 }
 
