@@ -875,18 +875,15 @@ impl Decoder {
     /// members without building a [`Value`] (building, reading and
     /// dropping one was most of a converted event's cost). False,
     /// having decoded nothing, for a chunk it leaves to `value`: not of
-    /// that shape (see [`RawChunk`]), an error, tool calls, or usage on
-    /// the first chunk (where `value` reads `prompt_tokens` its own way).
+    /// that shape (see [`RawChunk`]), an error, or usage on the first
+    /// chunk (where `value` reads `prompt_tokens` its own way).
     pub(super) fn plain(&mut self, data: &str, out: &mut Vec<StreamEvent>) -> bool {
         let Ok(raw) = serde_json::from_str::<RawChunk>(data) else {
             return false;
         };
         let choice = raw.choices.and_then(|c| c.0);
         let delta = choice.as_ref().and_then(|c| c.delta.as_ref());
-        if raw.error.is_some()
-            || (!self.started && raw.usage.is_some())
-            || delta.is_some_and(|d| d.tool_calls.is_some())
-        {
+        if raw.error.is_some() || (!self.started && raw.usage.is_some()) {
             return false;
         }
         self.start(None, out);
@@ -905,6 +902,16 @@ impl Decoder {
                 d.content.as_ref().map(|c| &*c.0),
                 out,
             );
+            for (pos, c) in d.tool_calls.iter().flatten().enumerate() {
+                let function = c.function.as_ref();
+                self.call_delta(
+                    c.index.map_or(pos, |i| i as usize),
+                    c.id.as_ref().map(|i| &*i.0),
+                    function.and_then(|f| f.name.as_ref()).map(|n| &*n.0),
+                    function.and_then(|f| f.arguments.as_ref()).map(|a| &*a.0),
+                    out,
+                );
+            }
         }
         if let Some(r) = &choice.finish_reason {
             self.finish_reason(&r.0, out);
@@ -925,6 +932,41 @@ impl Decoder {
         }
         if let Some(t) = content.filter(|t| !t.is_empty()) {
             out.push(StreamEvent::TextDelta(t.to_string()));
+        }
+    }
+
+    /// One entry of a chunk's `tool_calls`: the call at `index` starts
+    /// (it has a name and was not seen before) and takes `arguments`.
+    fn call_delta(
+        &mut self,
+        index: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: Option<&str>,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        if !self.known_calls.contains(&index) {
+            let Some(name) = name else { return };
+            // OpenAI sends parallel calls one after another; a new one
+            // means the previous ones are complete.
+            for open in self.open_calls.drain(..) {
+                out.push(StreamEvent::ToolCallEnd { index: open });
+            }
+            self.known_calls.push(index);
+            self.open_calls.push(index);
+            out.push(StreamEvent::ToolCallStart {
+                index,
+                id: id.map(str::to_string),
+                name: name.to_string(),
+            });
+        }
+        if let Some(a) = arguments.filter(|a| !a.is_empty())
+            && self.open_calls.contains(&index)
+        {
+            out.push(StreamEvent::ToolCallArgs {
+                index,
+                fragment: a.to_string(),
+            });
         }
     }
 
@@ -976,37 +1018,15 @@ impl Decoder {
         );
         if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
             for (pos, c) in calls.iter().enumerate() {
-                let index = c
-                    .get("index")
-                    .and_then(Value::as_u64)
-                    .map_or(pos, |i| i as usize);
-                let name = c.at(&["function", "name"]).and_then(Value::as_str);
-                if !self.known_calls.contains(&index) {
-                    let Some(name) = name else { continue };
-                    // OpenAI sends parallel calls one after another; a new
-                    // one means the previous ones are complete.
-                    for open in self.open_calls.drain(..) {
-                        out.push(StreamEvent::ToolCallEnd { index: open });
-                    }
-                    self.known_calls.push(index);
-                    self.open_calls.push(index);
-                    out.push(StreamEvent::ToolCallStart {
-                        index,
-                        id: c.get("id").and_then(Value::as_str).map(str::to_string),
-                        name: name.to_string(),
-                    });
-                }
-                if let Some(a) = c
-                    .at(&["function", "arguments"])
-                    .and_then(Value::as_str)
-                    .filter(|a| !a.is_empty())
-                    && self.open_calls.contains(&index)
-                {
-                    out.push(StreamEvent::ToolCallArgs {
-                        index,
-                        fragment: a.to_string(),
-                    });
-                }
+                self.call_delta(
+                    c.get("index")
+                        .and_then(Value::as_u64)
+                        .map_or(pos, |i| i as usize),
+                    c.get("id").and_then(Value::as_str),
+                    c.at(&["function", "name"]).and_then(Value::as_str),
+                    c.at(&["function", "arguments"]).and_then(Value::as_str),
+                    out,
+                );
             }
         }
         if let Some(r) = choice.get("finish_reason").and_then(Value::as_str) {
@@ -1065,8 +1085,26 @@ struct RawDelta<'a> {
     reasoning: Option<Option<Borrowed<'a>>>,
     #[serde(default, borrow)]
     content: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<RawCallDelta<'a>>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawCallDelta<'a> {
     #[serde(default)]
-    tool_calls: Option<serde::de::IgnoredAny>,
+    index: Option<u64>,
+    #[serde(default, borrow)]
+    id: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    function: Option<RawFunctionDelta<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawFunctionDelta<'a> {
+    #[serde(default, borrow)]
+    name: Option<Borrowed<'a>>,
+    #[serde(default, borrow)]
+    arguments: Option<Borrowed<'a>>,
 }
 
 // --------------------------------------------------------- client streams

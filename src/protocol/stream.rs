@@ -969,7 +969,8 @@ mod tests {
 
     /// Chunks a converted stream reads: what an OpenAI upstream sends
     /// (its first chunk, text, reasoning under either name, tool calls,
-    /// the usage chunk), then the odd shapes of [`CHUNKS`].
+    /// the usage chunk, parallel calls without indices), then the odd
+    /// shapes of [`CHUNKS`].
     fn decoded_chunks() -> Vec<&'static str> {
         let mut seeds = vec![
             r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#,
@@ -978,6 +979,7 @@ mod tests {
             r#"{"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
             r#"{"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#,
             r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":16,"completion_tokens_details":{"reasoning_tokens":4}}}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"function":{"name":"a","arguments":"{"}},{"id":"c2","function":{"name":"b","arguments":"}"}}]}}]}"#,
         ];
         seeds.extend(CHUNKS);
         seeds
@@ -1014,7 +1016,7 @@ mod tests {
                 }
             }
         }
-        for usual in &decoded_chunks()[..3] {
+        for usual in &decoded_chunks()[..5] {
             assert!(
                 openai::Decoder::default().plain(usual, &mut Vec::new()),
                 "{usual}"
