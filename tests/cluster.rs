@@ -205,7 +205,56 @@ fn a_stopped_node_goes_suspect_then_dead_and_comes_back_with_a_new_incarnation()
         },
     );
     assert_eq!(n3.status().incarnation, state_of(&n1, "node3").unwrap().1);
-    assert!(all_alive(&[&n1, &n2, &n3], 3));
+    // Node 3 hears of node 2 from node 1's answer, which node 1 sends
+    // before it tells node 2 anything; but the two arrive on different
+    // threads.
+    wait_for(
+        "node 3 sees all three alive",
+        Duration::from_secs(5),
+        || all_alive(&[&n1, &n2, &n3], 3),
+    );
+}
+
+#[test]
+fn a_restarted_node_learns_the_whole_cluster_at_once_not_at_the_next_heartbeat() {
+    // Heartbeats 30 s apart: whatever happens within the test happens
+    // because a datagram was answered, not because an interval passed.
+    let t = Timing {
+        heartbeat: Duration::from_secs(30),
+        suspect_after: Duration::from_secs(90),
+        dead_after: Duration::from_secs(180),
+        forget_after: Duration::from_secs(600),
+    };
+    let [n1, n2, n3] = three(t);
+    wait_for("all alive", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2, &n3], 3)
+    });
+    let first_life = n3.status().incarnation;
+    n3.node.shutdown();
+    // A new life counts from the wall clock in milliseconds; a real
+    // restart takes longer than one.
+    wait_for("the next millisecond", Duration::from_secs(1), || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_millis() > u128::from(first_life)
+    });
+    // Somewhere else, as a container that comes back with a new address.
+    let n3 = start("node3", &seed(&n1), t);
+    assert!(n3.status().incarnation > first_life);
+    // Node 1 knew node 3 already, so this is no newcomer to it; it must
+    // still send the restarted node everything, or node 3 would not hear
+    // of node 2 for up to 30 s.
+    wait_for("node 3 knows all three", Duration::from_secs(5), || {
+        all_alive(&[&n1, &n2, &n3], 3)
+    });
+    for x in [&n1, &n2] {
+        let (state, life) = state_of(x, "node3").unwrap();
+        assert_eq!((state.as_str(), life), ("alive", n3.status().incarnation));
+        let node3 = x.status();
+        let node3 = node3.node("node3").unwrap();
+        assert_eq!(node3.address, n3.addr().to_string());
+    }
 }
 
 #[test]

@@ -174,6 +174,8 @@ pub enum Event {
     Incarnation {
         /// Its id.
         node_id: String,
+        /// Its address.
+        addr: SocketAddr,
         /// The new incarnation.
         incarnation: u64,
     },
@@ -259,6 +261,7 @@ impl Membership {
                     m.incarnation = incarnation;
                     events.push(Event::Incarnation {
                         node_id: node_id.to_owned(),
+                        addr,
                         incarnation,
                     });
                 }
@@ -305,6 +308,7 @@ impl Membership {
                 m.heard = seen;
                 events.push(Event::Incarnation {
                     node_id: e.node_id.clone(),
+                    addr: e.addr,
                     incarnation: e.incarnation,
                 });
             }
@@ -556,12 +560,14 @@ mod tests {
         m.heard("n2", 7, addr(2), t0, &mut ev);
         m.tick(t0 + secs(4.0), &mut ev);
         ev.clear();
-        m.heard("n2", 9, addr(2), t0 + secs(5.0), &mut ev);
+        // Restarted somewhere else: its new address is where to answer it.
+        m.heard("n2", 9, addr(3), t0 + secs(5.0), &mut ev);
         assert_eq!(
             ev,
             [
                 Event::Incarnation {
                     node_id: "n2".into(),
+                    addr: addr(3),
                     incarnation: 9
                 },
                 Event::Changed {
@@ -580,7 +586,7 @@ mod tests {
             &mut ev,
         );
         assert!(ev.is_empty());
-        assert_eq!(m.members()["n2"].addr, addr(2));
+        assert_eq!(m.members()["n2"].addr, addr(3));
         assert_eq!(m.members()["n2"].incarnation, 9);
     }
 

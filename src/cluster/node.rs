@@ -6,8 +6,9 @@
 //! a node sends one datagram per member per interval whatever the
 //! cluster's size. Everything is sent at once instead, to every member,
 //! when a setting is published here or a seed's address changes; and
-//! to a member when it is first heard of, so a joining node learns the
-//! whole cluster within a round trip rather than a few intervals.
+//! to a member when it is first heard of or heard at a new incarnation,
+//! so a joining or restarted node learns the whole cluster within a
+//! round trip rather than a few intervals.
 //!
 //! Seeds are host:port strings resolved again and again on a small
 //! helper thread (a slow DNS answer must not delay heartbeats), so a
@@ -484,17 +485,20 @@ impl Runner {
             st.membership.merge(&entries, now, &mut events);
         }
         self.apply(&changes, &d.header.node_id);
-        let joined: Vec<SocketAddr> = events
+        // A member new to this node, or one that restarted, knows little
+        // or nothing of the cluster: it gets everything now rather than a
+        // page per interval.
+        let newcomers: Vec<SocketAddr> = events
             .iter()
             .filter_map(|e| match e {
-                Event::Joined { addr, .. } => Some(*addr),
+                Event::Joined { addr, .. } | Event::Incarnation { addr, .. } => Some(*addr),
                 _ => None,
             })
             .collect();
         log_events(&s.node_id, s.timing, &mut events);
-        if !joined.is_empty() {
+        if !newcomers.is_empty() {
             let datagrams = self.datagrams(&mut s.lock(), now, true);
-            self.send(&datagrams, &joined);
+            self.send(&datagrams, &newcomers);
         }
     }
 
@@ -592,6 +596,7 @@ fn log_events(me: &str, timing: Timing, events: &mut Vec<Event>) {
             Event::Incarnation {
                 node_id,
                 incarnation,
+                ..
             } => log::info(&format!(
                 "cluster: node {node_id} is at incarnation {incarnation} (restarted, or \
                  refuted a suspicion)"
